@@ -1,0 +1,81 @@
+// Shipper: the primary side of the replication stream (public contract between fuse_fs and
+// replicator).
+//
+// The file system layer applies a mutation locally, then hands the matching proto::Op to Ship() while
+// still holding whatever lock orders conflicting mutations (so the stream order equals the local order
+// for anything that conflicts). Ship() assigns the sequence number, computes payload checksums, batches
+// operations onto the gRPC stream and calls the callback exactly once:
+//   kAcked      the peer applied it (and made it durable, for fsync and dsync writes);
+//   kPeerError  the peer acknowledged with an errno (the range is recorded dirty);
+//   kNotShipped no peer (alone, or the peer was declared lost): the change is recorded in the
+//               dirty-zone record instead. When already alone the callback runs inline, inside Ship().
+// The callback runs on a shipper thread (or inline); it must not block.
+//
+// Peer loss: if the oldest unacknowledged operation is older than send_timeout, or the stream breaks
+// and cannot be re-established (resending every unacknowledged operation) before that deadline, the
+// shipper goes alone: every pending callback completes with kNotShipped and their ranges are recorded.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "common/status.h"
+#include "proto/replication.pb.h"
+#include "replicator/dirty_zones.h"
+#include "replicator/tls.h"
+
+namespace hamirror::replicator {
+
+enum class ShipOutcome { kAcked, kPeerError, kNotShipped };
+
+struct ShipResult {
+  ShipOutcome outcome;
+  int peer_errno;  // with kPeerError
+};
+
+// Plain function pointer + context: no allocation per operation.
+using ShipCallback = void (*)(void* ctx, const ShipResult& result);
+
+struct ShipperOptions {
+  std::string peer;  // HOST:PORT of the secondary
+  std::chrono::milliseconds send_timeout{30000};
+  std::chrono::milliseconds connect_timeout{5000};  // initial connection; then alone
+  uint64_t zone_size = 1 << 20;                     // dirty-zone granularity
+  size_t max_batch_ops = 256;                       // per gRPC message
+  size_t max_batch_bytes = 4 << 20;
+  TlsOptions tls;
+  std::string node_name;
+};
+
+struct ShipperStats {
+  bool connected = false;
+  bool alone = false;
+  uint64_t ops_acked = 0;
+  uint64_t bytes_acked = 0;
+  uint64_t inflight = 0;
+  uint64_t lag_us = 0;  // age of the oldest unacknowledged operation
+  uint64_t reconnects = 0;
+  uint64_t peer_errors = 0;
+  std::string last_error;
+};
+
+class Shipper {
+ public:
+  // Connects (bounded by connect_timeout). Fails on a bad address or unusable TLS files. A peer that
+  // cannot be reached yields a shipper that is already alone, not an error.
+  static Status Create(const ShipperOptions& options, std::unique_ptr<Shipper>* out);
+  virtual ~Shipper() = default;  // answers every pending callback (kNotShipped) before returning
+
+  // Thread-safe. `op` is moved from; op.seq is assigned here.
+  virtual void Ship(proto::Op&& op, ShipCallback callback, void* ctx) = 0;
+
+  // Stop replicating (role primary -> alone): pending operations complete kNotShipped.
+  virtual void GoAlone(const std::string& reason) = 0;
+
+  virtual ShipperStats Stats() const = 0;
+  virtual const DirtyZones& dirty() const = 0;
+};
+
+}  // namespace hamirror::replicator

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package hamirror needs to build, test, benchmark and run the demo.
+# Idempotent: apt-get skips what is already installed. Must run as root.
+set -euo pipefail
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps.sh: must run as root (apt-get install)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+packages=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config clang-format git
+  # libraries (design card)
+  libfuse3-dev fuse3 liburing-dev
+  libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc
+  libpugixml-dev catch2 libxxhash-dev libcli11-dev libnl-route-3-dev libnl-3-dev
+  libsystemd-dev libssl-dev openssl
+  # runtime and test tools
+  iproute2 iputils-ping iputils-arping attr acl procps psmisc netcat-openbsd python3 util-linux
+  mariadb-server mariadb-client sysbench fio bindfs
+)
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+# MariaDB's package may start a system instance; hamirror's tests run their own instances.
+if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mariadb 2>/dev/null; then
+  systemctl stop mariadb || true
+  systemctl disable mariadb >/dev/null 2>&1 || true
+fi
+modprobe fuse 2>/dev/null || true
+echo "install-deps.sh: all packages present"

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs dependencies, builds hamirror (Release, all cores) and runs the whole test suite with ctest.
+#   scripts/test.sh                 # everything
+#   BUILD_DIR=build-asan CMAKE_ARGS="-DHAMIRROR_SANITIZE=address" scripts/test.sh   # ASan+UBSan
+#   CTEST_ARGS="-R fuse" scripts/test.sh   # a subset
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "${SKIP_DEPS:-0}" != 1 ]; then bash scripts/install-deps.sh; fi
+BUILD_DIR=${BUILD_DIR:-build}
+cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=${BUILD_TYPE:-Release} ${CMAKE_ARGS:-}
+cmake --build "$BUILD_DIR" -j "$(nproc)"
+cd "$BUILD_DIR"
+# Integration tests mount FUSE file systems and make namespaces: they run one at a time.
+ctest --output-on-failure --timeout 900 ${CTEST_ARGS:-}
