@@ -47,6 +47,12 @@ struct ShipperOptions {
   size_t max_batch_bytes = 4 << 20;
   TlsOptions tls;
   std::string node_name;
+  // Added by the replicator (not in the first contract):
+  // Memory bound of unacknowledged operations: Ship() waits while above it, at most until the peer is
+  // declared lost (send_timeout), so the application is never held longer than that.
+  size_t max_inflight_bytes = 256 << 20;
+  // Test hook: flip one byte on the wire (not in the resend buffer) of this many Write frames.
+  int test_corrupt_writes = 0;
 };
 
 struct ShipperStats {
@@ -66,6 +72,9 @@ class Shipper {
   // Connects (bounded by connect_timeout). Fails on a bad address or unusable TLS files. A peer that
   // cannot be reached yields a shipper that is already alone, not an error.
   static Status Create(const ShipperOptions& options, std::unique_ptr<Shipper>* out);
+  // Added by the replicator: a shipper with no peer at all (role alone). Every Ship() records the
+  // change in dirty() and calls back inline with kNotShipped. options.peer/tls are ignored.
+  static std::unique_ptr<Shipper> CreateAlone(const ShipperOptions& options);
   virtual ~Shipper() = default;  // answers every pending callback (kNotShipped) before returning
 
   // Thread-safe. `op` is moved from; op.seq is assigned here.
@@ -76,6 +85,9 @@ class Shipper {
 
   virtual ShipperStats Stats() const = 0;
   virtual const DirtyZones& dirty() const = 0;
+  // Records a range the peer may hold while this node does not: the caller shipped an operation
+  // before applying it locally (to overlap both) and the local apply then failed. Thread-safe.
+  virtual void RecordDirty(const DirtyNote& note) = 0;
 };
 
 }  // namespace hamirror::replicator

@@ -17,7 +17,7 @@ packages=(
   libsystemd-dev libssl-dev openssl
   # runtime and test tools
   iproute2 iputils-ping iputils-arping attr acl procps psmisc netcat-openbsd python3 util-linux
-  mariadb-server mariadb-client sysbench fio bindfs
+  mariadb-server mariadb-client libmariadb-dev sysbench fio bindfs
 )
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# fio on a plain local directory vs a hamirror-fs primary mount (synchronous replication to a secondary
+# on 127.0.0.1), interleaved rounds, same run:
+#   seq    sequential 1 MiB writes of SEQ_SIZE, one job, final fsync (end_fsync): throughput MiB/s
+#   dsync  4 KiB random writes with O_DSYNC (sync=dsync), one job, psync: IOPS, p50 and p99 latency
+# Reports medians per target, ratios to local, the latency hamirror adds (µs), and hamirror-fs peak RSS
+# (VmHWM) of the primary and the secondary under this load.
+#
+# Knobs (env): ROUNDS=3 SETTLE=10 (s idle after `sync` before each run) SEQ_SIZE=1G RAND_SIZE=64M
+#   RAND_SECONDS=20 TARGETS="local hamirror" (bindfs also accepted) BENCH_DIR=/var/tmp/hamirror-bench
+#   HAMIRROR_FS=build/bin/hamirror-fs
+#   KEEP_CPUS_AWAKE=1 (PM QoS 0 µs on /dev/cpu_dma_latency during the runs, so idle vCPUs poll instead
+#   of halting; see mariadb-lib.sh and docs/benchmarks.md: without it this VM can add ~4 ms of wake-up
+#   latency to every lone sync write)
+# Default runtime: 2 targets x 3 rounds x ~60 s ≈ 6 min. Run as root. Not part of ctest.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=../tests/integration/mariadb-lib.sh
+source "$REPO/tests/integration/mariadb-lib.sh"
+
+ROUNDS=${ROUNDS:-3}
+SETTLE=${SETTLE:-10}
+SEQ_SIZE=${SEQ_SIZE:-1G}
+RAND_SIZE=${RAND_SIZE:-64M}
+RAND_SECONDS=${RAND_SECONDS:-20}
+TARGETS=${TARGETS:-local hamirror}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/hamirror-bench}
+KEEP_CPUS_AWAKE=${KEEP_CPUS_AWAKE:-1}
+[ "$(id -u)" -eq 0 ] || hm_die "run as root (FUSE mounts)"
+command -v fio >/dev/null || hm_die "fio not installed (scripts/install-deps.sh)"
+
+mkdir -p "$BENCH_DIR"
+W=$(mktemp -d "$BENCH_DIR/fio.XXXXXX")
+FUSE_PID=
+FUSE_MNT=
+cleanup() {
+  set +e
+  hm_cpus_awake_stop
+  [ -n "$FUSE_PID" ] && hm_stop_pid "$FUSE_PID" 20
+  [ -n "$FUSE_MNT" ] && hm_unmount "$FUSE_MNT"
+  hm_pair_stop >/dev/null 2>&1
+  findmnt -n -o TARGET -l | grep "^$W/" | sort -r | while read -r m; do umount -l "$m"; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# setup_target NAME: sets TDIR, the directory fio writes into.
+setup_target() {
+  local name=$1
+  case $name in
+    local) TDIR=$W/local; mkdir -p "$TDIR" ;;
+    hamirror) hm_pair_start "$W/hm" || return 1; TDIR=$W/hm/primary ;;
+    bindfs)
+      mkdir -p "$W/bindfs/src" "$W/bindfs/mnt"
+      bindfs -f "$W/bindfs/src" "$W/bindfs/mnt" >"$W/bindfs.log" 2>&1 &
+      FUSE_PID=$! FUSE_MNT=$W/bindfs/mnt
+      hm_await_mount "$FUSE_MNT" 20 fuse || return 1
+      TDIR=$FUSE_MNT ;;
+    *) hm_die "unknown target $name" ;;
+  esac
+}
+
+teardown_target() {
+  case $1 in
+    local) rm -rf "$W/local" ;;
+    hamirror) hm_pair_stop || hm_log "hamirror: a daemon did not stop cleanly"; rm -rf "$W/hm" ;;
+    bindfs) hm_unmount "$FUSE_MNT"; hm_stop_pid "$FUSE_PID" 20 || true; FUSE_PID='' FUSE_MNT=''; rm -rf "$W/bindfs" ;;
+  esac
+}
+
+# fio_json JOBNAME OUT.json ARGS...: runs fio in TDIR.
+fio_json() {
+  local name=$1 out=$2
+  shift 2
+  fio --name="$name" --directory="$TDIR" --ioengine=psync --numjobs=1 --output-format=json "$@" >"$out" 2>"$out.err" ||
+    { hm_log "fio $name failed:"; tail -5 "$out.err" >&2; return 1; }
+}
+
+declare -A SEQ IOPS P50 P99
+HWM_P=0
+HWM_S=0
+note_rss() {
+  [ -n "${HM_PRIMARY_PID:-}" ] || return 0
+  local p s
+  p=$(hm_vmhwm "$HM_PRIMARY_PID")
+  s=$(hm_vmhwm "$HM_SECONDARY_PID")
+  if [ -n "$p" ] && [ "$p" -gt "$HWM_P" ]; then HWM_P=$p; fi
+  if [ -n "$s" ] && [ "$s" -gt "$HWM_S" ]; then HWM_S=$s; fi
+}
+
+run_one() {
+  local name=$1 round=$2
+  setup_target "$name" || { hm_log "$name: setup failed"; teardown_target "$name"; return 1; }
+  sync
+  sleep "$SETTLE"  # let the disk settle (anchors.md), the same for every target
+  if fio_json seq "$W/seq-$name-$round.json" --rw=write --bs=1M --size="$SEQ_SIZE" --end_fsync=1; then
+    local mibs
+    mibs=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["jobs"][0]["write"]["bw_bytes"] / 1048576))' "$W/seq-$name-$round.json")
+    SEQ[$name]="${SEQ[$name]:-} $mibs"
+    hm_log "round $round $name: seq 1 MiB writes $mibs MiB/s"
+  fi
+  note_rss
+  rm -f "$TDIR"/seq.*
+  # Write the random-write file in full first: fio would otherwise fallocate it, and every O_DSYNC write
+  # into an unwritten extent then waits for a journal commit (ms, not µs) on ext4: that measures extent
+  # conversion, not the steady overwrite a database does.
+  fio_json prefill "$W/prefill-$name-$round.json" --filename=dsync.dat --rw=write --bs=1M --size="$RAND_SIZE" \
+    --end_fsync=1 || true
+  sync
+  sleep "$SETTLE"
+  if fio_json dsync "$W/dsync-$name-$round.json" --filename=dsync.dat --rw=randwrite --bs=4k --size="$RAND_SIZE" \
+    --sync=dsync --time_based --runtime="$RAND_SECONDS"; then
+    local line iops p50 p99
+    line=$(python3 -c 'import json,sys
+w=json.load(open(sys.argv[1]))["jobs"][0]["write"]; p=w["clat_ns"]["percentile"]
+print("%.0f %.0f %.0f" % (w["iops"], p["50.000000"] / 1000, p["99.000000"] / 1000))' "$W/dsync-$name-$round.json")
+    read -r iops p50 p99 <<<"$line"
+    IOPS[$name]="${IOPS[$name]:-} $iops"
+    P50[$name]="${P50[$name]:-} $p50"
+    P99[$name]="${P99[$name]:-} $p99"
+    hm_log "round $round $name: 4 KiB O_DSYNC $iops IOPS, p50 ${p50} µs, p99 ${p99} µs"
+  fi
+  note_rss
+  teardown_target "$name"
+}
+
+active=()
+for t in $TARGETS; do
+  if [ "$t" = hamirror ] && [ ! -x "$HAMIRROR_FS" ]; then hm_log "hamirror: no binary at $HAMIRROR_FS; target skipped"; continue; fi
+  active+=("$t")
+done
+hm_log "fio: targets=${active[*]} rounds=$ROUNDS seq=$SEQ_SIZE dsync=${RAND_SIZE}/${RAND_SECONDS}s, work dir $W"
+[ "$KEEP_CPUS_AWAKE" = 1 ] && hm_cpus_awake_start
+for (( r = 1; r <= ROUNDS; r++ )); do
+  n=${#active[@]}
+  for (( i = 0; i < n; i++ )); do run_one "${active[$(( (i + r - 1) % n ))]}" "$r" || true; done
+done
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
+diff_us() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.0f", a - b}'; }
+lseq=$(median ${SEQ[local]:-}); liops=$(median ${IOPS[local]:-}); lp50=$(median ${P50[local]:-}); lp99=$(median ${P99[local]:-})
+echo
+echo "## fio, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), rounds=$ROUNDS settle=${SETTLE}s keep_cpus_awake=$KEEP_CPUS_AWAKE (medians; per-round values in brackets)"
+echo
+echo "| target | seq 1 MiB write MiB/s | ratio | 4 KiB O_DSYNC IOPS | ratio | p50 µs | p99 µs | added p50 / p99 µs |"
+echo "|---|---|---|---|---|---|---|---|"
+for t in "${active[@]}"; do
+  s=$(median ${SEQ[$t]:-}); i=$(median ${IOPS[$t]:-}); a=$(median ${P50[$t]:-}); b=$(median ${P99[$t]:-})
+  echo "| $t | $s [${SEQ[$t]:-} ] | $(ratio "$s" "$lseq") | $i [${IOPS[$t]:-} ] | $(ratio "$i" "$liops") | $a | $b | $(diff_us "$a" "$lp50") / $(diff_us "$b" "$lp99") |"
+done
+if [ "$HWM_P" -gt 0 ]; then
+  echo
+  echo "hamirror-fs peak RSS (VmHWM): primary $(( HWM_P / 1024 )) MiB, secondary $(( HWM_S / 1024 )) MiB"
+fi
+exit 0

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# MariaDB sysbench oltp_write_only on several targets, in interleaved rounds, same machine, same run:
+#   local           a plain directory on the local disk (the baseline), MariaDB's default flush method
+#                   (O_DIRECT)
+#   local_fsync     the same with innodb_flush_method=fsync (what a FUSE layer that drops O_DIRECT on its
+#                   backing files amounts to; passthrough_ll needs it): separates that effect from FUSE's
+#   hamirror        a hamirror-fs primary mount replicating synchronously to a secondary on 127.0.0.1
+#   passthrough_ll  libfuse's passthrough_ll example (Debian's libfuse3-dev docs), built here, default
+#                   options (multithreaded); no replication
+#   bindfs          bindfs, default options; no replication
+# Full durability everywhere: innodb_flush_log_at_trx_commit=1, sync_binlog=1, binary log on.
+# Prints per-round tps, the median per target and its ratio to local's median.
+#
+# Knobs (env): ROUNDS=3 DURATION=30 (s per run) SETTLE=10 (s idle after `sync` before each run)
+#   TARGETS="local local_fsync hamirror passthrough_ll bindfs" SB_THREADS=4 SB_TABLES=4 SB_TABLE_SIZE=10000
+#   KEEP_CPUS_AWAKE=1 (PM QoS 0 µs on /dev/cpu_dma_latency during the runs, so idle vCPUs poll instead
+#   of halting; see mariadb-lib.sh and docs/benchmarks.md: without it this VM can add ~4 ms of wake-up
+#   latency to every lone sync write)
+#   BENCH_DIR=/var/tmp/hamirror-bench HAMIRROR_FS=build/bin/hamirror-fs
+#   PT_FLUSH_METHOD=fsync (passthrough_ll hands O_DIRECT to its backing files with unaligned buffers and
+#   MariaDB's default O_DIRECT then fails with EINVAL; see docs/benchmarks.md)
+# Default runtime: 5 targets x 3 rounds x ~52 s ≈ 13 min. Run as root. Not part of ctest.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=../tests/integration/mariadb-lib.sh
+source "$REPO/tests/integration/mariadb-lib.sh"
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-30}
+SETTLE=${SETTLE:-10}
+TARGETS=${TARGETS:-local local_fsync hamirror passthrough_ll bindfs}
+BENCH_DIR=${BENCH_DIR:-/var/tmp/hamirror-bench}
+KEEP_CPUS_AWAKE=${KEEP_CPUS_AWAKE:-1}
+PT_FLUSH_METHOD=${PT_FLUSH_METHOD:-fsync}
+[ "$(id -u)" -eq 0 ] || hm_die "run as root (FUSE mounts, mariadbd --user=root)"
+
+mkdir -p "$BENCH_DIR"
+W=$(mktemp -d "$BENCH_DIR/sb.XXXXXX")
+FUSE_PID=
+FUSE_MNT=
+cleanup() {
+  set +e
+  hm_cpus_awake_stop
+  mdb_stop >/dev/null 2>&1
+  [ -n "$FUSE_PID" ] && hm_stop_pid "$FUSE_PID" 20
+  [ -n "$FUSE_MNT" ] && hm_unmount "$FUSE_MNT"
+  hm_pair_stop >/dev/null 2>&1
+  findmnt -n -o TARGET -l | grep "^$W/" | sort -r | while read -r m; do umount -l "$m"; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PT_BIN=
+build_passthrough_ll() {
+  local ex=/usr/share/doc/libfuse3-dev/examples
+  if [ ! -f "$ex/passthrough_ll.c" ]; then
+    hm_log "passthrough_ll: $ex/passthrough_ll.c not present (libfuse3-dev examples); target skipped"
+    return 1
+  fi
+  mkdir -p "$W/tools"
+  PT_BIN=$W/tools/passthrough_ll
+  # shellcheck disable=SC2046 # pkg-config prints several flags
+  gcc -O2 -o "$PT_BIN" "$ex/passthrough_ll.c" -I"$ex" $(pkg-config --cflags --libs fuse3) 2>"$W/pt-build.log" ||
+    { hm_log "passthrough_ll: build failed (see below); target skipped"; cat "$W/pt-build.log" >&2; PT_BIN=; return 1; }
+}
+
+# setup_target NAME DIR: mounts/creates the target under DIR; sets DATADIR (and FUSE_PID/FUSE_MNT).
+setup_target() {
+  local name=$1 d=$2
+  mkdir -p "$d"
+  case $name in
+    local | local_fsync) DATADIR=$d/data ;;
+    hamirror)
+      hm_pair_start "$d" || return 1
+      DATADIR=$d/primary/data ;;
+    passthrough_ll)
+      mkdir -p "$d/src" "$d/mnt"
+      "$PT_BIN" -f -o source="$d/src" "$d/mnt" >"$d/fuse.log" 2>&1 &
+      FUSE_PID=$! FUSE_MNT=$d/mnt
+      hm_await_mount "$d/mnt" 20 fuse || return 1
+      DATADIR=$d/mnt/data ;;
+    bindfs)
+      mkdir -p "$d/src" "$d/mnt"
+      bindfs -f "$d/src" "$d/mnt" >"$d/fuse.log" 2>&1 &
+      FUSE_PID=$! FUSE_MNT=$d/mnt
+      hm_await_mount "$d/mnt" 20 fuse || return 1
+      DATADIR=$d/mnt/data ;;
+    *) hm_die "unknown target $name" ;;
+  esac
+}
+
+teardown_target() {
+  local name=$1 d=$2
+  case $name in
+    hamirror) hm_pair_stop || hm_log "hamirror: a daemon did not stop cleanly" ;;
+    passthrough_ll | bindfs)
+      hm_unmount "$FUSE_MNT"
+      hm_stop_pid "$FUSE_PID" 20 || true
+      FUSE_PID='' FUSE_MNT='' ;;
+  esac
+  rm -rf "$d"
+}
+
+declare -A TPS
+HM_HWM=0
+run_one() {
+  local name=$1 round=$2 d=$W/hm flush=$MDB_FLUSH_METHOD
+  [ "$name" = hamirror ] || d=$W/$name
+  setup_target "$name" "$d" || { hm_log "$name: setup failed"; teardown_target "$name" "$d"; return 1; }
+  [ "$name" = passthrough_ll ] && MDB_FLUSH_METHOD=$PT_FLUSH_METHOD
+  [ "$name" = local_fsync ] && MDB_FLUSH_METHOD=fsync
+  if mdb_install "$DATADIR" "$W/run" && mdb_start "$DATADIR" "$W/run" && sb_prepare "$W/prepare.log"; then
+    sync
+    sleep "$SETTLE"  # let the disk settle (anchors.md), the same for every target
+    local tps
+    if tps=$(sb_run "$DURATION" "$W/run-$name-$round.log"); then
+      TPS[$name]="${TPS[$name]:-} $tps"
+      hm_log "round $round $name: $tps tps"
+    fi
+    if [ "$name" = hamirror ] && [ -n "${HM_PRIMARY_PID:-}" ]; then
+      local hwm
+      hwm=$(hm_vmhwm "$HM_PRIMARY_PID")
+      [ -n "$hwm" ] && [ "$hwm" -gt "$HM_HWM" ] && HM_HWM=$hwm
+    fi
+  else
+    hm_log "$name: MariaDB could not run here (see above)"
+  fi
+  mdb_stop || hm_log "$name: mariadbd did not stop cleanly"
+  MDB_FLUSH_METHOD=$flush
+  rm -rf "$W/run"
+  teardown_target "$name" "$d"
+}
+
+active=()
+for t in $TARGETS; do
+  if [ "$t" = passthrough_ll ] && ! build_passthrough_ll; then continue; fi
+  if [ "$t" = hamirror ] && [ ! -x "$HAMIRROR_FS" ]; then hm_log "hamirror: no binary at $HAMIRROR_FS; target skipped"; continue; fi
+  if [ "$t" = bindfs ] && ! command -v bindfs >/dev/null; then hm_log "bindfs not installed; target skipped"; continue; fi
+  active+=("$t")
+done
+hm_log "sysbench oltp_write_only: targets=${active[*]} rounds=$ROUNDS duration=${DURATION}s threads=$SB_THREADS tables=$SB_TABLES x $SB_TABLE_SIZE rows, work dir $W"
+
+[ "$KEEP_CPUS_AWAKE" = 1 ] && hm_cpus_awake_start
+for (( r = 1; r <= ROUNDS; r++ )); do
+  # Rotate the order each round so no target always runs first (or right after the same neighbour).
+  n=${#active[@]}
+  for (( i = 0; i < n; i++ )); do
+    run_one "${active[$(( (i + r - 1) % n ))]}" "$r" || true
+  done
+done
+
+local_median=$(median ${TPS[local]:-})
+echo
+echo "## sysbench oltp_write_only, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), MariaDB $(mariadbd --version | awk '{print $3}')"
+echo "threads=$SB_THREADS tables=$SB_TABLES table_size=$SB_TABLE_SIZE duration=${DURATION}s rounds=$ROUNDS settle=${SETTLE}s keep_cpus_awake=$KEEP_CPUS_AWAKE"
+echo
+echo "| target | tps per round | median tps | ratio to local |"
+echo "|---|---|---|---|"
+for t in "${active[@]}"; do
+  m=$(median ${TPS[$t]:-})
+  ratio=n/a
+  if [ "$m" != n/a ] && [ "$local_median" != n/a ]; then ratio=$(awk -v a="$m" -v b="$local_median" 'BEGIN {printf "%.2f", a / b}'); fi
+  echo "| $t | $(echo ${TPS[$t]:-none} | sed 's/ / \/ /g') | $m | $ratio |"
+done
+[ "$HM_HWM" -gt 0 ] && echo && echo "hamirror-fs primary peak RSS (VmHWM) under sysbench: $(( HM_HWM / 1024 )) MiB"
+exit 0

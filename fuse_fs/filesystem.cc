@@ -1,0 +1,1299 @@
+#include "fuse_fs/filesystem.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "common/log.h"
+#include "fuse_fs/pending_reply.h"
+
+namespace hamirror::fs {
+namespace {
+
+// The primary is the only writer of its tree, so the kernel may cache names and attributes for long;
+// the secondary's tree changes underneath the kernel, so it caches nothing.
+constexpr double kPrimaryTimeout = 86400.0;
+constexpr size_t kMaxWrite = 1 << 20;
+
+struct ProcPath {
+  explicit ProcPath(int fd) { snprintf(buf, sizeof(buf), "/proc/self/fd/%d", fd); }
+  char buf[32];
+};
+
+void NoopCallback(void*, const replicator::ShipResult&) {}
+
+void ToProto(const struct timespec& ts, proto::Timespec* out) {
+  out->set_sec(ts.tv_sec);
+  out->set_nsec(static_cast<uint32_t>(ts.tv_nsec));
+}
+
+int StatInode(const Inode& inode, struct stat* st) {
+  if (fstatat(inode.fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
+  return 0;
+}
+
+proto::NodeKind KindOf(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return proto::NODE_KIND_FILE;
+    case S_IFDIR: return proto::NODE_KIND_DIR;
+    case S_IFLNK: return proto::NODE_KIND_SYMLINK;
+    case S_IFIFO: return proto::NODE_KIND_FIFO;
+    case S_IFSOCK: return proto::NODE_KIND_SOCKET;
+    case S_IFCHR: return proto::NODE_KIND_CHAR;
+    case S_IFBLK: return proto::NODE_KIND_BLOCK;
+    default: return proto::NODE_KIND_UNSPECIFIED;
+  }
+}
+
+struct DirHandle {
+  DIR* dp = nullptr;
+  off_t offset = 0;
+  struct dirent* entry = nullptr;
+  int fd = -1;  // dirfd(dp), for fsyncdir
+};
+
+Filesystem* Self(fuse_req_t req) { return static_cast<Filesystem*>(fuse_req_userdata(req)); }
+
+// Writes all of buf at off (retrying short writes and EINTR); *done: bytes written. Returns the errno
+// that stopped it early (EIO if none was set), 0 when everything was written.
+int PwriteAll(int fd, const char* buf, size_t size, off_t off, size_t* done) {
+  *done = 0;
+  while (*done < size) {
+    ssize_t n = pwrite(fd, buf + *done, size - *done, off + static_cast<off_t>(*done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno ? errno : EIO;
+    }
+    if (n == 0) return EIO;
+    *done += static_cast<size_t>(n);
+  }
+  return 0;
+}
+
+}  // namespace
+
+const char* RoleName(Role role) {
+  switch (role) {
+    case Role::kPrimary: return "primary";
+    case Role::kSecondary: return "secondary";
+    case Role::kAlone: return "alone";
+  }
+  return "?";
+}
+
+Filesystem::Filesystem(const FsOptions& options, int root_fd, const struct stat& root_st)
+    : options_(options) {
+  table_.InitRoot(root_fd, root_st);
+}
+
+Filesystem::~Filesystem() { Stop(); }
+
+Inode& Filesystem::Get(fuse_ino_t ino) {
+  if (ino == FUSE_ROOT_ID) return *table_.root();
+  return *reinterpret_cast<Inode*>(ino);
+}
+
+double Filesystem::EntryTimeout() const { return ReadOnly() ? 0.0 : kPrimaryTimeout; }
+
+// ---------------------------------------------------------------------------------------------------
+// Roles
+
+Status Filesystem::Start(Role role) {
+  std::lock_guard<std::mutex> change(role_change_mu_);
+  if (role == Role::kSecondary) {
+    replicator::ReplicationServerOptions so;
+    so.listen = options_.listen;
+    so.tls = options_.tls;
+    so.root_fd = table_.root()->fd;
+    so.node_name = options_.node_name;
+    std::unique_ptr<replicator::ReplicationServer> server;
+    Status s = replicator::ReplicationServer::Start(so, &server);
+    if (!s.ok()) return s;
+    std::unique_lock<std::shared_mutex> lock(shipper_mu_);
+    server_ = std::move(server);
+    peer_ = options_.listen;
+  } else if (role == Role::kPrimary && !options_.peer.empty()) {
+    replicator::ShipperOptions so;
+    so.peer = options_.peer;
+    so.send_timeout = options_.send_timeout;
+    so.tls = options_.tls;
+    so.node_name = options_.node_name;
+    std::unique_ptr<replicator::Shipper> shipper;
+    Status s = replicator::Shipper::Create(so, &shipper);
+    if (!s.ok()) return s;
+    std::unique_lock<std::shared_mutex> lock(shipper_mu_);
+    shipper_ = std::move(shipper);
+    peer_ = options_.peer;
+  } else {
+    replicator::ShipperOptions so;
+    so.node_name = options_.node_name;
+    std::unique_lock<std::shared_mutex> lock(shipper_mu_);
+    shipper_ = replicator::Shipper::CreateAlone(so);
+  }
+  role_.store(role);
+  return Status::Ok();
+}
+
+Status Filesystem::RebindAll(replicator::Shipper* shipper) {
+  // Called with the namespace lock held exclusively: names cannot change underneath. An inode whose
+  // recorded name no longer leads to it (changed underneath while secondary) is skipped: operations on
+  // it will be refused by the peer and recorded dirty.
+  size_t bound = 0, skipped = 0;
+  for (const auto& n : table_.SnapshotParentsFirst()) {
+    Inode* parent = table_.FindRid(n.parent_rid);
+    struct stat st;
+    if (parent == nullptr || fstatat(parent->fd, n.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        st.st_dev != n.inode->dev || st.st_ino != n.inode->ino) {
+      ++skipped;
+      continue;
+    }
+    proto::Op op;
+    auto* b = op.mutable_bind();
+    b->set_rid(n.rid);
+    b->set_parent(n.parent_rid);
+    b->set_name(n.name);
+    shipper->Ship(std::move(op), &NoopCallback, nullptr);
+    ++bound;
+  }
+  HLOG_INFO("re-bound %zu live inodes for the new session (%zu skipped: name changed underneath)", bound,
+            skipped);
+  return Status::Ok();
+}
+
+Status Filesystem::SetRole(Role role, const std::string& peer) {
+  std::lock_guard<std::mutex> change(role_change_mu_);
+  Role cur = role_.load();
+  if (role == cur && role != Role::kPrimary) return Status::Ok();
+  if (role == Role::kSecondary) {
+    return Status::InvalidArgument(std::string("cannot switch from ") + RoleName(cur) +
+                                   " to secondary in place: unmount and start a secondary");
+  }
+  if (role == Role::kAlone) {
+    if (cur == Role::kSecondary)
+      return Status::InvalidArgument("secondary -> alone: ask for primary without a peer");
+    std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+    if (shipper_) shipper_->GoAlone("role set to alone");
+    role_.store(Role::kAlone);
+    HLOG_INFO("role: alone");
+    return Status::Ok();
+  }
+  // -> primary
+  std::unique_ptr<replicator::Shipper> shipper;
+  if (!peer.empty()) {
+    replicator::ShipperOptions so;
+    so.peer = peer;
+    so.send_timeout = options_.send_timeout;
+    so.tls = options_.tls;
+    so.node_name = options_.node_name;
+    Status s = replicator::Shipper::Create(so, &shipper);
+    if (!s.ok()) return s;
+  } else if (cur == Role::kPrimary) {
+    return Status::InvalidArgument("already primary; give a peer to reconnect");
+  } else {
+    replicator::ShipperOptions so;
+    so.node_name = options_.node_name;
+    shipper = replicator::Shipper::CreateAlone(so);
+  }
+  std::unique_ptr<replicator::ReplicationServer> old_server;
+  std::unique_ptr<replicator::Shipper> old_shipper;
+  {
+    // Freeze the tree and the stream: no namespace change and no Ship while live inodes are re-bound.
+    std::unique_lock<std::shared_mutex> ns(ns_mu_);
+    std::unique_lock<std::shared_mutex> lock(shipper_mu_);
+    old_server = std::move(server_);
+    if (old_server) old_server->Stop();
+    if (!peer.empty()) RebindAll(shipper.get());
+    old_shipper = std::move(shipper_);
+    shipper_ = std::move(shipper);
+    peer_ = peer;
+    role_.store(peer.empty() ? Role::kAlone : Role::kPrimary);
+  }
+  // The old shipper answers its pending callbacks (kNotShipped) outside the locks.
+  old_shipper.reset();
+  old_server.reset();
+  HLOG_INFO("role: %s%s%s", RoleName(role_.load()), peer.empty() ? "" : ", peer ", peer.c_str());
+  return Status::Ok();
+}
+
+proto::FsStatus Filesystem::GetStatus() {
+  proto::FsStatus st;
+  st.set_dir(options_.dir);
+  st.set_pid(static_cast<uint32_t>(getpid()));
+  Role role = role_.load();
+  std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+  st.set_peer(peer_);
+  if (role == Role::kSecondary) {
+    st.set_role(proto::FS_ROLE_SECONDARY);
+    if (server_) {
+      auto s = server_->Stats();
+      st.set_peer_connected(s.connected);
+      st.set_ops_applied(s.ops_applied);
+      st.set_bytes_applied(s.bytes_applied);
+      st.set_rejected_frames(s.rejected_frames);
+      st.set_last_error(s.last_error);
+    }
+    return st;
+  }
+  if (!shipper_) {
+    st.set_role(proto::FS_ROLE_ALONE);
+    return st;
+  }
+  auto s = shipper_->Stats();
+  st.set_role(role == Role::kPrimary && !s.alone ? proto::FS_ROLE_PRIMARY : proto::FS_ROLE_ALONE);
+  st.set_peer_connected(s.connected);
+  st.set_ops_shipped(s.ops_acked);
+  st.set_bytes_shipped(s.bytes_acked);
+  st.set_inflight(s.inflight);
+  st.set_lag_us(s.lag_us);
+  st.set_last_error(s.last_error);
+  auto counts = shipper_->dirty().Counts();
+  st.set_dirty_files(counts.files);
+  st.set_dirty_zones(counts.zones);
+  st.set_namespace_dirty(counts.namespace_dirty);
+  st.set_zone_size(shipper_->dirty().zone_size());
+  return st;
+}
+
+void Filesystem::Stop() {
+  std::lock_guard<std::mutex> change(role_change_mu_);
+  std::unique_ptr<replicator::Shipper> shipper;
+  std::unique_ptr<replicator::ReplicationServer> server;
+  {
+    std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+    if (shipper_) {
+      // Let in-flight operations be acknowledged before the shipper answers the rest kNotShipped.
+      auto deadline = std::chrono::steady_clock::now() + options_.send_timeout;
+      for (int i = 0; i < 100000 && std::chrono::steady_clock::now() < deadline; ++i) {
+        if (shipper_->Stats().inflight == 0) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      }
+    }
+  }
+  {
+    std::unique_lock<std::shared_mutex> lock(shipper_mu_);
+    shipper = std::move(shipper_);
+    server = std::move(server_);
+  }
+  if (server) server->Stop();
+}
+
+void Filesystem::Ship(proto::Op&& op, PendingReply* pending) {
+  std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+  if (!shipper_) {
+    if (pending) pending->Done();
+    return;
+  }
+  if (pending) {
+    shipper_->Ship(std::move(op), &PendingReply::OnShipped, pending);
+  } else {
+    shipper_->Ship(std::move(op), &NoopCallback, nullptr);
+  }
+}
+
+void Filesystem::AddTimeFix(proto::Op* op, uint64_t rid, const struct timespec& mtime) {
+  auto* t = op->add_times();
+  t->set_rid(rid);
+  ToProto(mtime, t->mutable_mtime());
+}
+
+void Filesystem::FillEntry(Inode* inode, const struct stat& st, fuse_entry_param* e) {
+  e->ino = inode == table_.root() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(inode);
+  e->attr = st;
+  e->attr_timeout = EntryTimeout();
+  e->entry_timeout = EntryTimeout();
+}
+
+// ---------------------------------------------------------------------------------------------------
+// FUSE operations
+
+void Filesystem::Init(fuse_conn_info* conn) {
+  // write(2) must be on the peer when it returns: no writeback cache (the kernel would answer writes
+  // from its page cache and send them later). The kernel sends a separate SETATTR for O_TRUNC so that
+  // truncation is one replicated operation.
+  conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_READDIRPLUS |
+                  FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_HANDLE_KILLPRIV | FUSE_CAP_POSIX_ACL);
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+  if (conn->capable & FUSE_CAP_PARALLEL_DIROPS) conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+  if (conn->capable & FUSE_CAP_ASYNC_DIO) conn->want |= FUSE_CAP_ASYNC_DIO;
+  conn->want &= ~FUSE_CAP_SPLICE_READ;  // writes arrive in memory: we copy them into the Op anyway
+  conn->max_write = kMaxWrite;
+  conn->max_readahead = kMaxWrite;
+  conn->max_background = 256;
+  conn->congestion_threshold = 192;
+}
+
+int Filesystem::LookupLocked(Inode& parent, const char* name, fuse_entry_param* e) {
+  int fd = openat(parent.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno;
+  struct stat st;
+  if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  bool created = false;
+  Inode* inode = table_.LookupOrInsert(fd, st, parent.rid, name, &created);
+  if (created && !ReadOnly()) {
+    // The peer must know the handle before the kernel can use it: Bind goes on the stream before the
+    // reply (no need to wait for its ack: the stream is ordered).
+    proto::Op op;
+    auto* b = op.mutable_bind();
+    b->set_rid(inode->rid);
+    b->set_parent(parent.rid);
+    b->set_name(name);
+    Ship(std::move(op), nullptr);
+  }
+  FillEntry(inode, st, e);
+  return 0;
+}
+
+void Filesystem::Lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  fuse_entry_param e{};
+  int err;
+  {
+    std::shared_lock<std::shared_mutex> ns(ns_mu_);
+    err = LookupLocked(Get(parent), name, &e);
+  }
+  if (err == ENOENT && !ReadOnly()) {
+    e.ino = 0;  // negative entry, cached: only this daemon creates names here
+    e.entry_timeout = kPrimaryTimeout;
+    fuse_reply_entry(req, &e);
+  } else if (err) {
+    fuse_reply_err(req, err);
+  } else {
+    fuse_reply_entry(req, &e);
+  }
+}
+
+void Filesystem::Forget(fuse_ino_t ino, uint64_t nlookup) {
+  Inode& inode = Get(ino);
+  // Shared: a re-bind (exclusive) walks the table's inodes and must not see one deleted under it.
+  std::shared_lock<std::shared_mutex> ns(ns_mu_);
+  uint64_t rid = table_.Unref(&inode, nlookup);
+  if (rid == 0) return;
+  if (!ReadOnly()) {
+    proto::Op op;
+    op.mutable_forget()->set_rid(rid);
+    Ship(std::move(op), nullptr);
+  }
+  close(inode.fd);
+  delete &inode;
+}
+
+void Filesystem::Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  struct stat st;
+  int err = fi ? (fstat(static_cast<int>(fi->fh), &st) < 0 ? errno : 0) : StatInode(Get(ino), &st);
+  if (err) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fuse_reply_attr(req, &st, EntryTimeout());
+}
+
+void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fuse_file_info* fi) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& inode = Get(ino);
+  ProcPath path(inode.fd);
+  int fd = fi ? static_cast<int>(fi->fh) : -1;
+  std::unique_lock<std::mutex> lock(inode.data_mu);
+  int err = 0;
+  if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
+    gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
+    if (fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) err = errno;
+  }
+  if (!err && (valid & FUSE_SET_ATTR_MODE)) {
+    int r = fd >= 0 ? fchmod(fd, attr->st_mode) : fchmodat(AT_FDCWD, path.buf, attr->st_mode, 0);
+    if (r < 0) err = errno;
+  }
+  if (!err && (valid & FUSE_SET_ATTR_SIZE)) {
+    int r = fd >= 0 ? ftruncate(fd, attr->st_size) : truncate(path.buf, attr->st_size);
+    if (r < 0) err = errno;
+  }
+  if (!err && (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
+    struct timespec tv[2];
+    tv[0].tv_sec = tv[1].tv_sec = 0;
+    tv[0].tv_nsec = tv[1].tv_nsec = UTIME_OMIT;
+    if (valid & FUSE_SET_ATTR_ATIME_NOW)
+      tv[0].tv_nsec = UTIME_NOW;
+    else if (valid & FUSE_SET_ATTR_ATIME)
+      tv[0] = attr->st_atim;
+    if (valid & FUSE_SET_ATTR_MTIME_NOW)
+      tv[1].tv_nsec = UTIME_NOW;
+    else if (valid & FUSE_SET_ATTR_MTIME)
+      tv[1] = attr->st_mtim;
+    int r;
+    if (fd >= 0) {
+      r = futimens(fd, tv);
+    } else if (inode.type == S_IFLNK) {
+      // A symlink's own times cannot be set through its O_PATH descriptor: go through its name.
+      uint64_t parent_rid;
+      std::string name;
+      Inode* parent = table_.GetName(&inode, &parent_rid, &name) ? table_.FindRid(parent_rid) : nullptr;
+      if (parent != nullptr) {
+        r = utimensat(parent->fd, name.c_str(), tv, AT_SYMLINK_NOFOLLOW);
+      } else {
+        r = -1;
+        errno = ESTALE;
+      }
+    } else {
+      r = utimensat(AT_FDCWD, path.buf, tv, 0);
+    }
+    if (r < 0) err = errno;
+  }
+  struct stat st;
+  if (!err) err = fd >= 0 ? (fstat(fd, &st) < 0 ? errno : 0) : StatInode(inode, &st);
+  if (err) {
+    lock.unlock();
+    fuse_reply_err(req, err);
+    return;
+  }
+  proto::Op op;
+  auto* sa = op.mutable_setattr();
+  sa->set_rid(inode.rid);
+  if (valid & FUSE_SET_ATTR_SIZE) sa->set_size(st.st_size);
+  // chown may clear set-id bits: send the resulting mode with it (symlinks have no mode of their own).
+  if ((valid & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && inode.type != S_IFLNK) {
+    sa->set_mode(st.st_mode & 07777);
+  }
+  if (valid & FUSE_SET_ATTR_UID) sa->set_uid(st.st_uid);
+  if (valid & FUSE_SET_ATTR_GID) sa->set_gid(st.st_gid);
+  if (valid & FUSE_SET_ATTR_ATIME) ToProto(st.st_atim, sa->mutable_atime());
+  // mtime always: a truncate moves it, and sending it keeps both sides equal at no extra cost.
+  ToProto(st.st_mtim, sa->mutable_mtime());
+  inode.mut_gen++;
+  inode.mtime_dirty = false;
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kAttr, 1);
+  p->entry.attr = st;
+  p->attr_timeout = EntryTimeout();
+  Ship(std::move(op), p);
+}
+
+void Filesystem::Readlink(fuse_req_t req, fuse_ino_t ino) {
+  char buf[PATH_MAX + 1];
+  ssize_t n = readlinkat(Get(ino).fd, "", buf, sizeof(buf));
+  if (n < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  if (n >= static_cast<ssize_t>(sizeof(buf))) {
+    fuse_reply_err(req, ENAMETOOLONG);
+    return;
+  }
+  buf[n] = '\0';
+  fuse_reply_readlink(req, buf);
+}
+
+int Filesystem::EnterNewNode(fuse_req_t req, Inode& parent, const char* name, const char* symlink_target,
+                             bool created, fuse_entry_param* e, proto::Op* op) {
+  struct stat pst;
+  if (fstatat(parent.fd, "", &pst, AT_EMPTY_PATH) < 0) return errno;
+  if (created) {
+    // The daemon runs as root: give the entry to the caller, with the group rule of setgid directories.
+    const fuse_ctx* ctx = fuse_req_ctx(req);
+    gid_t gid = (pst.st_mode & S_ISGID) ? pst.st_gid : ctx->gid;
+    if (fchownat(parent.fd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+  }
+  int fd = openat(parent.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno;
+  struct stat st;
+  if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  bool inserted = false;
+  Inode* inode = table_.LookupOrInsert(fd, st, parent.rid, name, &inserted);
+  if (created) {
+    auto* mk = op->mutable_make_node();
+    mk->set_parent(parent.rid);
+    mk->set_name(name);
+    mk->set_rid(inode->rid);
+    mk->set_kind(KindOf(st.st_mode));
+    mk->set_mode(st.st_mode & 07777);
+    mk->set_uid(st.st_uid);
+    mk->set_gid(st.st_gid);
+    mk->set_rdev(st.st_rdev);
+    if (symlink_target) mk->set_symlink_target(symlink_target);
+    AddTimeFix(op, inode->rid, st.st_mtim);
+    AddTimeFix(op, parent.rid, pst.st_mtim);
+  } else if (inserted) {
+    auto* b = op->mutable_bind();
+    b->set_rid(inode->rid);
+    b->set_parent(parent.rid);
+    b->set_name(name);
+  }
+  FillEntry(inode, st, e);
+  return 0;
+}
+
+void Filesystem::Mknod(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, dev_t rdev) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& parent = Get(parent_ino);
+  proto::Op op;
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kEntry, 1);
+  std::unique_lock<std::shared_mutex> ns(ns_mu_);
+  int err = 0;
+  if (S_ISDIR(mode)) {
+    if (mkdirat(parent.fd, name, mode & 07777) < 0) err = errno;
+  } else if (mknodat(parent.fd, name, mode, rdev) < 0) {
+    err = errno;
+  }
+  if (!err) err = EnterNewNode(req, parent, name, nullptr, true, &p->entry, &op);
+  if (err) {
+    ns.unlock();
+    p->Done(err);
+    return;
+  }
+  Ship(std::move(op), p);
+}
+
+void Filesystem::Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  Mknod(req, parent, name, S_IFDIR | mode, 0);
+}
+
+void Filesystem::Symlink(fuse_req_t req, const char* link, fuse_ino_t parent_ino, const char* name) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& parent = Get(parent_ino);
+  proto::Op op;
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kEntry, 1);
+  std::unique_lock<std::shared_mutex> ns(ns_mu_);
+  int err = symlinkat(link, parent.fd, name) < 0 ? errno : 0;
+  if (!err) err = EnterNewNode(req, parent, name, link, true, &p->entry, &op);
+  if (err) {
+    ns.unlock();
+    p->Done(err);
+    return;
+  }
+  Ship(std::move(op), p);
+}
+
+void Filesystem::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, const char* newname) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& inode = Get(ino);
+  Inode& newparent = Get(newparent_ino);
+  std::unique_lock<std::shared_mutex> ns(ns_mu_);
+  if (linkat(inode.fd, "", newparent.fd, newname, AT_EMPTY_PATH) < 0) {
+    int err = errno;
+    ns.unlock();
+    fuse_reply_err(req, err);
+    return;
+  }
+  struct stat st, pst;
+  int err = StatInode(inode, &st);
+  if (!err && fstatat(newparent.fd, "", &pst, AT_EMPTY_PATH) < 0) err = errno;
+  if (err) {
+    ns.unlock();
+    fuse_reply_err(req, err);
+    return;
+  }
+  table_.Ref(&inode);
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kEntry, 1);
+  FillEntry(&inode, st, &p->entry);
+  proto::Op op;
+  auto* l = op.mutable_link();
+  l->set_rid(inode.rid);
+  l->set_new_parent(newparent.rid);
+  l->set_new_name(newname);
+  AddTimeFix(&op, newparent.rid, pst.st_mtim);
+  Ship(std::move(op), p);
+}
+
+void Filesystem::Unlink(fuse_req_t req, fuse_ino_t parent_ino, const char* name, bool is_dir) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& parent = Get(parent_ino);
+  std::unique_lock<std::shared_mutex> ns(ns_mu_);
+  struct stat st;
+  Inode* victim = nullptr;
+  if (fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) victim = table_.Find(st.st_dev, st.st_ino);
+  if (unlinkat(parent.fd, name, is_dir ? AT_REMOVEDIR : 0) < 0) {
+    int err = errno;
+    ns.unlock();
+    fuse_reply_err(req, err);
+    return;
+  }
+  // The inode may live on (open, or other hard links) but this name is gone; another name of a hard
+  // link is not known here, so it is treated as nameless until the kernel looks it up again.
+  if (victim) table_.ClearName(victim);
+  struct stat pst;
+  proto::Op op;
+  auto* u = op.mutable_unlink();
+  u->set_parent(parent.rid);
+  u->set_name(name);
+  u->set_is_dir(is_dir);
+  if (fstatat(parent.fd, "", &pst, AT_EMPTY_PATH) == 0) AddTimeFix(&op, parent.rid, pst.st_mtim);
+  Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
+}
+
+void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name, fuse_ino_t newparent_ino,
+                        const char* newname, unsigned flags) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) {
+    fuse_reply_err(req, EINVAL);
+    return;
+  }
+  Inode& parent = Get(parent_ino);
+  Inode& newparent = Get(newparent_ino);
+  std::unique_lock<std::shared_mutex> ns(ns_mu_);
+  struct stat st;
+  Inode* src = nullptr;
+  Inode* dst = nullptr;
+  if (fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) src = table_.Find(st.st_dev, st.st_ino);
+  if (fstatat(newparent.fd, newname, &st, AT_SYMLINK_NOFOLLOW) == 0) dst = table_.Find(st.st_dev, st.st_ino);
+  if (renameat2(parent.fd, name, newparent.fd, newname, flags) < 0) {
+    int err = errno;
+    ns.unlock();
+    fuse_reply_err(req, err);
+    return;
+  }
+  if (src) table_.SetName(src, newparent.rid, newname);
+  if (dst && dst != src) {
+    if (flags & RENAME_EXCHANGE) {
+      table_.SetName(dst, parent.rid, name);
+    } else {
+      table_.ClearName(dst);
+    }
+  }
+  proto::Op op;
+  auto* r = op.mutable_rename();
+  r->set_parent(parent.rid);
+  r->set_name(name);
+  r->set_new_parent(newparent.rid);
+  r->set_new_name(newname);
+  r->set_flags(flags);
+  struct stat pst;
+  if (fstatat(parent.fd, "", &pst, AT_EMPTY_PATH) == 0) AddTimeFix(&op, parent.rid, pst.st_mtim);
+  if (&newparent != &parent && fstatat(newparent.fd, "", &pst, AT_EMPTY_PATH) == 0) {
+    AddTimeFix(&op, newparent.rid, pst.st_mtim);
+  }
+  Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
+}
+
+namespace {
+int BackingOpenFlags(int flags) {
+  // O_DIRECT: FUSE hands us buffers with no alignment guarantee, and the page cache of the backing
+  //   file is coherent with ours; durability comes from the replicated fsync (see docs/datapath.md).
+  // O_APPEND: the kernel already resolved the offset; pwrite with O_APPEND would ignore it.
+  // O_SYNC/O_DSYNC: handled per write (local fdatasync in parallel with the remote one).
+  flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_TRUNC | O_DIRECT | O_APPEND | O_SYNC | O_DSYNC | O_NOFOLLOW);
+  if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+  return flags | O_CLOEXEC;
+}
+}  // namespace
+
+void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  bool ro = ReadOnly();
+  if (ro && ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& inode = Get(ino);
+  ProcPath path(inode.fd);
+  int fd = open(path.buf, BackingOpenFlags(fi->flags));
+  if (fd < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  fi->fh = static_cast<uint64_t>(fd);
+  if (ro) {
+    fi->direct_io = 1;  // the applier writes underneath: never serve reads from a stale page cache
+    fi->keep_cache = 0;
+  } else {
+    fi->keep_cache = 1;  // only we write this tree, through this very page cache
+  }
+  fi->noflush = 0;
+  if (fuse_reply_open(req, fi) == -ENOENT) close(fd);  // interrupted
+}
+
+void Filesystem::Create(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode,
+                        fuse_file_info* fi) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& parent = Get(parent_ino);
+  proto::Op op;
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kCreate, 1);
+  std::unique_lock<std::shared_mutex> ns(ns_mu_);
+  int flags = BackingOpenFlags(fi->flags);
+  bool created = true;
+  int fd = openat(parent.fd, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW, mode & 07777);
+  if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
+    // Raced with a name that appeared underneath: open the existing file, bind instead of making.
+    created = false;
+    fd = openat(parent.fd, name, flags | O_NOFOLLOW);
+  }
+  int err = fd < 0 ? errno : 0;
+  if (!err) err = EnterNewNode(req, parent, name, nullptr, created, &p->entry, &op);
+  if (err) {
+    if (fd >= 0) close(fd);
+    ns.unlock();
+    p->Done(err);
+    return;
+  }
+  fi->fh = static_cast<uint64_t>(fd);
+  fi->keep_cache = 1;
+  p->file_info = *fi;
+  if (!op.has_make_node() && !op.has_bind()) {
+    ns.unlock();
+    p->Done();
+    return;
+  }
+  Ship(std::move(op), p);
+}
+
+void Filesystem::Read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi) {
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = static_cast<int>(fi->fh);
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                       fuse_file_info* fi) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& inode = Get(ino);
+  int fd = static_cast<int>(fi->fh);
+  // The kernel passes O_DSYNC/O_SYNC in the write's flags for synchronous writes (open flags or
+  // RWF_DSYNC): the data must be durable on both sides before the reply.
+  bool dsync = (fi->flags & (O_DSYNC | O_SYNC)) != 0;
+  if (!dsync) {
+    WriteOverlapped(req, inode, fd, buf, size, off);
+    return;
+  }
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kWrite, 2);
+  proto::Op op;
+  {
+    std::lock_guard<std::mutex> lock(inode.data_mu);
+    size_t done = 0;
+    int err = PwriteAll(fd, buf, size, off, &done);
+    if (done == 0 && size > 0) {
+      // Not shipped: complete every part with the error.
+      p->Done(err);
+      p->Done(err);
+      return;
+    }
+    p->count = done;
+    auto* w = op.mutable_write();
+    w->set_rid(inode.rid);
+    w->set_offset(static_cast<uint64_t>(off));
+    w->set_data(buf, done);
+    w->set_dsync(true);
+    p->durable_inode = &inode;
+    p->durable_gen = ++inode.mut_gen;
+    inode.mtime_dirty = true;
+    // The kernel follows an O_DSYNC write with an FSYNC; with the mtime already shipped here, that
+    // FSYNC finds nothing left to send to the peer and costs no second round trip. (This is why a
+    // dsync write is applied locally before it is shipped: the mtime is known only afterwards.)
+    struct stat st;
+    if (fstat(fd, &st) == 0) {
+      AddTimeFix(&op, inode.rid, st.st_mtim);
+      inode.mtime_dirty = false;
+    }
+    Ship(std::move(op), p);
+  }
+  // In parallel with the peer's flush. (p may complete right here.)
+  int r = (fi->flags & O_SYNC) == O_SYNC ? fsync(fd) : fdatasync(fd);
+  p->Done(r < 0 ? errno : 0);
+}
+
+void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size, off_t off) {
+  // Shipped first, then written locally while the peer applies its copy (as DRBD submits the local and
+  // the remote write together): a large write costs max(local, remote) instead of their sum. Both
+  // happen under data_mu, so conflicting operations keep the same order on both sides; the reply
+  // still waits for both halves (two parts).
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kWrite, 2);
+  int err = 0;
+  {
+    std::lock_guard<std::mutex> lock(inode.data_mu);
+    proto::Op op;
+    auto* w = op.mutable_write();
+    w->set_rid(inode.rid);
+    w->set_offset(static_cast<uint64_t>(off));
+    w->set_data(buf, size);
+    ++inode.mut_gen;
+    inode.mtime_dirty = true;
+    const uint64_t rid = inode.rid;
+    Ship(std::move(op), p);
+    size_t done = 0;
+    err = PwriteAll(fd, buf, size, off, &done);
+    if (done < size) {
+      // Rare (ENOSPC, EIO): the peer may now hold bytes this node lacks; resync sets them right.
+      RecordDirtyRange(rid, static_cast<uint64_t>(off) + done, size - done);
+    }
+    p->count = done;
+    if (done > 0 || size == 0) err = 0;
+  }
+  p->Done(err);
+}
+
+void Filesystem::RecordDirtyRange(uint64_t rid, uint64_t offset, uint64_t length) {
+  std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+  if (!shipper_) return;
+  replicator::DirtyNote note;
+  note.rid = rid;
+  note.offset = offset;
+  note.length = length;
+  shipper_->RecordDirty(note);
+}
+
+void Filesystem::ShipMtimeLocked(Inode& inode, int fd, PendingReply* pending) {
+  struct stat st;
+  int r = fd >= 0 ? fstat(fd, &st) : (StatInode(inode, &st) == 0 ? 0 : -1);
+  if (r < 0) {
+    if (pending) pending->Done();
+    return;
+  }
+  proto::Op op;
+  auto* sa = op.mutable_setattr();
+  sa->set_rid(inode.rid);
+  ToProto(st.st_mtim, sa->mutable_mtime());
+  inode.mtime_dirty = false;
+  Ship(std::move(op), pending);
+}
+
+void Filesystem::Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Inode& inode = Get(ino);
+  if (ReadOnly()) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  std::lock_guard<std::mutex> lock(inode.data_mu);
+  if (!inode.mtime_dirty) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  // close(2) returns once the peer has the file's final mtime too.
+  ShipMtimeLocked(inode, static_cast<int>(fi->fh), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
+}
+
+void Filesystem::Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Inode& inode = Get(ino);
+  int fd = static_cast<int>(fi->fh);
+  if (!ReadOnly()) {
+    std::lock_guard<std::mutex> lock(inode.data_mu);
+    if (inode.mtime_dirty) ShipMtimeLocked(inode, fd, nullptr);
+  }
+  close(fd);
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi, bool is_dir) {
+  Inode& inode = Get(ino);
+  int fd = -1;
+  if (fi) fd = is_dir ? reinterpret_cast<DirHandle*>(fi->fh)->fd : static_cast<int>(fi->fh);
+  if (ReadOnly()) {
+    int r = fd >= 0 ? (datasync ? fdatasync(fd) : fsync(fd)) : 0;
+    fuse_reply_err(req, r < 0 ? errno : 0);
+    return;
+  }
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kErrno, 2);
+  {
+    std::lock_guard<std::mutex> lock(inode.data_mu);
+    uint64_t gen = inode.mut_gen;
+    if (gen != 0 && inode.durable_gen.load() >= gen && !inode.mtime_dirty) {
+      // Everything this inode changed is already durable on both sides (an O_DSYNC write just did it):
+      // only the local flush is left.
+      p->Done();
+    } else {
+      p->durable_inode = &inode;
+      p->durable_gen = gen;
+      proto::Op op;
+      auto* f = op.mutable_fsync();
+      f->set_rid(inode.rid);
+      f->set_datasync(datasync != 0);
+      if (inode.mtime_dirty) {
+        struct stat st;
+        if ((fd >= 0 ? fstat(fd, &st) : (StatInode(inode, &st) ? -1 : 0)) == 0) {
+          AddTimeFix(&op, inode.rid, st.st_mtim);
+          inode.mtime_dirty = false;
+        }
+      }
+      Ship(std::move(op), p);
+    }
+  }
+  int r = 0;
+  if (fd >= 0) {
+    r = datasync ? fdatasync(fd) : fsync(fd);
+  } else {
+    int tmp = openat(inode.fd, ".", O_RDONLY | O_CLOEXEC);
+    if (tmp >= 0) {
+      r = fsync(tmp);
+      close(tmp);
+    }
+  }
+  p->Done(r < 0 ? errno : 0);
+}
+
+void Filesystem::Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Inode& inode = Get(ino);
+  int fd = openat(inode.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  auto* d = new DirHandle;
+  d->dp = fdopendir(fd);
+  if (d->dp == nullptr) {
+    int err = errno;
+    close(fd);
+    delete d;
+    fuse_reply_err(req, err);
+    return;
+  }
+  d->fd = fd;
+  fi->fh = reinterpret_cast<uint64_t>(d);
+  fi->keep_cache = 0;
+  fi->cache_readdir = 0;
+  if (fuse_reply_open(req, fi) == -ENOENT) {
+    closedir(d->dp);
+    delete d;
+  }
+}
+
+void Filesystem::Readdir(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off, fuse_file_info* fi) {
+  auto* d = reinterpret_cast<DirHandle*>(fi->fh);
+  std::vector<char> buf(size);
+  size_t used = 0;
+  if (off != d->offset) {
+    seekdir(d->dp, off);
+    d->entry = nullptr;
+    d->offset = off;
+  }
+  while (true) {
+    if (!d->entry) {
+      errno = 0;
+      d->entry = readdir(d->dp);
+      if (!d->entry) {
+        if (errno && used == 0) {
+          fuse_reply_err(req, errno);
+          return;
+        }
+        break;
+      }
+    }
+    struct stat st {};
+    st.st_ino = d->entry->d_ino;
+    st.st_mode = static_cast<mode_t>(d->entry->d_type) << 12;
+    off_t next = d->entry->d_off;
+    size_t n = fuse_add_direntry(req, buf.data() + used, size - used, d->entry->d_name, &st, next);
+    if (n > size - used) break;
+    used += n;
+    d->entry = nullptr;
+    d->offset = next;
+  }
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void Filesystem::Releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* fi) {
+  auto* d = reinterpret_cast<DirHandle*>(fi->fh);
+  closedir(d->dp);
+  delete d;
+  fuse_reply_err(req, 0);
+}
+
+void Filesystem::Statfs(fuse_req_t req, fuse_ino_t ino) {
+  struct statvfs sv;
+  if (fstatvfs(Get(ino).fd, &sv) < 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  fuse_reply_statfs(req, &sv);
+}
+
+void Filesystem::Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                          int flags) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& inode = Get(ino);
+  ProcPath path(inode.fd);
+  std::unique_lock<std::mutex> lock(inode.data_mu);
+  if (setxattr(path.buf, name, value, size, flags) < 0) {
+    int err = errno;
+    lock.unlock();
+    fuse_reply_err(req, err);
+    return;
+  }
+  proto::Op op;
+  auto* x = op.mutable_setxattr();
+  x->set_rid(inode.rid);
+  x->set_name(name);
+  x->set_value(value, size);
+  x->set_flags(flags);
+  inode.mut_gen++;
+  Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
+}
+
+void Filesystem::Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  ProcPath path(Get(ino).fd);
+  if (size == 0) {
+    ssize_t n = getxattr(path.buf, name, nullptr, 0);
+    if (n < 0)
+      fuse_reply_err(req, errno);
+    else
+      fuse_reply_xattr(req, static_cast<size_t>(n));
+    return;
+  }
+  std::vector<char> buf(size);
+  ssize_t n = getxattr(path.buf, name, buf.data(), size);
+  if (n < 0)
+    fuse_reply_err(req, errno);
+  else
+    fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+}
+
+void Filesystem::Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  ProcPath path(Get(ino).fd);
+  if (size == 0) {
+    ssize_t n = listxattr(path.buf, nullptr, 0);
+    if (n < 0)
+      fuse_reply_err(req, errno);
+    else
+      fuse_reply_xattr(req, static_cast<size_t>(n));
+    return;
+  }
+  std::vector<char> buf(size);
+  ssize_t n = listxattr(path.buf, buf.data(), size);
+  if (n < 0)
+    fuse_reply_err(req, errno);
+  else
+    fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+}
+
+void Filesystem::Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& inode = Get(ino);
+  ProcPath path(inode.fd);
+  std::unique_lock<std::mutex> lock(inode.data_mu);
+  if (removexattr(path.buf, name) < 0) {
+    int err = errno;
+    lock.unlock();
+    fuse_reply_err(req, err);
+    return;
+  }
+  proto::Op op;
+  auto* x = op.mutable_removexattr();
+  x->set_rid(inode.rid);
+  x->set_name(name);
+  inode.mut_gen++;
+  Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
+}
+
+void Filesystem::Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                           fuse_file_info* fi) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& inode = Get(ino);
+  std::unique_lock<std::mutex> lock(inode.data_mu);
+  if (fallocate(static_cast<int>(fi->fh), mode, offset, length) < 0) {
+    int err = errno;
+    lock.unlock();
+    fuse_reply_err(req, err);
+    return;
+  }
+  proto::Op op;
+  auto* f = op.mutable_fallocate();
+  f->set_rid(inode.rid);
+  f->set_mode(mode);
+  f->set_offset(static_cast<uint64_t>(offset));
+  f->set_length(static_cast<uint64_t>(length));
+  inode.mut_gen++;
+  inode.mtime_dirty = true;
+  Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
+}
+
+void Filesystem::CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
+                               fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
+                               int flags) {
+  if (ReadOnly()) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  Inode& in = Get(ino_in);
+  Inode& out = Get(ino_out);
+  // Both locks: a write to the source between the local copy and Ship would otherwise be copied by
+  // the peer but not by us. Address order avoids deadlocks.
+  std::unique_lock<std::mutex> l1(&in < &out ? in.data_mu : out.data_mu, std::defer_lock);
+  std::unique_lock<std::mutex> l2(&in < &out ? out.data_mu : in.data_mu, std::defer_lock);
+  l1.lock();
+  if (&in != &out) l2.lock();
+  loff_t oi = off_in, oo = off_out;
+  ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &oi, static_cast<int>(fi_out->fh), &oo, len,
+                              static_cast<unsigned>(flags));
+  if (n < 0) {
+    int err = errno;
+    if (l2.owns_lock()) l2.unlock();
+    l1.unlock();
+    fuse_reply_err(req, err);
+    return;
+  }
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kWrite, 1);
+  p->count = static_cast<size_t>(n);
+  if (n == 0) {
+    if (l2.owns_lock()) l2.unlock();
+    l1.unlock();
+    p->Done();
+    return;
+  }
+  proto::Op op;
+  auto* c = op.mutable_copy_range();
+  c->set_rid_in(in.rid);
+  c->set_offset_in(static_cast<uint64_t>(off_in));
+  c->set_rid_out(out.rid);
+  c->set_offset_out(static_cast<uint64_t>(off_out));
+  c->set_length(static_cast<uint64_t>(n));
+  out.mut_gen++;
+  out.mtime_dirty = true;
+  Ship(std::move(op), p);
+}
+
+void Filesystem::Lseek(fuse_req_t req, fuse_ino_t /*ino*/, off_t off, int whence, fuse_file_info* fi) {
+  off_t r = lseek(static_cast<int>(fi->fh), off, whence);
+  if (r < 0)
+    fuse_reply_err(req, errno);
+  else
+    fuse_reply_lseek(req, r);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Trampolines
+
+namespace {
+
+fuse_lowlevel_ops MakeOps() {
+  fuse_lowlevel_ops ops{};
+  ops.init = [](void* userdata, fuse_conn_info* conn) { static_cast<Filesystem*>(userdata)->Init(conn); };
+  ops.lookup = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Self(req)->Lookup(req, parent, name);
+  };
+  ops.forget = [](fuse_req_t req, fuse_ino_t ino, uint64_t n) {
+    Self(req)->Forget(ino, n);
+    fuse_reply_none(req);
+  };
+  ops.forget_multi = [](fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+    for (size_t i = 0; i < count; ++i) Self(req)->Forget(forgets[i].ino, forgets[i].nlookup);
+    fuse_reply_none(req);
+  };
+  ops.getattr = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { Self(req)->Getattr(req, ino, fi); };
+  ops.setattr = [](fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fuse_file_info* fi) {
+    Self(req)->Setattr(req, ino, attr, valid, fi);
+  };
+  ops.readlink = [](fuse_req_t req, fuse_ino_t ino) { Self(req)->Readlink(req, ino); };
+  ops.mknod = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+    Self(req)->Mknod(req, parent, name, mode, rdev);
+  };
+  ops.mkdir = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+    Self(req)->Mkdir(req, parent, name, mode);
+  };
+  ops.unlink = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Self(req)->Unlink(req, parent, name, false);
+  };
+  ops.rmdir = [](fuse_req_t req, fuse_ino_t parent, const char* name) {
+    Self(req)->Unlink(req, parent, name, true);
+  };
+  ops.symlink = [](fuse_req_t req, const char* link, fuse_ino_t parent, const char* name) {
+    Self(req)->Symlink(req, link, parent, name);
+  };
+  ops.rename = [](fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent,
+                  const char* newname,
+                  unsigned int flags) { Self(req)->Rename(req, parent, name, newparent, newname, flags); };
+  ops.link = [](fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+    Self(req)->Link(req, ino, newparent, newname);
+  };
+  ops.open = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { Self(req)->Open(req, ino, fi); };
+  ops.read = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    Self(req)->Read(req, ino, size, off, fi);
+  };
+  ops.write = [](fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,
+                 fuse_file_info* fi) { Self(req)->Write(req, ino, buf, size, off, fi); };
+  ops.flush = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { Self(req)->Flush(req, ino, fi); };
+  ops.release = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { Self(req)->Release(req, ino, fi); };
+  ops.fsync = [](fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+    Self(req)->Fsync(req, ino, datasync, fi, false);
+  };
+  ops.opendir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) { Self(req)->Opendir(req, ino, fi); };
+  ops.readdir = [](fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+    Self(req)->Readdir(req, ino, size, off, fi);
+  };
+  ops.releasedir = [](fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+    Self(req)->Releasedir(req, ino, fi);
+  };
+  ops.fsyncdir = [](fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi) {
+    Self(req)->Fsync(req, ino, datasync, fi, true);
+  };
+  ops.statfs = [](fuse_req_t req, fuse_ino_t ino) { Self(req)->Statfs(req, ino); };
+  ops.setxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                    int flags) { Self(req)->Setxattr(req, ino, name, value, size, flags); };
+  ops.getxattr = [](fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+    Self(req)->Getxattr(req, ino, name, size);
+  };
+  ops.listxattr = [](fuse_req_t req, fuse_ino_t ino, size_t size) { Self(req)->Listxattr(req, ino, size); };
+  ops.removexattr = [](fuse_req_t req, fuse_ino_t ino, const char* name) {
+    Self(req)->Removexattr(req, ino, name);
+  };
+  ops.create = [](fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+    Self(req)->Create(req, parent, name, mode, fi);
+  };
+  ops.fallocate = [](fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length,
+                     fuse_file_info* fi) { Self(req)->Fallocate(req, ino, mode, offset, length, fi); };
+  ops.copy_file_range = [](fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
+                           fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len, int flags) {
+    Self(req)->CopyFileRange(req, ino_in, off_in, fi_in, ino_out, off_out, fi_out, len, flags);
+  };
+  ops.lseek = [](fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi) {
+    Self(req)->Lseek(req, ino, off, whence, fi);
+  };
+  return ops;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& Filesystem::Ops() {
+  static const fuse_lowlevel_ops ops = MakeOps();
+  return ops;
+}
+
+}  // namespace hamirror::fs

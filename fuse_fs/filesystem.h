@@ -1,0 +1,135 @@
+// Filesystem: the FUSE low-level operations of hamirror-fs and its role (primary/secondary/alone).
+//
+// Every request reaches the real file under the mount point through the O_PATH descriptors of the
+// InodeTable (*at() calls, /proc/self/fd/N reopen). As primary or alone, each mutation is applied
+// locally and handed to the Shipper while the lock that orders it is held: the inode's data_mu for
+// data/metadata operations, the namespace lock for tree changes; the kernel gets its answer when both
+// halves are done (see PendingReply). As secondary, local programs only read (mutations get EROFS)
+// and the replication server applies the peer's stream underneath; caches are disabled so readers
+// see those changes.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <shared_mutex>
+#include <string>
+
+#include "common/status.h"
+#include "fuse_fs/inode_table.h"
+#include "proto/fs_control.pb.h"
+#include "replicator/replication_server.h"
+#include "replicator/shipper.h"
+#include "replicator/tls.h"
+
+namespace hamirror::fs {
+
+class PendingReply;
+
+enum class Role { kPrimary, kSecondary, kAlone };
+const char* RoleName(Role role);
+
+struct FsOptions {
+  std::string dir;     // the replicated directory (mount point)
+  std::string peer;    // primary: HOST:PORT of the secondary
+  std::string listen;  // secondary: HOST:PORT to listen on
+  std::chrono::milliseconds send_timeout{30000};
+  replicator::TlsOptions tls;
+  std::string node_name;
+};
+
+class Filesystem {
+ public:
+  // root_fd: O_PATH descriptor of the directory, opened before mounting over it (taken over).
+  Filesystem(const FsOptions& options, int root_fd, const struct stat& root_st);
+  ~Filesystem();
+  Filesystem(const Filesystem&) = delete;
+  Filesystem& operator=(const Filesystem&) = delete;
+
+  static const fuse_lowlevel_ops& Ops();
+
+  // Sets up the initial role before mounting (starts the shipper or the replication server).
+  // Fails on a bad address, an address in use or unusable TLS files.
+  Status Start(Role role);
+  // Changes the role in place: secondary->primary (peer optional), primary->alone, alone->primary.
+  Status SetRole(Role role, const std::string& peer);
+  proto::FsStatus GetStatus();
+  // After the FUSE loop ended: waits (bounded by the send timeout) for in-flight operations, then
+  // stops the shipper / replication server.
+  void Stop();
+
+  // --- FUSE operations (called through Ops()) ---
+  void Init(fuse_conn_info* conn);
+  void Lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void Forget(fuse_ino_t ino, uint64_t nlookup);
+  void Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int valid, fuse_file_info* fi);
+  void Readlink(fuse_req_t req, fuse_ino_t ino);
+  void Mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+  void Mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+  void Symlink(fuse_req_t req, const char* link, fuse_ino_t parent, const char* name);
+  void Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname);
+  void Unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool is_dir);
+  void Rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+              unsigned flags);
+  void Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+  void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  void Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off, fuse_file_info* fi);
+  void Flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi, bool is_dir);
+  void Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  void Releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void Statfs(fuse_req_t req, fuse_ino_t ino);
+  void Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags);
+  void Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+  void Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+  void Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+  void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offset, off_t length, fuse_file_info* fi);
+  void CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
+                     fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len, int flags);
+  void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi);
+
+ private:
+  Inode& Get(fuse_ino_t ino);
+  bool ReadOnly() const { return role_.load(std::memory_order_relaxed) == Role::kSecondary; }
+  double EntryTimeout() const;
+  // Ships op; pending (may be null: nothing waits) is completed by the shipper's callback, or at once
+  // when there is no shipper (secondary).
+  void Ship(proto::Op&& op, PendingReply* pending);
+  int LookupLocked(Inode& parent, const char* name, fuse_entry_param* e);
+  // Shared tail of mknod/mkdir/symlink/create: the entry `name` was just made in `parent` (namespace
+  // lock held): chown it to the caller, enter it in the table and ship MakeNode (or Bind when it was
+  // not new). Fills e. Returns errno.
+  int EnterNewNode(fuse_req_t req, Inode& parent, const char* name, const char* symlink_target, bool created,
+                   fuse_entry_param* e, proto::Op* op);
+  void AddTimeFix(proto::Op* op, uint64_t rid, const struct timespec& mtime);
+  // Ships the file's current mtime (data_mu held) if its data changed since the last time it was sent.
+  void ShipMtimeLocked(Inode& inode, int fd, PendingReply* pending);
+  // A write without O_DSYNC/O_SYNC: shipped first, applied locally while the peer applies it.
+  void WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size, off_t off);
+  // The peer may hold this range while we do not (a local apply failed after shipping).
+  void RecordDirtyRange(uint64_t rid, uint64_t offset, uint64_t length);
+  Status RebindAll(replicator::Shipper* shipper);
+  void FillEntry(Inode* inode, const struct stat& st, fuse_entry_param* e);
+
+  const FsOptions options_;
+  InodeTable table_;
+  std::atomic<Role> role_{Role::kAlone};
+  std::string peer_;  // guarded by shipper_mu_
+
+  // Namespace lock: exclusive across (local apply, Ship) of tree changes; shared by lookups that bind.
+  std::shared_mutex ns_mu_;
+  // Guards shipper_/server_ replacement; held shared around each Ship() call.
+  std::shared_mutex shipper_mu_;
+  std::unique_ptr<replicator::Shipper> shipper_;
+  std::unique_ptr<replicator::ReplicationServer> server_;
+  std::mutex role_change_mu_;  // one role change at a time
+};
+
+}  // namespace hamirror::fs

@@ -1,0 +1,96 @@
+// InodeTable: the inodes the kernel currently knows (looked up and not yet forgotten).
+//
+// Each entry keeps an O_PATH descriptor of the real file under the mount point, the kernel's lookup
+// count, and the replication handle (rid) the peer knows the file by. The FUSE node id handed to the
+// kernel is the Inode's address (the root is FUSE_ROOT_ID), so no lookup is needed on the data path.
+// (parent rid, name) is kept current across rename/unlink so a new replication session can re-bind
+// every live inode parents-first.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace hamirror::fs {
+
+struct Inode {
+  int fd = -1;  // O_PATH | O_NOFOLLOW; owned
+  dev_t dev = 0;
+  ino_t ino = 0;
+  mode_t type = 0;  // S_IFMT bits
+  uint64_t rid = 0;
+  uint64_t nlookup = 0;  // guarded by the table mutex
+
+  // Last known name of this inode: guarded by the table mutex. parent_rid 0: no known name (unlinked).
+  uint64_t parent_rid = 0;
+  std::string name;
+
+  // Held across (local apply, Ship) of every data/metadata mutation of this inode so that the order
+  // of conflicting mutations on the stream equals their local order.
+  std::mutex data_mu;
+  // Counts data/metadata mutations (under data_mu); durable_gen: all mutations up to it are durable
+  // on both sides (set when a dsync write or fsync completes). Lets an fsync that follows an O_DSYNC
+  // write (the kernel sends both) skip a second round trip.
+  uint64_t mut_gen = 0;
+  std::atomic<uint64_t> durable_gen{0};
+  // The file's data changed since its mtime was last sent to the peer (under data_mu).
+  bool mtime_dirty = false;
+};
+
+class InodeTable {
+ public:
+  InodeTable() = default;
+  ~InodeTable();
+  InodeTable(const InodeTable&) = delete;
+  InodeTable& operator=(const InodeTable&) = delete;
+
+  // Takes ownership of root_fd (O_PATH of the replicated directory). The root has rid 1.
+  void InitRoot(int root_fd, const struct stat& st);
+  Inode* root() { return &root_; }
+
+  // Finds the inode (dev, ino) and adds one lookup, or adopts `fd` as a new inode with a fresh rid.
+  // *created tells which; when not created, fd is closed. parent_rid/name are recorded either way.
+  Inode* LookupOrInsert(int fd, const struct stat& st, uint64_t parent_rid, const std::string& name,
+                        bool* created);
+  // Inode with this (dev, ino) if the kernel knows it (no reference taken), else null.
+  Inode* Find(dev_t dev, ino_t ino);
+  Inode* FindRid(uint64_t rid);
+  // Adds n lookups to a known inode (link, re-lookup).
+  void Ref(Inode* inode, uint64_t n = 1);
+  // Drops n lookups; when the count reaches zero the inode leaves the table and its rid is returned
+  // (the caller ships Forget and the Inode is deleted); 0 otherwise.
+  uint64_t Unref(Inode* inode, uint64_t n);
+
+  void SetName(Inode* inode, uint64_t parent_rid, const std::string& name);
+  void ClearName(Inode* inode);
+  // The inode's last known (parent rid, name); false if it has none.
+  bool GetName(Inode* inode, uint64_t* parent_rid, std::string* name);
+
+  struct NamedInode {
+    Inode* inode;
+    uint64_t rid, parent_rid;
+    std::string name;
+    int depth;
+  };
+  // Every live inode but the root with a known name, parents before children.
+  std::vector<NamedInode> SnapshotParentsFirst();
+
+  size_t size();
+
+ private:
+  std::mutex mu_;
+  Inode root_;
+  std::map<std::pair<dev_t, ino_t>, Inode*> by_key_;
+  std::map<uint64_t, Inode*> by_rid_;
+  uint64_t next_rid_ = 2;
+};
+
+}  // namespace hamirror::fs

@@ -1,0 +1,155 @@
+// hamirror-fs: the FUSE overlay mounted over a replicated directory.
+//
+//   hamirror-fs primary   --dir DIR --peer HOST:PORT [--send-timeout-ms N] [--control SOCK] [tls]
+//   hamirror-fs secondary --dir DIR --listen HOST:PORT [--control SOCK] [tls]
+//   hamirror-fs alone     --dir DIR [--control SOCK]
+//
+// Runs in the foreground. SIGTERM/SIGINT unmount cleanly once in-flight requests are answered.
+#define FUSE_USE_VERSION 314
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/log.h"
+#include "fuse_fs/control_server.h"
+#include "fuse_fs/filesystem.h"
+#include "fuse_fs/mount_check.h"
+
+namespace hamirror::fs {
+namespace {
+
+int Fail(const Status& s) {
+  fprintf(stderr, "hamirror-fs: error: %s\n", s.ToString().c_str());
+  return 1;
+}
+
+struct Cli {
+  FsOptions options;
+  Role role = Role::kAlone;
+  std::string control;
+  int send_timeout_ms = 30000;
+  int threads = 16;
+  bool debug = false;
+};
+
+int Run(Cli& cli) {
+  std::string dir;
+  Status s = CheckMountPoint(cli.options.dir, &dir);
+  if (!s.ok()) return Fail(s);
+  cli.options.dir = dir;
+  cli.options.send_timeout = std::chrono::milliseconds(cli.send_timeout_ms);
+  if (cli.options.node_name.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    cli.options.node_name = host;
+  }
+  if (cli.control.empty()) cli.control = DefaultControlSocket(dir);
+
+  // Modes come from the kernel with the caller's umask applied already.
+  umask(0);
+  // Opened before the mount hides it: every access to the real files goes through this descriptor.
+  int root_fd = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  if (root_fd < 0) return Fail(Status::FromErrno("open " + dir, errno));
+  struct stat st;
+  if (fstat(root_fd, &st) < 0) return Fail(Status::FromErrno("stat " + dir, errno));
+
+  auto fs = std::make_unique<Filesystem>(cli.options, root_fd, st);
+  s = fs->Start(cli.role);
+  if (!s.ok()) return Fail(s);
+  std::unique_ptr<ControlServer> control;
+  s = ControlServer::Start(cli.control, fs.get(), &control);
+  if (!s.ok()) return Fail(s);
+
+  std::vector<std::string> argv_s = {"hamirror-fs", "-o",
+                                     "allow_other,default_permissions,fsname=hamirror,subtype=hamirror"};
+  if (cli.debug) argv_s.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& a : argv_s) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+  fuse_session* se = fuse_session_new(&args, &Filesystem::Ops(), sizeof(fuse_lowlevel_ops), fs.get());
+  fuse_opt_free_args(&args);
+  if (se == nullptr) return Fail(Status::Internal("fuse_session_new failed"));
+  if (fuse_set_signal_handlers(se) != 0) return Fail(Status::Internal("cannot install signal handlers"));
+  if (fuse_session_mount(se, dir.c_str()) != 0) {
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return Fail(Status::Unavailable("cannot mount on " + dir + " (see message above)"));
+  }
+  HLOG_INFO("mounted %s as %s (control %s)", dir.c_str(), RoleName(cli.role), cli.control.c_str());
+
+  fuse_loop_config* cfg = fuse_loop_cfg_create();
+  fuse_loop_cfg_set_clone_fd(cfg, 1);
+  fuse_loop_cfg_set_max_threads(cfg, static_cast<unsigned>(cli.threads));
+  fuse_loop_cfg_set_idle_threads(cfg, static_cast<unsigned>(cli.threads / 2));
+  int ret = fuse_session_loop_mt(se, cfg);
+  fuse_loop_cfg_destroy(cfg);
+  HLOG_INFO("stopping (loop returned %d)", ret);
+
+  // Requests in flight are answered (acked, or not shipped) before the mount goes away.
+  control.reset();
+  fs->Stop();
+  fuse_session_unmount(se);
+  fuse_remove_signal_handlers(se);
+  fuse_session_destroy(se);
+  fs.reset();
+  HLOG_INFO("unmounted %s", dir.c_str());
+  return ret < 0 ? 1 : 0;
+}
+
+}  // namespace
+}  // namespace hamirror::fs
+
+int main(int argc, char** argv) {
+  using hamirror::fs::Cli;
+  using hamirror::fs::Role;
+  hamirror::SetLogComponent("hamirror-fs");
+  Cli cli;
+  CLI::App app{"hamirror-fs: FUSE overlay that replicates a directory synchronously to a peer"};
+  app.require_subcommand(1, 1);
+  auto add_common = [&cli](CLI::App* sub, bool tls) {
+    sub->add_option("--dir", cli.options.dir, "directory to replicate (mounted over)")->required();
+    sub->add_option("--control", cli.control, "control socket (default /run/hamirror/fs-<basename>.sock)");
+    sub->add_option("--node-name", cli.options.node_name, "this node's name (default: hostname)");
+    sub->add_option("--threads", cli.threads, "maximum FUSE worker threads")->check(CLI::Range(2, 256));
+    sub->add_flag("--debug", cli.debug, "libfuse debug output");
+    if (tls) {
+      auto* cert = sub->add_option("--tls-cert", cli.options.tls.cert, "PEM certificate of this node")
+                       ->check(CLI::ExistingFile);
+      auto* key =
+          sub->add_option("--tls-key", cli.options.tls.key, "PEM private key")->check(CLI::ExistingFile);
+      auto* ca =
+          sub->add_option("--tls-ca", cli.options.tls.ca, "PEM CA of the peers")->check(CLI::ExistingFile);
+      auto* insecure = sub->add_flag("--insecure", cli.options.tls.insecure, "plaintext replication link");
+      cert->needs(key, ca);
+      key->needs(cert, ca);
+      ca->needs(cert, key);
+      insecure->excludes(cert, key, ca);
+    }
+  };
+  auto* primary = app.add_subcommand("primary", "read-write; every change replicated to the peer");
+  add_common(primary, true);
+  primary->add_option("--peer", cli.options.peer, "secondary's HOST:PORT")->required();
+  primary->add_option("--send-timeout-ms", cli.send_timeout_ms, "peer declared lost after this")
+      ->check(CLI::Range(1, 3600 * 1000));
+  auto* secondary = app.add_subcommand("secondary", "read-only to local programs; applies the peer's stream");
+  add_common(secondary, true);
+  secondary->add_option("--listen", cli.options.listen, "HOST:PORT to listen on")->required();
+  auto* alone = app.add_subcommand("alone", "read-write, no peer; changes recorded dirty");
+  add_common(alone, false);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (primary->parsed()) cli.role = Role::kPrimary;
+  if (secondary->parsed()) cli.role = Role::kSecondary;
+  if (alone->parsed()) cli.role = Role::kAlone;
+  return hamirror::fs::Run(cli);
+}

@@ -1,0 +1,21 @@
+// Checks that a directory can take a hamirror-fs mount: it exists, is a directory, and is not already
+// a hamirror mount (alive, or dead with "transport endpoint is not connected").
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+
+namespace hamirror::fs {
+
+// The file-system type hamirror mounts show in /proc/self/mountinfo.
+inline constexpr const char* kFsType = "fuse.hamirror";
+inline constexpr const char* kFsName = "hamirror";
+
+// On success *canonical is the absolute, symlink-free path of dir.
+Status CheckMountPoint(const std::string& dir, std::string* canonical);
+
+// True if the topmost mount at `canonical_path` is a hamirror mount.
+bool IsHamirrorMount(const std::string& canonical_path);
+
+}  // namespace hamirror::fs

@@ -1,0 +1,46 @@
+#include "fuse_fs/pending_reply.h"
+
+#include "fuse_fs/inode_table.h"
+
+namespace hamirror::fs {
+
+void PendingReply::OnShipped(void* ctx, const replicator::ShipResult& result) {
+  auto* p = static_cast<PendingReply*>(ctx);
+  // Only an ack makes the change durable on the peer; otherwise a later fsync must not be skipped.
+  if (result.outcome != replicator::ShipOutcome::kAcked) p->durable_inode = nullptr;
+  p->Done(0);
+}
+
+void PendingReply::Done(int err) {
+  if (err != 0) {
+    int expected = 0;
+    err_.compare_exchange_strong(expected, err);
+  }
+  if (parts_.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  Reply();
+  delete this;
+}
+
+void PendingReply::Reply() {
+  int err = err_.load();
+  if (err == 0 && durable_inode != nullptr) {
+    uint64_t cur = durable_inode->durable_gen.load();
+    while (cur < durable_gen && !durable_inode->durable_gen.compare_exchange_weak(cur, durable_gen)) {
+    }
+  }
+  if (kind_ == Kind::kNone) return;
+  if (err != 0) {
+    fuse_reply_err(req_, err);
+    return;
+  }
+  switch (kind_) {
+    case Kind::kErrno: fuse_reply_err(req_, 0); break;
+    case Kind::kWrite: fuse_reply_write(req_, count); break;
+    case Kind::kEntry: fuse_reply_entry(req_, &entry); break;
+    case Kind::kCreate: fuse_reply_create(req_, &entry, &file_info); break;
+    case Kind::kAttr: fuse_reply_attr(req_, &entry.attr, attr_timeout); break;
+    case Kind::kNone: break;
+  }
+}
+
+}  // namespace hamirror::fs

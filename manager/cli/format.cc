@@ -1,0 +1,152 @@
+#include "manager/cli/format.h"
+
+#include <dirent.h>
+#include <google/protobuf/util/json_util.h>
+
+#include <cstdlib>
+#include <sstream>
+#include <vector>
+
+#include "manager/admin/admin_server.h"
+
+namespace hamirror::cli {
+
+int StateExitCode(proto::NodeState state) {
+  switch (state) {
+    case proto::NODE_STATE_WAIT: return 1;
+    case proto::NODE_STATE_ALONE: return 2;
+    case proto::NODE_STATE_PRIM: return 3;
+    case proto::NODE_STATE_SECOND: return 4;
+    default: return 0;
+  }
+}
+
+const char* StateName(proto::NodeState state) {
+  switch (state) {
+    case proto::NODE_STATE_STOP: return "STOP";
+    case proto::NODE_STATE_WAIT: return "WAIT";
+    case proto::NODE_STATE_ALONE: return "ALONE";
+    case proto::NODE_STATE_PRIM: return "PRIM";
+    case proto::NODE_STATE_SECOND: return "SECOND";
+    default: return "UNKNOWN";
+  }
+}
+
+const char* SubStateName(proto::SubState sub) {
+  switch (sub) {
+    case proto::SUB_STATE_TRANSIENT: return "Transient";
+    case proto::SUB_STATE_READY: return "Ready";
+    default: return "";
+  }
+}
+
+namespace {
+
+std::string NodeLine(const proto::NodeView& v, bool is_peer) {
+  std::ostringstream o;
+  o << (is_peer ? "peer   " : "local  ") << (v.node().empty() ? "?" : v.node()) << ": ";
+  if (is_peer && !v.known()) {
+    o << "UNKNOWN (not heard)";
+    return o.str();
+  }
+  o << StateName(v.state());
+  if (const char* sub = SubStateName(v.sub_state()); *sub) o << " (" << sub << ")";
+  if (!v.reason().empty()) o << "  " << v.reason();
+  return o.str();
+}
+
+const char* RoleName(proto::FsRole r) {
+  switch (r) {
+    case proto::FS_ROLE_PRIMARY: return "primary";
+    case proto::FS_ROLE_SECONDARY: return "secondary";
+    case proto::FS_ROLE_ALONE: return "alone";
+    default: return "-";
+  }
+}
+
+}  // namespace
+
+std::string FormatState(const proto::StateReply& r, bool verbose) {
+  std::ostringstream o;
+  o << "module " << r.module() << "\n"
+    << NodeLine(r.local(), false) << "\n"
+    << NodeLine(r.peer(), true) << "\n";
+  if (!verbose) return o.str();
+  o << "data   " << (r.local().data_uptodate() ? "up to date" : "not up to date");
+  if (r.peer().known()) o << "; peer's " << (r.peer().data_uptodate() ? "up to date" : "not up to date");
+  o << "\n";
+  for (const auto& h : r.heartbeats()) {
+    o << "heartbeat " << h.network() << " (" << h.peer_addr() << "): " << (h.up() ? "up" : "down");
+    if (h.last_seen_ms_ago() > 0) o << ", last seen " << h.last_seen_ms_ago() << " ms ago";
+    o << "\n";
+  }
+  for (const auto& v : r.vips())
+    o << "vip " << v.addr() << (v.interface().empty() ? "" : " on " + v.interface()) << ": "
+      << (v.held() ? "held" : "not held") << "\n";
+  for (const auto& f : r.fs()) {
+    o << "fs " << f.dir() << ": ";
+    if (!f.running()) {
+      o << "not running";
+    } else {
+      o << RoleName(f.role()) << ", peer " << (f.peer_connected() ? "connected" : "not connected")
+        << ", dirty files " << f.dirty_files() << " zones " << f.dirty_zones()
+        << (f.namespace_dirty() ? ", namespace dirty" : "");
+    }
+    if (!f.last_error().empty()) o << " (" << f.last_error() << ")";
+    o << "\n";
+  }
+  const auto& rs = r.resync();
+  if (rs.active()) {
+    o << "resync " << rs.bytes_done() << "/" << rs.bytes_total() << " bytes, " << rs.rate_bytes_per_s()
+      << " B/s, ETA " << rs.eta_s() << " s\n";
+  } else {
+    o << "resync idle\n";
+  }
+  for (const auto& p : r.processes()) {
+    o << "errd " << p.name() << ": " << p.count() << " running (atleast " << p.atleast();
+    if (p.atmax() >= 0) o << ", atmax " << p.atmax();
+    o << ") "
+      << (!p.active() ? "not watched in this state"
+          : p.ok()    ? "ok"
+                      : "FAILED")
+      << ", action " << p.action() << "\n";
+  }
+  for (const auto& c : r.checkers())
+    o << "check " << c.kind() << " " << c.name() << ": " << (c.ok() ? "ok" : "FAILED")
+      << (c.detail().empty() ? "" : " (" + c.detail() + ")") << "\n";
+  o << "restarts " << r.loop_count() << "/" << r.maxloop() << " (maxloop)\n";
+  o << "hamirrord pid " << r.pid() << ", up " << r.uptime_s() << " s\n";
+  return o.str();
+}
+
+std::string FormatStateJson(const proto::StateReply& reply) {
+  std::string out;
+  google::protobuf::util::JsonPrintOptions opt;
+  opt.add_whitespace = true;
+  opt.always_print_primitive_fields = true;
+  opt.preserve_proto_field_names = true;
+  (void)google::protobuf::util::MessageToJsonString(reply, &out, opt);
+  return out;
+}
+
+std::string ResolveSocket(const std::string& socket_opt, const std::string& module_opt, std::string* error) {
+  if (!socket_opt.empty()) return socket_opt;
+  if (!module_opt.empty()) return admin::DefaultSocketPath(module_opt);
+  if (const char* s = getenv("HAMIRROR_SOCKET"); s && *s) return s;
+  if (const char* m = getenv("SAFEMODULE"); m && *m) return admin::DefaultSocketPath(m);
+  std::vector<std::string> socks;
+  if (DIR* d = opendir("/run/hamirror")) {
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n.size() > 5 && n.compare(n.size() - 5, 5, ".sock") == 0) socks.push_back("/run/hamirror/" + n);
+    }
+    closedir(d);
+  }
+  if (socks.size() == 1) return socks[0];
+  *error = socks.empty()
+               ? "no hamirrord is running (no socket in /run/hamirror); give -m MODULE or --socket PATH"
+               : "several modules are running; choose one with -m MODULE";
+  return "";
+}
+
+}  // namespace hamirror::cli

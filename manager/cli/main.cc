@@ -1,0 +1,234 @@
+// hamirror: command line over the admin API of hamirrord, with SafeKit's verbs.
+//   hamirror [-m MODULE | --socket PATH] state [-v] [-lq] [--json]
+//   hamirror start|stop|restart|forcestop|prim|second [fullsync]|primforce|swap|verify
+//   hamirror log [-f] [-n N];  hamirror printi|printw|printe MSG...
+//   hamirror confcheck MODULE_DIR [--cluster FILE]   (no daemon needed)
+// Exit codes: 0 ok/accepted, 1 refused, 2 daemon unreachable or call failed, 64 usage;
+// `state -lq`: STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4 (daemon not running counts as STOP).
+#include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
+
+#include <CLI/CLI.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "manager/admin/client.h"
+#include "manager/cli/format.h"
+#ifdef HAMIRROR_HAVE_CONFIG
+#include "manager/config/config.h"
+#endif
+
+namespace {
+
+using namespace hamirror;
+constexpr int kExitRefused = 1;
+constexpr int kExitUnreachable = 2;
+constexpr int kExitUsage = 64;
+bool g_over_tcp = false;  // --tcp: no socket file to look at when explaining errors
+
+std::chrono::system_clock::time_point Deadline(int seconds) {
+  return std::chrono::system_clock::now() + std::chrono::seconds(seconds);
+}
+
+// Turns a failed call into an operator-facing sentence.
+int ReportRpcError(const grpc::Status& s, const std::string& socket) {
+  struct stat st;
+  const int stat_err = g_over_tcp || stat(socket.c_str(), &st) == 0 ? 0 : errno;
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE && stat_err == ENOENT) {
+    std::cerr << "hamirror: hamirrord is not running (no socket " << socket << ")\n";
+  } else if (stat_err == EACCES) {
+    std::cerr << "hamirror: permission denied: " << socket << " (the admin API is for root only)\n";
+    return kExitUnreachable;
+  } else if (s.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+    std::cerr << "hamirror: permission denied: " << s.error_message() << "\n";
+  } else if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    std::cerr << "hamirror: cannot reach hamirrord at " << socket << ": " << s.error_message() << "\n";
+  } else {
+    std::cerr << "hamirror: " << socket << ": " << s.error_message() << " (code " << s.error_code() << ")\n";
+  }
+  return kExitUnreachable;
+}
+
+int ReportReply(const grpc::Status& s, const proto::CommandReply& rep, const std::string& what,
+                const std::string& socket) {
+  if (!s.ok()) return ReportRpcError(s, socket);
+  if (!rep.accepted()) {
+    std::cerr << "hamirror: " << what << " refused: " << rep.reason() << "\n";
+    return kExitRefused;
+  }
+  if (!rep.reason().empty()) std::cout << what << ": " << rep.reason() << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hamirror: control a hamirror module (two-node HA mirror)", "hamirror"};
+  app.require_subcommand(1);
+  std::string socket_opt, module_opt;
+  app.add_option("-m,--module", module_opt, "module name (socket /run/hamirror/MODULE.sock)");
+  app.add_option("--socket", socket_opt, "admin socket path");
+  std::string tcp_opt, tls_dir = "/etc/hamirror/tls";
+  app.add_option("--tcp", tcp_opt, "reach hamirrord over TCP with mutual TLS: HOST:PORT");
+  app.add_option("--tls-dir", tls_dir, "with --tcp: ca.pem, node.pem, node.key (default /etc/hamirror/tls)");
+
+  auto* state = app.add_subcommand("state", "state of the local node and its peer");
+  bool verbose = false, lq = false, json = false;
+  state->add_flag("-v,--verbose", verbose, "resources: heartbeats, VIP, fs, resync, watchdog, checkers");
+  state->add_flag("--lq,-q", lq, "quiet; exit code STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4");
+  state->add_flag("--json", json, "full state as JSON");
+
+  struct Simple {
+    const char* name;
+    const char* help;
+  };
+  const Simple simple[] = {{"start", "start the module on this node"},
+                           {"stop", "stop the module on this node (stop scripts, release the VIP)"},
+                           {"restart", "stop_prim + start_prim (or stop_second + start_second) locally"},
+                           {"forcestop", "stop at once: stop scripts with `force`"},
+                           {"prim", "first start / after split brain: this node's data is the reference"},
+                           {"primforce", "become primary even with data not up to date (data loss risk)"},
+                           {"swap", "planned switch of roles with the peer"},
+                           {"resync", "start a resynchronisation (not implemented yet)"},
+                           {"verify", "compare both copies online (not implemented yet)"}};
+  std::map<std::string, CLI::App*> simple_cmds;
+  for (const auto& s : simple) simple_cmds[s.name] = app.add_subcommand(s.name, s.help);
+
+  auto* second = app.add_subcommand("second", "become secondary; `fullsync` compares every block");
+  std::string second_arg;
+  second->add_option("mode", second_arg, "fullsync")->check(CLI::IsMember({"fullsync"}));
+
+  auto* log = app.add_subcommand("log", "module log");
+  bool follow = false;
+  unsigned tail = 100;
+  log->add_flag("-f,--follow", follow, "keep printing new lines");
+  log->add_option("-n,--lines", tail, "number of last lines");
+
+  std::vector<std::string> print_words;
+  auto* printi = app.add_subcommand("printi", "information line into the module log");
+  auto* printw = app.add_subcommand("printw", "warning line into the module log");
+  auto* printe = app.add_subcommand("printe", "error line into the module log");
+  for (auto* p : {printi, printw, printe}) p->add_option("message", print_words, "text")->required();
+
+  auto* confcheck = app.add_subcommand("confcheck", "check a module configuration (no daemon needed)");
+  std::string conf_dir, conf_cluster;
+  confcheck->add_option("module_dir", conf_dir, "module directory (conf/userconfig.xml, bin/)")->required();
+  confcheck->add_option("--cluster", conf_cluster, "cluster.xml (default /etc/hamirror/cluster.xml)");
+
+  // SafeKit spells the quiet state flag "-lq"; CLI11 would read it as -l -q. Rewrite it first.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (auto& a : args)
+    if (a == "-lq") a = "--lq";
+  std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
+  try {
+    app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kExitUsage;
+  }
+
+  if (confcheck->parsed()) {
+#ifdef HAMIRROR_HAVE_CONFIG
+    return config::RunConfcheck(conf_dir, conf_cluster, std::cout);
+#else
+    std::cerr << "hamirror: confcheck not available in this build\n";
+    return kExitUsage;
+#endif
+  }
+
+  std::string error;
+  std::unique_ptr<proto::Admin::Stub> stub;
+  std::string socket;
+  if (!tcp_opt.empty()) {
+    socket = tcp_opt;
+    g_over_tcp = true;
+    stub =
+        admin::ConnectTls(tcp_opt, tls_dir + "/ca.pem", tls_dir + "/node.pem", tls_dir + "/node.key", &error);
+    if (!stub) {
+      std::cerr << "hamirror: " << error << "\n";
+      return kExitUnreachable;
+    }
+  } else {
+    socket = cli::ResolveSocket(socket_opt, module_opt, &error);
+    if (socket.empty()) {
+      if (state->parsed() && lq) return 0;  // nothing running: STOP
+      std::cerr << "hamirror: " << error << "\n";
+      return kExitUnreachable;
+    }
+    stub = admin::ConnectUnix(socket);
+  }
+
+  if (state->parsed()) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(5));
+    proto::StateRequest req;
+    req.set_verbose(verbose || json);
+    proto::StateReply rep;
+    grpc::Status s = stub->State(&ctx, req, &rep);
+    if (!s.ok()) {
+      struct stat st;
+      if (lq && stat(socket.c_str(), &st) != 0 && errno == ENOENT) return 0;  // not running: module stopped
+      return ReportRpcError(s, socket);
+    }
+    if (lq) return cli::StateExitCode(rep.local().state());
+    std::cout << (json ? cli::FormatStateJson(rep) : cli::FormatState(rep, verbose));
+    return 0;
+  }
+
+  if (log->parsed()) {
+    grpc::ClientContext ctx;
+    if (!follow) ctx.set_deadline(Deadline(30));
+    proto::LogRequest req;
+    req.set_tail(tail);
+    req.set_follow(follow);
+    auto reader = stub->Log(&ctx, req);
+    proto::LogLine line;
+    while (reader->Read(&line)) {
+      std::cout << line.line() << "\n";
+      if (follow) std::cout.flush();
+    }
+    grpc::Status s = reader->Finish();
+    return s.ok() ? 0 : ReportRpcError(s, socket);
+  }
+
+  if (printi->parsed() || printw->parsed() || printe->parsed()) {
+    proto::PrintRequest req;
+    req.set_level(printi->parsed()   ? proto::PrintRequest::INFO
+                  : printw->parsed() ? proto::PrintRequest::WARNING
+                                     : proto::PrintRequest::ERROR);
+    std::string msg;
+    for (const auto& w : print_words) msg += (msg.empty() ? "" : " ") + w;
+    req.set_message(msg);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(Deadline(10));
+    proto::CommandReply rep;
+    return ReportReply(stub->Print(&ctx, req, &rep), rep, "print", socket);
+  }
+
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(30));
+  proto::CommandReply rep;
+  proto::CommandRequest none;
+  if (second->parsed()) {
+    proto::SecondRequest req;
+    req.set_fullsync(second_arg == "fullsync");
+    return ReportReply(stub->Second(&ctx, req, &rep), rep, "second", socket);
+  }
+  using Call = grpc::Status (proto::Admin::Stub::*)(grpc::ClientContext*, const proto::CommandRequest&,
+                                                    proto::CommandReply*);
+  const std::map<std::string, Call> calls = {
+      {"start", &proto::Admin::Stub::Start},     {"stop", &proto::Admin::Stub::Stop},
+      {"restart", &proto::Admin::Stub::Restart}, {"forcestop", &proto::Admin::Stub::Forcestop},
+      {"prim", &proto::Admin::Stub::Prim},       {"primforce", &proto::Admin::Stub::Primforce},
+      {"swap", &proto::Admin::Stub::Swap},       {"resync", &proto::Admin::Stub::Resync},
+      {"verify", &proto::Admin::Stub::Verify}};
+  for (const auto& [name, cmd] : simple_cmds) {
+    if (!cmd->parsed()) continue;
+    Call call = calls.at(name);
+    return ReportReply(((*stub).*call)(&ctx, none, &rep), rep, name, socket);
+  }
+  std::cerr << app.help();
+  return kExitUsage;
+}

@@ -1,0 +1,154 @@
+#include "manager/daemon/fs_driver.h"
+
+#include <fcntl.h>
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "proto/fs_control.grpc.pb.h"
+
+namespace hamirror::daemon {
+namespace {
+
+proto::FsRole ToProto(manager::core::FsRole r) {
+  switch (r) {
+    case manager::core::FsRole::kPrimary: return proto::FS_ROLE_PRIMARY;
+    case manager::core::FsRole::kSecondary: return proto::FS_ROLE_SECONDARY;
+    case manager::core::FsRole::kAlone: return proto::FS_ROLE_ALONE;
+  }
+  return proto::FS_ROLE_UNSPECIFIED;
+}
+
+std::unique_ptr<proto::FsControl::Stub> Connect(const std::string& sock) {
+  return proto::FsControl::NewStub(grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials()));
+}
+
+grpc::Status QueryStatus(const std::string& sock, proto::FsStatus* st, int timeout_ms) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+  return Connect(sock)->Status(&ctx, proto::FsStatusRequest(), st);
+}
+
+}  // namespace
+
+Status FsDriver::Spawn(const FsDir& d) {
+  // Always started as secondary (read-only to local programs, so nothing is written before the role
+  // is set), then switched with SetRole: only the secondary/primary command lines take the TLS
+  // options a later switch to primary needs.
+  std::vector<std::string> args = {launch_.fs_bin, "secondary", "--listen", d.listen,      "--dir",
+                                   d.dir,          "--control", d.control,  "--node-name", launch_.node_name};
+  const std::string ca = launch_.tls_dir + "/ca.pem", cert = launch_.tls_dir + "/node.pem",
+                    key = launch_.tls_dir + "/node.key";
+  if (access(ca.c_str(), R_OK) == 0 && access(cert.c_str(), R_OK) == 0 && access(key.c_str(), R_OK) == 0) {
+    args.insert(args.end(), {"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca});
+  } else {
+    log_->Warning("no TLS files in " + launch_.tls_dir +
+                  " (ca.pem, node.pem, node.key): replication link in clear");
+    args.push_back("--insecure");
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  log_->Info("starting hamirror-fs for " + d.dir);
+  int out = open(d.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  pid_t pid = fork();
+  if (pid < 0) return Status::FromErrno("fork", errno);
+  if (pid == 0) {
+    // Detached from the daemon: own session, survives the manager (double fork reparents it).
+    setsid();
+    if (fork() != 0) _exit(0);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    int devnull = open("/dev/null", O_RDONLY);
+    dup2(devnull, 0);
+    if (out >= 0) {
+      dup2(out, 1);
+      dup2(out, 2);
+    }
+    close_range(3, ~0U, 0);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  if (out >= 0) close(out);
+  int st;
+  waitpid(pid, &st, 0);
+  // Wait for its control endpoint (it answers once mounted).
+  for (int i = 0; i < 50; ++i) {
+    proto::FsStatus s;
+    if (QueryStatus(d.control, &s, 200).ok()) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Status::Unavailable("hamirror-fs for " + d.dir + " did not come up (see " + d.log_path + ")");
+}
+
+// hamirror-fs changes roles in place except into secondary (it must be restarted: unmount, start as
+// secondary — the application is stopped on this node by then), and it goes secondary -> alone as
+// "primary without a peer".
+Status FsDriver::SetRole(manager::core::FsRole role) {
+  Status result;
+  for (const auto& d : dirs_) {
+    proto::FsStatus st;
+    bool running = QueryStatus(d.control, &st, 1000).ok();
+    if (running && role == manager::core::FsRole::kSecondary && st.role() != proto::FS_ROLE_SECONDARY) {
+      log_->Info("restarting hamirror-fs for " + d.dir + " as secondary (pid " + std::to_string(st.pid()) +
+                 ")");
+      const pid_t pid = static_cast<pid_t>(st.pid());
+      if (pid > 0) kill(pid, SIGTERM);
+      bool gone = false;
+      for (int i = 0; i < 100 && !gone; ++i) {  // up to 10 s for in-flight requests and the unmount
+        gone = pid <= 0 || kill(pid, 0) != 0;
+        if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      if (!gone) {
+        result = Status::Timeout("hamirror-fs " + d.dir + " (pid " + std::to_string(pid) + ") did not exit");
+        continue;
+      }
+      running = false;
+    }
+    if (!running) {
+      Status s = Spawn(d);
+      if (!s.ok()) {
+        result = s;
+        continue;
+      }
+      if (role == manager::core::FsRole::kSecondary) continue;  // started as secondary
+      if (!QueryStatus(d.control, &st, 1000).ok()) continue;
+    }
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    proto::SetRoleRequest req;
+    req.set_role(ToProto(role));
+    if (role == manager::core::FsRole::kPrimary) req.set_peer(d.peer);
+    if (role == manager::core::FsRole::kAlone && st.role() == proto::FS_ROLE_SECONDARY)
+      req.set_role(proto::FS_ROLE_PRIMARY);  // no peer: alone
+    grpc::Status g = Connect(d.control)->SetRole(&ctx, req, &st);
+    if (!g.ok()) result = Status::Unavailable("hamirror-fs " + d.dir + ": set role: " + g.error_message());
+  }
+  return result;
+}
+
+void FsDriver::FillStatus(proto::StateReply* reply) {
+  for (const auto& d : dirs_) {
+    auto* f = reply->add_fs();
+    f->set_dir(d.dir);
+    proto::FsStatus st;
+    grpc::Status g = QueryStatus(d.control, &st, 1000);
+    f->set_running(g.ok());
+    if (!g.ok()) continue;
+    f->set_role(st.role());
+    f->set_peer_connected(st.peer_connected());
+    f->set_dirty_files(st.dirty_files());
+    f->set_dirty_zones(st.dirty_zones());
+    f->set_namespace_dirty(st.namespace_dirty());
+    f->set_last_error(st.last_error());
+    f->set_pid(st.pid());
+  }
+}
+
+}  // namespace hamirror::daemon

@@ -1,0 +1,50 @@
+// FsDriver: drives hamirror-fs (one per replicated directory) through its control socket
+// (proto/fs_control.proto): role switches in place, status for `hamirror state -v`.
+// When no hamirror-fs answers for a directory, it is started (detached: it must outlive a manager
+// crash, or the application's files would vanish) in the requested role.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "manager/admin/module_log.h"
+#include "manager/core/node_machine.h"
+#include "proto/admin.pb.h"
+
+namespace hamirror::daemon {
+
+struct FsDir {
+  std::string dir;
+  std::string control;   // control socket path
+  std::string listen;    // HOST:PORT for the secondary role (this node's flow address)
+  std::string peer;      // HOST:PORT of the peer's secondary endpoint (for the primary role)
+  std::string log_path;  // hamirror-fs output when started by us
+};
+
+struct FsLaunch {
+  std::string fs_bin;     // hamirror-fs binary
+  std::string node_name;  // --node-name
+  std::string tls_dir;    // ca.pem, node.pem, node.key for the replication link (mutual TLS)
+};
+
+class FsDriver {
+ public:
+  FsDriver(std::vector<FsDir> dirs, FsLaunch launch, admin::ModuleLog* log)
+      : dirs_(std::move(dirs)), launch_(std::move(launch)), log_(log) {}
+  bool empty() const { return dirs_.empty(); }
+  // Every directory to `role`; starts hamirror-fs where none runs. Bounded (~5 s to start, 5 s per
+  // role change). Runs on the event loop: heartbeats pause meanwhile (far below production timeouts).
+  Status SetRole(manager::core::FsRole role);
+  // Status of every directory (1 s deadline each).
+  void FillStatus(proto::StateReply* reply);
+
+ private:
+  Status Spawn(const FsDir& d);
+  std::vector<FsDir> dirs_;
+  FsLaunch launch_;
+  admin::ModuleLog* log_;
+};
+
+}  // namespace hamirror::daemon

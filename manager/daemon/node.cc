@@ -1,0 +1,722 @@
+#include "manager/daemon/node.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "common/log.h"
+#include "manager/heartbeat/heartbeat_key.h"
+#include "manager/process/checkers.h"
+#include "manager/process/proc_scan.h"
+
+namespace hamirror::daemon {
+
+namespace core = manager::core;
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+proto::NodeState ToProto(core::NodeState s) {
+  switch (s) {
+    case core::NodeState::kStop: return proto::NODE_STATE_STOP;
+    case core::NodeState::kWait: return proto::NODE_STATE_WAIT;
+    case core::NodeState::kAlone: return proto::NODE_STATE_ALONE;
+    case core::NodeState::kPrim: return proto::NODE_STATE_PRIM;
+    case core::NodeState::kSecond: return proto::NODE_STATE_SECOND;
+  }
+  return proto::NODE_STATE_UNKNOWN;
+}
+
+proto::SubState ToProto(core::Readiness r) {
+  return r == core::Readiness::kReady ? proto::SUB_STATE_READY : proto::SUB_STATE_TRANSIENT;
+}
+
+scripts::Script ToScript(core::Script s) {
+  switch (s) {
+    case core::Script::kPrestart: return scripts::Script::kPrestart;
+    case core::Script::kStartBoth: return scripts::Script::kStartBoth;
+    case core::Script::kStartPrim: return scripts::Script::kStartPrim;
+    case core::Script::kStartSecond: return scripts::Script::kStartSecond;
+    case core::Script::kStopPrim: return scripts::Script::kStopPrim;
+    case core::Script::kStopSecond: return scripts::Script::kStopSecond;
+    case core::Script::kStopBoth: return scripts::Script::kStopBoth;
+    case core::Script::kPoststop: return scripts::Script::kPoststop;
+  }
+  return scripts::Script::kPrestart;
+}
+
+const std::string& ScriptPath(const config::Scripts& s, core::Script script) {
+  switch (script) {
+    case core::Script::kPrestart: return s.prestart;
+    case core::Script::kStartBoth: return s.start_both;
+    case core::Script::kStartPrim: return s.start_prim;
+    case core::Script::kStartSecond: return s.start_second;
+    case core::Script::kStopPrim: return s.stop_prim;
+    case core::Script::kStopSecond: return s.stop_second;
+    case core::Script::kStopBoth: return s.stop_both;
+    case core::Script::kPoststop: return s.poststop;
+  }
+  return s.prestart;
+}
+
+core::Command ToCore(admin::Command c) {
+  switch (c) {
+    case admin::Command::kStart: return core::Command::kStart;
+    case admin::Command::kStop: return core::Command::kStop;
+    case admin::Command::kRestart: return core::Command::kRestart;
+    case admin::Command::kForcestop: return core::Command::kForceStop;
+    case admin::Command::kPrim: return core::Command::kPrim;
+    case admin::Command::kSecond:
+    case admin::Command::kSecondFullsync: return core::Command::kSecond;
+    case admin::Command::kPrimforce: return core::Command::kPrimForce;
+    case admin::Command::kSwap: return core::Command::kSwap;
+  }
+  return core::Command::kStart;
+}
+
+core::FailAction ToFail(config::RecoveryAction a) {
+  switch (a) {
+    case config::RecoveryAction::kStopStart: return core::FailAction::kStopStart;
+    case config::RecoveryAction::kStop: return core::FailAction::kStop;
+    default: return core::FailAction::kRestart;
+  }
+}
+
+// Whether a watch/checker of class `c` is active in state `s`.
+bool ClassActive(config::RoleClass c, core::NodeState s) {
+  const bool serving = s == core::NodeState::kPrim || s == core::NodeState::kAlone;
+  switch (c) {
+    case config::RoleClass::kPrim: return serving;
+    case config::RoleClass::kSecond: return s == core::NodeState::kSecond;
+    case config::RoleClass::kBoth: return serving || s == core::NodeState::kSecond;
+    case config::RoleClass::kPre: return s != core::NodeState::kStop;
+  }
+  return false;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace
+
+Node::Node(NodeOptions options, admin::ModuleLog* log) : opt_(std::move(options)), log_(log) {}
+
+Node::~Node() {
+  stop_monitor_ = true;
+  if (monitor_.joinable()) monitor_.join();
+  if (link_) link_->Stop();
+  ReapWorkers(true);
+}
+
+Status Node::Init() {
+  const auto& cfg = opt_.cfg;
+  // Peer: the other node of cluster.xml.
+  auto names = cfg.cluster.NodeNames();
+  bool found = false;
+  for (const auto& n : names) {
+    if (n == opt_.self)
+      found = true;
+    else if (peer_.empty())
+      peer_ = n;
+  }
+  if (!found) return Status::InvalidArgument("node '" + opt_.self + "' is not in " + cfg.cluster.file);
+  if (peer_.empty() || names.size() != 2)
+    return Status::InvalidArgument(cfg.cluster.file + ": a mirror module needs exactly two nodes");
+
+  // Heartbeat networks: this node's and the peer's address on each <heartbeat> lan.
+  std::vector<LinkNetwork> nets;
+  std::string self_flow, peer_flow;
+  for (const auto& hb : cfg.heart.heartbeats) {
+    LinkNetwork n;
+    n.name = hb.name;
+    for (const auto& node : hb.nodes) {
+      if (node.name == opt_.self) n.local_addr = node.addr;
+      if (node.name == peer_) n.peer_addr = node.addr;
+    }
+    if (n.local_addr.empty() || n.peer_addr.empty())
+      return Status::InvalidArgument("heartbeat network " + hb.name + ": missing address of " + opt_.self +
+                                     " or " + peer_);
+    if (hb.flow) {
+      self_flow = n.local_addr;
+      peer_flow = n.peer_addr;
+    }
+    nets.push_back(n);
+  }
+  if (nets.empty()) return Status::InvalidArgument("no heartbeat network configured");
+
+  // Key: a shared key file when present, else derived from cluster.xml (weaker, logged).
+  const std::string cluster_xml = ReadAll(cfg.cluster.file);
+  heartbeat::HeartbeatKey key;
+  const std::string key_file = "/etc/hamirror/" + cfg.module_name + "/heartbeat.key";
+  Status ks = heartbeat::HeartbeatKey::FromFile(key_file, &key);
+  if (!ks.ok()) {
+    if (ks.code() != Status::Code::kNotFound) return ks;
+    log_->Warning("no " + key_file +
+                  ": heartbeat key derived from cluster.xml (anyone who can read it can forge heartbeats)");
+    key = heartbeat::HeartbeatKey::DeriveFromConfig(cluster_xml, cfg.module_name);
+  }
+  const uint64_t cluster_id = heartbeat::ComputeClusterId(cluster_xml, cfg.module_name);
+
+  // VIPs.
+  for (const auto& itf : cfg.vip.interfaces) {
+    for (const auto& a : itf.addrs) {
+      vip::VipAddress v;
+      v.addr = a.addr;
+      v.prefix_len = a.prefix_len;
+      v.interface = itf.name;
+      vips_.push_back(v);
+      vip_arp_.push_back(itf.arpreroute);
+    }
+  }
+  vip_held_.assign(vips_.size(), false);
+  // After a crash the address may still be configured here: a stopped node never holds it.
+  for (const auto& v : vips_) {
+    if (vip::Held(v)) {
+      log_->Warning("removing VIP " + v.addr + " left over from a previous run");
+      vip::Remove(v);
+    }
+  }
+
+  // Persisted facts.
+  store_ = std::make_unique<StateStore>(cfg.hamirror.state_dir + "/node.state");
+  core::Persisted persisted;
+  Status ls = store_->Load(&persisted);
+  if (!ls.ok() && ls.code() != Status::Code::kNotFound) return ls;
+  log_->Info(std::string("data ") + core::ToString(persisted.data) + ", generation " +
+             std::to_string(persisted.current.counter) + ":" + persisted.current.author);
+
+  core::Config cc;
+  cc.self = opt_.self;
+  cc.peer = peer_;
+  cc.defaultprim = cfg.service.defaultprim == config::DefaultPrim::kNode ? core::DefaultPrimKind::kNode
+                   : cfg.service.defaultprim == config::DefaultPrim::kLastPrim
+                       ? core::DefaultPrimKind::kLastPrim
+                       : core::DefaultPrimKind::kAlone;
+  cc.defaultprim_node = cfg.service.defaultprim_node;
+  cc.failover = cfg.service.failover;
+  cc.maxloop = cfg.service.maxloop;
+  cc.loop_interval_ms = cfg.service.loop_interval.count();
+  const uint64_t timeout = cfg.heart.timeout.count(), pulse = cfg.heart.pulse.count();
+  cc.heartbeat_timeout_ms = timeout;
+  cc.witness = cfg.has_splitbrain;
+  // The lease must end before the peer may take over: timeout - pulse - delay margin.
+  const uint64_t margin = std::max<uint64_t>(pulse, timeout / 10);
+  cc.lease_ms = timeout > pulse + margin + 100 ? timeout - pulse - margin : timeout / 2;
+  cc.witness_probe_interval_ms = std::max<uint64_t>(cc.lease_ms / 3, 50);
+  cc.witness_probe_timeout_ms = std::min<uint64_t>(3000, std::max<uint64_t>(cc.lease_ms, 1000));
+  machine_ = std::make_unique<core::NodeMachine>(cc, persisted);
+
+  // Scripts' environment.
+  script_env_.safe = opt_.safe_dir;
+  script_env_.module_name = cfg.module_name;
+  script_env_.safebin = opt_.safe_dir;
+  script_env_.safevar = cfg.hamirror.state_dir;
+  script_env_.safeuserbin = cfg.module_dir + "/" + config::kScriptsRelDir;
+  script_env_.admin_socket = opt_.admin_socket;
+  script_env_.vars = cfg.user.vars;
+
+  // hamirror-fs per replicated directory.
+  std::vector<FsDir> dirs;
+  for (const auto& r : cfg.rfs.replicated) {
+    FsDir d;
+    d.dir = r.dir;
+    std::string base = r.dir.substr(r.dir.rfind('/') + 1);
+    d.control = opt_.run_dir + "/fs-" + base + ".sock";
+    d.listen = self_flow + ":" + std::to_string(cfg.hamirror.replication_port);
+    d.peer = peer_flow + ":" + std::to_string(cfg.hamirror.replication_port);
+    d.log_path = opt_.log_dir + "/fs-" + base + ".log";
+    dirs.push_back(d);
+  }
+  fs_ = std::make_unique<FsDriver>(std::move(dirs), FsLaunch{opt_.fs_bin, opt_.self, cfg.hamirror.tls_dir},
+                                   log_);
+
+  link_ = std::make_unique<PeerLink>(nets, cfg.hamirror.heartbeat_port, cluster_id, key.secret(), opt_.self,
+                                     peer_, cfg.heart.timeout,
+                                     [this](const core::PeerStatus& s) { Post(core::EvPeerStatus{s}); });
+  if (Status s = link_->Start(); !s.ok()) return s;
+  monitor_ = std::thread([this] { MonitorLoop(); });
+  if (cfg.service.boot) Post(core::EvCommand{core::Command::kStart, 0});
+  UpdateSnapshot();
+  return Status::Ok();
+}
+
+uint64_t Node::NowMs() const {
+  return std::chrono::duration_cast<milliseconds>(Clock::now() - start_).count() + 1;
+}
+
+void Node::Post(Event ev) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    events_.push_back(std::move(ev));
+  }
+  cv_.notify_one();
+}
+
+void Node::RequestExit(bool graceful) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (exit_requested_) graceful = false;  // second request: leave now
+    exit_requested_ = true;
+    graceful_exit_ = graceful;
+  }
+  cv_.notify_one();
+}
+
+void Node::Run() {
+  const uint64_t pulse = opt_.cfg.heart.pulse.count();
+  uint64_t next_tick = 0, next_pulse = 0;
+  bool stop_sent = false;
+  uint64_t exit_deadline = 0;
+  for (;;) {
+    uint64_t now = NowMs();
+    if (now >= next_tick) {
+      Step(core::EvTick{});
+      next_tick = now + 100;
+    }
+    if (now >= next_pulse) {
+      SendHeartbeat();
+      next_pulse = now + pulse;
+    }
+    std::deque<Event> batch;
+    bool exiting, graceful;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      uint64_t wake = std::min(next_tick, next_pulse);
+      uint64_t now2 = NowMs();
+      if (events_.empty() && !exit_requested_ && wake > now2)
+        cv_.wait_for(lock, milliseconds(wake - now2), [&] { return !events_.empty() || exit_requested_; });
+      batch.swap(events_);
+      exiting = exit_requested_;
+      graceful = graceful_exit_;
+    }
+    for (auto& ev : batch) Step(ev);
+    ReapWorkers(false);
+    if (exiting) {
+      if (!graceful || machine_->state() == core::NodeState::kStop) break;
+      if (!stop_sent) {
+        log_->Info("hamirrord exiting: stopping the module first");
+        Step(core::EvCommand{core::Command::kStop, 0});
+        stop_sent = true;
+        exit_deadline = NowMs() + opt_.cfg.user.nicestoptimeout.count() * 2 +
+                        opt_.cfg.user.forcestoptimeout.count() + 5000;
+      } else if (NowMs() > exit_deadline) {
+        log_->Error("module did not reach STOP in time; exiting anyway");
+        break;
+      }
+    }
+  }
+  stop_monitor_ = true;
+  if (monitor_.joinable()) monitor_.join();
+  link_->Stop();
+  // Release the VIP if the machine still holds it (non-graceful exit): never leave an orphan address.
+  if (machine_->vip_held()) {
+    for (const auto& v : vips_) vip::Remove(v);
+  }
+  ReapWorkers(true);
+}
+
+void Node::Step(const Event& ev) {
+  const auto before_state = machine_->state();
+  const auto before_ready = machine_->readiness();
+  std::vector<core::Action> actions = machine_->Step(NowMs(), ev);
+  for (const auto& a : actions) Apply(a);
+  if (machine_->state() != before_state || machine_->readiness() != before_ready) {
+    epoch_++;
+    state_ = static_cast<int>(machine_->state());
+    ready_ = machine_->readiness() == core::Readiness::kReady;
+    // The machine logs the change itself (ActLog); this records what caused it.
+    HLOG_DEBUG("state %s -> %s (%s) after %s", core::ToString(before_state),
+               core::ToString(machine_->state()), core::ToString(machine_->readiness()),
+               core::ToString(ev).c_str());
+  }
+  if (!actions.empty() || !std::holds_alternative<core::EvTick>(ev)) UpdateSnapshot();
+}
+
+void Node::Apply(const core::Action& a) {
+  if (auto* s = std::get_if<core::ActRunScript>(&a)) {
+    RunScriptAsync(s->script, s->force);
+  } else if (std::holds_alternative<core::ActAddVip>(a)) {
+    std::lock_guard<std::mutex> lock(snap_mu_);
+    for (size_t i = 0; i < vips_.size(); ++i) {
+      Status s = vip::Add(vips_[i]);
+      if (!s.ok()) {
+        log_->Error("VIP " + vips_[i].addr + ": " + s.ToString());
+        continue;
+      }
+      vip_held_[i] = true;
+      log_->Info("VIP " + vips_[i].addr + " added");
+      vip::VipAddress r;
+      if (vip_arp_[i] && vips_[i].addr.find(':') == std::string::npos && vip::ResolveVip(vips_[i], &r).ok()) {
+        Status g = garp_.Announce(r.interface, r.addr);
+        if (!g.ok()) log_->Warning("gratuitous ARP for " + r.addr + ": " + g.ToString());
+      }
+    }
+  } else if (std::holds_alternative<core::ActRemoveVip>(a)) {
+    std::lock_guard<std::mutex> lock(snap_mu_);
+    for (size_t i = 0; i < vips_.size(); ++i) {
+      garp_.Cancel(vips_[i].addr);
+      Status s = vip::Remove(vips_[i]);
+      if (!s.ok())
+        log_->Error("VIP " + vips_[i].addr + ": " + s.ToString());
+      else
+        log_->Info("VIP " + vips_[i].addr + " removed");
+      vip_held_[i] = false;
+    }
+  } else if (auto* f = std::get_if<core::ActSetFsRole>(&a)) {
+    if (!fs_->empty()) {
+      Status s = fs_->SetRole(f->role);
+      if (!s.ok()) {
+        log_->Error(std::string("fs role ") + core::ToString(f->role) + ": " + s.ToString());
+        // Without a replicating primary the peer is not in sync: the machine must not claim PRIM.
+        if (f->role == core::FsRole::kPrimary) Post(core::EvDataLinkLost{});
+      } else {
+        log_->Info(std::string("fs role ") + core::ToString(f->role));
+      }
+    }
+  } else if (std::holds_alternative<core::ActStartResync>(a)) {
+    // The replicator's resync is not wired yet: report done so the node can become SECOND ready.
+    log_->Warning("resync requested: not implemented yet, data assumed in sync");
+    Post(core::EvResyncDone{true});
+  } else if (std::holds_alternative<core::ActStopResync>(a)) {
+  } else if (auto* p = std::get_if<core::ActPersist>(&a)) {
+    Status s = store_->Save(p->facts);
+    if (!s.ok()) log_->Error("persist state: " + s.ToString());
+  } else if (std::holds_alternative<core::ActSendStatus>(a)) {
+    SendHeartbeat();
+  } else if (std::holds_alternative<core::ActProbeWitness>(a)) {
+    ProbeWitnessAsync();
+  } else if (auto* r = std::get_if<core::ActCommandReply>(&a)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = pending_.find(r->id);
+    if (it != pending_.end()) {
+      it->second.set_value(r->accepted ? admin::CommandResult::Accepted(r->reason)
+                                       : admin::CommandResult::Refused(r->reason));
+      pending_.erase(it);
+    }
+  } else if (auto* l = std::get_if<core::ActLog>(&a)) {
+    if (l->level <= 0) {
+      HLOG_DEBUG("%s", l->message.c_str());
+    } else {
+      log_->Write(l->level >= 3   ? admin::ModuleLog::Level::kError
+                  : l->level == 2 ? admin::ModuleLog::Level::kWarning
+                                  : admin::ModuleLog::Level::kInfo,
+                  l->message);
+    }
+  }
+}
+
+void Node::RunScriptAsync(core::Script script, bool force) {
+  const std::string path = ScriptPath(opt_.cfg.scripts, script);
+  scripts::ScriptTimeouts t;
+  t.timeout = opt_.cfg.user.nicestoptimeout;
+  t.force_timeout = opt_.cfg.user.forcestoptimeout;
+  t.rerun_with_force = false;  // the state machine decides about the force run
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  log_->Info(std::string("running ") + core::ToString(script) + (force ? " force" : ""));
+  const bool logging = opt_.cfg.user.logging;
+  std::thread th([this, script, force, path, t, done, logging] {
+    scripts::ScriptResult r = scripts::RunScript(ToScript(script), path, script_env_, t, force,
+                                                 [this, logging](std::string_view line) {
+                                                   if (logging) log_->Info(line);
+                                                 });
+    log_->Write(r.ok ? admin::ModuleLog::Level::kInfo : admin::ModuleLog::Level::kWarning, r.Summary());
+    Post(core::EvScriptDone{script, r.ok          ? core::ScriptResult::kOk
+                                    : r.timed_out ? core::ScriptResult::kTimeout
+                                                  : core::ScriptResult::kFailed});
+    *done = true;
+  });
+  workers_.push_back(Worker{std::move(th), done});
+}
+
+void Node::ProbeWitnessAsync() {
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  const auto addrs = opt_.cfg.splitbrain.addrs;
+  const milliseconds timeout(machine_->config().witness_probe_timeout_ms);
+  std::thread th([this, addrs, timeout, done] {
+    std::string detail;
+    bool ok = process::CheckWitness(addrs, timeout, &detail);
+    {
+      std::lock_guard<std::mutex> lock(snap_mu_);
+      checker_status_.erase(
+          std::remove_if(checker_status_.begin(), checker_status_.end(),
+                         [](const proto::CheckerStatus& c) { return c.kind() == "splitbrain"; }),
+          checker_status_.end());
+      proto::CheckerStatus c;
+      c.set_name(opt_.cfg.splitbrain.ident);
+      c.set_kind("splitbrain");
+      c.set_ok(ok);
+      c.set_detail(detail);
+      checker_status_.push_back(c);
+    }
+    Post(core::EvWitness{ok});
+    *done = true;
+  });
+  workers_.push_back(Worker{std::move(th), done});
+}
+
+void Node::ReapWorkers(bool all) {
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (*it->done || all) {
+      if (*it->done) {
+        it->thread.join();
+      } else {
+        it->thread.detach();  // exiting: a script still running is not waited for
+        left_workers_ = true;
+      }
+      it = workers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void Node::SendHeartbeat() { link_->Send(machine_->MakeHeartbeat(NowMs())); }
+
+void Node::UpdateSnapshot() {
+  proto::StateReply r;
+  r.set_module(opt_.cfg.module_name);
+  auto* l = r.mutable_local();
+  l->set_node(opt_.self);
+  l->set_state(ToProto(machine_->state()));
+  l->set_sub_state(ToProto(machine_->readiness()));
+  std::string reason = machine_->wait_reason();
+  if (machine_->split_brain()) reason += reason.empty() ? "split brain" : "; split brain";
+  l->set_reason(reason);
+  l->set_data_uptodate(machine_->persisted().data == core::DataState::kUpToDate);
+  l->set_known(true);
+  auto* p = r.mutable_peer();
+  p->set_node(peer_);
+  if (auto ps = machine_->last_peer_status(); ps && machine_->peer_connected()) {
+    p->set_known(true);
+    p->set_state(ToProto(ps->state));
+    p->set_sub_state(ToProto(ps->readiness));
+    p->set_data_uptodate(ps->data.data == core::DataState::kUpToDate);
+  }
+  r.set_maxloop(opt_.cfg.service.maxloop);
+  std::lock_guard<std::mutex> lock(snap_mu_);
+  snapshot_ = std::move(r);
+}
+
+void Node::FillState(bool verbose, proto::StateReply* reply) {
+  std::lock_guard<std::mutex> lock(snap_mu_);
+  *reply = snapshot_;
+  reply->set_pid(getpid());
+  reply->set_uptime_s(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start_).count());
+  if (!verbose) return;
+  for (const auto& n : link_->Networks()) {
+    auto* h = reply->add_heartbeats();
+    h->set_network(n.name);
+    h->set_peer_addr(n.peer_addr);
+    h->set_up(n.up);
+    h->set_last_seen_ms_ago(n.last_seen_ms_ago < 0 ? 0 : n.last_seen_ms_ago + 1);
+  }
+  for (size_t i = 0; i < vips_.size(); ++i) {
+    auto* v = reply->add_vips();
+    v->set_addr(vips_[i].addr);
+    v->set_interface(vips_[i].interface);
+    v->set_held(vip_held_[i]);
+  }
+  for (const auto& f : fs_status_) *reply->add_fs() = f;
+  for (const auto& pw : proc_status_) *reply->add_processes() = pw;
+  for (const auto& c : checker_status_) *reply->add_checkers() = c;
+}
+
+admin::CommandResult Node::Execute(admin::Command cmd) {
+  std::future<admin::CommandResult> fut;
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    id = next_cmd_id_++;
+    fut = pending_[id].get_future();
+    events_.push_back(core::EvCommand{ToCore(cmd), id});
+  }
+  cv_.notify_one();
+  log_->Info(std::string("command ") + admin::CommandName(cmd));
+  if (fut.wait_for(std::chrono::seconds(15)) != std::future_status::ready) {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_.erase(id);
+    return admin::CommandResult::Refused("no answer from the daemon's event loop within 15 s");
+  }
+  auto r = fut.get();
+  if (cmd == admin::Command::kSecondFullsync && r.accepted)
+    r.reason = "fullsync: resync is not implemented yet; treated as `second`";
+  return r;
+}
+
+void Node::Print(admin::ModuleLog::Level level, const std::string& msg) { log_->Write(level, msg); }
+
+void Node::MonitorLoop() {
+  const auto& cfg = opt_.cfg;
+  const auto now0 = Clock::now();
+  std::vector<Clock::time_point> next_proc(cfg.errd.procs.size(), now0 + cfg.errd.polltimer);
+  std::vector<uint64_t> proc_reported(cfg.errd.procs.size(), ~0ull);
+  std::vector<process::ProcMatcher> matchers;
+  for (const auto& p : cfg.errd.procs) matchers.emplace_back(p.name, p.nameregex, p.argregex);
+  std::vector<Clock::time_point> next_tcp(cfg.check.tcp.size(), now0),
+      next_custom(cfg.check.custom.size(), now0);
+  std::vector<uint64_t> tcp_reported(cfg.check.tcp.size(), ~0ull),
+      custom_reported(cfg.check.custom.size(), ~0ull);
+  std::vector<Clock::time_point> next_ping(cfg.check.ping.size(), now0),
+      next_intf(cfg.check.intf.size(), now0);
+  std::vector<uint64_t> ping_reported(cfg.check.ping.size(), ~0ull),
+      intf_reported(cfg.check.intf.size(), ~0ull);
+  Clock::time_point next_fs = now0, next_vip = now0;
+  uint64_t fs_reported = ~0ull;
+  bool any_vip_check = false;
+  for (const auto& i : cfg.vip.interfaces) any_vip_check |= i.check;
+  const auto env = script_env_.Build();
+  // Failures are judged only once the current state has lasted one poll period: right after
+  // start_prim the application may still be starting.
+  uint64_t seen_epoch = epoch_.load();
+  Clock::time_point epoch_since = now0;
+
+  while (!stop_monitor_) {
+    std::this_thread::sleep_for(milliseconds(100));
+    const auto now = Clock::now();
+    const auto state = static_cast<core::NodeState>(state_.load());
+    const bool ready = ready_.load();
+    const uint64_t epoch = epoch_.load();
+    if (epoch != seen_epoch) {
+      seen_epoch = epoch;
+      epoch_since = now;
+    }
+    const bool settled = now - epoch_since >= cfg.errd.polltimer;
+
+    // <errd>: poll the process table, report a failure once per state epoch.
+    bool scanned = false;
+    std::vector<process::ProcEntry> procs;
+    for (size_t i = 0; i < cfg.errd.procs.size(); ++i) {
+      if (now < next_proc[i]) continue;
+      next_proc[i] = now + cfg.errd.polltimer;
+      const auto& w = cfg.errd.procs[i];
+      if (!scanned) {
+        procs = process::ScanProcesses();
+        scanned = true;
+      }
+      int count = process::CountMatching(procs, matchers[i]);
+      bool ok = count >= w.atleast && (w.atmax < 0 || count <= w.atmax);
+      proto::ProcessWatch pw;
+      pw.set_name(w.name.empty() ? w.nameregex : w.name);
+      pw.set_count(count);
+      pw.set_atleast(w.atleast);
+      pw.set_atmax(w.atmax);
+      pw.set_ok(ok);
+      pw.set_action(config::ToString(w.action));
+      pw.set_active(ClassActive(w.klass, state));
+      {
+        std::lock_guard<std::mutex> lock(snap_mu_);
+        if (proc_status_.size() != cfg.errd.procs.size()) proc_status_.resize(cfg.errd.procs.size());
+        proc_status_[i] = pw;
+      }
+      if (!ok && ready && settled && ClassActive(w.klass, state) && proc_reported[i] != epoch) {
+        proc_reported[i] = epoch;
+        std::string what = "errd: process " + pw.name() + ": " + std::to_string(count) +
+                           " running (atleast " + std::to_string(w.atleast) +
+                           (w.atmax >= 0 ? ", atmax " + std::to_string(w.atmax) : "") + "), action " +
+                           config::ToString(w.action);
+        log_->Warning(what);
+        Post(core::EvCheckFailed{ToFail(w.action), what});
+      }
+    }
+
+    // <tcp> and <custom> checkers.
+    auto run_check = [&](size_t i, const std::string& kind, const std::string& ident, config::RoleClass when,
+                         config::RecoveryAction action, bool ok, const std::string& detail,
+                         std::vector<uint64_t>& reported) {
+      proto::CheckerStatus c;
+      c.set_name(ident);
+      c.set_kind(kind);
+      c.set_ok(ok);
+      c.set_detail(detail);
+      {
+        std::lock_guard<std::mutex> lock(snap_mu_);
+        bool replaced = false;
+        for (auto& x : checker_status_)
+          if (x.kind() == kind && x.name() == ident) {
+            x = c;
+            replaced = true;
+          }
+        if (!replaced) checker_status_.push_back(c);
+      }
+      if (!ok && ready && ClassActive(when, state) && reported[i] != epoch) {
+        reported[i] = epoch;
+        std::string what = kind + " checker " + ident + " failed: " + detail;
+        log_->Warning(what);
+        if (action != config::RecoveryAction::kWait) Post(core::EvCheckFailed{ToFail(action), what});
+      }
+    };
+    for (size_t i = 0; i < cfg.check.tcp.size(); ++i) {
+      const auto& c = cfg.check.tcp[i];
+      if (now < next_tcp[i] || !ClassActive(c.when, state)) continue;
+      next_tcp[i] = now + c.interval;
+      std::string detail;
+      bool ok = process::CheckTcp(c.addr, c.port, c.timeout, &detail);
+      run_check(i, "tcp", c.ident, c.when, c.action, ok, detail, tcp_reported);
+    }
+    for (size_t i = 0; i < cfg.check.custom.size(); ++i) {
+      const auto& c = cfg.check.custom[i];
+      if (now < next_custom[i] || !ClassActive(c.when, state)) continue;
+      next_custom[i] = now + c.interval;
+      std::string detail;
+      bool ok = process::CheckCustom(c.exec, c.arg, env, c.timeout, &detail);
+      run_check(i, "custom", c.ident, c.when, c.action, ok, detail, custom_reported);
+    }
+
+    for (size_t i = 0; i < cfg.check.ping.size(); ++i) {
+      const auto& c = cfg.check.ping[i];
+      if (now < next_ping[i] || !ClassActive(c.when, state)) continue;
+      next_ping[i] = now + c.interval;
+      std::string detail;
+      bool ok = process::CheckWitness(c.addrs, c.timeout, &detail);  // up when any address answers
+      run_check(i, "ping", c.ident, c.when, c.action, ok, detail, ping_reported);
+    }
+    for (size_t i = 0; i < cfg.check.intf.size(); ++i) {
+      const auto& c = cfg.check.intf[i];
+      if (now < next_intf[i] || !ClassActive(c.when, state)) continue;
+      next_intf[i] = now + c.interval;
+      // Link state as the kernel reports it (carrier); "unknown" (e.g. loopback, tun) counts as up.
+      std::string oper = ReadAll("/sys/class/net/" + c.interface + "/operstate");
+      while (!oper.empty() && (oper.back() == '\n' || oper.back() == ' ')) oper.pop_back();
+      bool ok = oper == "up" || oper == "unknown";
+      run_check(i, "intf", c.ident, c.when, c.action, ok,
+                c.interface + " " + (oper.empty() ? "missing" : oper), intf_reported);
+    }
+
+    // check="on": the VIP must stay configured while the machine holds it; put it back if not.
+    if (any_vip_check && now >= next_vip) {
+      next_vip = now + milliseconds(1000);
+      std::lock_guard<std::mutex> lock(snap_mu_);
+      for (size_t i = 0; i < vips_.size(); ++i) {
+        if (vip_held_[i] && !vip::Held(vips_[i])) {
+          log_->Warning("VIP " + vips_[i].addr + " vanished from its interface: adding it again");
+          vip::Add(vips_[i]);
+        }
+      }
+    }
+
+    if (!fs_->empty() && now >= next_fs) {
+      next_fs = now + milliseconds(2000);
+      proto::StateReply tmp;
+      fs_->FillStatus(&tmp);
+      bool fs_went_alone = false;
+      for (const auto& f : tmp.fs()) fs_went_alone |= f.running() && f.role() == proto::FS_ROLE_ALONE;
+      // hamirror-fs drops to alone by itself when the peer stops acknowledging (sendtimeout): tell
+      // the machine, once per state, so PRIM becomes ALONE.
+      if (fs_went_alone && state == core::NodeState::kPrim && ready && fs_reported != epoch) {
+        fs_reported = epoch;
+        log_->Warning("hamirror-fs replicates no more (alone): data link lost");
+        Post(core::EvDataLinkLost{});
+      }
+      std::lock_guard<std::mutex> lock(snap_mu_);
+      fs_status_.assign(tmp.fs().begin(), tmp.fs().end());
+    }
+  }
+}
+
+}  // namespace hamirror::daemon

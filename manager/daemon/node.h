@@ -1,0 +1,123 @@
+// Node: hamirrord's runtime for one module. A single-threaded event loop owns the core state
+// machine (manager/core/node_machine.h): timers (tick, heartbeat pulse), peer status datagrams,
+// admin commands, script completions, watchdog/checker failures and witness probes come in as
+// events through one queue; the machine's actions are executed in order by the effects (scripts
+// on worker threads, VIP via netlink + gratuitous ARP, hamirror-fs role via its control socket,
+// persisted facts via StateStore, status datagrams via PeerLink).
+// Implements admin::NodeControl for the admin server (thread-safe snapshot + command queue).
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "manager/admin/module_log.h"
+#include "manager/admin/node_control.h"
+#include "manager/config/config.h"
+#include "manager/core/node_machine.h"
+#include "manager/daemon/fs_driver.h"
+#include "manager/daemon/peer_link.h"
+#include "manager/daemon/state_store.h"
+#include "manager/scripts/script_runner.h"
+#include "manager/vip/garp.h"
+#include "manager/vip/vip.h"
+
+namespace hamirror::daemon {
+
+struct NodeOptions {
+  config::ModuleConfig cfg;
+  std::string self;          // this node's name in cluster.xml
+  std::string admin_socket;  // exported to scripts (HAMIRROR_SOCKET)
+  std::string safe_dir;      // where the hamirror CLI lives (SAFE)
+  std::string fs_bin;        // hamirror-fs binary
+  std::string run_dir;       // fs control sockets
+  std::string log_dir;       // fs logs
+};
+
+class Node : public admin::NodeControl {
+ public:
+  Node(NodeOptions options, admin::ModuleLog* log);
+  ~Node() override;
+
+  // Resolves peer, networks and VIPs, loads the persisted facts, removes a stale VIP left by a crash,
+  // opens the peer link. Errors are fatal for the daemon.
+  Status Init();
+  // Runs the loop until RequestExit(). A first SIGTERM stops the module (bounded), then exits.
+  void Run();
+  // Thread-safe; `graceful` stops the module first (stop scripts, VIP removed).
+  void RequestExit(bool graceful);
+  // After Run(): a script was still running at exit (its thread was left behind): the process must
+  // end with _exit rather than run destructors under it.
+  bool left_workers() const { return left_workers_; }
+
+  // admin::NodeControl
+  void FillState(bool verbose, proto::StateReply* reply) override;
+  admin::CommandResult Execute(admin::Command cmd) override;
+  void Print(admin::ModuleLog::Level level, const std::string& msg) override;
+  std::string LogPath() override { return log_->path(); }
+
+ private:
+  using Event = manager::core::Event;
+  void Post(Event ev);
+  uint64_t NowMs() const;
+  void Step(const Event& ev);
+  void Apply(const manager::core::Action& a);
+  void RunScriptAsync(manager::core::Script script, bool force);
+  void ProbeWitnessAsync();
+  void SendHeartbeat();
+  void UpdateSnapshot();
+  void MonitorLoop();  // errd + checkers + VIP check + fs status, off the event loop
+  void ReapWorkers(bool all);
+
+  NodeOptions opt_;
+  admin::ModuleLog* log_;
+  std::string peer_;
+  std::unique_ptr<manager::core::NodeMachine> machine_;
+  std::unique_ptr<StateStore> store_;
+  std::unique_ptr<PeerLink> link_;
+  std::unique_ptr<FsDriver> fs_;
+  std::vector<vip::VipAddress> vips_;
+  std::vector<bool> vip_arp_;
+  vip::GarpAnnouncer garp_;
+  scripts::ScriptEnv script_env_;
+  const std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+
+  // Event queue.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Event> events_;
+  std::map<uint64_t, std::promise<admin::CommandResult>> pending_;
+  uint64_t next_cmd_id_ = 1;
+  bool exit_requested_ = false;
+  bool graceful_exit_ = false;
+
+  // Worker threads (scripts, witness probes), joined when done.
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Worker> workers_;
+  bool left_workers_ = false;
+
+  // Snapshot for the admin API and the monitor thread.
+  std::mutex snap_mu_;
+  proto::StateReply snapshot_;
+  std::atomic<int> state_{0};  // core::NodeState
+  std::atomic<bool> ready_{true};
+  std::atomic<uint64_t> epoch_{0};                    // +1 on every state/readiness change
+  std::vector<proto::ProcessWatch> proc_status_;      // under snap_mu_
+  std::vector<proto::CheckerStatus> checker_status_;  // under snap_mu_
+  std::vector<proto::FsInfo> fs_status_;              // under snap_mu_
+  std::vector<bool> vip_held_;                        // under snap_mu_
+
+  std::thread monitor_;
+  std::atomic<bool> stop_monitor_{false};
+};
+
+}  // namespace hamirror::daemon

@@ -1,0 +1,67 @@
+#include "manager/daemon/state_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+namespace hamirror::daemon {
+namespace {
+std::string Name(const std::string& s) { return s.empty() ? "-" : s; }
+std::string Unname(const std::string& s) { return s == "-" ? "" : s; }
+
+// mkdir -p, mode 0700 for created levels.
+void MakeDirs(const std::string& dir) {
+  for (size_t pos = 1; pos != std::string::npos;) {
+    pos = dir.find('/', pos + 1);
+    mkdir(dir.substr(0, pos).c_str(), 0700);
+  }
+}
+}  // namespace
+
+Status StateStore::Load(manager::core::Persisted* out) const {
+  std::ifstream in(path_);
+  if (!in) return Status::NotFound(path_ + ": no saved state (fresh node)");
+  std::string magic, cur_author, base_author;
+  int data, role;
+  manager::core::Persisted p;
+  if (!(in >> magic >> data >> p.current.counter >> cur_author >> p.base.counter >> base_author >> role) ||
+      magic != "hamirror-state-1" || data < 0 || data > 3 || role < 0 || role > 2)
+    return Status::Corruption(path_ + ": unreadable saved state");
+  p.data = static_cast<manager::core::DataState>(data);
+  p.current.author = Unname(cur_author);
+  p.base.author = Unname(base_author);
+  p.last_role = static_cast<manager::core::Role>(role);
+  *out = p;
+  return Status::Ok();
+}
+
+Status StateStore::Save(const manager::core::Persisted& p) const {
+  std::string dir = path_.substr(0, path_.rfind('/'));
+  MakeDirs(dir);
+  std::ostringstream o;
+  o << "hamirror-state-1 " << int(p.data) << ' ' << p.current.counter << ' ' << Name(p.current.author) << ' '
+    << p.base.counter << ' ' << Name(p.base.author) << ' ' << int(p.last_role) << '\n';
+  const std::string text = o.str();
+  const std::string tmp = path_ + ".tmp";
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno("open " + tmp, errno);
+  if (write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()) || fsync(fd) != 0) {
+    int e = errno;
+    close(fd);
+    return Status::FromErrno("write " + tmp, e);
+  }
+  close(fd);
+  if (rename(tmp.c_str(), path_.c_str()) != 0) return Status::FromErrno("rename " + tmp, errno);
+  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return Status::Ok();
+}
+
+}  // namespace hamirror::daemon

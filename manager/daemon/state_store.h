@@ -1,0 +1,24 @@
+// StateStore: the core's Persisted facts on disk (<statedir>/node.state), written atomically
+// (temp file, fsync, rename, fsync of the directory) before the actions that follow an ActPersist run.
+#pragma once
+
+#include <string>
+
+#include "common/status.h"
+#include "manager/core/node_machine.h"
+
+namespace hamirror::daemon {
+
+class StateStore {
+ public:
+  explicit StateStore(std::string path) : path_(std::move(path)) {}
+  // NotFound when the file does not exist (fresh node): *out keeps its defaults.
+  Status Load(manager::core::Persisted* out) const;
+  Status Save(const manager::core::Persisted& p) const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace hamirror::daemon

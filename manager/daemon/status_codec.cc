@@ -1,0 +1,77 @@
+#include "manager/daemon/status_codec.h"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <sstream>
+
+namespace hamirror::daemon {
+namespace {
+
+constexpr size_t kTag = 32;
+
+std::string Tag(std::string_view line, const std::string& key) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(line.data()), line.size(), out, &len);
+  return std::string(reinterpret_cast<char*>(out), kTag);
+}
+
+std::string Name(const std::string& s) { return s.empty() ? "-" : s; }
+std::string Unname(const std::string& s) { return s == "-" ? "" : s; }
+
+}  // namespace
+
+std::string EncodeStatus(const StatusDatagram& d, const std::string& key) {
+  const auto& s = d.status;
+  std::ostringstream o;
+  unsigned flags = (s.handing_over ? 1 : 0) | (s.swap_request ? 2 : 0) | (s.split_brain ? 4 : 0);
+  o << "HMST1 " << d.cluster_id << ' ' << d.incarnation << ' ' << Name(d.to) << ' ' << Name(s.from) << ' '
+    << int(s.state) << ' ' << int(s.readiness) << ' ' << int(s.data.data) << ' ' << s.data.current.counter
+    << ' ' << Name(s.data.current.author) << ' ' << s.data.base.counter << ' ' << Name(s.data.base.author)
+    << ' ' << int(s.data.last_role) << ' ' << s.seq << ' ' << s.echo_seq << ' ' << flags << '\n';
+  std::string line = o.str();
+  return line + Tag(line, key);
+}
+
+StatusDecode DecodeStatus(std::string_view data, const std::string& key, uint64_t expected_cluster_id,
+                          StatusDatagram* out) {
+  size_t nl = data.find('\n');
+  if (nl == std::string_view::npos || data.size() != nl + 1 + kTag || nl > 1024)
+    return StatusDecode::kGarbage;
+  std::string_view line = data.substr(0, nl + 1);
+  std::istringstream in{std::string(line)};
+  std::string magic, to, from, cur_author, base_author;
+  StatusDatagram d;
+  int state, ready, dstate, role;
+  unsigned flags;
+  auto& s = d.status;
+  if (!(in >> magic >> d.cluster_id >> d.incarnation >> to >> from >> state >> ready >> dstate >>
+        s.data.current.counter >> cur_author >> s.data.base.counter >> base_author >> role >> s.seq >>
+        s.echo_seq >> flags) ||
+      magic != "HMST1" || state < 0 || state > 4 || ready < 0 || ready > 1 || dstate < 0 || dstate > 3 ||
+      role < 0 || role > 2) {
+    return StatusDecode::kGarbage;
+  }
+  // Constant-time compare: the tag is the only secret-dependent part.
+  std::string want = Tag(line, key);
+  if (CRYPTO_memcmp(want.data(), data.data() + nl + 1, kTag) != 0) return StatusDecode::kBadTag;
+  if (d.cluster_id != expected_cluster_id) return StatusDecode::kWrongCluster;
+  d.to = Unname(to);
+  s.from = Unname(from);
+  s.state = static_cast<manager::core::NodeState>(state);
+  s.readiness = static_cast<manager::core::Readiness>(ready);
+  s.data.data = static_cast<manager::core::DataState>(dstate);
+  s.data.current.author = Unname(cur_author);
+  s.data.base.author = Unname(base_author);
+  s.data.last_role = static_cast<manager::core::Role>(role);
+  s.handing_over = flags & 1;
+  s.swap_request = flags & 2;
+  s.split_brain = flags & 4;
+  *out = std::move(d);
+  return StatusDecode::kOk;
+}
+
+}  // namespace hamirror::daemon

@@ -1,0 +1,906 @@
+#include "replicator/applier.h"
+
+#include <fcntl.h>
+#include <liburing.h>
+#include <linux/fs.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "common/log.h"
+
+namespace hamirror::replicator {
+
+bool IsValidComponent(const std::string& name) {
+  if (name.empty() || name.size() > 255) return false;
+  if (name == "." || name == "..") return false;
+  return name.find('/') == std::string::npos && name.find('\0') == std::string::npos;
+}
+
+namespace {
+
+constexpr uint64_t kRootRid = 1;
+constexpr uint64_t kWakeReaper = UINT64_MAX;  // user_data of the NOP that stops the reaper thread
+constexpr uint64_t kMaxFlushesInFlight = 1024;
+
+// "/proc/self/fd/N": how an O_PATH handle is reopened for I/O, or used by calls without an fd form.
+struct ProcPath {
+  explicit ProcPath(int fd) { snprintf(buf, sizeof buf, "/proc/self/fd/%d", fd); }
+  char buf[32];
+};
+
+timespec ToTimespec(const proto::Timespec& t) {
+  timespec ts;
+  ts.tv_sec = t.sec();
+  ts.tv_nsec = t.nsec();
+  return ts;
+}
+
+class ApplierImpl final : public Applier {
+ public:
+  ApplierImpl(int root_fd) : root_fd_(root_fd) {}
+  ~ApplierImpl() override;
+
+  Status Init(const ApplierOptions& options);
+
+  void SetDurableCallback(DurableCallback callback, void* ctx) override {
+    std::lock_guard<std::mutex> lock(flush_mu_);
+    durable_cb_ = callback;
+    durable_ctx_ = ctx;
+  }
+  uint64_t StartSession(const std::string& session_id, std::vector<proto::Ack>* recent_errors) override;
+  const std::string& session_id() const override { return session_id_; }
+  Status Apply(const proto::OpBatch& batch, std::vector<proto::Ack>* acks) override;
+  void Drain() override;
+  ApplierStats Stats() const override;
+
+ private:
+  struct Rid {
+    int path_fd = -1;  // O_PATH|O_NOFOLLOW handle of the bound entry
+    int io_fd = -1;    // lazily reopened for I/O (regular files, directories)
+    mode_t type = 0;   // S_IFMT bits
+    dev_t dev = 0;
+    ino_t ino = 0;
+    bool owned = true;  // false for the root (root_fd belongs to the caller)
+  };
+
+  Status Validate(const proto::OpBatch& batch);
+  void ResetRids();
+  void CloseRid(Rid* r);
+  Rid* Find(uint64_t rid) {
+    auto it = rids_.find(rid);
+    return it == rids_.end() ? nullptr : &it->second;
+  }
+  // Returns an fd usable for data I/O on a regular file (or a directory when allow_dir), or -errno.
+  int IoFd(Rid* r, bool allow_dir);
+  int BindNew(uint64_t rid, int parent_fd, const std::string& name);
+
+  // Each returns 0 or an errno; *deferred set when the ack will come from the flush path.
+  int ApplyOne(const proto::Op& op, bool* deferred);
+  int DoBind(const proto::Bind& b);
+  int DoSetattr(const proto::Setattr& s);
+  int DoFallocate(const proto::Fallocate& f);
+  int DoMakeNode(const proto::MakeNode& m);
+  int DoLink(const proto::Link& l);
+  int DoUnlink(const proto::Unlink& u);
+  int DoRename(const proto::Rename& r);
+  int DoSetxattr(const proto::Setxattr& x);
+  int DoRemovexattr(const proto::Removexattr& x);
+  int DoCopyRange(const proto::CopyRange& c);
+  int DoFsync(uint64_t seq, const proto::Fsync& f, bool* deferred);
+  int SetTimes(Rid* r, const timespec ts[2]);
+  int ApplyTimeFixes(const proto::Op& op);
+
+  // Applies ops [begin, end) of batch, all non-duplicate Writes, through the write ring.
+  void ApplyWriteRun(const proto::OpBatch& batch, int begin, int end, std::vector<proto::Ack>* acks);
+  void FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks);
+
+  // Flush path: asynchronous fsync/fdatasync (flush ring, reaped by reaper_), syncfs (syncfs_thread_).
+  // Returns 0 or an errno; *deferred tells whether the ack will come from the flush path (false when
+  // the flush was done synchronously).
+  int SubmitFlush(uint64_t seq, int fd, bool datasync, bool* deferred);
+  void ReaperLoop();
+  void SyncfsLoop();
+  void Durable(uint64_t seq, int err);
+
+  const int root_fd_;
+  int root_io_fd_ = -1;  // root reopened O_RDONLY for syncfs
+  std::string session_id_;
+  uint64_t applied_through_ = 0;
+  std::unordered_map<uint64_t, Rid> rids_;
+
+  io_uring write_ring_;
+  bool write_ring_ok_ = false;
+  unsigned ring_entries_ = 256;
+
+  // Scratch for ApplyWriteRun, kept to avoid per-batch allocations.
+  struct WriteSlot {
+    int op_index;
+    int fd;
+    dev_t dev;
+    ino_t ino;
+    int result;  // bytes written, or -errno
+    int err;     // final errno for the ack
+  };
+  std::vector<WriteSlot> slots_;
+  std::vector<int> order_;
+
+  io_uring flush_ring_;
+  bool flush_ring_ok_ = false;
+  std::thread reaper_;
+  std::thread syncfs_thread_;
+  mutable std::mutex flush_mu_;
+  std::condition_variable flush_cv_;
+  std::mutex submit_mu_;  // flush ring SQ side
+  uint64_t in_flight_ = 0;
+  std::deque<uint64_t> syncfs_queue_;
+  bool stopping_ = false;
+  DurableCallback durable_cb_ = nullptr;
+  void* durable_ctx_ = nullptr;
+
+  // With stats_mu_ held.
+  void RememberErrorLocked(uint64_t seq, int err) {
+    ++stats_.error_acks;
+    recent_errors_.emplace_back(seq, err);
+    if (recent_errors_.size() > kRecentErrors) recent_errors_.pop_front();
+  }
+
+  mutable std::mutex stats_mu_;
+  ApplierStats stats_;
+  static constexpr size_t kRecentErrors = 4096;
+  std::deque<std::pair<uint64_t, int>> recent_errors_;  // of this session, for HelloReply
+};
+
+ApplierImpl::~ApplierImpl() {
+  Drain();
+  {
+    std::lock_guard<std::mutex> lock(flush_mu_);
+    stopping_ = true;
+  }
+  flush_cv_.notify_all();
+  if (reaper_.joinable()) {
+    {
+      std::lock_guard<std::mutex> lock(submit_mu_);
+      io_uring_sqe* sqe = io_uring_get_sqe(&flush_ring_);
+      if (sqe != nullptr) {
+        io_uring_prep_nop(sqe);
+        io_uring_sqe_set_data64(sqe, kWakeReaper);
+        io_uring_submit(&flush_ring_);
+      }
+    }
+    reaper_.join();
+  }
+  if (syncfs_thread_.joinable()) syncfs_thread_.join();
+  for (auto& [rid, r] : rids_) CloseRid(&r);
+  if (root_io_fd_ >= 0) close(root_io_fd_);
+  if (write_ring_ok_) io_uring_queue_exit(&write_ring_);
+  if (flush_ring_ok_) io_uring_queue_exit(&flush_ring_);
+}
+
+Status ApplierImpl::Init(const ApplierOptions& options) {
+  struct stat st;
+  if (fstat(root_fd_, &st) != 0) return Status::FromErrno("applier root fd", errno);
+  if (!S_ISDIR(st.st_mode)) return Status::InvalidArgument("applier root fd is not a directory");
+  root_io_fd_ = open(ProcPath(root_fd_).buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (root_io_fd_ < 0) return Status::FromErrno("reopen replicated root", errno);
+  // Every bound rid holds one or two fds: use the hard limit, not the usual soft 1024.
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  ring_entries_ = std::clamp(options.ring_entries, 8u, 4096u);
+  if (!options.force_sync_io) {
+    // io_uring may be disabled (sysctl kernel.io_uring_disabled, container seccomp): then degrade to
+    // plain pwrite/fsync on the apply thread rather than refuse to be a secondary.
+    int rc = io_uring_queue_init(ring_entries_, &write_ring_, 0);
+    if (rc == 0) {
+      write_ring_ok_ = true;
+      rc = io_uring_queue_init(ring_entries_, &flush_ring_, 0);
+      if (rc == 0) flush_ring_ok_ = true;
+    }
+    if (rc < 0) {
+      HLOG_WARN("io_uring unavailable (%s): applying with synchronous pwrite/fsync", strerror(-rc));
+    }
+  }
+  if (flush_ring_ok_) reaper_ = std::thread([this] { ReaperLoop(); });
+  syncfs_thread_ = std::thread([this] { SyncfsLoop(); });
+  ResetRids();
+  return Status::Ok();
+}
+
+void ApplierImpl::CloseRid(Rid* r) {
+  if (r->io_fd >= 0) close(r->io_fd);
+  if (r->owned && r->path_fd >= 0) close(r->path_fd);
+  r->io_fd = r->path_fd = -1;
+}
+
+void ApplierImpl::ResetRids() {
+  for (auto& [rid, r] : rids_) CloseRid(&r);
+  rids_.clear();
+  Rid root;
+  root.path_fd = root_fd_;
+  root.owned = false;
+  struct stat st;
+  if (fstat(root_fd_, &st) == 0) {
+    root.type = st.st_mode & S_IFMT;
+    root.dev = st.st_dev;
+    root.ino = st.st_ino;
+  }
+  rids_[kRootRid] = root;
+}
+
+uint64_t ApplierImpl::StartSession(const std::string& session_id, std::vector<proto::Ack>* recent_errors) {
+  Drain();
+  if (session_id != session_id_) {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    recent_errors_.clear();
+  }
+  if (session_id != session_id_) {
+    HLOG_INFO("replication session %s starts (previous %s at seq %llu)", session_id.c_str(),
+              session_id_.empty() ? "none" : session_id_.c_str(), (unsigned long long)applied_through_);
+    ResetRids();
+    session_id_ = session_id;
+    applied_through_ = 0;
+  }
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.applied_through = applied_through_;
+  stats_.bound_rids = rids_.size();
+  if (recent_errors != nullptr) {
+    for (const auto& [seq, err] : recent_errors_) {
+      proto::Ack& ack = recent_errors->emplace_back();
+      ack.set_seq(seq);
+      ack.set_error(err);
+    }
+  }
+  return applied_through_;
+}
+
+Status ApplierImpl::Validate(const proto::OpBatch& batch) {
+  uint64_t next = applied_through_ + 1;
+  for (const proto::Op& op : batch.ops()) {
+    if (op.seq() == 0) return Status::Corruption("op with seq 0");
+    if (op.seq() < next) continue;  // duplicate: acked again, not re-applied, payload irrelevant
+    if (op.seq() > next) {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      ++stats_.sequence_errors;
+      return Status::Corruption("sequence gap: got seq " + std::to_string(op.seq()) + ", expected " +
+                                std::to_string(next));
+    }
+    ++next;
+    switch (op.body_case()) {
+      case proto::Op::kWrite: {
+        const std::string& d = op.write().data();
+        if (XXH3_64bits(d.data(), d.size()) != op.write().checksum()) {
+          std::lock_guard<std::mutex> lock(stats_mu_);
+          ++stats_.checksum_errors;
+          return Status::Corruption("checksum mismatch in Write seq " + std::to_string(op.seq()));
+        }
+        break;
+      }
+      case proto::Op::kSetxattr: {
+        const std::string& v = op.setxattr().value();
+        if (XXH3_64bits(v.data(), v.size()) != op.setxattr().checksum()) {
+          std::lock_guard<std::mutex> lock(stats_mu_);
+          ++stats_.checksum_errors;
+          return Status::Corruption("checksum mismatch in Setxattr seq " + std::to_string(op.seq()));
+        }
+        break;
+      }
+      case proto::Op::BODY_NOT_SET: {
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        ++stats_.protocol_errors;
+        return Status::Corruption("op seq " + std::to_string(op.seq()) + " has no (known) body");
+      }
+      default: break;
+    }
+  }
+  return Status::Ok();
+}
+
+Status ApplierImpl::Apply(const proto::OpBatch& batch, std::vector<proto::Ack>* acks) {
+  Status s = Validate(batch);
+  if (!s.ok()) return s;
+  const int n = batch.ops_size();
+  for (int i = 0; i < n;) {
+    const proto::Op& op = batch.ops(i);
+    if (op.seq() <= applied_through_) {
+      proto::Ack& ack = acks->emplace_back();
+      ack.set_seq(op.seq());
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      ++stats_.duplicates;
+      ++i;
+      continue;
+    }
+    if (op.body_case() == proto::Op::kWrite) {
+      int j = i + 1;
+      while (j < n && batch.ops(j).body_case() == proto::Op::kWrite) ++j;
+      ApplyWriteRun(batch, i, j, acks);
+      i = j;
+      continue;
+    }
+    bool deferred = false;
+    int err = ApplyOne(op, &deferred);
+    FinishOp(op, err, deferred, acks);
+    ++i;
+  }
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  stats_.applied_through = applied_through_;
+  stats_.bound_rids = rids_.size();
+  return Status::Ok();
+}
+
+void ApplierImpl::FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks) {
+  const int time_err = ApplyTimeFixes(op);
+  if (err == 0) err = time_err;
+  applied_through_ = op.seq();
+  if (deferred && err != 0) {
+    // The flush was submitted but something after it failed; its own ack still comes later. Rare:
+    // report the error now and let the late ack be a harmless duplicate for the primary.
+    deferred = false;
+  }
+  if (!deferred) {
+    proto::Ack& ack = acks->emplace_back();
+    ack.set_seq(op.seq());
+    ack.set_error(err);
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    ++stats_.ops_applied;
+    if (err != 0) RememberErrorLocked(op.seq(), err);
+  }
+  if (err != 0) {
+    HLOG_DEBUG("apply seq %llu (%d): %s", (unsigned long long)op.seq(), (int)op.body_case(), strerror(err));
+  }
+}
+
+int ApplierImpl::ApplyTimeFixes(const proto::Op& op) {
+  int first_err = 0;
+  for (const proto::TimeFix& t : op.times()) {
+    Rid* r = Find(t.rid());
+    int err = ESTALE;
+    if (r != nullptr) {
+      timespec ts[2];
+      ts[0] = t.has_atime() ? ToTimespec(t.atime()) : timespec{0, UTIME_OMIT};
+      ts[1] = t.has_mtime() ? ToTimespec(t.mtime()) : timespec{0, UTIME_OMIT};
+      err = SetTimes(r, ts);
+    }
+    if (err != 0 && first_err == 0) first_err = err;
+  }
+  return first_err;
+}
+
+int ApplierImpl::IoFd(Rid* r, bool allow_dir) {
+  if (S_ISDIR(r->type) && !allow_dir) return -EISDIR;
+  if (r->io_fd >= 0) return r->io_fd;
+  int flags;
+  if (S_ISREG(r->type)) {
+    flags = O_RDWR | O_CLOEXEC;
+  } else if (S_ISDIR(r->type)) {
+    flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC;
+  } else {
+    return -EINVAL;  // never open symlinks, fifos or devices
+  }
+  int fd = open(ProcPath(r->path_fd).buf, flags);
+  if (fd < 0) return -errno;
+  r->io_fd = fd;
+  return fd;
+}
+
+int ApplierImpl::BindNew(uint64_t rid, int parent_fd, const std::string& name) {
+  if (rid == 0 || rid == kRootRid) return EINVAL;
+  int fd = openat(parent_fd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno;
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  auto [it, inserted] = rids_.try_emplace(rid);
+  if (!inserted) CloseRid(&it->second);  // rebinding a handle the primary reused
+  Rid& r = it->second;
+  r = Rid();
+  r.path_fd = fd;
+  r.type = st.st_mode & S_IFMT;
+  r.dev = st.st_dev;
+  r.ino = st.st_ino;
+  return 0;
+}
+
+int ApplierImpl::ApplyOne(const proto::Op& op, bool* deferred) {
+  switch (op.body_case()) {
+    case proto::Op::kBind: return DoBind(op.bind());
+    case proto::Op::kForget: {
+      const uint64_t rid = op.forget().rid();
+      if (rid == kRootRid) return 0;
+      auto it = rids_.find(rid);
+      if (it != rids_.end()) {
+        CloseRid(&it->second);
+        rids_.erase(it);
+      }
+      return 0;
+    }
+    case proto::Op::kSetattr: return DoSetattr(op.setattr());
+    case proto::Op::kFallocate: return DoFallocate(op.fallocate());
+    case proto::Op::kMakeNode: return DoMakeNode(op.make_node());
+    case proto::Op::kLink: return DoLink(op.link());
+    case proto::Op::kUnlink: return DoUnlink(op.unlink());
+    case proto::Op::kRename: return DoRename(op.rename());
+    case proto::Op::kSetxattr: return DoSetxattr(op.setxattr());
+    case proto::Op::kRemovexattr: return DoRemovexattr(op.removexattr());
+    case proto::Op::kCopyRange: return DoCopyRange(op.copy_range());
+    case proto::Op::kFsync: return DoFsync(op.seq(), op.fsync(), deferred);
+    case proto::Op::kWrite:  // handled by ApplyWriteRun
+    case proto::Op::BODY_NOT_SET: break;
+  }
+  return EINVAL;
+}
+
+int ApplierImpl::DoBind(const proto::Bind& b) {
+  if (!IsValidComponent(b.name())) return EINVAL;
+  Rid* parent = Find(b.parent());
+  if (parent == nullptr) return ESTALE;
+  if (!S_ISDIR(parent->type)) return ENOTDIR;
+  return BindNew(b.rid(), parent->path_fd, b.name());
+}
+
+int ApplierImpl::SetTimes(Rid* r, const timespec ts[2]) {
+  if (ts[0].tv_nsec == UTIME_OMIT && ts[1].tv_nsec == UTIME_OMIT) return 0;
+  // AT_EMPTY_PATH on the O_PATH handle acts on the entry itself, symlinks included.
+  if (utimensat(r->path_fd, "", ts, AT_EMPTY_PATH) != 0) return errno;
+  return 0;
+}
+
+int ApplierImpl::DoSetattr(const proto::Setattr& s) {
+  Rid* r = Find(s.rid());
+  if (r == nullptr) return ESTALE;
+  if (s.has_size()) {
+    int fd = IoFd(r, false);
+    if (fd < 0) return -fd;
+    if (ftruncate(fd, static_cast<off_t>(s.size())) != 0) return errno;
+  }
+  if (s.has_uid() || s.has_gid()) {
+    const uid_t uid = s.has_uid() ? s.uid() : static_cast<uid_t>(-1);
+    const gid_t gid = s.has_gid() ? s.gid() : static_cast<gid_t>(-1);
+    if (fchownat(r->path_fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  }
+  if (s.has_mode() && !S_ISLNK(r->type)) {  // after chown, which may clear set-id bits
+    if (chmod(ProcPath(r->path_fd).buf, s.mode() & 07777) != 0) return errno;
+  }
+  timespec ts[2];
+  ts[0] = s.has_atime() ? ToTimespec(s.atime()) : timespec{0, UTIME_OMIT};
+  ts[1] = s.has_mtime() ? ToTimespec(s.mtime()) : timespec{0, UTIME_OMIT};
+  return SetTimes(r, ts);
+}
+
+int ApplierImpl::DoFallocate(const proto::Fallocate& f) {
+  Rid* r = Find(f.rid());
+  if (r == nullptr) return ESTALE;
+  int fd = IoFd(r, false);
+  if (fd < 0) return -fd;
+  if (fallocate(fd, f.mode(), static_cast<off_t>(f.offset()), static_cast<off_t>(f.length())) != 0) {
+    return errno;
+  }
+  return 0;
+}
+
+int ApplierImpl::DoMakeNode(const proto::MakeNode& m) {
+  if (!IsValidComponent(m.name())) return EINVAL;
+  if (m.rid() == 0 || m.rid() == kRootRid) return EINVAL;
+  Rid* parent = Find(m.parent());
+  if (parent == nullptr) return ESTALE;
+  if (!S_ISDIR(parent->type)) return ENOTDIR;
+  const int pfd = parent->path_fd;
+  const char* name = m.name().c_str();
+  const mode_t perm = m.mode() & 07777;
+  switch (m.kind()) {
+    case proto::NODE_KIND_FILE: {
+      int fd = openat(pfd, name, O_CREAT | O_EXCL | O_RDWR | O_NOFOLLOW | O_CLOEXEC, perm);
+      if (fd < 0) return errno;
+      close(fd);
+      break;
+    }
+    case proto::NODE_KIND_DIR:
+      if (mkdirat(pfd, name, perm) != 0) return errno;
+      break;
+    case proto::NODE_KIND_SYMLINK: {
+      const std::string& target = m.symlink_target();
+      if (target.empty() || target.find('\0') != std::string::npos) return EINVAL;
+      if (symlinkat(target.c_str(), pfd, name) != 0) return errno;
+      break;
+    }
+    case proto::NODE_KIND_FIFO:
+    case proto::NODE_KIND_SOCKET:
+    case proto::NODE_KIND_CHAR:
+    case proto::NODE_KIND_BLOCK: {
+      mode_t type = m.kind() == proto::NODE_KIND_FIFO     ? S_IFIFO
+                    : m.kind() == proto::NODE_KIND_SOCKET ? S_IFSOCK
+                    : m.kind() == proto::NODE_KIND_CHAR   ? S_IFCHR
+                                                          : S_IFBLK;
+      if (mknodat(pfd, name, type | perm, static_cast<dev_t>(m.rdev())) != 0) return errno;
+      break;
+    }
+    default: return EINVAL;
+  }
+  int err = BindNew(m.rid(), pfd, m.name());
+  if (err != 0) return err;
+  Rid* r = Find(m.rid());
+  if (fchownat(r->path_fd, "", m.uid(), m.gid(), AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  // Exact mode regardless of this process's umask; after chown, which clears set-id bits.
+  if (!S_ISLNK(r->type) && chmod(ProcPath(r->path_fd).buf, perm) != 0) return errno;
+  return 0;
+}
+
+int ApplierImpl::DoLink(const proto::Link& l) {
+  if (!IsValidComponent(l.new_name())) return EINVAL;
+  Rid* r = Find(l.rid());
+  Rid* parent = Find(l.new_parent());
+  if (r == nullptr || parent == nullptr) return ESTALE;
+  if (!S_ISDIR(parent->type)) return ENOTDIR;
+  if (linkat(r->path_fd, "", parent->path_fd, l.new_name().c_str(), AT_EMPTY_PATH) == 0) return 0;
+  if (errno != ENOENT && errno != EPERM) return errno;
+  // Without CAP_DAC_READ_SEARCH AT_EMPTY_PATH is refused; the /proc magic link works for the owner.
+  if (linkat(AT_FDCWD, ProcPath(r->path_fd).buf, parent->path_fd, l.new_name().c_str(), AT_SYMLINK_FOLLOW) !=
+      0) {
+    return errno;
+  }
+  return 0;
+}
+
+int ApplierImpl::DoUnlink(const proto::Unlink& u) {
+  if (!IsValidComponent(u.name())) return EINVAL;
+  Rid* parent = Find(u.parent());
+  if (parent == nullptr) return ESTALE;
+  if (!S_ISDIR(parent->type)) return ENOTDIR;
+  if (unlinkat(parent->path_fd, u.name().c_str(), u.is_dir() ? AT_REMOVEDIR : 0) != 0) return errno;
+  return 0;
+}
+
+int ApplierImpl::DoRename(const proto::Rename& r) {
+  if (!IsValidComponent(r.name()) || !IsValidComponent(r.new_name())) return EINVAL;
+  if ((r.flags() & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) != 0) return EINVAL;
+  Rid* from = Find(r.parent());
+  Rid* to = Find(r.new_parent());
+  if (from == nullptr || to == nullptr) return ESTALE;
+  if (!S_ISDIR(from->type) || !S_ISDIR(to->type)) return ENOTDIR;
+  if (renameat2(from->path_fd, r.name().c_str(), to->path_fd, r.new_name().c_str(), r.flags()) != 0) {
+    return errno;
+  }
+  return 0;
+}
+
+int ApplierImpl::DoSetxattr(const proto::Setxattr& x) {
+  if (x.name().empty() || x.name().size() > 255 || x.name().find('\0') != std::string::npos) return EINVAL;
+  if ((x.flags() & ~(XATTR_CREATE | XATTR_REPLACE)) != 0) return EINVAL;
+  Rid* r = Find(x.rid());
+  if (r == nullptr) return ESTALE;
+  if (!S_ISREG(r->type) && !S_ISDIR(r->type)) return EPERM;
+  if (setxattr(ProcPath(r->path_fd).buf, x.name().c_str(), x.value().data(), x.value().size(), x.flags()) !=
+      0) {
+    return errno;
+  }
+  return 0;
+}
+
+int ApplierImpl::DoRemovexattr(const proto::Removexattr& x) {
+  if (x.name().empty() || x.name().size() > 255 || x.name().find('\0') != std::string::npos) return EINVAL;
+  Rid* r = Find(x.rid());
+  if (r == nullptr) return ESTALE;
+  if (!S_ISREG(r->type) && !S_ISDIR(r->type)) return EPERM;
+  if (removexattr(ProcPath(r->path_fd).buf, x.name().c_str()) != 0) return errno;
+  return 0;
+}
+
+int ApplierImpl::DoCopyRange(const proto::CopyRange& c) {
+  Rid* in = Find(c.rid_in());
+  Rid* out = Find(c.rid_out());
+  if (in == nullptr || out == nullptr) return ESTALE;
+  int in_fd = IoFd(in, false);
+  if (in_fd < 0) return -in_fd;
+  int out_fd = IoFd(out, false);
+  if (out_fd < 0) return -out_fd;
+  loff_t off_in = static_cast<loff_t>(c.offset_in());
+  loff_t off_out = static_cast<loff_t>(c.offset_out());
+  uint64_t left = c.length();
+  while (left > 0) {
+    ssize_t n = copy_file_range(in_fd, &off_in, out_fd, &off_out, std::min<uint64_t>(left, 1 << 30), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (n == 0) break;  // end of the source, as on the primary
+    left -= static_cast<uint64_t>(n);
+  }
+  return 0;
+}
+
+int ApplierImpl::DoFsync(uint64_t seq, const proto::Fsync& f, bool* deferred) {
+  if (f.rid() == 0) {
+    {
+      std::lock_guard<std::mutex> lock(flush_mu_);
+      ++in_flight_;
+      syncfs_queue_.push_back(seq);
+    }
+    flush_cv_.notify_all();
+    *deferred = true;
+    return 0;
+  }
+  Rid* r = Find(f.rid());
+  if (r == nullptr) return ESTALE;
+  int fd = IoFd(r, true);
+  if (fd < 0) return -fd;
+  return SubmitFlush(seq, fd, f.datasync(), deferred);
+}
+
+void ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
+                                std::vector<proto::Ack>* acks) {
+  // 1. Resolve every write's fd (or its errno).
+  slots_.clear();
+  for (int i = begin; i < end; ++i) {
+    const proto::Write& w = batch.ops(i).write();
+    WriteSlot slot{i, -1, 0, 0, 0, 0};
+    Rid* r = Find(w.rid());
+    if (r == nullptr) {
+      slot.err = ESTALE;
+    } else {
+      int fd = IoFd(r, false);
+      if (fd < 0) {
+        slot.err = -fd;
+      } else {
+        slot.fd = fd;
+        slot.dev = r->dev;
+        slot.ino = r->ino;
+      }
+    }
+    slots_.push_back(slot);
+  }
+  // 2. Group per inode (stable, so each group keeps seq order); each group becomes one linked chain
+  //    so overlapping writes land in order, while different files proceed in parallel.
+  order_.clear();
+  for (size_t k = 0; k < slots_.size(); ++k) {
+    if (slots_[k].err == 0 && !batch.ops(slots_[k].op_index).write().data().empty()) order_.push_back(k);
+  }
+  std::stable_sort(order_.begin(), order_.end(), [this](int a, int b) {
+    const WriteSlot& x = slots_[a];
+    const WriteSlot& y = slots_[b];
+    return x.dev != y.dev ? x.dev < y.dev : x.ino < y.ino;
+  });
+  // 3. Submit in chunks of at most ring_entries_ (chunks in order, so order holds across chunks).
+  //    Writes to a single file gain nothing from the ring (one linked chain runs serially, and buffered
+  //    ext4 writes are punted to an io-wq worker): plain pwrite here saves two thread hops per batch,
+  //    which is most of a small synchronous write's cost.
+  const bool one_file = !order_.empty() && slots_[order_.front()].dev == slots_[order_.back()].dev &&
+                        slots_[order_.front()].ino == slots_[order_.back()].ino;
+  for (size_t start = 0; start < order_.size();) {
+    const size_t count = std::min<size_t>(ring_entries_, order_.size() - start);
+    if (!write_ring_ok_ || one_file) {
+      // No io_uring here: everything goes through the in-order pwrite path below.
+      for (size_t k = start; k < start + count; ++k) slots_[order_[k]].result = -ECANCELED;
+    } else {
+      for (size_t k = start; k < start + count; ++k) {
+        WriteSlot& s = slots_[order_[k]];
+        const std::string& data = batch.ops(s.op_index).write().data();
+        io_uring_sqe* sqe = io_uring_get_sqe(&write_ring_);
+        if (sqe == nullptr) {
+          // Cannot happen: the ring is empty at the start of a chunk and a chunk fits in it.
+          HLOG_ERROR("io_uring write ring full unexpectedly");
+          std::abort();
+        }
+        io_uring_prep_write(sqe, s.fd, data.data(), static_cast<unsigned>(data.size()),
+                            batch.ops(s.op_index).write().offset());
+        io_uring_sqe_set_data64(sqe, order_[k]);
+        const bool same_next =
+            k + 1 < start + count && slots_[order_[k + 1]].dev == s.dev && slots_[order_[k + 1]].ino == s.ino;
+        if (same_next) sqe->flags |= IOSQE_IO_LINK;
+      }
+      // The SQEs are in the ring now: they must all be submitted and reaped before the batch (which owns
+      // the data buffers) can go away, so retry transient submit errors.
+      size_t submitted = 0;
+      for (int tries = 0; submitted < count && tries < 1000; ++tries) {
+        int rc = io_uring_submit(&write_ring_);
+        if (rc > 0) {
+          submitted += static_cast<size_t>(rc);
+        } else if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+          // Queued SQEs point into this batch: they must never be submitted after it is gone, and
+          // the ring offers no way to withdraw them. Stop rather than risk writing garbage.
+          HLOG_ERROR("io_uring submit (writes) failed: %s; stopping", strerror(-rc));
+          std::abort();
+        }
+      }
+      if (submitted < count) {
+        HLOG_ERROR("io_uring submit (writes) kept failing; stopping");
+        std::abort();
+      }
+      for (size_t k = start; k < start + count; ++k) slots_[order_[k]].result = -ECANCELED;
+      for (size_t reaped = 0; reaped < submitted;) {
+        io_uring_cqe* cqe;
+        int wrc = io_uring_wait_cqe(&write_ring_, &cqe);
+        if (wrc < 0) {
+          if (wrc == -EINTR || wrc == -EAGAIN) continue;
+          HLOG_ERROR("io_uring wait (writes): %s", strerror(-wrc));
+          break;
+        }
+        slots_[io_uring_cqe_get_data64(cqe)].result = cqe->res;
+        io_uring_cqe_seen(&write_ring_, cqe);
+        ++reaped;
+      }
+    }
+    // 4. Anything short, cancelled (broken chain) or failed is finished with pwrite, in chain order.
+    bool chain_broken = false;
+    for (size_t k = start; k < start + count; ++k) {
+      WriteSlot& s = slots_[order_[k]];
+      if (k > start) {
+        const WriteSlot& prev = slots_[order_[k - 1]];
+        if (prev.dev != s.dev || prev.ino != s.ino) chain_broken = false;
+      }
+      const proto::Write& w = batch.ops(s.op_index).write();
+      const size_t len = w.data().size();
+      if (!chain_broken && s.result >= 0 && static_cast<size_t>(s.result) == len) continue;
+      chain_broken = true;
+      size_t done = s.result > 0 ? static_cast<size_t>(s.result) : 0;
+      if (s.result < 0 && s.result != -ECANCELED && s.result != -EAGAIN && s.result != -EINTR) {
+        s.err = -s.result;
+        continue;
+      }
+      while (done < len) {
+        ssize_t n = pwrite(s.fd, w.data().data() + done, len - done, static_cast<off_t>(w.offset() + done));
+        if (n < 0) {
+          if (errno == EINTR) continue;
+          s.err = errno;
+          break;
+        }
+        done += static_cast<size_t>(n);
+      }
+    }
+    start += count;
+  }
+  // 5. Acks in seq order; dsync writes get an fdatasync and a late ack.
+  for (WriteSlot& s : slots_) {
+    const proto::Op& op = batch.ops(s.op_index);
+    bool deferred = false;
+    if (s.err == 0 && op.write().dsync()) {
+      s.err = SubmitFlush(op.seq(), s.fd, true, &deferred);
+    }
+    if (s.err == 0) {
+      std::lock_guard<std::mutex> lock(stats_mu_);
+      stats_.bytes_applied += op.write().data().size();
+    }
+    FinishOp(op, s.err, deferred, acks);
+  }
+}
+
+int ApplierImpl::SubmitFlush(uint64_t seq, int fd, bool datasync, bool* deferred) {
+  *deferred = false;
+  if (!flush_ring_ok_) {
+    // Synchronous fallback: the op is acked (durable) right away instead of later.
+    (void)seq;
+    return (datasync ? fdatasync(fd) : fsync(fd)) == 0 ? 0 : errno;
+  }
+  {
+    std::unique_lock<std::mutex> lock(flush_mu_);
+    flush_cv_.wait(lock, [this] { return in_flight_ < kMaxFlushesInFlight; });
+    ++in_flight_;
+  }
+  std::lock_guard<std::mutex> lock(submit_mu_);
+  io_uring_sqe* sqe = io_uring_get_sqe(&flush_ring_);
+  if (sqe == nullptr) {
+    io_uring_submit(&flush_ring_);
+    sqe = io_uring_get_sqe(&flush_ring_);
+  }
+  if (sqe == nullptr) {
+    // Cannot really happen (every SQE is submitted at once); flush synchronously rather than fail.
+    {
+      std::lock_guard<std::mutex> flock(flush_mu_);
+      --in_flight_;
+    }
+    flush_cv_.notify_all();
+    return (datasync ? fdatasync(fd) : fsync(fd)) == 0 ? 0 : errno;
+  }
+  // The kernel takes its own reference to the file at submission: a later Forget closing fd is safe.
+  io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
+  io_uring_sqe_set_data64(sqe, seq);
+  // Once prepared the SQE will complete through the reaper (which acks it): retry transient errors.
+  for (int tries = 0;; ++tries) {
+    int rc = io_uring_submit(&flush_ring_);
+    if (rc >= 0) break;
+    if ((rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) || tries >= 1000) {
+      HLOG_ERROR("io_uring submit (flush) failed: %s; stopping", strerror(-rc));
+      std::abort();
+    }
+  }
+  {
+    std::lock_guard<std::mutex> slock(stats_mu_);
+    ++stats_.flushes_in_flight;
+  }
+  *deferred = true;
+  return 0;
+}
+
+void ApplierImpl::Durable(uint64_t seq, int err) {
+  DurableCallback cb;
+  void* ctx;
+  {
+    std::lock_guard<std::mutex> lock(flush_mu_);
+    cb = durable_cb_;
+    ctx = durable_ctx_;
+  }
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    ++stats_.ops_applied;
+    if (err != 0) RememberErrorLocked(seq, err);
+    if (stats_.flushes_in_flight > 0) --stats_.flushes_in_flight;
+  }
+  if (cb != nullptr) cb(ctx, seq, err);
+  std::lock_guard<std::mutex> lock(flush_mu_);
+  --in_flight_;
+  flush_cv_.notify_all();
+}
+
+void ApplierImpl::ReaperLoop() {
+  for (;;) {
+    io_uring_cqe* cqe;
+    int rc = io_uring_wait_cqe(&flush_ring_, &cqe);
+    if (rc < 0) {
+      if (rc == -EINTR || rc == -EAGAIN) continue;
+      HLOG_ERROR("io_uring wait (flushes): %s", strerror(-rc));
+      return;
+    }
+    const uint64_t seq = io_uring_cqe_get_data64(cqe);
+    const int res = cqe->res;
+    io_uring_cqe_seen(&flush_ring_, cqe);
+    if (seq == kWakeReaper) return;
+    Durable(seq, res < 0 ? -res : 0);
+  }
+}
+
+void ApplierImpl::SyncfsLoop() {
+  std::vector<uint64_t> batch;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(flush_mu_);
+      flush_cv_.wait(lock, [this] { return stopping_ || !syncfs_queue_.empty(); });
+      if (syncfs_queue_.empty()) return;
+      batch.assign(syncfs_queue_.begin(), syncfs_queue_.end());
+      syncfs_queue_.clear();
+    }
+    // One syncfs covers every request queued before it started.
+    const int err = syncfs(root_io_fd_) == 0 ? 0 : errno;
+    for (uint64_t seq : batch) Durable(seq, err);
+  }
+}
+
+void ApplierImpl::Drain() {
+  std::unique_lock<std::mutex> lock(flush_mu_);
+  flush_cv_.wait(lock, [this] { return in_flight_ == 0; });
+}
+
+ApplierStats ApplierImpl::Stats() const {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  return stats_;
+}
+
+}  // namespace
+
+Status Applier::Create(int root_fd, const ApplierOptions& options, std::unique_ptr<Applier>* out) {
+  auto a = std::make_unique<ApplierImpl>(root_fd);
+  Status s = a->Init(options);
+  if (!s.ok()) return s;
+  *out = std::move(a);
+  return Status::Ok();
+}
+
+}  // namespace hamirror::replicator

@@ -1,0 +1,52 @@
+// MirrorPair: a hamirror-fs secondary and primary on one machine, replicating over 127.0.0.1, each
+// mounted over its own directory (base/primary and base/secondary). The primary has a control socket
+// (base/primary.ctl) through which the pair waits until the peer is connected.
+#pragma once
+
+#include <chrono>
+#include <string>
+
+#include "common/status.h"
+#include "tests/integration/child_process.h"
+
+namespace hamirror::itest {
+
+// Path of the hamirror-fs binary: env HAMIRROR_FS_BIN, else the one this build produced.
+std::string HamirrorFsBinary();
+
+class MirrorPair {
+ public:
+  explicit MirrorPair(std::string base_dir);
+  ~MirrorPair();  // kills both daemons still running and lazily unmounts
+
+  // Starts the secondary, then the primary, and waits until both are mounted and connected.
+  Status Start(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+
+  std::string primary_dir() const { return base_ + "/primary"; }
+  std::string secondary_dir() const { return base_ + "/secondary"; }
+  std::string control_socket() const { return base_ + "/primary.ctl"; }
+  pid_t primary_pid() const { return primary_.pid(); }
+  pid_t secondary_pid() const { return secondary_.pid(); }
+  int port() const { return port_; }
+
+  // Clean stop (SIGTERM): the daemon must exit 0 and leave its directory unmounted.
+  Status StopPrimary(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  Status StopSecondary(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // Sends SIGKILL to the primary without reaping it (pair it with other kills at the same instant).
+  void SignalKillPrimary();
+  // Reaps a killed primary and lazily unmounts its dead mount.
+  void ReapKilledPrimary();
+
+  // The peer-connected flag and shipped-op count from the primary's control endpoint.
+  Status PrimaryStatus(bool* peer_connected, uint64_t* ops_shipped, std::string* last_error);
+
+  std::string LogTails() const;
+
+ private:
+  std::string base_;
+  int port_ = -1;
+  ChildProcess secondary_;
+  ChildProcess primary_;
+};
+
+}  // namespace hamirror::itest

@@ -1,0 +1,130 @@
+// The `hamirror` binary against a real admin server (unix socket) with a fake node.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+
+#include "manager/admin/admin_server.h"
+#include "manager/cli/format.h"
+
+using namespace hamirror;
+using namespace hamirror::admin;
+
+namespace {
+
+class FakeNode : public NodeControl {
+ public:
+  explicit FakeNode(std::string dir) : log_path_(dir + "/m.log") {
+    REQUIRE(ModuleLog::Open(log_path_, false, &log_).ok());
+  }
+  void FillState(bool verbose, proto::StateReply* r) override {
+    std::lock_guard<std::mutex> lock(mu);
+    r->set_module("m");
+    r->mutable_local()->set_node("n1");
+    r->mutable_local()->set_state(state);
+    r->mutable_local()->set_sub_state(proto::SUB_STATE_READY);
+    r->mutable_peer()->set_node("n2");
+    if (verbose) {
+      auto* v = r->add_vips();
+      v->set_addr("198.18.0.50");
+      v->set_held(true);
+    }
+  }
+  CommandResult Execute(Command cmd) override {
+    std::lock_guard<std::mutex> lock(mu);
+    last = cmd;
+    if (cmd == Command::kPrimforce) return CommandResult::Refused("peer is PRIM");
+    return CommandResult::Accepted();
+  }
+  void Print(ModuleLog::Level level, const std::string& msg) override { log_->Write(level, msg); }
+  std::string LogPath() override { return log_path_; }
+
+  std::mutex mu;
+  proto::NodeState state = proto::NODE_STATE_WAIT;
+  Command last = Command::kStart;
+
+ private:
+  std::string log_path_;
+  std::unique_ptr<ModuleLog> log_;
+};
+
+struct Run {
+  int rc;
+  std::string out;
+};
+
+Run Cli(const std::string& args) {
+  std::string cmd = std::string(HAMIRROR_CLI_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+}  // namespace
+
+TEST_CASE("cli: state -lq exit codes follow SafeKit", "[cli]") {
+  CHECK(cli::StateExitCode(proto::NODE_STATE_STOP) == 0);
+  CHECK(cli::StateExitCode(proto::NODE_STATE_WAIT) == 1);
+  CHECK(cli::StateExitCode(proto::NODE_STATE_ALONE) == 2);
+  CHECK(cli::StateExitCode(proto::NODE_STATE_PRIM) == 3);
+  CHECK(cli::StateExitCode(proto::NODE_STATE_SECOND) == 4);
+}
+
+TEST_CASE("cli: verbs against a running admin server", "[cli]") {
+  char tmpl[] = "/tmp/hamirror-cli-XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  std::string dir = tmpl;
+  FakeNode node(dir);
+  AdminServerOptions opt;
+  opt.unix_path = dir + "/m.sock";
+  std::unique_ptr<AdminServer> server;
+  REQUIRE(AdminServer::Start(opt, &node, &server).ok());
+  const std::string s = "--socket " + opt.unix_path + " ";
+
+  for (auto [st, rc] : {std::pair{proto::NODE_STATE_STOP, 0},
+                        {proto::NODE_STATE_WAIT, 1},
+                        {proto::NODE_STATE_ALONE, 2},
+                        {proto::NODE_STATE_PRIM, 3},
+                        {proto::NODE_STATE_SECOND, 4}}) {
+    {
+      std::lock_guard<std::mutex> lock(node.mu);
+      node.state = st;
+    }
+    CHECK(Cli(s + "state -lq").rc == rc);
+  }
+  Run r = Cli(s + "state -v");
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("local  n1: SECOND (Ready)") != std::string::npos);
+  CHECK(r.out.find("vip 198.18.0.50: held") != std::string::npos);
+  r = Cli(s + "state --json");
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("\"state\": \"NODE_STATE_SECOND\"") != std::string::npos);
+
+  CHECK(Cli(s + "second fullsync").rc == 0);
+  CHECK(node.last == Command::kSecondFullsync);
+  CHECK(Cli(s + "swap").rc == 0);
+  CHECK(node.last == Command::kSwap);
+  r = Cli(s + "primforce");
+  CHECK(r.rc == 1);
+  CHECK(r.out.find("primforce refused: peer is PRIM") != std::string::npos);
+  CHECK(Cli(s + "second bogus").rc == 64);
+
+  CHECK(Cli(s + "printw disk almost full").rc == 0);
+  r = Cli(s + "log -n 1");
+  CHECK(r.rc == 0);
+  CHECK(r.out.find(" W disk almost full") != std::string::npos);
+
+  server->Shutdown();
+  r = Cli(s + "stop");
+  CHECK(r.rc == 2);
+  CHECK(r.out.find("hamirrord is not running") != std::string::npos);
+  CHECK(Cli(s + "state -lq").rc == 0);  // not running counts as STOP
+  std::filesystem::remove_all(dir);
+}

@@ -1,0 +1,123 @@
+// Direct use of the NodeMachine API, as the daemon drives it: exact action order of the main
+// transitions (persist before the fs role, fs role before the VIP, VIP before start_prim; VIP removed
+// before stop_prim).
+#include <catch2/catch.hpp>
+#include <string>
+#include <vector>
+
+#include "manager/core/node_machine.h"
+
+using namespace hamirror::manager::core;
+
+namespace {
+
+Config TestConfig() {
+  Config c;
+  c.self = "n1";
+  c.peer = "n2";
+  c.heartbeat_timeout_ms = 1000;
+  c.lease_ms = 600;
+  return c;
+}
+
+// Actions as short strings, without logs and status sends (they may come anywhere).
+std::vector<std::string> Effects(const std::vector<Action>& actions) {
+  std::vector<std::string> out;
+  for (const Action& a : actions) {
+    if (std::holds_alternative<ActLog>(a) || std::holds_alternative<ActSendStatus>(a)) continue;
+    out.push_back(ToString(a));
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("action order: start, prim alone, stop", "[core]") {
+  NodeMachine m(TestConfig(), Persisted{});
+  CHECK(m.persisted().incarnation == 1);
+  uint64_t t = 1000;
+  CHECK(Effects(m.Step(t, EvCommand{Command::kStart, 1})) ==
+        std::vector<std::string>{"accepted #1", "run prestart"});
+  CHECK(Effects(m.Step(t += 10, EvScriptDone{Script::kPrestart})) ==
+        std::vector<std::string>{"run start_both"});
+  CHECK(Effects(m.Step(t += 10, EvScriptDone{Script::kStartBoth})).empty());
+  CHECK(m.state() == NodeState::kWait);
+
+  // prim on fresh data with no peer: accepted, applied once the peer has been silent for the timeout.
+  CHECK(Effects(m.Step(t += 10, EvCommand{Command::kPrim, 2})) == std::vector<std::string>{"accepted #2"});
+  CHECK(m.state() == NodeState::kWait);
+  std::vector<std::string> e = Effects(m.Step(t = 2100, EvTick{}));
+  REQUIRE(e.size() == 4);
+  CHECK(e[0].rfind("persist uptodate cur=1@n1", 0) == 0);
+  CHECK(e[1] == "fs role alone");
+  CHECK(e[2] == "add vip");
+  CHECK(e[3] == "run start_prim");
+  CHECK(m.state() == NodeState::kAlone);
+  CHECK(m.readiness() == Readiness::kTransient);
+  CHECK(m.vip_held());
+  m.Step(t += 10, EvScriptDone{Script::kStartPrim});
+  CHECK(m.readiness() == Readiness::kReady);
+
+  // stop: VIP first, then the role's stop script, stop_both, poststop, fs read-only, STOP.
+  CHECK(Effects(m.Step(t += 10, EvCommand{Command::kStop, 3})) ==
+        std::vector<std::string>{"accepted #3", "remove vip", "run stop_prim"});
+  CHECK_FALSE(m.vip_held());
+  CHECK(Effects(m.Step(t += 10, EvScriptDone{Script::kStopPrim, ScriptResult::kTimeout})) ==
+        std::vector<std::string>{"run stop_prim force"});
+  CHECK(Effects(m.Step(t += 10, EvScriptDone{Script::kStopPrim})) ==
+        std::vector<std::string>{"run stop_both"});
+  CHECK(Effects(m.Step(t += 10, EvScriptDone{Script::kStopBoth})) ==
+        std::vector<std::string>{"run poststop"});
+  CHECK(Effects(m.Step(t += 10, EvScriptDone{Script::kPoststop})) ==
+        std::vector<std::string>{"fs role secondary"});
+  CHECK(m.state() == NodeState::kStop);
+}
+
+TEST_CASE("action order: joining as SECOND persists inconsistent before the resync starts", "[core]") {
+  NodeMachine m(TestConfig(), Persisted{});
+  uint64_t t = 1000;
+  m.Step(t, EvCommand{Command::kStart, 1});
+  m.Step(t += 10, EvScriptDone{Script::kPrestart});
+  m.Step(t += 10, EvScriptDone{Script::kStartBoth});
+  PeerStatus peer;
+  peer.from = "n2";
+  peer.state = NodeState::kAlone;
+  peer.data.data = DataState::kUpToDate;
+  peer.data.current = Generation{1, "n2"};
+  peer.seq = 1;
+  std::vector<std::string> e = Effects(m.Step(t += 10, EvPeerStatus{peer}));
+  REQUIRE(e.size() >= 2);
+  CHECK(e[0] == "fs role secondary");
+  CHECK(e[1] == "run start_second");
+  CHECK(m.state() == NodeState::kSecond);
+  e = Effects(m.Step(t += 10, EvScriptDone{Script::kStartSecond}));
+  REQUIRE(e.size() == 2);
+  CHECK(e[0].rfind("persist inconsistent", 0) == 0);
+  CHECK(e[1] == "start resync");
+  e = Effects(m.Step(t += 10, EvResyncDone{true}));
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].rfind("persist outdated cur=1@n2 base=1@n2", 0) == 0);  // up to date once the peer is PRIM
+  CHECK(m.readiness() == Readiness::kReady);
+  peer.state = NodeState::kPrim;
+  peer.data.base = peer.data.current;
+  peer.seq = 2;
+  e = Effects(m.Step(t += 10, EvPeerStatus{peer}));
+  REQUIRE(e.size() == 1);
+  CHECK(e[0].rfind("persist uptodate cur=1@n2", 0) == 0);
+}
+
+TEST_CASE("a status from an unknown node or an older heartbeat is ignored", "[core]") {
+  NodeMachine m(TestConfig(), Persisted{});
+  PeerStatus s;
+  s.from = "intruder";
+  s.seq = 5;
+  m.Step(10, EvPeerStatus{s});
+  CHECK_FALSE(m.peer_connected());
+  s.from = "n2";
+  m.Step(20, EvPeerStatus{s});
+  CHECK(m.peer_connected());
+  s.seq = 4;
+  s.state = NodeState::kAlone;
+  m.Step(30, EvPeerStatus{s});
+  CHECK(m.last_peer_status()->state == NodeState::kStop);  // the reordered older one was dropped
+}
