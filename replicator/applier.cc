@@ -35,7 +35,7 @@ bool IsValidComponent(const std::string& name) {
 namespace {
 
 constexpr uint64_t kRootRid = 1;
-constexpr uint64_t kWakeReaper = UINT64_MAX;  // user_data of the NOP that stops the reaper thread
+constexpr int kFlushThreads = 3;  // the disk serves a few concurrent flushes at about the cost of one
 constexpr uint64_t kMaxFlushesInFlight = 1024;
 
 // "/proc/self/fd/N": how an O_PATH handle is reopened for I/O, or used by calls without an fd form.
@@ -110,11 +110,11 @@ class ApplierImpl final : public Applier {
   void ApplyWriteRun(const proto::OpBatch& batch, int begin, int end, std::vector<proto::Ack>* acks);
   void FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks);
 
-  // Flush path: asynchronous fsync/fdatasync (flush ring, reaped by reaper_), syncfs (syncfs_thread_).
+  // Flush path: asynchronous fsync/fdatasync (flush_threads_), syncfs (syncfs_thread_).
   // Returns 0 or an errno; *deferred tells whether the ack will come from the flush path (false when
   // the flush was done synchronously).
   int SubmitFlush(uint64_t seq, int fd, bool datasync, bool* deferred);
-  void ReaperLoop();
+  void FlushLoop();
   void SyncfsLoop();
   void Durable(uint64_t seq, int err);
 
@@ -140,13 +140,21 @@ class ApplierImpl final : public Applier {
   std::vector<WriteSlot> slots_;
   std::vector<int> order_;
 
-  io_uring flush_ring_;
-  bool flush_ring_ok_ = false;
-  std::thread reaper_;
+  // Flushes run on a few plain threads, not on io_uring: an io_uring fsync is always punted to an
+  // io-wq worker and its completion then needs a reaper thread, two wake-ups where one does. Each
+  // queued flush owns a dup of the fd (a later Forget may close the rid's).
+  struct FlushJob {
+    uint64_t seq;
+    int fd;
+    bool datasync;
+  };
+  bool async_flush_ = false;
+  std::vector<std::thread> flush_threads_;
+  std::deque<FlushJob> flush_queue_;  // guarded by flush_mu_
+  std::condition_variable flush_queue_cv_;
   std::thread syncfs_thread_;
   mutable std::mutex flush_mu_;
   std::condition_variable flush_cv_;
-  std::mutex submit_mu_;  // flush ring SQ side
   uint64_t in_flight_ = 0;
   std::deque<uint64_t> syncfs_queue_;
   bool stopping_ = false;
@@ -173,23 +181,12 @@ ApplierImpl::~ApplierImpl() {
     stopping_ = true;
   }
   flush_cv_.notify_all();
-  if (reaper_.joinable()) {
-    {
-      std::lock_guard<std::mutex> lock(submit_mu_);
-      io_uring_sqe* sqe = io_uring_get_sqe(&flush_ring_);
-      if (sqe != nullptr) {
-        io_uring_prep_nop(sqe);
-        io_uring_sqe_set_data64(sqe, kWakeReaper);
-        io_uring_submit(&flush_ring_);
-      }
-    }
-    reaper_.join();
-  }
+  flush_queue_cv_.notify_all();
+  for (std::thread& t : flush_threads_) t.join();
   if (syncfs_thread_.joinable()) syncfs_thread_.join();
   for (auto& [rid, r] : rids_) CloseRid(&r);
   if (root_io_fd_ >= 0) close(root_io_fd_);
   if (write_ring_ok_) io_uring_queue_exit(&write_ring_);
-  if (flush_ring_ok_) io_uring_queue_exit(&flush_ring_);
 }
 
 Status ApplierImpl::Init(const ApplierOptions& options) {
@@ -209,16 +206,17 @@ Status ApplierImpl::Init(const ApplierOptions& options) {
     // io_uring may be disabled (sysctl kernel.io_uring_disabled, container seccomp): then degrade to
     // plain pwrite/fsync on the apply thread rather than refuse to be a secondary.
     int rc = io_uring_queue_init(ring_entries_, &write_ring_, 0);
-    if (rc == 0) {
-      write_ring_ok_ = true;
-      rc = io_uring_queue_init(ring_entries_, &flush_ring_, 0);
-      if (rc == 0) flush_ring_ok_ = true;
-    }
+    if (rc == 0) write_ring_ok_ = true;
     if (rc < 0) {
       HLOG_WARN("io_uring unavailable (%s): applying with synchronous pwrite/fsync", strerror(-rc));
     }
   }
-  if (flush_ring_ok_) reaper_ = std::thread([this] { ReaperLoop(); });
+  // Asynchronous flushes unless plain synchronous I/O was asked for (or io_uring is missing, which
+  // stands for a restricted environment: keep the old, simplest behaviour there).
+  async_flush_ = write_ring_ok_;
+  if (async_flush_) {
+    for (int i = 0; i < kFlushThreads; ++i) flush_threads_.emplace_back([this] { FlushLoop(); });
+  }
   syncfs_thread_ = std::thread([this] { SyncfsLoop(); });
   ResetRids();
   return Status::Ok();
@@ -785,47 +783,23 @@ void ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
 
 int ApplierImpl::SubmitFlush(uint64_t seq, int fd, bool datasync, bool* deferred) {
   *deferred = false;
-  if (!flush_ring_ok_) {
-    // Synchronous fallback: the op is acked (durable) right away instead of later.
+  int job_fd = async_flush_ ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+  if (job_fd < 0) {
+    // Synchronous (asked for, or no descriptor left): the op is acked (durable) right away.
     (void)seq;
     return (datasync ? fdatasync(fd) : fsync(fd)) == 0 ? 0 : errno;
-  }
-  {
-    std::unique_lock<std::mutex> lock(flush_mu_);
-    flush_cv_.wait(lock, [this] { return in_flight_ < kMaxFlushesInFlight; });
-    ++in_flight_;
-  }
-  std::lock_guard<std::mutex> lock(submit_mu_);
-  io_uring_sqe* sqe = io_uring_get_sqe(&flush_ring_);
-  if (sqe == nullptr) {
-    io_uring_submit(&flush_ring_);
-    sqe = io_uring_get_sqe(&flush_ring_);
-  }
-  if (sqe == nullptr) {
-    // Cannot really happen (every SQE is submitted at once); flush synchronously rather than fail.
-    {
-      std::lock_guard<std::mutex> flock(flush_mu_);
-      --in_flight_;
-    }
-    flush_cv_.notify_all();
-    return (datasync ? fdatasync(fd) : fsync(fd)) == 0 ? 0 : errno;
-  }
-  // The kernel takes its own reference to the file at submission: a later Forget closing fd is safe.
-  io_uring_prep_fsync(sqe, fd, datasync ? IORING_FSYNC_DATASYNC : 0);
-  io_uring_sqe_set_data64(sqe, seq);
-  // Once prepared the SQE will complete through the reaper (which acks it): retry transient errors.
-  for (int tries = 0;; ++tries) {
-    int rc = io_uring_submit(&flush_ring_);
-    if (rc >= 0) break;
-    if ((rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) || tries >= 1000) {
-      HLOG_ERROR("io_uring submit (flush) failed: %s; stopping", strerror(-rc));
-      std::abort();
-    }
   }
   {
     std::lock_guard<std::mutex> slock(stats_mu_);
     ++stats_.flushes_in_flight;
   }
+  {
+    std::unique_lock<std::mutex> lock(flush_mu_);
+    flush_cv_.wait(lock, [this] { return in_flight_ < kMaxFlushesInFlight; });
+    ++in_flight_;
+    flush_queue_.push_back({seq, job_fd, datasync});
+  }
+  flush_queue_cv_.notify_one();
   *deferred = true;
   return 0;
 }
@@ -850,20 +824,19 @@ void ApplierImpl::Durable(uint64_t seq, int err) {
   flush_cv_.notify_all();
 }
 
-void ApplierImpl::ReaperLoop() {
+void ApplierImpl::FlushLoop() {
   for (;;) {
-    io_uring_cqe* cqe;
-    int rc = io_uring_wait_cqe(&flush_ring_, &cqe);
-    if (rc < 0) {
-      if (rc == -EINTR || rc == -EAGAIN) continue;
-      HLOG_ERROR("io_uring wait (flushes): %s", strerror(-rc));
-      return;
+    FlushJob job;
+    {
+      std::unique_lock<std::mutex> lock(flush_mu_);
+      flush_queue_cv_.wait(lock, [this] { return stopping_ || !flush_queue_.empty(); });
+      if (flush_queue_.empty()) return;
+      job = flush_queue_.front();
+      flush_queue_.pop_front();
     }
-    const uint64_t seq = io_uring_cqe_get_data64(cqe);
-    const int res = cqe->res;
-    io_uring_cqe_seen(&flush_ring_, cqe);
-    if (seq == kWakeReaper) return;
-    Durable(seq, res < 0 ? -res : 0);
+    const int err = (job.datasync ? fdatasync(job.fd) : fsync(job.fd)) == 0 ? 0 : errno;
+    close(job.fd);
+    Durable(job.seq, err);
   }
 }
 

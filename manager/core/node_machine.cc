@@ -16,6 +16,7 @@ template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
 
 constexpr size_t kSentHistory = 256;  // heartbeats remembered for the echo lease
+constexpr size_t kRetiredIncarnations = 8;  // peer incarnations remembered to drop their late datagrams
 
 bool IsServingState(NodeState s) { return s == NodeState::kAlone || s == NodeState::kPrim; }
 bool IsStopScript(Script s) {
@@ -146,7 +147,8 @@ std::string ToString(const Event& e) {
 NodeMachine::NodeMachine(Config config, Persisted persisted)
     : cfg_(std::move(config)), p_(std::move(persisted)) {
   ++p_.incarnation;
-  my_seq_ = p_.incarnation << 32;
+  incarnation_ = cfg_.incarnation != 0 ? cfg_.incarnation : p_.incarnation;
+  my_seq_ = p_.incarnation << 32;  // readable in logs; only compared within one incarnation
 }
 
 void NodeMachine::Log(int level, std::string msg) { Emit(ActLog{level, std::move(msg)}); }
@@ -171,8 +173,10 @@ PeerStatus NodeMachine::MakeHeartbeat(uint64_t now_ms) {
   st.state = state_;
   st.readiness = readiness_;
   st.data = p_;
+  st.incarnation = incarnation_;
   st.seq = ++my_seq_;
   st.echo_seq = echo_seq_;
+  st.echo_incarnation = echo_inc_;
   st.want_serve = want_serve_;
   st.prefer_second = prefer_second_;
   st.handing_over = handing_over_;
@@ -474,17 +478,25 @@ void NodeMachine::OnPeerStatus(const PeerStatus& st) {
     Log(2, "ignoring status from unknown node " + st.from);
     return;
   }
-  if (peer_ && st.seq <= peer_->seq) return;  // reordered or duplicate
+  if (peer_ && st.incarnation == peer_->incarnation && st.seq <= peer_->seq) return;  // reordered/dup
+  if (peer_ && st.incarnation != peer_->incarnation) {
+    for (uint64_t old : retired_peer_incs_)
+      if (old == st.incarnation) return;  // late datagram of a process the peer already replaced
+    retired_peer_incs_.push_back(peer_->incarnation);
+    if (retired_peer_incs_.size() > kRetiredIncarnations) retired_peer_incs_.pop_front();
+    Log(1, "peer " + cfg_.peer + " restarted (new incarnation)");
+  }
   bool was_connected = peer_connected_;
   peer_ = st;
   last_heard_ = now_;
   peer_connected_ = true;
   echo_seq_ = st.seq;
+  echo_inc_ = st.incarnation;
   if (!was_connected) Log(1, "peer " + cfg_.peer + " reachable (" + ToString(st.state) + ")");
 
   // Echo lease: the peer, not serving, has seen our heartbeat `echo_seq`; it will not take over
   // before heartbeat_timeout_ms after that, so we may serve until its send time + lease_ms.
-  if (!IsServingState(st.state) && st.echo_seq != 0) {
+  if (!IsServingState(st.state) && st.echo_seq != 0 && st.echo_incarnation == incarnation_) {
     for (auto it = sent_.rbegin(); it != sent_.rend(); ++it) {
       if (it->first == st.echo_seq) {
         lease_until_ = std::max(lease_until_, it->second + cfg_.lease_ms);
@@ -765,7 +777,8 @@ bool NodeMachine::IPreferred() const {
 
 bool NodeMachine::PeerEchoesIntent() const {
   return peer_ && !IsServingState(peer_->state) && !peer_->want_serve && !peer_->handing_over &&
-         peer_->echo_seq >= intent_seq_ && want_serve_;
+         peer_->echo_incarnation == incarnation_ && peer_->echo_seq >= intent_seq_ &&
+         want_serve_;
 }
 
 void NodeMachine::Reconcile() {

@@ -38,6 +38,12 @@
 // consistent copy of a source that is still ALONE: it stays kOutdated until the source turns PRIM
 // (synchronous), and only then becomes kUpToDate.
 //
+// Restarts: every NodeMachine has an incarnation (Config::incarnation, e.g. a random id the daemon
+// picks at start). A PeerStatus is ignored if its seq is not above the last one seen from the SAME
+// incarnation (reordered or duplicate); a new incarnation of the peer resets that filter at once (a
+// restarted peer is heard immediately), except an incarnation the peer already left (a late datagram
+// of its previous process). Echoes (lease, promotion intent) count only when they name this
+// machine's incarnation, so an echo of an earlier process's heartbeat never confirms anything.
 // Peer liveness: any PeerStatus (from any heartbeat network) refreshes the peer; the peer is lost when
 // nothing arrived for `heartbeat_timeout_ms` (checked on every Step, Tick included) or on PeerLost.
 // Promotion while connected (both WAIT): a node that should serve (only one is eligible, or both are
@@ -177,6 +183,9 @@ struct Config {
   uint64_t witness_probe_timeout_ms = 3000;   // no answer by then = unreachable
   uint64_t resync_retry_ms = 5000;
   uint64_t swap_request_ms = 60000;  // how long a forwarded swap request stays up
+  // Distinct for every construction (the daemon: a random 64-bit id per process start). 0: use the
+  // bumped Persisted::incarnation (fine when every ActPersist is stored, as the simulator does).
+  uint64_t incarnation = 0;
 };
 
 // Payload of every heartbeat (built by MakeHeartbeat, carried by the heartbeat module).
@@ -185,8 +194,10 @@ struct PeerStatus {
   NodeState state = NodeState::kStop;
   Readiness readiness = Readiness::kReady;
   Persisted data;              // the sender's persisted facts (data state, generations)
-  uint64_t seq = 0;            // (incarnation << 32) | counter: increases across restarts
+  uint64_t incarnation = 0;    // the sender's incarnation (NodeMachine::incarnation())
+  uint64_t seq = 0;            // increases within one incarnation
   uint64_t echo_seq = 0;       // last seq the sender received from the receiver (0: none)
+  uint64_t echo_incarnation = 0;  // the receiver's incarnation that echo_seq belongs to
   bool want_serve = false;     // intent to become ALONE while connected (needs the receiver's echo)
   bool prefer_second = false;  // `second` typed: will not promote itself
   bool handing_over = false;   // swap: I stopped serving, my data equals yours, take over
@@ -283,6 +294,7 @@ class NodeMachine {
   const std::string& wait_reason() const { return wait_reason_; }  // why WAIT, for `state -v`
 
   bool want_serve() const { return want_serve_; }
+  uint64_t incarnation() const { return incarnation_; }
 
  private:
   // One queued step of a transition: run a script and wait for its EvScriptDone, or run `fn` now.
@@ -359,8 +371,11 @@ class NodeMachine {
   bool peer_connected_ = false;
   uint64_t last_heard_ = 0;  // receipt time of the last PeerStatus
   uint64_t started_at_ = 0;  // time of the last start command
+  uint64_t incarnation_ = 0;
   uint64_t my_seq_ = 0;
   uint64_t echo_seq_ = 0;                           // last seq received from the peer
+  uint64_t echo_inc_ = 0;                           // ... and the peer incarnation that sent it
+  std::deque<uint64_t> retired_peer_incs_;          // incarnations the peer has left (bounded)
   std::deque<std::pair<uint64_t, uint64_t>> sent_;  // (seq, send time), bounded
 
   // Witness and lease.

@@ -1,5 +1,6 @@
 #include "manager/daemon/node.h"
 
+#include <time.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -210,7 +211,14 @@ Status Node::Init() {
   cc.lease_ms = timeout > pulse + margin + 100 ? timeout - pulse - margin : timeout / 2;
   cc.witness_probe_interval_ms = std::max<uint64_t>(cc.lease_ms / 3, 50);
   cc.witness_probe_timeout_ms = std::min<uint64_t>(3000, std::max<uint64_t>(cc.lease_ms, 1000));
+  // Incarnation: this process's start time (ns since epoch). The core only needs it distinct per
+  // start (a restarted peer is then heard at once); PeerLink also uses its order to drop replays.
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  cc.incarnation = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
   machine_ = std::make_unique<core::NodeMachine>(cc, persisted);
+  // The constructor bumped the persisted incarnation: store it before the first heartbeat (contract).
+  if (Status s = store_->Save(machine_->persisted()); !s.ok()) return s;
 
   // Scripts' environment.
   script_env_.safe = opt_.safe_dir;
@@ -389,8 +397,8 @@ void Node::Apply(const core::Action& a) {
     if (!s.ok()) log_->Error("persist state: " + s.ToString());
   } else if (std::holds_alternative<core::ActSendStatus>(a)) {
     SendHeartbeat();
-  } else if (std::holds_alternative<core::ActProbeWitness>(a)) {
-    ProbeWitnessAsync();
+  } else if (const auto* pw = std::get_if<core::ActProbeWitness>(&a)) {
+    ProbeWitnessAsync(pw->probe_id);
   } else if (auto* r = std::get_if<core::ActCommandReply>(&a)) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = pending_.find(r->id);
@@ -434,11 +442,11 @@ void Node::RunScriptAsync(core::Script script, bool force) {
   workers_.push_back(Worker{std::move(th), done});
 }
 
-void Node::ProbeWitnessAsync() {
+void Node::ProbeWitnessAsync(uint64_t probe_id) {
   auto done = std::make_shared<std::atomic<bool>>(false);
   const auto addrs = opt_.cfg.splitbrain.addrs;
   const milliseconds timeout(machine_->config().witness_probe_timeout_ms);
-  std::thread th([this, addrs, timeout, done] {
+  std::thread th([this, addrs, timeout, done, probe_id] {
     std::string detail;
     bool ok = process::CheckWitness(addrs, timeout, &detail);
     {
@@ -454,7 +462,7 @@ void Node::ProbeWitnessAsync() {
       c.set_detail(detail);
       checker_status_.push_back(c);
     }
-    Post(core::EvWitness{ok});
+    Post(core::EvWitness{ok, probe_id});  // the id lets the core drop a late answer to an older probe
     *done = true;
   });
   workers_.push_back(Worker{std::move(th), done});

@@ -69,7 +69,7 @@ class Node : public admin::NodeControl {
   void Step(const Event& ev);
   void Apply(const manager::core::Action& a);
   void RunScriptAsync(manager::core::Script script, bool force);
-  void ProbeWitnessAsync();
+  void ProbeWitnessAsync(uint64_t probe_id);
   void SendHeartbeat();
   void UpdateSnapshot();
   void MonitorLoop();  // errd + checkers + VIP check + fs status, off the event loop

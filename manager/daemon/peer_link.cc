@@ -34,12 +34,6 @@ bool MakeAddr(const std::string& addr, int port, sockaddr_storage* ss, socklen_t
   return false;
 }
 
-uint64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
-}
-
 }  // namespace
 
 PeerLink::PeerLink(std::vector<LinkNetwork> nets, int port, uint64_t cluster_id, std::string key,
@@ -50,9 +44,7 @@ PeerLink::PeerLink(std::vector<LinkNetwork> nets, int port, uint64_t cluster_id,
       self_(std::move(self)),
       peer_(std::move(peer)),
       timeout_(timeout),
-      on_status_(std::move(on_status)),
-      incarnation_(NowNs()),
-      seq_base_(incarnation_ / 1000) {
+      on_status_(std::move(on_status)) {
   for (auto& n : nets) nets_.push_back(Net{std::move(n)});
 }
 
@@ -95,14 +87,8 @@ void PeerLink::Stop() {
 void PeerLink::Send(const manager::core::PeerStatus& status) {
   StatusDatagram d;
   d.cluster_id = cluster_id_;
-  d.incarnation = incarnation_;
   d.to = peer_;
-  d.status = status;
-  // The core numbers its heartbeats from 1 in every process and ignores a peer's status whose seq is
-  // not above the last one it saw, so a restarted peer would be ignored until it caught up. On the
-  // wire the seq is offset by this incarnation's start time in microseconds (always above anything
-  // an earlier run sent), and the peer's echo of it is mapped back before the core sees it.
-  d.status.seq = seq_base_ + status.seq;
+  d.status = status;  // carries the core's incarnation: the peer's core resets its seq filter on a new one
   const std::string bytes = EncodeStatus(d, key_);
   for (auto& n : nets_) {
     if (n.fd < 0) continue;
@@ -137,7 +123,9 @@ void PeerLink::Run() {
         }
         // Replays of recorded datagrams are dropped; the same status on several networks is
         // accepted once for the core but refreshes each network's liveness.
-        if (d.incarnation < peer_inc_ || (d.incarnation == peer_inc_ && d.status.seq < peer_seq_)) {
+        // The daemon's incarnation is its start time (ns since epoch), so an older one is a replay.
+        const uint64_t inc = d.status.incarnation;
+        if (inc < peer_inc_ || (inc == peer_inc_ && d.status.seq < peer_seq_)) {
           dropped_++;
           continue;
         }
@@ -146,10 +134,9 @@ void PeerLink::Run() {
           nets_[i].last_seen = std::chrono::steady_clock::now();
           nets_[i].seen = true;
         }
-        if (d.incarnation == peer_inc_ && d.status.seq == peer_seq_) continue;
-        peer_inc_ = d.incarnation;
+        if (inc == peer_inc_ && d.status.seq == peer_seq_) continue;
+        peer_inc_ = inc;
         peer_seq_ = d.status.seq;
-        d.status.echo_seq = d.status.echo_seq > seq_base_ ? d.status.echo_seq - seq_base_ : 0;
         on_status_(d.status);
       }
     }

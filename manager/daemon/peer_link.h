@@ -63,9 +63,7 @@ class PeerLink {
   const std::string self_, peer_;
   const std::chrono::milliseconds timeout_;
   const OnStatus on_status_;
-  const uint64_t incarnation_;
-  const uint64_t seq_base_;  // added to the core's heartbeat numbers on the wire (see Send)
-  mutable std::mutex mu_;    // guards nets_[i].last_seen/seen
+  mutable std::mutex mu_;  // guards nets_[i].last_seen/seen
   int wake_fd_ = -1;
   std::thread thread_;
   std::atomic<uint64_t> dropped_{0};

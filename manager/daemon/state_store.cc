@@ -26,15 +26,20 @@ Status StateStore::Load(manager::core::Persisted* out) const {
   std::ifstream in(path_);
   if (!in) return Status::NotFound(path_ + ": no saved state (fresh node)");
   std::string magic, cur_author, base_author;
-  int data, role;
+  int data, role, split = 0;
   manager::core::Persisted p;
+  // hamirror-state-1 (no split_brain, no incarnation) is still read: a node upgraded in place.
   if (!(in >> magic >> data >> p.current.counter >> cur_author >> p.base.counter >> base_author >> role) ||
-      magic != "hamirror-state-1" || data < 0 || data > 3 || role < 0 || role > 2)
+      (magic != "hamirror-state-1" && magic != "hamirror-state-2") || data < 0 || data > 3 || role < 0 ||
+      role > 2)
+    return Status::Corruption(path_ + ": unreadable saved state");
+  if (magic == "hamirror-state-2" && (!(in >> split >> p.incarnation) || split < 0 || split > 1))
     return Status::Corruption(path_ + ": unreadable saved state");
   p.data = static_cast<manager::core::DataState>(data);
   p.current.author = Unname(cur_author);
   p.base.author = Unname(base_author);
   p.last_role = static_cast<manager::core::Role>(role);
+  p.split_brain = split == 1;
   *out = p;
   return Status::Ok();
 }
@@ -43,8 +48,9 @@ Status StateStore::Save(const manager::core::Persisted& p) const {
   std::string dir = path_.substr(0, path_.rfind('/'));
   MakeDirs(dir);
   std::ostringstream o;
-  o << "hamirror-state-1 " << int(p.data) << ' ' << p.current.counter << ' ' << Name(p.current.author) << ' '
-    << p.base.counter << ' ' << Name(p.base.author) << ' ' << int(p.last_role) << '\n';
+  o << "hamirror-state-2 " << int(p.data) << ' ' << p.current.counter << ' ' << Name(p.current.author) << ' '
+    << p.base.counter << ' ' << Name(p.base.author) << ' ' << int(p.last_role) << ' ' << (p.split_brain ? 1 : 0)
+    << ' ' << p.incarnation << '\n';
   const std::string text = o.str();
   const std::string tmp = path_ + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

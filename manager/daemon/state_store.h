@@ -1,5 +1,8 @@
 // StateStore: the core's Persisted facts on disk (<statedir>/node.state), written atomically
 // (temp file, fsync, rename, fsync of the directory) before the actions that follow an ActPersist run.
+// Every Persisted field is stored (split_brain included: a node must not forget a split brain across a
+// restart). Format: one line "hamirror-state-2 <data> <cur.counter> <cur.author> <base.counter>
+// <base.author> <last_role> <split_brain 0|1> <incarnation>"; version-1 files (no last two) still load.
 #pragma once
 
 #include <string>

@@ -11,6 +11,10 @@ namespace {
 
 constexpr size_t kTag = 32;
 
+// Flag bits of the last field. want_serve/prefer_second carry the core's connected promotion
+// handshake: without them both nodes could promote at once (two primaries).
+constexpr unsigned kHandingOver = 1, kSwapRequest = 2, kSplitBrain = 4, kWantServe = 8, kPreferSecond = 16;
+
 std::string Tag(std::string_view line, const std::string& key) {
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
@@ -27,11 +31,14 @@ std::string Unname(const std::string& s) { return s == "-" ? "" : s; }
 std::string EncodeStatus(const StatusDatagram& d, const std::string& key) {
   const auto& s = d.status;
   std::ostringstream o;
-  unsigned flags = (s.handing_over ? 1 : 0) | (s.swap_request ? 2 : 0) | (s.split_brain ? 4 : 0);
-  o << "HMST1 " << d.cluster_id << ' ' << d.incarnation << ' ' << Name(d.to) << ' ' << Name(s.from) << ' '
+  unsigned flags = (s.handing_over ? kHandingOver : 0) | (s.swap_request ? kSwapRequest : 0) |
+                   (s.split_brain ? kSplitBrain : 0) | (s.want_serve ? kWantServe : 0) |
+                   (s.prefer_second ? kPreferSecond : 0);
+  o << "HMST2 " << d.cluster_id << ' ' << s.incarnation << ' ' << Name(d.to) << ' ' << Name(s.from) << ' '
     << int(s.state) << ' ' << int(s.readiness) << ' ' << int(s.data.data) << ' ' << s.data.current.counter
     << ' ' << Name(s.data.current.author) << ' ' << s.data.base.counter << ' ' << Name(s.data.base.author)
-    << ' ' << int(s.data.last_role) << ' ' << s.seq << ' ' << s.echo_seq << ' ' << flags << '\n';
+    << ' ' << int(s.data.last_role) << ' ' << s.seq << ' ' << s.echo_seq << ' ' << flags << ' '
+    << s.echo_incarnation << ' ' << (s.data.split_brain ? 1 : 0) << '\n';
   std::string line = o.str();
   return line + Tag(line, key);
 }
@@ -46,12 +53,12 @@ StatusDecode DecodeStatus(std::string_view data, const std::string& key, uint64_
   std::string magic, to, from, cur_author, base_author;
   StatusDatagram d;
   int state, ready, dstate, role;
-  unsigned flags;
+  unsigned flags, sb;
   auto& s = d.status;
-  if (!(in >> magic >> d.cluster_id >> d.incarnation >> to >> from >> state >> ready >> dstate >>
+  if (!(in >> magic >> d.cluster_id >> s.incarnation >> to >> from >> state >> ready >> dstate >>
         s.data.current.counter >> cur_author >> s.data.base.counter >> base_author >> role >> s.seq >>
-        s.echo_seq >> flags) ||
-      magic != "HMST1" || state < 0 || state > 4 || ready < 0 || ready > 1 || dstate < 0 || dstate > 3 ||
+        s.echo_seq >> flags >> s.echo_incarnation >> sb) ||
+      magic != "HMST2" || sb > 1 || state < 0 || state > 4 || ready < 0 || ready > 1 || dstate < 0 || dstate > 3 ||
       role < 0 || role > 2) {
     return StatusDecode::kGarbage;
   }
@@ -67,9 +74,12 @@ StatusDecode DecodeStatus(std::string_view data, const std::string& key, uint64_
   s.data.current.author = Unname(cur_author);
   s.data.base.author = Unname(base_author);
   s.data.last_role = static_cast<manager::core::Role>(role);
-  s.handing_over = flags & 1;
-  s.swap_request = flags & 2;
-  s.split_brain = flags & 4;
+  s.data.split_brain = sb == 1;
+  s.handing_over = flags & kHandingOver;
+  s.swap_request = flags & kSwapRequest;
+  s.split_brain = flags & kSplitBrain;
+  s.want_serve = flags & kWantServe;
+  s.prefer_second = flags & kPreferSecond;
   *out = std::move(d);
   return StatusDecode::kOk;
 }

@@ -7,8 +7,10 @@
 // and handover flags. Until the heartbeat packet grows an opaque payload, this datagram is the
 // heartbeat: the core detects peer loss from its silence.
 //
-// Layout: one text line "HMST1 <cluster_id> <incarnation> <to> <from> <state> <readiness> <data>
-// <cur.counter> <cur.author> <base.counter> <base.author> <last_role> <seq> <echo_seq> <flags>\n"
+// Layout: one text line "HMST2 <cluster_id> <incarnation> <to> <from> <state> <readiness> <data>
+// <cur.counter> <cur.author> <base.counter> <base.author> <last_role> <seq> <echo_seq> <flags>
+// <echo_incarnation> <split_brain_persisted>\n"
+// (flags: 1 handing_over, 2 swap_request, 4 split_brain, 8 want_serve, 16 prefer_second)
 // ("-" for an empty author) followed by a 32-byte HMAC tag over the line. Text keeps it debuggable
 // with tcpdump; the size stays far below any MTU.
 #pragma once
@@ -23,9 +25,8 @@ namespace hamirror::daemon {
 
 struct StatusDatagram {
   uint64_t cluster_id = 0;
-  uint64_t incarnation = 0;  // sender process start (ns since epoch): orders restarts
   std::string to;
-  manager::core::PeerStatus status;  // status.from is the sender
+  manager::core::PeerStatus status;  // every field is carried; status.from is the sender
 };
 
 std::string EncodeStatus(const StatusDatagram& d, const std::string& key);

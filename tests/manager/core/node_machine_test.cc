@@ -395,3 +395,44 @@ TEST_CASE("connected promotion waits for the peer's acknowledgement of the inten
                (Is(*s, B, NodeState::kPrim) && Is(*s, A, NodeState::kSecond)),
            8000);
 }
+
+TEST_CASE("a restarted peer (new incarnation, lower seq) is heard at once; its old process is not", "[core]") {
+  Config c;
+  c.self = "a";
+  c.peer = "b";
+  c.incarnation = 4242;
+  NodeMachine m(c, Persisted{});
+  auto status = [](uint64_t inc, uint64_t seq, NodeState st) {
+    PeerStatus p;
+    p.from = "b";
+    p.state = st;
+    p.incarnation = inc;
+    p.seq = seq;
+    return p;
+  };
+  uint64_t now = 1000;
+  m.Step(now, EvPeerStatus{status(100, 5000, NodeState::kPrim)});
+  REQUIRE(m.last_peer_status());
+  CHECK(m.last_peer_status()->seq == 5000);
+  m.Step(now += 10, EvPeerStatus{status(100, 4999, NodeState::kWait)});  // reordered: ignored
+  CHECK(m.last_peer_status()->seq == 5000);
+  CHECK(m.last_peer_status()->state == NodeState::kPrim);
+
+  // The peer restarts: its seqs start low again, and must be taken at once.
+  m.Step(now += 10, EvPeerStatus{status(200, 3, NodeState::kWait)});
+  CHECK(m.last_peer_status()->incarnation == 200);
+  CHECK(m.last_peer_status()->seq == 3);
+  CHECK(m.last_peer_status()->state == NodeState::kWait);
+  // A late datagram of the peer's previous process (higher seq) does not bring back its old state.
+  m.Step(now += 10, EvPeerStatus{status(100, 5001, NodeState::kPrim)});
+  CHECK(m.last_peer_status()->incarnation == 200);
+  CHECK(m.last_peer_status()->state == NodeState::kWait);
+  m.Step(now += 10, EvPeerStatus{status(200, 4, NodeState::kWait)});
+  CHECK(m.last_peer_status()->seq == 4);
+
+  // Our heartbeats carry our incarnation and echo the peer's current one.
+  PeerStatus hb = m.MakeHeartbeat(now);
+  CHECK(hb.incarnation == 4242);
+  CHECK(hb.echo_incarnation == 200);
+  CHECK(hb.echo_seq == 4);
+}

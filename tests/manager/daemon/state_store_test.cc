@@ -26,3 +26,36 @@ TEST_CASE("state store: save, load, fresh and corrupt files", "[daemon]") {
   CHECK(store.Load(&q).code() == hamirror::Status::Code::kCorruption);
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("state store: split_brain and incarnation persist; version-1 files still load", "[daemon]") {
+  char tmpl[] = "/tmp/hamirror-store-XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  std::string dir = tmpl;
+  StateStore store(dir + "/node.state");
+  core::Persisted p;
+  p.data = core::DataState::kUpToDate;
+  p.current = {9, "n1"};
+  p.base = {8, ""};
+  p.last_role = core::Role::kPrim;
+  p.split_brain = true;
+  p.incarnation = 77;
+  REQUIRE(store.Save(p).ok());
+  core::Persisted q;
+  REQUIRE(store.Load(&q).ok());
+  CHECK(q.split_brain);
+  CHECK(q.incarnation == 77);
+  CHECK(q == p);
+  p.split_brain = false;
+  REQUIRE(store.Save(p).ok());
+  REQUIRE(store.Load(&q).ok());
+  CHECK_FALSE(q.split_brain);
+
+  std::ofstream(dir + "/node.state", std::ios::trunc) << "hamirror-state-1 1 4 n2 3 - 1\n";
+  REQUIRE(store.Load(&q).ok());
+  CHECK(q.data == core::DataState::kUpToDate);
+  CHECK(q.current == core::Generation{4, "n2"});
+  CHECK_FALSE(q.split_brain);
+  std::ofstream(dir + "/node.state", std::ios::trunc) << "hamirror-state-2 1 4 n2 3 - 1 2 0\n";
+  CHECK(store.Load(&q).code() == hamirror::Status::Code::kCorruption);
+  std::filesystem::remove_all(dir);
+}
