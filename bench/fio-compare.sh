@@ -15,8 +15,8 @@
 # Default runtime: 2 targets x 3 rounds x ~60 s ≈ 6 min. Run as root. Not part of ctest.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=../tests/integration/mariadb-lib.sh
-source "$REPO/tests/integration/mariadb-lib.sh"
+# shellcheck source=lib.sh
+source "$REPO/bench/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 SETTLE=${SETTLE:-10}
@@ -24,26 +24,10 @@ SEQ_SIZE=${SEQ_SIZE:-1G}
 RAND_SIZE=${RAND_SIZE:-64M}
 RAND_SECONDS=${RAND_SECONDS:-20}
 TARGETS=${TARGETS:-local hamirror}
-BENCH_DIR=${BENCH_DIR:-/var/tmp/hamirror-bench}
-KEEP_CPUS_AWAKE=${KEEP_CPUS_AWAKE:-1}
 [ "$(id -u)" -eq 0 ] || hm_die "run as root (FUSE mounts)"
 command -v fio >/dev/null || hm_die "fio not installed (scripts/install-deps.sh)"
 
-mkdir -p "$BENCH_DIR"
-W=$(mktemp -d "$BENCH_DIR/fio.XXXXXX")
-FUSE_PID=
-FUSE_MNT=
-cleanup() {
-  set +e
-  hm_cpus_awake_stop
-  [ -n "$FUSE_PID" ] && hm_stop_pid "$FUSE_PID" 20
-  [ -n "$FUSE_MNT" ] && hm_unmount "$FUSE_MNT"
-  hm_pair_stop >/dev/null 2>&1
-  findmnt -n -o TARGET -l | grep "^$W/" | sort -r | while read -r m; do umount -l "$m"; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_init fio
 
 # setup_target NAME: sets TDIR, the directory fio writes into.
 setup_target() {
@@ -53,9 +37,7 @@ setup_target() {
     hamirror) hm_pair_start "$W/hm" || return 1; TDIR=$W/hm/primary ;;
     bindfs)
       mkdir -p "$W/bindfs/src" "$W/bindfs/mnt"
-      bindfs -f "$W/bindfs/src" "$W/bindfs/mnt" >"$W/bindfs.log" 2>&1 &
-      FUSE_PID=$! FUSE_MNT=$W/bindfs/mnt
-      hm_await_mount "$FUSE_MNT" 20 fuse || return 1
+      fuse_start "$W/bindfs/mnt" "$W/bindfs.log" bindfs -f "$W/bindfs/src" "$W/bindfs/mnt" || return 1
       TDIR=$FUSE_MNT ;;
     *) hm_die "unknown target $name" ;;
   esac
@@ -65,7 +47,7 @@ teardown_target() {
   case $1 in
     local) rm -rf "$W/local" ;;
     hamirror) hm_pair_stop || hm_log "hamirror: a daemon did not stop cleanly"; rm -rf "$W/hm" ;;
-    bindfs) hm_unmount "$FUSE_MNT"; hm_stop_pid "$FUSE_PID" 20 || true; FUSE_PID='' FUSE_MNT=''; rm -rf "$W/bindfs" ;;
+    bindfs) fuse_stop; rm -rf "$W/bindfs" ;;
   esac
 }
 
@@ -127,17 +109,13 @@ print("%.0f %.0f %.0f" % (w["iops"], p["50.000000"] / 1000, p["99.000000"] / 100
 
 active=()
 for t in $TARGETS; do
-  if [ "$t" = hamirror ] && [ ! -x "$HAMIRROR_FS" ]; then hm_log "hamirror: no binary at $HAMIRROR_FS; target skipped"; continue; fi
+  if [ "$t" = hamirror ] && ! bench_have_hamirror; then continue; fi
   active+=("$t")
 done
 hm_log "fio: targets=${active[*]} rounds=$ROUNDS seq=$SEQ_SIZE dsync=${RAND_SIZE}/${RAND_SECONDS}s, work dir $W"
 [ "$KEEP_CPUS_AWAKE" = 1 ] && hm_cpus_awake_start
-for (( r = 1; r <= ROUNDS; r++ )); do
-  n=${#active[@]}
-  for (( i = 0; i < n; i++ )); do run_one "${active[$(( (i + r - 1) % n ))]}" "$r" || true; done
-done
+bench_rounds run_one "${active[@]}"
 
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
 diff_us() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a") print "n/a"; else printf "%+.0f", a - b}'; }
 lseq=$(median ${SEQ[local]:-}); liops=$(median ${IOPS[local]:-}); lp50=$(median ${P50[local]:-}); lp99=$(median ${P99[local]:-})
 echo

@@ -22,34 +22,18 @@
 # Default runtime: 5 targets x 3 rounds x ~52 s ≈ 13 min. Run as root. Not part of ctest.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-# shellcheck source=../tests/integration/mariadb-lib.sh
-source "$REPO/tests/integration/mariadb-lib.sh"
+# shellcheck source=lib.sh
+source "$REPO/bench/lib.sh"
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-30}
 SETTLE=${SETTLE:-10}
 TARGETS=${TARGETS:-local local_fsync hamirror passthrough_ll bindfs}
-BENCH_DIR=${BENCH_DIR:-/var/tmp/hamirror-bench}
-KEEP_CPUS_AWAKE=${KEEP_CPUS_AWAKE:-1}
 PT_FLUSH_METHOD=${PT_FLUSH_METHOD:-fsync}
 [ "$(id -u)" -eq 0 ] || hm_die "run as root (FUSE mounts, mariadbd --user=root)"
 
-mkdir -p "$BENCH_DIR"
-W=$(mktemp -d "$BENCH_DIR/sb.XXXXXX")
-FUSE_PID=
-FUSE_MNT=
-cleanup() {
-  set +e
-  hm_cpus_awake_stop
-  mdb_stop >/dev/null 2>&1
-  [ -n "$FUSE_PID" ] && hm_stop_pid "$FUSE_PID" 20
-  [ -n "$FUSE_MNT" ] && hm_unmount "$FUSE_MNT"
-  hm_pair_stop >/dev/null 2>&1
-  findmnt -n -o TARGET -l | grep "^$W/" | sort -r | while read -r m; do umount -l "$m"; done
-  rm -rf "$W"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_cleanup_hook() { mdb_stop >/dev/null 2>&1; }
+bench_init sb
 
 PT_BIN=
 build_passthrough_ll() {
@@ -74,17 +58,13 @@ setup_target() {
     hamirror)
       hm_pair_start "$d" || return 1
       DATADIR=$d/primary/data ;;
-    passthrough_ll)
+    passthrough_ll | bindfs)
       mkdir -p "$d/src" "$d/mnt"
-      "$PT_BIN" -f -o source="$d/src" "$d/mnt" >"$d/fuse.log" 2>&1 &
-      FUSE_PID=$! FUSE_MNT=$d/mnt
-      hm_await_mount "$d/mnt" 20 fuse || return 1
-      DATADIR=$d/mnt/data ;;
-    bindfs)
-      mkdir -p "$d/src" "$d/mnt"
-      bindfs -f "$d/src" "$d/mnt" >"$d/fuse.log" 2>&1 &
-      FUSE_PID=$! FUSE_MNT=$d/mnt
-      hm_await_mount "$d/mnt" 20 fuse || return 1
+      if [ "$name" = passthrough_ll ]; then
+        fuse_start "$d/mnt" "$d/fuse.log" "$PT_BIN" -f -o source="$d/src" "$d/mnt" || return 1
+      else
+        fuse_start "$d/mnt" "$d/fuse.log" bindfs -f "$d/src" "$d/mnt" || return 1
+      fi
       DATADIR=$d/mnt/data ;;
     *) hm_die "unknown target $name" ;;
   esac
@@ -94,10 +74,7 @@ teardown_target() {
   local name=$1 d=$2
   case $name in
     hamirror) hm_pair_stop || hm_log "hamirror: a daemon did not stop cleanly" ;;
-    passthrough_ll | bindfs)
-      hm_unmount "$FUSE_MNT"
-      hm_stop_pid "$FUSE_PID" 20 || true
-      FUSE_PID='' FUSE_MNT='' ;;
+    passthrough_ll | bindfs) fuse_stop ;;
   esac
   rm -rf "$d"
 }
@@ -135,20 +112,14 @@ run_one() {
 active=()
 for t in $TARGETS; do
   if [ "$t" = passthrough_ll ] && ! build_passthrough_ll; then continue; fi
-  if [ "$t" = hamirror ] && [ ! -x "$HAMIRROR_FS" ]; then hm_log "hamirror: no binary at $HAMIRROR_FS; target skipped"; continue; fi
+  if [ "$t" = hamirror ] && ! bench_have_hamirror; then continue; fi
   if [ "$t" = bindfs ] && ! command -v bindfs >/dev/null; then hm_log "bindfs not installed; target skipped"; continue; fi
   active+=("$t")
 done
 hm_log "sysbench oltp_write_only: targets=${active[*]} rounds=$ROUNDS duration=${DURATION}s threads=$SB_THREADS tables=$SB_TABLES x $SB_TABLE_SIZE rows, work dir $W"
 
 [ "$KEEP_CPUS_AWAKE" = 1 ] && hm_cpus_awake_start
-for (( r = 1; r <= ROUNDS; r++ )); do
-  # Rotate the order each round so no target always runs first (or right after the same neighbour).
-  n=${#active[@]}
-  for (( i = 0; i < n; i++ )); do
-    run_one "${active[$(( (i + r - 1) % n ))]}" "$r" || true
-  done
-done
+bench_rounds run_one "${active[@]}"
 
 local_median=$(median ${TPS[local]:-})
 echo
@@ -159,9 +130,7 @@ echo "| target | tps per round | median tps | ratio to local |"
 echo "|---|---|---|---|"
 for t in "${active[@]}"; do
   m=$(median ${TPS[$t]:-})
-  ratio=n/a
-  if [ "$m" != n/a ] && [ "$local_median" != n/a ]; then ratio=$(awk -v a="$m" -v b="$local_median" 'BEGIN {printf "%.2f", a / b}'); fi
-  echo "| $t | $(echo ${TPS[$t]:-none} | sed 's/ / \/ /g') | $m | $ratio |"
+  echo "| $t | $(echo ${TPS[$t]:-none} | sed 's/ / \/ /g') | $m | $(ratio "$m" "$local_median") |"
 done
 [ "$HM_HWM" -gt 0 ] && echo && echo "hamirror-fs primary peak RSS (VmHWM) under sysbench: $(( HM_HWM / 1024 )) MiB"
 exit 0

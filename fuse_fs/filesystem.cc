@@ -833,7 +833,8 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   p->Done(r < 0 ? errno : 0);
 }
 
-void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size, off_t off) {
+void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size,
+                                 off_t off) {
   // Shipped first, then written locally while the peer applies its copy (as DRBD submits the local and
   // the remote write together): a large write costs max(local, remote) instead of their sum. Both
   // happen under data_mu, so conflicting operations keep the same order on both sides; the reply

@@ -8,6 +8,7 @@
 #define FUSE_USE_VERSION 314
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <malloc.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -110,6 +111,10 @@ int main(int argc, char** argv) {
   using hamirror::fs::Cli;
   using hamirror::fs::Role;
   hamirror::SetLogComponent("hamirror-fs");
+  // Two malloc arenas, not 8 per core: write payloads (up to 1 MiB) are allocated on a FUSE worker and
+  // freed on a shipper thread, and per-thread arenas each kept such blocks around. Measured with 64
+  // concurrent 1 MiB O_DIRECT writes: peak RSS 81 -> 59 MiB, same throughput (docs/benchmarks.md).
+  mallopt(M_ARENA_MAX, 2);
   Cli cli;
   CLI::App app{"hamirror-fs: FUSE overlay that replicates a directory synchronously to a peer"};
   app.require_subcommand(1, 1);

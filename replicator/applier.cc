@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/fs.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -152,6 +153,7 @@ class ApplierImpl final : public Applier {
   std::vector<std::thread> flush_threads_;
   std::deque<FlushJob> flush_queue_;  // guarded by flush_mu_
   std::condition_variable flush_queue_cv_;
+  std::condition_variable syncfs_cv_;  // own cv: not woken by every flush's completion
   std::thread syncfs_thread_;
   mutable std::mutex flush_mu_;
   std::condition_variable flush_cv_;
@@ -182,6 +184,7 @@ ApplierImpl::~ApplierImpl() {
   }
   flush_cv_.notify_all();
   flush_queue_cv_.notify_all();
+  syncfs_cv_.notify_all();
   for (std::thread& t : flush_threads_) t.join();
   if (syncfs_thread_.joinable()) syncfs_thread_.join();
   for (auto& [rid, r] : rids_) CloseRid(&r);
@@ -215,9 +218,16 @@ Status ApplierImpl::Init(const ApplierOptions& options) {
   // stands for a restricted environment: keep the old, simplest behaviour there).
   async_flush_ = write_ring_ok_;
   if (async_flush_) {
-    for (int i = 0; i < kFlushThreads; ++i) flush_threads_.emplace_back([this] { FlushLoop(); });
+    for (int i = 0; i < kFlushThreads; ++i)
+      flush_threads_.emplace_back([this] {
+        pthread_setname_np(pthread_self(), "hm-flush");
+        FlushLoop();
+      });
   }
-  syncfs_thread_ = std::thread([this] { SyncfsLoop(); });
+  syncfs_thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "hm-syncfs");
+    SyncfsLoop();
+  });
   ResetRids();
   return Status::Ok();
 }
@@ -633,7 +643,7 @@ int ApplierImpl::DoFsync(uint64_t seq, const proto::Fsync& f, bool* deferred) {
       ++in_flight_;
       syncfs_queue_.push_back(seq);
     }
-    flush_cv_.notify_all();
+    syncfs_cv_.notify_one();
     *deferred = true;
     return 0;
   }
@@ -845,7 +855,7 @@ void ApplierImpl::SyncfsLoop() {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(flush_mu_);
-      flush_cv_.wait(lock, [this] { return stopping_ || !syncfs_queue_.empty(); });
+      syncfs_cv_.wait(lock, [this] { return stopping_ || !syncfs_queue_.empty(); });
       if (syncfs_queue_.empty()) return;
       batch.assign(syncfs_queue_.begin(), syncfs_queue_.end());
       syncfs_queue_.clear();

@@ -8,6 +8,7 @@
 #include "replicator/shipper.h"
 
 #include <grpcpp/grpcpp.h>
+#include <pthread.h>
 #include <xxhash.h>
 
 #include <condition_variable>
@@ -168,8 +169,14 @@ void ShipperImpl::Init(std::shared_ptr<grpc::Channel> channel) {
     TearDownStream();
     return;
   }
-  sender_ = std::thread([this] { SenderLoop(); });
-  watchdog_ = std::thread([this] { WatchdogLoop(); });
+  sender_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "hm-sender");
+    SenderLoop();
+  });
+  watchdog_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "hm-watchdog");
+    WatchdogLoop();
+  });
 }
 
 void ShipperImpl::TearDownStream() {
@@ -227,7 +234,10 @@ bool ShipperImpl::Connect(Clock::time_point deadline) {
       link_ = Link::kHandshake;
       if (alone_ || stopping_) ctx_->TryCancel();
     }
-    reader_ = std::thread([this, s = stream_.get(), gen] { ReaderLoop(s, gen); });
+    reader_ = std::thread([this, s = stream_.get(), gen] {
+      pthread_setname_np(pthread_self(), "hm-acks");
+      ReaderLoop(s, gen);
+    });
     if (wrote) {
       std::unique_lock<std::mutex> lock(mu_);
       link_cv_.wait_until(lock, deadline, [&] { return link_ != Link::kHandshake || alone_ || stopping_; });
@@ -565,11 +575,6 @@ Status Shipper::Create(const ShipperOptions& options, std::unique_ptr<Shipper>* 
               static_cast<int>(std::clamp<int64_t>(options.send_timeout.count(), 500, 10000)));
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
-  // Large Write batches: a stream window and frames sized for them, so a 1 MiB write is not cut
-  // into 64 frames nor stalled waiting for window updates (loopback/LAN round trips are short, but
-  // each costs thread wake-ups on both sides).
-  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 16 << 20);
-  args.SetInt(GRPC_ARG_HTTP2_MAX_FRAME_SIZE, 1 << 20);
   args.SetMaxSendMessageSize(-1);
   args.SetMaxReceiveMessageSize(-1);
   // A private subchannel: a second Shipper (a later session) never shares a broken connection.

@@ -18,6 +18,8 @@ packages=(
   # runtime and test tools
   iproute2 iputils-ping iputils-arping attr acl procps psmisc netcat-openbsd python3 util-linux
   mariadb-server mariadb-client libmariadb-dev sysbench fio bindfs
+  # profiling the data path (docs/benchmarks.md, "Data-path tuning")
+  linux-perf
 )
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null

@@ -78,7 +78,15 @@ std::string FormatState(const proto::StateReply& r, bool verbose) {
   for (const auto& h : r.heartbeats()) {
     o << "heartbeat " << h.network() << " (" << h.peer_addr() << "): " << (h.up() ? "up" : "down");
     if (h.last_seen_ms_ago() > 0) o << ", last seen " << h.last_seen_ms_ago() << " ms ago";
+    o << ", received " << h.received() << ", sent " << h.sent();
+    if (h.send_errors() > 0) o << " (" << h.send_errors() << " send errors)";
     o << "\n";
+  }
+  if (r.has_heartbeat_drops()) {
+    const auto& d = r.heartbeat_drops();
+    o << "heartbeat drops: garbage " << d.garbage() << ", wrong cluster " << d.wrong_cluster() << ", bad tag "
+      << d.bad_tag() << ", wrong node " << d.wrong_node() << ", replayed " << d.replayed() << ", bad payload "
+      << d.bad_payload() << "\n";
   }
   for (const auto& v : r.vips())
     o << "vip " << v.addr() << (v.interface().empty() ? "" : " on " + v.interface()) << ": "

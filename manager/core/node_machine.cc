@@ -567,6 +567,12 @@ void NodeMachine::OnResyncDone(const EvResyncDone& r) {
   if (state_ == NodeState::kSecond) SetState(NodeState::kSecond, Readiness::kReady);
 }
 
+int NodeMachine::loop_count(uint64_t now_ms) const {
+  int n = 0;
+  for (uint64_t t : failures_) n += t + cfg_.loop_interval_ms > now_ms ? 1 : 0;
+  return n;
+}
+
 void NodeMachine::OnCheckFailed(const EvCheckFailed& f) {
   if (state_ == NodeState::kStop || stopping_) return;
   failures_.push_back(now_);

@@ -295,6 +295,8 @@ class NodeMachine {
 
   bool want_serve() const { return want_serve_; }
   uint64_t incarnation() const { return incarnation_; }
+  // Checker/errd failures counted against maxloop at now_ms (within loop_interval), for `state -v`.
+  int loop_count(uint64_t now_ms) const;
 
  private:
   // One queued step of a transition: run a script and wait for its EvScriptDone, or run `fn` now.

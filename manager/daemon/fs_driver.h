@@ -35,7 +35,8 @@ class FsDriver {
       : dirs_(std::move(dirs)), launch_(std::move(launch)), log_(log) {}
   bool empty() const { return dirs_.empty(); }
   // Every directory to `role`; starts hamirror-fs where none runs. Bounded (~5 s to start, 5 s per
-  // role change). Runs on the event loop: heartbeats pause meanwhile (far below production timeouts).
+  // role change). Runs on the event loop: heartbeat packets keep flowing from the heartbeat thread but
+  // repeat the last status, so the peer's core hears no news meanwhile (far below production timeouts).
   Status SetRole(manager::core::FsRole role);
   // Status of every directory (1 s deadline each).
   void FillStatus(proto::StateReply* reply);

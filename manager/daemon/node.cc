@@ -131,11 +131,12 @@ Status Node::Init() {
     return Status::InvalidArgument(cfg.cluster.file + ": a mirror module needs exactly two nodes");
 
   // Heartbeat networks: this node's and the peer's address on each <heartbeat> lan.
-  std::vector<LinkNetwork> nets;
+  std::vector<heartbeat::NetworkEndpoint> nets;
   std::string self_flow, peer_flow;
   for (const auto& hb : cfg.heart.heartbeats) {
-    LinkNetwork n;
+    heartbeat::NetworkEndpoint n;
     n.name = hb.name;
+    n.port = static_cast<uint16_t>(cfg.hamirror.heartbeat_port);
     for (const auto& node : hb.nodes) {
       if (node.name == opt_.self) n.local_addr = node.addr;
       if (node.name == peer_) n.peer_addr = node.addr;
@@ -212,7 +213,7 @@ Status Node::Init() {
   cc.witness_probe_interval_ms = std::max<uint64_t>(cc.lease_ms / 3, 50);
   cc.witness_probe_timeout_ms = std::min<uint64_t>(3000, std::max<uint64_t>(cc.lease_ms, 1000));
   // Incarnation: this process's start time (ns since epoch). The core only needs it distinct per
-  // start (a restarted peer is then heard at once); PeerLink also uses its order to drop replays.
+  // start: a restarted peer is then heard at once (the heartbeat service drops replays itself).
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   cc.incarnation = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
@@ -244,9 +245,17 @@ Status Node::Init() {
   fs_ = std::make_unique<FsDriver>(std::move(dirs), FsLaunch{opt_.fs_bin, opt_.self, cfg.hamirror.tls_dir},
                                    log_);
 
-  link_ = std::make_unique<PeerLink>(nets, cfg.hamirror.heartbeat_port, cluster_id, key.secret(), opt_.self,
-                                     peer_, cfg.heart.timeout,
-                                     [this](const core::PeerStatus& s) { Post(core::EvPeerStatus{s}); });
+  heartbeat::HeartbeatConfig hc;
+  hc.cluster_id = cluster_id;
+  hc.key = key;
+  hc.local_node = opt_.self;
+  hc.peer_node = peer_;
+  hc.networks = std::move(nets);
+  hc.pulse = cfg.heart.pulse;
+  hc.timeout = cfg.heart.timeout;
+  link_ = std::make_unique<HeartbeatBridge>(
+      std::move(hc), [this](const core::PeerStatus& s) { Post(core::EvPeerStatus{s}); },
+      [this] { Post(core::EvPeerLost{}); }, [this](core::PeerStatus* out) { return MakeStatus(out); });
   if (Status s = link_->Start(); !s.ok()) return s;
   monitor_ = std::thread([this] { MonitorLoop(); });
   if (cfg.service.boot) Post(core::EvCommand{core::Command::kStart, 0});
@@ -277,8 +286,7 @@ void Node::RequestExit(bool graceful) {
 }
 
 void Node::Run() {
-  const uint64_t pulse = opt_.cfg.heart.pulse.count();
-  uint64_t next_tick = 0, next_pulse = 0;
+  uint64_t next_tick = 0;
   bool stop_sent = false;
   uint64_t exit_deadline = 0;
   for (;;) {
@@ -287,15 +295,11 @@ void Node::Run() {
       Step(core::EvTick{});
       next_tick = now + 100;
     }
-    if (now >= next_pulse) {
-      SendHeartbeat();
-      next_pulse = now + pulse;
-    }
     std::deque<Event> batch;
     bool exiting, graceful;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      uint64_t wake = std::min(next_tick, next_pulse);
+      uint64_t wake = next_tick;
       uint64_t now2 = NowMs();
       if (events_.empty() && !exit_requested_ && wake > now2)
         cv_.wait_for(lock, milliseconds(wake - now2), [&] { return !events_.empty() || exit_requested_; });
@@ -330,6 +334,18 @@ void Node::Run() {
 }
 
 void Node::Step(const Event& ev) {
+  {
+    std::lock_guard<std::mutex> lock(machine_mu_);
+    StepLocked(ev);
+  }
+  // After the lock is released, so that the heartbeat thread can take a fresh status.
+  if (send_pending_) {
+    send_pending_ = false;
+    link_->SendNow();
+  }
+}
+
+void Node::StepLocked(const Event& ev) {
   const auto before_state = machine_->state();
   const auto before_ready = machine_->readiness();
   std::vector<core::Action> actions = machine_->Step(NowMs(), ev);
@@ -396,7 +412,7 @@ void Node::Apply(const core::Action& a) {
     Status s = store_->Save(p->facts);
     if (!s.ok()) log_->Error("persist state: " + s.ToString());
   } else if (std::holds_alternative<core::ActSendStatus>(a)) {
-    SendHeartbeat();
+    send_pending_ = true;  // sent when the step is over (Step)
   } else if (const auto* pw = std::get_if<core::ActProbeWitness>(&a)) {
     ProbeWitnessAsync(pw->probe_id);
   } else if (auto* r = std::get_if<core::ActCommandReply>(&a)) {
@@ -484,7 +500,12 @@ void Node::ReapWorkers(bool all) {
   }
 }
 
-void Node::SendHeartbeat() { link_->Send(machine_->MakeHeartbeat(NowMs())); }
+bool Node::MakeStatus(core::PeerStatus* out) {
+  std::unique_lock<std::mutex> lock(machine_mu_, std::try_to_lock);
+  if (!lock.owns_lock()) return false;
+  *out = machine_->MakeHeartbeat(NowMs());
+  return true;
+}
 
 void Node::UpdateSnapshot() {
   proto::StateReply r;
@@ -507,6 +528,7 @@ void Node::UpdateSnapshot() {
     p->set_data_uptodate(ps->data.data == core::DataState::kUpToDate);
   }
   r.set_maxloop(opt_.cfg.service.maxloop);
+  r.set_loop_count(static_cast<uint32_t>(machine_->loop_count(NowMs())));
   std::lock_guard<std::mutex> lock(snap_mu_);
   snapshot_ = std::move(r);
 }
@@ -523,7 +545,18 @@ void Node::FillState(bool verbose, proto::StateReply* reply) {
     h->set_peer_addr(n.peer_addr);
     h->set_up(n.up);
     h->set_last_seen_ms_ago(n.last_seen_ms_ago < 0 ? 0 : n.last_seen_ms_ago + 1);
+    h->set_received(n.received);
+    h->set_sent(n.sent);
+    h->set_send_errors(n.send_errors);
   }
+  const heartbeat::DropCounters d = link_->drops();
+  auto* hd = reply->mutable_heartbeat_drops();
+  hd->set_garbage(d.garbage);
+  hd->set_wrong_cluster(d.wrong_cluster);
+  hd->set_bad_tag(d.bad_tag);
+  hd->set_wrong_node(d.wrong_node);
+  hd->set_replayed(d.replayed);
+  hd->set_bad_payload(link_->bad_payloads());
   for (size_t i = 0; i < vips_.size(); ++i) {
     auto* v = reply->add_vips();
     v->set_addr(vips_[i].addr);

@@ -3,7 +3,8 @@
 // admin commands, script completions, watchdog/checker failures and witness probes come in as
 // events through one queue; the machine's actions are executed in order by the effects (scripts
 // on worker threads, VIP via netlink + gratuitous ARP, hamirror-fs role via its control socket,
-// persisted facts via StateStore, status datagrams via PeerLink).
+// persisted facts via StateStore, heartbeats via HeartbeatBridge). Heartbeats are sent by the
+// heartbeat service's own thread every pulse; each carries a fresh core status taken between steps.
 // Implements admin::NodeControl for the admin server (thread-safe snapshot + command queue).
 #pragma once
 
@@ -22,7 +23,7 @@
 #include "manager/config/config.h"
 #include "manager/core/node_machine.h"
 #include "manager/daemon/fs_driver.h"
-#include "manager/daemon/peer_link.h"
+#include "manager/daemon/heartbeat_bridge.h"
 #include "manager/daemon/state_store.h"
 #include "manager/scripts/script_runner.h"
 #include "manager/vip/garp.h"
@@ -67,10 +68,11 @@ class Node : public admin::NodeControl {
   void Post(Event ev);
   uint64_t NowMs() const;
   void Step(const Event& ev);
+  void StepLocked(const Event& ev);
   void Apply(const manager::core::Action& a);
   void RunScriptAsync(manager::core::Script script, bool force);
   void ProbeWitnessAsync(uint64_t probe_id);
-  void SendHeartbeat();
+  bool MakeStatus(manager::core::PeerStatus* out);  // heartbeat thread; false while a step runs
   void UpdateSnapshot();
   void MonitorLoop();  // errd + checkers + VIP check + fs status, off the event loop
   void ReapWorkers(bool all);
@@ -80,7 +82,11 @@ class Node : public admin::NodeControl {
   std::string peer_;
   std::unique_ptr<manager::core::NodeMachine> machine_;
   std::unique_ptr<StateStore> store_;
-  std::unique_ptr<PeerLink> link_;
+  std::unique_ptr<HeartbeatBridge> link_;
+  // Held by the event loop for a whole step (core step + its actions), so that a heartbeat never
+  // carries a state whose persisted facts are not stored yet; the heartbeat thread only try-locks it.
+  std::mutex machine_mu_;
+  bool send_pending_ = false;  // an ActSendStatus was applied during the current step
   std::unique_ptr<FsDriver> fs_;
   std::vector<vip::VipAddress> vips_;
   std::vector<bool> vip_arp_;

@@ -1,21 +1,17 @@
-// Wire format of the node status datagram that hamirrord sends every pulse on every heartbeat
-// network: the core's PeerStatus (state, data generations, lease echo, swap/split-brain flags),
-// authenticated with HMAC-SHA256 under the cluster's heartbeat key.
+// Payload codec of the core's PeerStatus inside a heartbeat packet (manager/heartbeat): every field of
+// the status, so the state machine's promises hold on the wire (want_serve carries the connected
+// promotion handshake: without it both nodes could promote at once).
 //
-// Why not the heartbeat module's packet: its PeerSummary has room for a few small integers only,
-// while the state machine needs generations (counter + author), heartbeat echo numbers for the lease
-// and handover flags. Until the heartbeat packet grows an opaque payload, this datagram is the
-// heartbeat: the core detects peer loss from its silence.
+// The heartbeat packet already authenticates (HMAC under the cluster key), names sender and
+// receiver, carries the cluster id and drops replays; this is only the opaque payload it carries.
 //
-// Layout: one text line "HMST2 <cluster_id> <incarnation> <to> <from> <state> <readiness> <data>
-// <cur.counter> <cur.author> <base.counter> <base.author> <last_role> <seq> <echo_seq> <flags>
-// <echo_incarnation> <split_brain_persisted>\n"
-// (flags: 1 handing_over, 2 swap_request, 4 split_brain, 8 want_serve, 16 prefer_second)
-// ("-" for an empty author) followed by a 32-byte HMAC tag over the line. Text keeps it debuggable
-// with tcpdump; the size stays far below any MTU.
+// Layout: one text line "HMST2 <incarnation> <from> <state> <readiness> <data> <cur.counter>
+// <cur.author> <base.counter> <base.author> <last_role> <split_brain 0|1> <data.incarnation> <seq>
+// <echo_incarnation> <echo_seq> <flags>\n" ("-" for an empty name; flags: 1 handing_over,
+// 2 swap_request, 4 split_brain, 8 want_serve, 16 prefer_second). Text keeps it debuggable with tcpdump; it
+// stays far below heartbeat::kMaxPayload (names are at most heartbeat::kMaxNodeName bytes).
 #pragma once
 
-#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -23,16 +19,8 @@
 
 namespace hamirror::daemon {
 
-struct StatusDatagram {
-  uint64_t cluster_id = 0;
-  std::string to;
-  manager::core::PeerStatus status;  // every field is carried; status.from is the sender
-};
-
-std::string EncodeStatus(const StatusDatagram& d, const std::string& key);
-
-enum class StatusDecode { kOk, kGarbage, kBadTag, kWrongCluster };
-StatusDecode DecodeStatus(std::string_view data, const std::string& key, uint64_t expected_cluster_id,
-                          StatusDatagram* out);
+std::string EncodeStatus(const manager::core::PeerStatus& status);
+// False for anything that is not a well-formed HMST2 line (*out is then untouched).
+bool DecodeStatus(std::string_view data, manager::core::PeerStatus* out);
 
 }  // namespace hamirror::daemon

@@ -143,6 +143,23 @@ Status ResolveWithCache(nl_cache* cache, const VipAddress& vip, VipAddress* out,
   return Status::Ok();
 }
 
+// What Add, Remove, Held and ResolveVip all start from: a netlink socket, a dump of the addresses and
+// the VIP resolved against that dump.
+struct Lookup {
+  SockPtr sock;
+  CachePtr cache;
+  IpAddr ip;
+  int ifindex = 0;
+};
+
+// Connect/dump errors are IoError or Internal, never NotFound: a NotFound comes from resolving.
+Status LookUp(const VipAddress& vip, Lookup* l, VipAddress* resolved) {
+  Status s = Connect(&l->sock);
+  if (s.ok()) s = LoadAddrs(l->sock.get(), &l->cache);
+  if (!s.ok()) return s;
+  return ResolveWithCache(l->cache.get(), vip, resolved, &l->ip, &l->ifindex);
+}
+
 std::string Label(const VipAddress& vip) {
   if (vip.label.empty()) return "";
   std::string label = vip.interface;
@@ -165,28 +182,18 @@ Status FindInterfaceForAddress(const std::string& addr, std::string* interface, 
 }
 
 Status ResolveVip(const VipAddress& vip, VipAddress* resolved) {
-  SockPtr sock;
-  CachePtr cache;
-  Status s = Connect(&sock);
-  if (s.ok()) s = LoadAddrs(sock.get(), &cache);
-  if (!s.ok()) return s;
-  IpAddr ip;
-  int ifindex = 0;
-  return ResolveWithCache(cache.get(), vip, resolved, &ip, &ifindex);
+  Lookup l;
+  return LookUp(vip, &l, resolved);
 }
 
 Status Add(const VipAddress& vip) {
-  SockPtr sock;
-  CachePtr cache;
-  Status s = Connect(&sock);
-  if (s.ok()) s = LoadAddrs(sock.get(), &cache);
-  if (!s.ok()) return s;
+  Lookup l;
   VipAddress r;
-  IpAddr ip;
-  int ifindex = 0;
-  s = ResolveWithCache(cache.get(), vip, &r, &ip, &ifindex);
+  Status s = LookUp(vip, &l, &r);
   if (!s.ok()) return s;
-  if (FindHeld(cache.get(), ip, ifindex) != nullptr) return Status::Ok();
+  const IpAddr& ip = l.ip;
+  const int ifindex = l.ifindex;
+  if (FindHeld(l.cache.get(), ip, ifindex) != nullptr) return Status::Ok();
 
   std::unique_ptr<rtnl_addr, AddrDeleter> addr(rtnl_addr_alloc());
   std::unique_ptr<nl_addr, NlAddrDeleter> local(nl_addr_build(ip.family, ip.bytes, ip.len()));
@@ -200,7 +207,7 @@ Status Add(const VipAddress& vip) {
     if (!label.empty()) err = rtnl_addr_set_label(addr.get(), label.c_str());
   }
   if (err == 0 && ip.family == AF_INET6) rtnl_addr_set_flags(addr.get(), IFA_F_NODAD);
-  if (err == 0) err = rtnl_addr_add(sock.get(), addr.get(), 0);
+  if (err == 0) err = rtnl_addr_add(l.sock.get(), addr.get(), 0);
   if (err < 0 && err != -NLE_EXIST) {
     return Status::IoError("add VIP " + r.addr + "/" + std::to_string(r.prefix_len) + " on " + r.interface +
                            ": " + nl_geterror(err));
@@ -210,21 +217,15 @@ Status Add(const VipAddress& vip) {
 }
 
 Status Remove(const VipAddress& vip) {
-  SockPtr sock;
-  CachePtr cache;
-  Status s = Connect(&sock);
-  if (s.ok()) s = LoadAddrs(sock.get(), &cache);
-  if (!s.ok()) return s;
+  Lookup l;
   VipAddress r;
-  IpAddr ip;
-  int ifindex = 0;
-  s = ResolveWithCache(cache.get(), vip, &r, &ip, &ifindex);
+  Status s = LookUp(vip, &l, &r);
   if (s.code() == Status::Code::kNotFound) return Status::Ok();  // interface gone: the address is gone too
   if (!s.ok()) return s;
   // Delete the kernel's own object: it carries the exact prefix and label the kernel matches on.
-  rtnl_addr* held = FindHeld(cache.get(), ip, ifindex);
+  rtnl_addr* held = FindHeld(l.cache.get(), l.ip, l.ifindex);
   if (held == nullptr) return Status::Ok();
-  const int err = rtnl_addr_delete(sock.get(), held, 0);
+  const int err = rtnl_addr_delete(l.sock.get(), held, 0);
   if (err < 0 && err != -NLE_NOADDR && err != -NLE_OBJ_NOTFOUND) {
     return Status::IoError("remove VIP " + r.addr + " from " + r.interface + ": " + nl_geterror(err));
   }
@@ -233,14 +234,10 @@ Status Remove(const VipAddress& vip) {
 }
 
 bool Held(const VipAddress& vip) {
-  SockPtr sock;
-  CachePtr cache;
-  if (!Connect(&sock).ok() || !LoadAddrs(sock.get(), &cache).ok()) return false;
+  Lookup l;
   VipAddress r;
-  IpAddr ip;
-  int ifindex = 0;
-  if (!ResolveWithCache(cache.get(), vip, &r, &ip, &ifindex).ok()) return false;
-  return FindHeld(cache.get(), ip, ifindex) != nullptr;
+  if (!LookUp(vip, &l, &r).ok()) return false;
+  return FindHeld(l.cache.get(), l.ip, l.ifindex) != nullptr;
 }
 
 }  // namespace hamirror::vip

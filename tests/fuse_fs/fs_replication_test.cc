@@ -374,3 +374,42 @@ TEST_CASE("primary+secondary: concurrent workloads (own subtrees + one shared fi
   INFO("seed " << seed << "\n" << pair.Logs());
   REQUIRE(CompareTrees(pair.a_, pair.b_) == "");
 }
+
+TEST_CASE("primary: a write that fails locally is answered with its errno and recorded dirty",
+          "[fuse_fs][replication]") {
+  // Writes are shipped before the local pwrite (the two overlap), so a local failure must still reach
+  // the application and leave the range in the dirty-zone record. ext4 refuses offsets past 16 TiB
+  // with EFBIG while the FUSE mount accepts them: a failure that needs no fault injection.
+  Pair pair;
+  const off_t kBeyondExt4 = off_t{1} << 44;
+  {
+    int probe = openat(pair.under_a_, ".", O_TMPFILE | O_WRONLY, 0600);
+    if (probe < 0) probe = open((pair.a_ + "/probe").c_str(), O_CREAT | O_WRONLY, 0600);
+    REQUIRE(probe >= 0);
+    const bool efbig = pwrite(probe, "x", 1, kBeyondExt4) < 0 && errno == EFBIG;
+    close(probe);
+    unlink((pair.a_ + "/probe").c_str());
+    if (!efbig) {
+      WARN("the test directory's file system accepts 16 TiB offsets: nothing to check here");
+      return;
+    }
+  }
+  REQUIRE(pair.Start().ok());
+  int fd = open((pair.a_ + "/big").c_str(), O_CREAT | O_WRONLY, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(pwrite(fd, "head", 4, 0) == 4);
+  errno = 0;
+  CHECK(pwrite(fd, "tail", 4, kBeyondExt4) == -1);
+  CHECK(errno == EFBIG);
+  // The file system carries on: later writes are replicated as usual.
+  REQUIRE(pwrite(fd, "more", 4, 4) == 4);
+  close(fd);
+  FsStatus st;
+  REQUIRE(pair.primary.GetStatus(&st).ok());
+  INFO(st.ShortDebugString() << "\n" << pair.Logs());
+  CHECK(st.role() == hamirror::proto::FS_ROLE_PRIMARY);
+  CHECK(st.dirty_files() >= 1);
+  CHECK(ReadAt(pair.under_b_, "big", 0, 8) == "headmore");
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+}

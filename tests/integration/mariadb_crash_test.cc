@@ -13,8 +13,8 @@
 #include <thread>
 
 #include "tests/integration/bank_workload.h"
-#include "tests/integration/mariadb_server.h"
-#include "tests/integration/mirror_pair.h"
+#include "tests/integration/mirrored_mariadb.h"
+#include "tests/integration/require_ok.h"
 #include "tests/integration/test_env.h"
 
 namespace hamirror::itest {
@@ -36,28 +36,13 @@ TEST_CASE(
 
   for (long round = 1; round <= rounds; ++round) {
     INFO("round " << round << " of " << rounds << " (seed " << seed << ")");
-    TempDir tmp("hm-crash-");
-    MirrorPair pair(tmp.Sub("m"));
-    Status s = pair.Start();
-    INFO(s.ToString());
-    REQUIRE(s.ok());
-
-    REQUIRE(MakeDirs(tmp.Sub("run-p")).ok());
-    MariaDbOptions po;
-    po.datadir = pair.primary_dir();
-    po.rundir = tmp.Sub("run-p");
-    MariaDbServer primary_db(po);
-    s = primary_db.InstallDb();
-    INFO(s.ToString());
-    REQUIRE(s.ok());
-    s = primary_db.Start();
-    INFO(s.ToString());
-    REQUIRE(s.ok());
+    MirroredMariaDb env("hm-crash");
+    MirrorPair& pair = env.pair;
+    MariaDbServer& primary_db = env.primary_db;
+    REQUIRE_OK(env.StartPrimary());
 
     BankWorkload bank(primary_db.socket_path(), BankOptions());
-    s = bank.Setup();
-    INFO(s.ToString());
-    REQUIRE(s.ok());
+    REQUIRE_OK(bank.Setup());
     REQUIRE(bank.StartClients().ok());
     // Await a first batch of commits (a condition, bounded), then pick a random crash instant.
     const auto load_start = Clock::now();
@@ -81,17 +66,11 @@ TEST_CASE(
     bank.Stop();
 
     // The secondary lost its peer; stop it cleanly so its directory shows the replicated files.
-    s = pair.StopSecondary();
-    INFO(s.ToString());
-    REQUIRE(s.ok());
+    REQUIRE_OK(pair.StopSecondary());
 
-    REQUIRE(MakeDirs(tmp.Sub("run-s")).ok());
-    MariaDbOptions so;
-    so.datadir = pair.secondary_dir();
-    so.rundir = tmp.Sub("run-s");
-    MariaDbServer secondary_db(so);
+    MariaDbServer& secondary_db = env.secondary_db;
     const auto recovery_start = Clock::now();
-    s = secondary_db.Start();
+    Status s = secondary_db.Start();
     const long recovery_ms = Ms(Clock::now() - recovery_start);
     INFO(s.ToString());
     REQUIRE(s.ok());
@@ -104,9 +83,7 @@ TEST_CASE(
     INFO(s.ToString() << " " << report.ToString());
     CHECK(s.ok());
     if (s.ok()) ++passed;
-    Status stop = secondary_db.Stop();
-    INFO(stop.ToString());
-    CHECK(stop.ok());
+    CHECK_OK(secondary_db.Stop());
   }
   std::cout << "crash-summary: passed=" << passed << "/" << rounds << " seed=" << seed << std::endl;
 }

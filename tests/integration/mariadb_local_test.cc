@@ -11,12 +11,13 @@
 #include "tests/integration/mariadb_server.h"
 #include "tests/integration/sql_client.h"
 #include "tests/integration/test_env.h"
+#include "tests/support/daemon.h"
 
 namespace hamirror::itest {
 namespace {
 
 TEST_CASE("MariaDB harness: install, start, crash, recover, stop on a local directory", "[mariadb]") {
-  TempDir tmp("hm-db-");
+  test::TempDir tmp("hm-db");
   REQUIRE(MakeDirs(tmp.Sub("data")).ok());
   MariaDbOptions opts;
   opts.datadir = tmp.Sub("data");

@@ -29,7 +29,7 @@ Status MariaDbServer::InstallDb() {
                                    "--innodb-log-file-size=" + options_.log_file_size};
   // The bootstrap server opens the system tablespace too: same flush method as the real one.
   if (!options_.flush_method.empty()) argv.push_back("--innodb-flush-method=" + options_.flush_method);
-  return RunProgram(argv, options_.rundir + "/install-db.log", std::chrono::seconds(180));
+  return test::RunProgram(argv, options_.rundir + "/install-db.log", std::chrono::seconds(180));
 }
 
 Status MariaDbServer::Start(std::chrono::milliseconds timeout) {

@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "common/status.h"
-#include "tests/integration/child_process.h"
+#include "tests/support/daemon.h"
 
 namespace hamirror::itest {
 
@@ -46,12 +46,12 @@ class MariaDbServer {
   bool running() const { return process_.running(); }
   std::string socket_path() const { return options_.rundir + "/mysqld.sock"; }
   std::string error_log() const { return options_.rundir + "/error.log"; }
-  std::string ErrorLogTail(size_t max_bytes = 4000) const { return FileTail(error_log(), max_bytes); }
+  std::string ErrorLogTail(size_t max_bytes = 4000) const { return test::FileTail(error_log(), max_bytes); }
   const MariaDbOptions& options() const { return options_; }
 
  private:
   MariaDbOptions options_;
-  ChildProcess process_;
+  test::Daemon process_;
 };
 
 }  // namespace hamirror::itest

@@ -6,8 +6,8 @@
 #include <iostream>
 #include <map>
 
-#include "tests/integration/mariadb_server.h"
-#include "tests/integration/mirror_pair.h"
+#include "tests/integration/mirrored_mariadb.h"
+#include "tests/integration/require_ok.h"
 #include "tests/integration/sql_client.h"
 #include "tests/integration/sysbench_runner.h"
 #include "tests/integration/test_env.h"
@@ -65,89 +65,53 @@ Status CheckAllTables(const std::string& socket_path, int* checked) {
 
 TEST_CASE("MariaDB sysbench on a hamirror primary: the secondary's copy has identical tables",
           "[mariadb][hamirror]") {
-  TempDir tmp("hm-sb-");
-  MirrorPair pair(tmp.Sub("m"));
-  Status s = pair.Start();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-
-  REQUIRE(MakeDirs(tmp.Sub("run-p")).ok());
-  MariaDbOptions po;
-  po.datadir = pair.primary_dir();
-  po.rundir = tmp.Sub("run-p");
-  MariaDbServer primary_db(po);
-  s = primary_db.InstallDb();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-  s = primary_db.Start();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  MirroredMariaDb env("hm-sb");
+  const test::TempDir& tmp = env.tmp;
+  MirrorPair& pair = env.pair;
+  MariaDbServer& primary_db = env.primary_db;
+  REQUIRE_OK(env.StartPrimary());
 
   SysbenchOptions sb;
   sb.seconds = static_cast<int>(EnvLong("HAMIRROR_SYSBENCH_SECONDS", 20));
   sb.tables = 4;
   sb.table_size = 10000;
   sb.threads = 4;
-  s = SysbenchPrepare(primary_db.socket_path(), sb, tmp.Sub("sysbench-prepare.log"));
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  REQUIRE_OK(SysbenchPrepare(primary_db.socket_path(), sb, tmp.Sub("sysbench-prepare.log")));
   double tps = 0;
-  s = SysbenchRun(primary_db.socket_path(), sb, tmp.Sub("sysbench-run.log"), &tps);
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  REQUIRE_OK(SysbenchRun(primary_db.socket_path(), sb, tmp.Sub("sysbench-run.log"), &tps));
   std::cout << "sysbench oltp_write_only on hamirror primary: " << tps << " tps (" << sb.seconds << " s, "
             << sb.threads << " threads)" << std::endl;
   CHECK(tps > 0);
 
   std::map<std::string, std::string> want;
-  s = SysbenchChecksums(primary_db.socket_path(), sb.tables, &want);
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  REQUIRE_OK(SysbenchChecksums(primary_db.socket_path(), sb.tables, &want));
   bool connected = false;
   uint64_t ops = 0;
   std::string err;
-  s = pair.PrimaryStatus(&connected, &ops, &err);
+  Status s = pair.PrimaryStatus(&connected, &ops, &err);
   INFO(s.ToString() << " last_error=" << err);
   CHECK(s.ok());
   CHECK(connected);  // the peer stayed connected through the run: nothing went to the dirty record only
   CHECK(ops > 0);
 
-  s = primary_db.Stop();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-  s = pair.StopPrimary();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
-  s = pair.StopSecondary();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  REQUIRE_OK(primary_db.Stop());
+  REQUIRE_OK(pair.StopPrimary());
+  REQUIRE_OK(pair.StopSecondary());
 
   // Both underlying trees, entry for entry: content, sizes, modes, owners, links, xattrs, mtimes.
   const std::string tree_diff = hamirror::test::CompareTrees(pair.primary_dir(), pair.secondary_dir());
   INFO("first difference between the two copies: " << tree_diff);
   CHECK(tree_diff.empty());
 
-  REQUIRE(MakeDirs(tmp.Sub("run-s")).ok());
-  MariaDbOptions so;
-  so.datadir = pair.secondary_dir();
-  so.rundir = tmp.Sub("run-s");
-  MariaDbServer secondary_db(so);
-  s = secondary_db.Start();
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  MariaDbServer& secondary_db = env.secondary_db;
+  REQUIRE_OK(secondary_db.Start());
   int checked = 0;
-  s = CheckAllTables(secondary_db.socket_path(), &checked);
-  INFO(s.ToString());
-  CHECK(s.ok());
+  CHECK_OK(CheckAllTables(secondary_db.socket_path(), &checked));
   CHECK(checked >= sb.tables);
   std::map<std::string, std::string> got;
-  s = SysbenchChecksums(secondary_db.socket_path(), sb.tables, &got);
-  INFO(s.ToString());
-  REQUIRE(s.ok());
+  REQUIRE_OK(SysbenchChecksums(secondary_db.socket_path(), sb.tables, &got));
   CHECK(got == want);
-  s = secondary_db.Stop();
-  INFO(s.ToString());
-  CHECK(s.ok());
+  CHECK_OK(secondary_db.Stop());
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 
 #include "proto/fs_control.grpc.pb.h"
 #include "tests/integration/test_env.h"
+#include "tests/support/daemon.h"
 
 namespace hamirror::itest {
 
@@ -27,8 +28,8 @@ MirrorPair::MirrorPair(std::string base_dir) : base_(std::move(base_dir)) {}
 MirrorPair::~MirrorPair() {
   primary_.Kill();
   secondary_.Kill();
-  LazyUnmountTree(primary_dir());
-  LazyUnmountTree(secondary_dir());
+  test::UnmountTree(primary_dir());
+  test::UnmountTree(secondary_dir());
 }
 
 Status MirrorPair::Start(std::chrono::milliseconds timeout) {
@@ -40,7 +41,7 @@ Status MirrorPair::Start(std::chrono::milliseconds timeout) {
     Status s = MakeDirs(d);
     if (!s.ok()) return s;
   }
-  port_ = FreeLoopbackPort();
+  port_ = test::PickFreePort();
   if (port_ <= 0) return Status::IoError("no free loopback port");
   std::string addr = "127.0.0.1:" + std::to_string(port_);
   const std::string bin = HamirrorFsBinary();
@@ -51,7 +52,7 @@ Status MirrorPair::Start(std::chrono::milliseconds timeout) {
                                base_ + "/secondary.ctl", "--insecure"},
                               base_ + "/secondary.log");
   if (!s.ok()) return s;
-  s = AwaitMount(secondary_dir(), "fuse", true, left());
+  s = test::WaitForMount(secondary_dir(), secondary_.pid(), left());
   if (!s.ok()) return Status::IoError("secondary: " + s.ToString() + "\n" + LogTails());
   while (!IsListening(port_)) {
     if (secondary_.Exited() || left().count() <= 0) {
@@ -64,7 +65,7 @@ Status MirrorPair::Start(std::chrono::milliseconds timeout) {
       {bin, "primary", "--dir", primary_dir(), "--peer", addr, "--control", control_socket(), "--insecure"},
       base_ + "/primary.log");
   if (!s.ok()) return s;
-  s = AwaitMount(primary_dir(), "fuse", true, left());
+  s = test::WaitForMount(primary_dir(), primary_.pid(), left());
   if (!s.ok()) return Status::IoError("primary: " + s.ToString() + "\n" + LogTails());
 
   // Writes before the peer is connected would go to the dirty-zone record instead of the secondary.
@@ -101,16 +102,16 @@ Status MirrorPair::PrimaryStatus(bool* peer_connected, uint64_t* ops_shipped, st
 }
 
 namespace {
-Status StopDaemon(ChildProcess& p, const std::string& dir, const char* what,
+Status StopDaemon(test::Daemon& p, const std::string& dir, const char* what,
                   std::chrono::milliseconds timeout, const std::string& tails) {
   if (!p.running()) return Status::Ok();
   Status s = p.Stop(timeout);
   if (!s.ok()) {
-    LazyUnmountTree(dir);
+    test::UnmountTree(dir);
     return Status::IoError(std::string(what) + " stop: " + s.ToString() + "\n" + tails);
   }
-  if (IsMountPoint(dir, "fuse")) {
-    LazyUnmountTree(dir);
+  if (test::IsMountedAs(dir)) {
+    test::UnmountTree(dir);
     return Status::IoError(std::string(what) + " exited but left " + dir + " mounted\n" + tails);
   }
   return Status::Ok();
@@ -129,12 +130,12 @@ void MirrorPair::SignalKillPrimary() { primary_.Signal(SIGKILL); }
 
 void MirrorPair::ReapKilledPrimary() {
   primary_.Kill();
-  LazyUnmountTree(primary_dir());
+  test::UnmountTree(primary_dir());
 }
 
 std::string MirrorPair::LogTails() const {
-  return "--- secondary log tail:\n" + FileTail(base_ + "/secondary.log", 2000) + "--- primary log tail:\n" +
-         FileTail(base_ + "/primary.log", 2000);
+  return "--- secondary log tail:\n" + test::FileTail(base_ + "/secondary.log", 2000) +
+         "--- primary log tail:\n" + test::FileTail(base_ + "/primary.log", 2000);
 }
 
 }  // namespace hamirror::itest

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "common/status.h"
-#include "tests/integration/child_process.h"
+#include "tests/support/daemon.h"
 
 namespace hamirror::itest {
 
@@ -45,8 +45,8 @@ class MirrorPair {
  private:
   std::string base_;
   int port_ = -1;
-  ChildProcess secondary_;
-  ChildProcess primary_;
+  test::Daemon secondary_;
+  test::Daemon primary_;
 };
 
 }  // namespace hamirror::itest

@@ -3,9 +3,9 @@
 #include <regex>
 #include <vector>
 
-#include "tests/integration/child_process.h"
 #include "tests/integration/sql_client.h"
 #include "tests/integration/test_env.h"
+#include "tests/support/daemon.h"
 
 namespace hamirror::itest {
 
@@ -32,14 +32,14 @@ Status SysbenchPrepare(const std::string& socket_path, const SysbenchOptions& o,
   Status s = c.Connect(socket_path);
   if (s.ok()) s = c.Exec("CREATE DATABASE IF NOT EXISTS sbtest");
   if (!s.ok()) return s;
-  return RunProgram(Args(socket_path, o, "prepare"), log_path, std::chrono::seconds(300));
+  return test::RunProgram(Args(socket_path, o, "prepare"), log_path, std::chrono::seconds(300));
 }
 
 Status SysbenchRun(const std::string& socket_path, const SysbenchOptions& o, const std::string& log_path,
                    double* tps) {
-  Status s = RunProgram(Args(socket_path, o, "run"), log_path, std::chrono::seconds(o.seconds + 120));
+  Status s = test::RunProgram(Args(socket_path, o, "run"), log_path, std::chrono::seconds(o.seconds + 120));
   if (!s.ok()) return s;
-  std::string out = FileTail(log_path, 1 << 16);
+  std::string out = test::FileTail(log_path, 1 << 16);
   std::smatch m;
   static const std::regex kTps(R"(transactions:\s+(\d+)\s+\(([0-9.]+) per sec\.\))");
   if (!std::regex_search(out, m, kTps)) return Status::IoError("no transactions line in " + log_path);

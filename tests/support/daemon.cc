@@ -79,6 +79,7 @@ Daemon::~Daemon() { Kill(); }
 
 Status Daemon::Start(const std::vector<std::string>& argv, const std::string& log_path) {
   if (pid_ > 0) return Status::Internal("daemon already running");
+  if (argv.empty()) return Status::InvalidArgument("Daemon::Start: empty argv");
   log_path_ = log_path;
   int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (fd < 0) return Status::FromErrno("open " + log_path, errno);
@@ -86,6 +87,11 @@ Status Daemon::Start(const std::vector<std::string>& argv, const std::string& lo
   close(fd);
   if (pid_ < 0) return Status::FromErrno("fork", errno);
   return Status::Ok();
+}
+
+void Daemon::Reaped(int wait_status) {
+  wait_status_ = wait_status;
+  pid_ = -1;
 }
 
 void Daemon::Signal(int sig) {
@@ -96,7 +102,7 @@ bool Daemon::Exited() {
   if (pid_ <= 0) return true;
   int st;
   if (waitpid(pid_, &st, WNOHANG) == pid_) {
-    pid_ = -1;
+    Reaped(st);
     return true;
   }
   return false;
@@ -109,7 +115,7 @@ Status Daemon::WaitExit(std::chrono::milliseconds timeout, int* wait_status) {
     int st;
     pid_t r = waitpid(pid_, &st, WNOHANG);
     if (r == pid_) {
-      pid_ = -1;
+      Reaped(st);
       if (wait_status) *wait_status = st;
       return Status::Ok();
     }
@@ -137,15 +143,36 @@ Status Daemon::Stop(std::chrono::milliseconds timeout) {
 void Daemon::Kill() {
   if (pid_ <= 0) return;
   kill(pid_, SIGKILL);
-  int st;
+  int st = 0;
   waitpid(pid_, &st, 0);
-  pid_ = -1;
+  Reaped(st);
 }
 
-std::string Daemon::LogTail(size_t max_bytes) const {
-  std::ifstream in(log_path_, std::ios::binary);
+std::string Daemon::LogTail(size_t max_bytes) const { return FileTail(log_path_, max_bytes); }
+
+std::string FileTail(const std::string& path, size_t max_bytes) {
+  std::ifstream in(path, std::ios::binary);
   std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   return s.size() > max_bytes ? s.substr(s.size() - max_bytes) : s;
+}
+
+Status RunProgram(const std::vector<std::string>& argv, const std::string& log_path,
+                  std::chrono::milliseconds timeout) {
+  Daemon child;
+  Status s = child.Start(argv, log_path);
+  if (!s.ok()) return s;
+  int ws = 0;
+  s = child.WaitExit(timeout, &ws);
+  if (!s.ok()) {
+    child.Kill();
+    return Status::Timeout(argv[0] + " did not finish within " + std::to_string(timeout.count()) +
+                           " ms; log tail:\n" + FileTail(log_path));
+  }
+  if (!WIFEXITED(ws) || WEXITSTATUS(ws) != 0) {
+    return Status::IoError(argv[0] + " failed (wait status " + std::to_string(ws) + "); log tail:\n" +
+                           FileTail(log_path));
+  }
+  return Status::Ok();
 }
 
 Status RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout, int* exit_code,
@@ -227,6 +254,15 @@ Status Unmount(const std::string& dir) {
   return Status::Internal(dir + ": still mounted after repeated unmounts");
 }
 
+void UnmountTree(const std::string& dir) {
+  // Mountinfo lists a mount after the one it sits on: walking it backwards unmounts deepest first.
+  std::vector<std::string> below;
+  for (const auto& [mp, type] : Mounts()) {
+    if (mp == dir || mp.rfind(dir + "/", 0) == 0) below.push_back(mp);
+  }
+  for (auto it = below.rbegin(); it != below.rend(); ++it) Unmount(*it);
+}
+
 int PickFreePort() {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return -1;
@@ -254,12 +290,7 @@ TempDir::TempDir(const std::string& prefix) {
 
 TempDir::~TempDir() {
   if (path_.empty()) return;
-  // Deepest mounts first.
-  std::vector<std::string> below;
-  for (const auto& [mp, type] : Mounts()) {
-    if (mp == path_ || mp.rfind(path_ + "/", 0) == 0) below.push_back(mp);
-  }
-  for (auto it = below.rbegin(); it != below.rend(); ++it) Unmount(*it);
+  UnmountTree(path_);
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }

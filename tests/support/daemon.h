@@ -21,9 +21,12 @@ class Daemon {
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
 
+  // Starts argv[0] (looked up in PATH) with stdout+stderr appended to log_path.
   Status Start(const std::vector<std::string>& argv, const std::string& log_path);
   pid_t pid() const { return pid_; }
   bool running() const { return pid_ > 0; }
+  // Wait status (as from waitpid) of the last reaped child; 0 before any was reaped.
+  int wait_status() const { return wait_status_; }
 
   void Signal(int sig);
   // True (and reaped) if the child has exited; never blocks.
@@ -38,7 +41,9 @@ class Daemon {
   const std::string& log_path() const { return log_path_; }
 
  private:
+  void Reaped(int wait_status);
   pid_t pid_ = -1;
+  int wait_status_ = 0;
   std::string log_path_;
 };
 
@@ -46,6 +51,14 @@ class Daemon {
 // *output the combined stdout+stderr.
 Status RunCommand(const std::vector<std::string>& argv, std::chrono::milliseconds timeout, int* exit_code,
                   std::string* output);
+
+// Runs argv to completion (bounded by timeout) with stdout+stderr appended to log_path. Ok only on exit
+// status 0; otherwise the status carries the log's tail.
+Status RunProgram(const std::vector<std::string>& argv, const std::string& log_path,
+                  std::chrono::milliseconds timeout);
+
+// The last max_bytes of a file ("" if it cannot be read), for failure messages.
+std::string FileTail(const std::string& path, size_t max_bytes = 4000);
 
 // True if the topmost mount at `dir` (canonical path) has file-system type `fstype`
 // ("fuse.hamirror" by default).
@@ -57,6 +70,9 @@ Status WaitForMount(const std::string& dir, pid_t pid, std::chrono::milliseconds
 Status WaitForUnmount(const std::string& dir, std::chrono::milliseconds timeout);
 // Lazy unmount (umount2 MNT_DETACH) of whatever is mounted at dir; ok if nothing is.
 Status Unmount(const std::string& dir);
+// Lazy unmount of every mount at or below dir, deepest first (dead FUSE mounts after a daemon was killed
+// included: "transport endpoint is not connected").
+void UnmountTree(const std::string& dir);
 
 // Polls cond every 10 ms until true or timeout; true if it became true.
 template <typename Cond>

@@ -296,6 +296,15 @@ TEST_CASE("failover: kill the primary node then restart it and swap back", "[net
   c.FirstStart();
   CHECK(c.HoldsVip(1));
   CHECK_FALSE(c.HoldsVip(2));
+  {
+    // state -v shows each heartbeat network with its counters, and the drop counters.
+    const std::string v = c.Cli(1, "state -v").output;
+    INFO(v);
+    CHECK(v.find("heartbeat default (") != std::string::npos);
+    CHECK(v.find("): up") != std::string::npos);
+    CHECK(v.find(", received ") != std::string::npos);
+    CHECK(v.find("heartbeat drops: garbage ") != std::string::npos);
+  }
 
   // The admin API is root only: the CLI run as nobody is refused.
   CommandResult nobody = RunCommand("setpriv --reuid=65534 --regid=65534 --clear-groups " +
@@ -379,6 +388,10 @@ TEST_CASE("errd: a killed application is restarted until maxloop then the module
     if (stopped) break;
     REQUIRE(restarted);
     ++restarts;
+    // state -v counts the restarts against maxloop.
+    const std::string v = c.Cli(1, "state -v").output;
+    INFO(v);
+    CHECK(v.find("restarts " + std::to_string(restarts) + "/2 (maxloop)") != std::string::npos);
   }
   INFO(c.Log(1));
   CHECK(restarts == 2);

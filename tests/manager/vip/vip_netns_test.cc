@@ -212,6 +212,15 @@ TEST_CASE("GarpAnnouncer sends a burst and a later repeat, and stops on Cancel",
   v.addr = kVip;
   ArpCapture capture(lab.client(), kVip);
   vip::GarpAnnouncer announcer({.count = 2, .interval = 50ms, .repeat_count = 2, .repeat_after = 500ms});
+  // The sender counts a round once its last packet is out, so the capture may see that packet first:
+  // await the count (bounded) rather than read it at once.
+  auto await_rounds = [&](uint64_t n) {
+    const auto deadline = std::chrono::steady_clock::now() + 1s;
+    while (announcer.rounds_sent() < n && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(1ms);  // poll interval
+    }
+    return announcer.rounds_sent();
+  };
   const auto t0 = std::chrono::steady_clock::now();
   {
     NetnsScope in(lab.node(1));
@@ -224,7 +233,7 @@ TEST_CASE("GarpAnnouncer sends a burst and a later repeat, and stops on Cancel",
   // Second burst starts no earlier than repeat_after.
   CHECK(seen[4].at - seen[0].at >= 450ms);
   CHECK(seen[3].at - seen[0].at < 300ms);
-  CHECK(announcer.rounds_sent() == 4);
+  CHECK(await_rounds(4) == 4);
 
   // Cancel drops the pending repeat.
   {
@@ -233,6 +242,7 @@ TEST_CASE("GarpAnnouncer sends a burst and a later repeat, and stops on Cancel",
   }
   const auto more = capture.Collect(12, 2s);  // the 2 rounds of the first burst
   CHECK(more.size() == 12);
+  CHECK(await_rounds(6) == 6);
   announcer.Cancel(kVip);
   const auto rounds = announcer.rounds_sent();
   std::this_thread::sleep_for(700ms);  // observation window past repeat_after: nothing more
