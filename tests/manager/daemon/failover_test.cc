@@ -30,7 +30,8 @@ constexpr const char* kVip = "198.18.0.50";
 struct ModuleOptions {
   int maxloop = 3;
   bool witness = false;
-  bool rfs = false;  // replicate <node dir>/data through hamirror-fs
+  bool rfs = false;                     // replicate <node dir>/data through hamirror-fs
+  const char* errd_action = "restart";  // action of the <errd> watch on the service
 };
 
 // hamirror-fs for the data-path case: $HAMIRROR_FS_BIN, else the build's own (when built).
@@ -247,8 +248,8 @@ class Cluster {
         << "  <vip><interface_list><interface check=\"on\" arpreroute=\"on\"><real_interface>\n"
         << "    <virtual_addr addr=\"" << kVip << "\" where=\"one_side_alias\"/>\n"
         << "  </real_interface></interface></interface_list></vip>\n"
-        << "  <errd polltimer=\"1\"><proc name=\"hmtestsvc-" << n
-        << "\" atleast=\"1\" action=\"restart\" class=\"prim\"/></errd>\n"
+        << "  <errd polltimer=\"1\"><proc name=\"hmtestsvc-" << n << "\" atleast=\"1\" action=\""
+        << mo.errd_action << "\" class=\"prim\"/></errd>\n"
         << (mo.rfs
                 ? "  <rfs async=\"none\"><replicated dir=\"" + Dir(i) + "/data\" mode=\"read_only\"/></rfs>\n"
                 : "")
@@ -399,6 +400,59 @@ TEST_CASE("errd: a killed application is restarted until maxloop then the module
   CHECK_FALSE(c.HoldsVip(1));
   CHECK(c.Fetch() == "");
   CHECK(c.StopDaemon(1));
+}
+
+TEST_CASE("errd stopstart: after maxloop failures the peer takes over", "[netns][daemon]") {
+  if (!IsRoot()) {
+    WARN("needs root (network namespaces); skipped");
+    return;
+  }
+  Cluster c({.maxloop = 1, .errd_action = "stopstart"});
+  c.FirstStart();
+
+  // Failure 1 (within maxloop): stopstart = full local stop then start. The peer takes over while n1
+  // is down, and n1 comes back as its secondary.
+  int pid = c.ServicePid(1);
+  REQUIRE(pid > 0);
+  kill(pid, SIGKILL);
+  REQUIRE(Cluster::WaitFor([&] { return c.Fetch() == "n2"; }, 20s));
+  REQUIRE(c.WaitState(1, "SECOND (Ready)", 20s));
+  REQUIRE(c.WaitState(2, "PRIM (Ready)", 10s));
+  CHECK(c.HoldsVip(2));
+  CHECK_FALSE(c.HoldsVip(1));
+  CHECK(c.Cli(1, "log -n 200").output.find("stopstart") != std::string::npos);
+
+  // Swap back so that n1 serves again (once n2 has heard that n1 is ready and up to date).
+  REQUIRE(Cluster::WaitFor(
+      [&] {
+        return c.State(2, true) == "SECOND (Ready)" &&
+               c.Cli(2, "state -v").output.find("peer's up to date") != std::string::npos;
+      },
+      10s));
+  CommandResult swap = c.Cli(2, "swap");
+  INFO(swap.output << c.Log(1) << c.Log(2));
+  REQUIRE(swap.status == 0);
+  REQUIRE(c.WaitState(1, "PRIM (Ready)", 20s));
+  REQUIRE(c.WaitState(2, "SECOND (Ready)", 20s));
+  REQUIRE(Cluster::WaitFor([&] { return c.Fetch() == "n1"; }, 10s));
+
+  // Failure 2 (beyond maxloop 1): n1 stops for good and n2 serves alone on the VIP.
+  pid = c.ServicePid(1);
+  REQUIRE(pid > 0);
+  const auto t0 = Clock::now();
+  kill(pid, SIGKILL);
+  REQUIRE(Cluster::WaitFor([&] { return c.Fetch() == "n2"; }, 20s));
+  const auto takeover_ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count();
+  std::cout << "ERRD STOPSTART kill -> answer on the VIP from n2 after maxloop: " << takeover_ms << " ms\n";
+  CHECK(c.WaitState(2, "ALONE (Ready)", 10s));
+  CHECK(c.WaitState(1, "STOP (Ready)", 10s));
+  CHECK(c.HoldsVip(2));
+  CHECK_FALSE(c.HoldsVip(1));
+  CHECK(c.Cli(1, "log -n 200").output.find("maxloop 1 reached") != std::string::npos);
+  // n1 stays stopped: it does not start again and rejoin.
+  CHECK_FALSE(Cluster::WaitFor([&] { return c.State(1) != "STOP (Ready)"; }, 3s));
+  CHECK(c.State(2) == "ALONE (Ready)");
+  CHECK(c.Fetch() == "n2");
 }
 
 TEST_CASE("split brain witness: cutting the primary link leaves exactly one node serving",
