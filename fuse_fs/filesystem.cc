@@ -45,6 +45,19 @@ int StatInode(const Inode& inode, struct stat* st) {
   return 0;
 }
 
+// Opens `name` under `parent_fd` as an O_PATH handle without following a symlink, and stats it.
+// Returns 0 with *fd owned by the caller, or an errno (nothing left open).
+int OpenEntry(int parent_fd, const char* name, int* fd, struct stat* st) {
+  *fd = openat(parent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (*fd < 0) return errno;
+  if (fstatat(*fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+    int err = errno;
+    close(*fd);
+    return err;
+  }
+  return 0;
+}
+
 proto::NodeKind KindOf(mode_t mode) {
   switch (mode & S_IFMT) {
     case S_IFREG: return proto::NODE_KIND_FILE;
@@ -337,14 +350,9 @@ void Filesystem::Init(fuse_conn_info* conn) {
 }
 
 int Filesystem::LookupLocked(Inode& parent, const char* name, fuse_entry_param* e) {
-  int fd = openat(parent.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return errno;
+  int fd;
   struct stat st;
-  if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-    int err = errno;
-    close(fd);
-    return err;
-  }
+  if (int err = OpenEntry(parent.fd, name, &fd, &st)) return err;
   bool created = false;
   Inode* inode = table_.LookupOrInsert(fd, st, parent.rid, name, &created);
   if (created && !ReadOnly()) {
@@ -511,14 +519,9 @@ int Filesystem::EnterNewNode(fuse_req_t req, Inode& parent, const char* name, co
     gid_t gid = (pst.st_mode & S_ISGID) ? pst.st_gid : ctx->gid;
     if (fchownat(parent.fd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
   }
-  int fd = openat(parent.fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return errno;
+  int fd;
   struct stat st;
-  if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
-    int err = errno;
-    close(fd);
-    return err;
-  }
+  if (int err = OpenEntry(parent.fd, name, &fd, &st)) return err;
   bool inserted = false;
   Inode* inode = table_.LookupOrInsert(fd, st, parent.rid, name, &inserted);
   if (created) {
