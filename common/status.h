@@ -12,7 +12,16 @@ namespace hamirror {
 
 class Status {
  public:
-  enum class Code { kOk = 0, kInvalidArgument, kNotFound, kIoError, kUnavailable, kTimeout, kCorruption, kInternal };
+  enum class Code {
+    kOk = 0,
+    kInvalidArgument,
+    kNotFound,
+    kIoError,
+    kUnavailable,
+    kTimeout,
+    kCorruption,
+    kInternal
+  };
 
   Status() = default;
   static Status Ok() { return Status(); }

@@ -28,7 +28,6 @@ bool IsIdentifier(const std::string& s) {
   return true;
 }
 
-
 std::string CheckExecutable(Element& e, const char* attr, const std::string& value, const ParseEnv& env) {
   const std::string path =
       value.starts_with('/') ? value : env.module_dir + "/" + kScriptsRelDir + "/" + value;

@@ -15,7 +15,7 @@ struct Overloaded : Ts... {
 template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
 
-constexpr size_t kSentHistory = 256;  // heartbeats remembered for the echo lease
+constexpr size_t kSentHistory = 256;        // heartbeats remembered for the echo lease
 constexpr size_t kRetiredIncarnations = 8;  // peer incarnations remembered to drop their late datagrams
 
 bool IsServingState(NodeState s) { return s == NodeState::kAlone || s == NodeState::kPrim; }
@@ -783,8 +783,7 @@ bool NodeMachine::IPreferred() const {
 
 bool NodeMachine::PeerEchoesIntent() const {
   return peer_ && !IsServingState(peer_->state) && !peer_->want_serve && !peer_->handing_over &&
-         peer_->echo_incarnation == incarnation_ && peer_->echo_seq >= intent_seq_ &&
-         want_serve_;
+         peer_->echo_incarnation == incarnation_ && peer_->echo_seq >= intent_seq_ && want_serve_;
 }
 
 void NodeMachine::Reconcile() {

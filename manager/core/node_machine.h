@@ -193,16 +193,16 @@ struct PeerStatus {
   std::string from;
   NodeState state = NodeState::kStop;
   Readiness readiness = Readiness::kReady;
-  Persisted data;              // the sender's persisted facts (data state, generations)
-  uint64_t incarnation = 0;    // the sender's incarnation (NodeMachine::incarnation())
-  uint64_t seq = 0;            // increases within one incarnation
-  uint64_t echo_seq = 0;       // last seq the sender received from the receiver (0: none)
+  Persisted data;                 // the sender's persisted facts (data state, generations)
+  uint64_t incarnation = 0;       // the sender's incarnation (NodeMachine::incarnation())
+  uint64_t seq = 0;               // increases within one incarnation
+  uint64_t echo_seq = 0;          // last seq the sender received from the receiver (0: none)
   uint64_t echo_incarnation = 0;  // the receiver's incarnation that echo_seq belongs to
-  bool want_serve = false;     // intent to become ALONE while connected (needs the receiver's echo)
-  bool prefer_second = false;  // `second` typed: will not promote itself
-  bool handing_over = false;   // swap: I stopped serving, my data equals yours, take over
-  bool swap_request = false;   // swap typed on the secondary: primary, please hand over
-  bool split_brain = false;    // I detected a split brain with you
+  bool want_serve = false;        // intent to become ALONE while connected (needs the receiver's echo)
+  bool prefer_second = false;     // `second` typed: will not promote itself
+  bool handing_over = false;      // swap: I stopped serving, my data equals yours, take over
+  bool swap_request = false;      // swap typed on the secondary: primary, please hand over
+  bool split_brain = false;       // I detected a split brain with you
 };
 
 // ---- Events ----

@@ -49,8 +49,8 @@ Status StateStore::Save(const manager::core::Persisted& p) const {
   MakeDirs(dir);
   std::ostringstream o;
   o << "hamirror-state-2 " << int(p.data) << ' ' << p.current.counter << ' ' << Name(p.current.author) << ' '
-    << p.base.counter << ' ' << Name(p.base.author) << ' ' << int(p.last_role) << ' ' << (p.split_brain ? 1 : 0)
-    << ' ' << p.incarnation << '\n';
+    << p.base.counter << ' ' << Name(p.base.author) << ' ' << int(p.last_role) << ' '
+    << (p.split_brain ? 1 : 0) << ' ' << p.incarnation << '\n';
   const std::string text = o.str();
   const std::string tmp = path_ + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);

@@ -396,7 +396,8 @@ TEST_CASE("connected promotion waits for the peer's acknowledgement of the inten
            8000);
 }
 
-TEST_CASE("a restarted peer (new incarnation, lower seq) is heard at once; its old process is not", "[core]") {
+TEST_CASE("a restarted peer (new incarnation, lower seq) is heard at once; its old process is not",
+          "[core]") {
   Config c;
   c.self = std::string("a");  // (a plain literal trips GCC 12's false -Wrestrict here)
   c.peer = std::string("b");
