@@ -37,6 +37,12 @@ hb::HeartbeatConfig Config(int me, int peer) {
 
 double Ms(hb::Clock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
 
+// Starts a heartbeat service inside a node's namespace (its sockets stay bound there).
+void StartIn(const hamirror::test::NetNamespace& ns, hb::HeartbeatService& service) {
+  NetnsScope in(ns);
+  REQUIRE(service.Start().ok());
+}
+
 }  // namespace
 
 TEST_CASE("peer lost only when all heartbeat networks are silent", "[heartbeat][netns]") {
@@ -48,14 +54,8 @@ TEST_CASE("peer lost only when all heartbeat networks are silent", "[heartbeat][
   hb::testing::RecordingListener l1, l2;
   hb::HeartbeatService s1(Config(1, 2), &l1);
   hb::HeartbeatService s2(Config(2, 1), &l2);
-  {
-    NetnsScope in(lab.node(1));
-    REQUIRE(s1.Start().ok());
-  }
-  {
-    NetnsScope in(lab.node(2));
-    REQUIRE(s2.Start().ok());
-  }
+  StartIn(lab.node(1), s1);
+  StartIn(lab.node(2), s2);
   // Both networks up on both sides.
   for (auto* l : {&l1, &l2}) {
     REQUIRE(l->WaitFor(0, What::kPeerAlive, 3s) >= 0);
@@ -114,14 +114,8 @@ TEST_CASE("heavy loss on one lan does not lose the peer", "[heartbeat][netns]") 
   hb::testing::RecordingListener l1, l2;
   hb::HeartbeatService s1(Config(1, 2), &l1);
   hb::HeartbeatService s2(Config(2, 1), &l2);
-  {
-    NetnsScope in(lab.node(1));
-    REQUIRE(s1.Start().ok());
-  }
-  {
-    NetnsScope in(lab.node(2));
-    REQUIRE(s2.Start().ok());
-  }
+  StartIn(lab.node(1), s1);
+  StartIn(lab.node(2), s2);
   REQUIRE(l1.WaitFor(0, What::kPeerAlive, 3s) >= 0);
   const size_t mark = l1.size();
   if (!lab.SetLoss(2, 0, 100) || !lab.SetLoss(2, 1, 50)) {
