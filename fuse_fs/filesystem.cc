@@ -256,6 +256,7 @@ proto::FsStatus Filesystem::GetStatus() {
       st.set_ops_applied(s.ops_applied);
       st.set_bytes_applied(s.bytes_applied);
       st.set_rejected_frames(s.rejected_frames);
+      st.set_peer_errors(s.error_acks);
       st.set_last_error(s.last_error);
     }
     return st;
@@ -271,6 +272,8 @@ proto::FsStatus Filesystem::GetStatus() {
   st.set_bytes_shipped(s.bytes_acked);
   st.set_inflight(s.inflight);
   st.set_lag_us(s.lag_us);
+  st.set_peer_errors(s.peer_errors);
+  st.set_reconnects(s.reconnects);
   st.set_last_error(s.last_error);
   auto counts = shipper_->dirty().Counts();
   st.set_dirty_files(counts.files);

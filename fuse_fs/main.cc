@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -40,7 +42,24 @@ struct Cli {
   bool debug = false;
 };
 
+// libfuse's signal handler only sets the session's exit flag; the loop notices it when the signal
+// interrupts the main thread (waiting for workers) or a worker's read of /dev/fuse. Delivered to any
+// other thread (gRPC's, the applier's), the signal wakes nobody and the daemon never stops. So the
+// stop signals are blocked before any thread exists, every thread inherits that, and only the main
+// thread unblocks them right before it enters the loop (the FUSE workers it then creates inherit the
+// unblocked mask, and they are in the loop too).
+sigset_t StopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  return set;
+}
+
 int Run(Cli& cli) {
+  const sigset_t stop_signals = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::string dir;
   Status s = CheckMountPoint(cli.options.dir, &dir);
   if (!s.ok()) return Fail(s);
@@ -89,7 +108,9 @@ int Run(Cli& cli) {
   fuse_loop_cfg_set_clone_fd(cfg, 1);
   fuse_loop_cfg_set_max_threads(cfg, static_cast<unsigned>(cli.threads));
   fuse_loop_cfg_set_idle_threads(cfg, static_cast<unsigned>(cli.threads / 2));
+  pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);  // a signal pending since start is taken now
   int ret = fuse_session_loop_mt(se, cfg);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   fuse_loop_cfg_destroy(cfg);
   HLOG_INFO("stopping (loop returned %d)", ret);
 

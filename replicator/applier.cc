@@ -165,6 +165,12 @@ class ApplierImpl final : public Applier {
 
   // With stats_mu_ held.
   void RememberErrorLocked(uint64_t seq, int err) {
+    // Every error ack leaves this copy behind the primary's until a resync: worth a warning, but
+    // bounded (a flood of them would otherwise fill the log).
+    if (stats_.error_acks < 20 || stats_.error_acks % 1000 == 0) {
+      HLOG_WARN("op seq %llu could not be applied: %s (error acks so far: %llu)", (unsigned long long)seq,
+                strerror(err), (unsigned long long)stats_.error_acks + 1);
+    }
     ++stats_.error_acks;
     recent_errors_.emplace_back(seq, err);
     if (recent_errors_.size() > kRecentErrors) recent_errors_.pop_front();
@@ -371,7 +377,8 @@ void ApplierImpl::FinishOp(const proto::Op& op, int err, bool deferred, std::vec
     if (err != 0) RememberErrorLocked(op.seq(), err);
   }
   if (err != 0) {
-    HLOG_DEBUG("apply seq %llu (%d): %s", (unsigned long long)op.seq(), (int)op.body_case(), strerror(err));
+    HLOG_DEBUG("apply seq %llu (op kind %d): %s", (unsigned long long)op.seq(), (int)op.body_case(),
+               strerror(err));
   }
 }
 

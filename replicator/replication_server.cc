@@ -293,6 +293,7 @@ ReplicationServerStats ReplicationServerImpl::Stats() const {
   s.rejected_frames = rejected_frames_;
   s.batches_applied = batches_applied_;
   s.checksum_errors = a.checksum_errors;
+  s.error_acks = a.error_acks;
   s.streams_accepted = streams_accepted_;
   s.streams_refused = streams_refused_;
   s.last_error = last_error_;

@@ -43,6 +43,7 @@ struct ReplicationServerStats {
   uint64_t batches_applied = 0;  // ops_applied / batches_applied = mean batch size
   uint64_t rejected_frames = 0;  // batches refused (checksum, sequence, protocol) + unreadable frames
   uint64_t checksum_errors = 0;
+  uint64_t error_acks = 0;  // ops acknowledged with an errno (the primary records their ranges dirty)
   uint64_t streams_accepted = 0;
   uint64_t streams_refused = 0;  // second primary, bad hello, protocol version
   std::string last_error;

@@ -438,6 +438,10 @@ void ShipperImpl::CompleteLocked(uint64_t seq, const ShipResult& result, std::ve
   if (e.done) return;
   e.done = true;
   if (result.outcome == ShipOutcome::kPeerError) {
+    if (peer_errors_ < 20 || peer_errors_ % 1000 == 0) {
+      HLOG_WARN("peer could not apply op seq %llu (rid %llu): %s; recorded dirty", (unsigned long long)seq,
+                (unsigned long long)e.note.rid, strerror(result.peer_errno));
+    }
     ++peer_errors_;
     dirty_.Record(e.note);  // the peer's copy of this range is now unknown
   } else {

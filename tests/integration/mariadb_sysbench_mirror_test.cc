@@ -85,14 +85,13 @@ TEST_CASE("MariaDB sysbench on a hamirror primary: the secondary's copy has iden
 
   std::map<std::string, std::string> want;
   REQUIRE_OK(SysbenchChecksums(primary_db.socket_path(), sb.tables, &want));
-  bool connected = false;
-  uint64_t ops = 0;
-  std::string err;
-  Status s = pair.PrimaryStatus(&connected, &ops, &err);
-  INFO(s.ToString() << " last_error=" << err);
+  proto::FsStatus st;
+  Status s = pair.PrimaryStatus(&st);
+  INFO(s.ToString() << " last_error=" << st.last_error());
   CHECK(s.ok());
-  CHECK(connected);  // the peer stayed connected through the run: nothing went to the dirty record only
-  CHECK(ops > 0);
+  CHECK(st.peer_connected());  // the peer stayed connected through the run: nothing went to the dirty record only
+  CHECK(st.ops_shipped() > 0);
+  CHECK(st.peer_errors() == 0);  // the peer applied every op
 
   REQUIRE_OK(primary_db.Stop());
   REQUIRE_OK(pair.StopPrimary());

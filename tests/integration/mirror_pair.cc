@@ -49,7 +49,7 @@ Status MirrorPair::Start(std::chrono::milliseconds timeout) {
   // Explicit control sockets: the default path is derived from the directory's basename and would
   // collide between concurrent pairs.
   Status s = secondary_.Start({bin, "secondary", "--dir", secondary_dir(), "--listen", addr, "--control",
-                               base_ + "/secondary.ctl", "--insecure"},
+                               secondary_control_socket(), "--insecure"},
                               base_ + "/secondary.log");
   if (!s.ok()) return s;
   s = test::WaitForMount(secondary_dir(), secondary_.pid(), left());
@@ -72,32 +72,26 @@ Status MirrorPair::Start(std::chrono::milliseconds timeout) {
   Status last;
   while (left().count() > 0) {
     if (primary_.Exited()) return Status::IoError("primary exited\n" + LogTails());
-    bool connected = false;
-    uint64_t ops = 0;
-    std::string err;
-    last = PrimaryStatus(&connected, &ops, &err);
-    if (last.ok() && connected) return Status::Ok();
-    if (last.ok()) last = Status::Unavailable("peer not connected: " + err);
+    proto::FsStatus st;
+    last = PrimaryStatus(&st);
+    if (last.ok() && st.peer_connected()) return Status::Ok();
+    if (last.ok()) last = Status::Unavailable("peer not connected: " + st.last_error());
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // poll interval
   }
   return Status::Timeout("primary never reported its peer connected (" + last.ToString() + ")\n" +
                          LogTails());
 }
 
-Status MirrorPair::PrimaryStatus(bool* peer_connected, uint64_t* ops_shipped, std::string* last_error) {
+Status MirrorPair::ControlStatus(const std::string& socket, proto::FsStatus* out) {
   struct stat st;
-  if (stat(control_socket().c_str(), &st) != 0) return Status::Unavailable("no control socket yet");
-  auto channel = grpc::CreateChannel("unix:" + control_socket(), grpc::InsecureChannelCredentials());
+  if (stat(socket.c_str(), &st) != 0) return Status::Unavailable("no control socket " + socket + " yet");
+  auto channel = grpc::CreateChannel("unix:" + socket, grpc::InsecureChannelCredentials());
   auto stub = hamirror::proto::FsControl::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(2));
   hamirror::proto::FsStatusRequest req;
-  hamirror::proto::FsStatus resp;
-  grpc::Status gs = stub->Status(&ctx, req, &resp);
-  if (!gs.ok()) return Status::Unavailable("control Status: " + gs.error_message());
-  *peer_connected = resp.peer_connected();
-  *ops_shipped = resp.ops_shipped();
-  *last_error = resp.last_error();
+  grpc::Status gs = stub->Status(&ctx, req, out);
+  if (!gs.ok()) return Status::Unavailable("control Status (" + socket + "): " + gs.error_message());
   return Status::Ok();
 }
 

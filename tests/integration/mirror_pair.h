@@ -7,6 +7,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "proto/fs_control.pb.h"
 #include "tests/support/daemon.h"
 
 namespace hamirror::itest {
@@ -25,6 +26,7 @@ class MirrorPair {
   std::string primary_dir() const { return base_ + "/primary"; }
   std::string secondary_dir() const { return base_ + "/secondary"; }
   std::string control_socket() const { return base_ + "/primary.ctl"; }
+  std::string secondary_control_socket() const { return base_ + "/secondary.ctl"; }
   pid_t primary_pid() const { return primary_.pid(); }
   pid_t secondary_pid() const { return secondary_.pid(); }
   int port() const { return port_; }
@@ -37,12 +39,15 @@ class MirrorPair {
   // Reaps a killed primary and lazily unmounts its dead mount.
   void ReapKilledPrimary();
 
-  // The peer-connected flag and shipped-op count from the primary's control endpoint.
-  Status PrimaryStatus(bool* peer_connected, uint64_t* ops_shipped, std::string* last_error);
+  // The status (role, peer connection, counters) from the primary's or the secondary's control endpoint.
+  Status PrimaryStatus(proto::FsStatus* out) const { return ControlStatus(control_socket(), out); }
+  Status SecondaryStatus(proto::FsStatus* out) const { return ControlStatus(secondary_control_socket(), out); }
 
   std::string LogTails() const;
 
  private:
+  static Status ControlStatus(const std::string& socket, proto::FsStatus* out);
+
   std::string base_;
   int port_ = -1;
   test::Daemon secondary_;

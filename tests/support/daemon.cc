@@ -131,8 +131,18 @@ Status Daemon::Stop(std::chrono::milliseconds timeout) {
   int st = 0;
   Status s = WaitExit(timeout, &st);
   if (!s.ok()) {
+    // A hang at shutdown is a bug worth a stack trace: taken with gdb when the machine has it (a
+    // diagnostic only; the failure stands either way).
+    std::string where;
+    if (access("/usr/bin/gdb", X_OK) == 0) {
+      const std::string stacks = "/tmp/hamirror-stacks-" + std::to_string(pid_) + ".txt";
+      Status g = RunProgram({"/usr/bin/gdb", "-batch", "-p", std::to_string(pid_), "-ex", "thread apply all bt"},
+                            stacks, std::chrono::seconds(60));
+      where = "; thread stacks in " + stacks + " (" + g.ToString() + ")";
+    }
     Kill();
-    return Status::Timeout("daemon ignored SIGTERM for " + std::to_string(timeout.count()) + " ms; killed");
+    return Status::Timeout("daemon ignored SIGTERM for " + std::to_string(timeout.count()) + " ms; killed" +
+                           where);
   }
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) {
     return Status::Internal("daemon exited with wait status " + std::to_string(st));
