@@ -7,9 +7,9 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <random>

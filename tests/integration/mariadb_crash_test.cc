@@ -29,7 +29,8 @@ void KeepForensics(const MirroredMariaDb& env, long round) {
   const char* keep = std::getenv("HAMIRROR_CRASH_KEEP_DIR");
   if (keep == nullptr || *keep == '\0') return;
   const std::string dest = std::string(keep) + "/round-" + std::to_string(round);
-  Status s = test::RunProgram({"/bin/cp", "-a", env.tmp.path(), dest}, "/dev/null", std::chrono::seconds(120));
+  Status s =
+      test::RunProgram({"/bin/cp", "-a", env.tmp.path(), dest}, "/dev/null", std::chrono::seconds(120));
   std::cout << "crash-test: kept the failed round in " << dest << " (" << s.ToString() << ")" << std::endl;
 }
 
@@ -76,8 +77,8 @@ TEST_CASE(
       pair.SignalKillPrimary();
     }
     const long load_ms = Ms(Clock::now() - load_start);
-    INFO("primary before the crash: role=" << primary_status.role() << " peer_errors="
-                                           << primary_status.peer_errors()
+    INFO("primary before the crash: role=" << primary_status.role()
+                                           << " peer_errors=" << primary_status.peer_errors()
                                            << " reconnects=" << primary_status.reconnects());
     CHECK(primary_status.role() == proto::FS_ROLE_PRIMARY);
     CHECK(primary_status.peer_errors() == 0);
@@ -97,8 +98,9 @@ TEST_CASE(
     MariaDbServer& secondary_db = env.secondary_db;
     if (const char* keep = std::getenv("HAMIRROR_CRASH_KEEP_DIR"); keep != nullptr && *keep != '\0') {
       // Forensics: the replicated tree as the secondary left it, before recovery rewrites it.
-      REQUIRE_OK(test::RunProgram({"/bin/cp", "-a", pair.secondary_dir(), env.tmp.Sub("secondary-before-recovery")},
-                                  "/dev/null", std::chrono::seconds(120)));
+      REQUIRE_OK(
+          test::RunProgram({"/bin/cp", "-a", pair.secondary_dir(), env.tmp.Sub("secondary-before-recovery")},
+                           "/dev/null", std::chrono::seconds(120)));
     }
     const auto recovery_start = Clock::now();
     Status s = secondary_db.Start();
@@ -110,8 +112,8 @@ TEST_CASE(
     std::cout << "crash-round " << round << "/" << rounds << ": " << (s.ok() ? "PASS" : "FAIL") << " "
               << report.ToString() << " kill_first=" << (fs_first ? "hamirror-fs" : "mariadbd")
               << " load_ms=" << load_ms << " recovery_ms=" << recovery_ms
-              << " reconnects=" << primary_status.reconnects()
-              << (s.ok() ? "" : " reason=" + s.ToString()) << std::endl;
+              << " reconnects=" << primary_status.reconnects() << (s.ok() ? "" : " reason=" + s.ToString())
+              << std::endl;
     INFO(s.ToString() << " " << report.ToString());
     CHECK(s.ok());
     if (s.ok()) ++passed;

@@ -89,7 +89,8 @@ TEST_CASE("MariaDB sysbench on a hamirror primary: the secondary's copy has iden
   Status s = pair.PrimaryStatus(&st);
   INFO(s.ToString() << " last_error=" << st.last_error());
   CHECK(s.ok());
-  CHECK(st.peer_connected());  // the peer stayed connected through the run: nothing went to the dirty record only
+  CHECK(st.peer_connected());  // the peer stayed connected through the run: nothing went to the dirty record
+                               // only
   CHECK(st.ops_shipped() > 0);
   CHECK(st.peer_errors() == 0);  // the peer applied every op
 

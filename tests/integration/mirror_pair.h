@@ -41,7 +41,9 @@ class MirrorPair {
 
   // The status (role, peer connection, counters) from the primary's or the secondary's control endpoint.
   Status PrimaryStatus(proto::FsStatus* out) const { return ControlStatus(control_socket(), out); }
-  Status SecondaryStatus(proto::FsStatus* out) const { return ControlStatus(secondary_control_socket(), out); }
+  Status SecondaryStatus(proto::FsStatus* out) const {
+    return ControlStatus(secondary_control_socket(), out);
+  }
 
   std::string LogTails() const;
 

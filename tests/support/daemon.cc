@@ -136,8 +136,9 @@ Status Daemon::Stop(std::chrono::milliseconds timeout) {
     std::string where;
     if (access("/usr/bin/gdb", X_OK) == 0) {
       const std::string stacks = "/tmp/hamirror-stacks-" + std::to_string(pid_) + ".txt";
-      Status g = RunProgram({"/usr/bin/gdb", "-batch", "-p", std::to_string(pid_), "-ex", "thread apply all bt"},
-                            stacks, std::chrono::seconds(60));
+      Status g =
+          RunProgram({"/usr/bin/gdb", "-batch", "-p", std::to_string(pid_), "-ex", "thread apply all bt"},
+                     stacks, std::chrono::seconds(60));
       where = "; thread stacks in " + stacks + " (" + g.ToString() + ")";
     }
     Kill();
