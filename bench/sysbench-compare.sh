@@ -17,6 +17,7 @@
 #   of halting; see mariadb-lib.sh and docs/benchmarks.md: without it this VM can add ~4 ms of wake-up
 #   latency to every lone sync write)
 #   BENCH_DIR=/var/tmp/hamirror-bench HAMIRROR_FS=build/bin/hamirror-fs
+#   HAMIRROR_FS_ALT=path/to/another/hamirror-fs with target hamirror_alt: A/B of two builds in one run
 #   PT_FLUSH_METHOD=fsync (passthrough_ll hands O_DIRECT to its backing files with unaligned buffers and
 #   MariaDB's default O_DIRECT then fails with EINVAL; see docs/benchmarks.md)
 # Default runtime: 5 targets x 3 rounds x ~52 s ≈ 13 min. Run as root. Not part of ctest.
@@ -58,6 +59,9 @@ setup_target() {
     hamirror)
       hm_pair_start "$d" || return 1
       DATADIR=$d/primary/data ;;
+    hamirror_alt)  # another hamirror-fs build, for A/B comparisons in one run
+      HAMIRROR_FS=$HAMIRROR_FS_ALT hm_pair_start "$d" || return 1
+      DATADIR=$d/primary/data ;;
     passthrough_ll | bindfs)
       mkdir -p "$d/src" "$d/mnt"
       if [ "$name" = passthrough_ll ]; then
@@ -73,7 +77,7 @@ setup_target() {
 teardown_target() {
   local name=$1 d=$2
   case $name in
-    hamirror) hm_pair_stop || hm_log "hamirror: a daemon did not stop cleanly" ;;
+    hamirror | hamirror_alt) hm_pair_stop || hm_log "$name: a daemon did not stop cleanly" ;;
     passthrough_ll | bindfs) fuse_stop ;;
   esac
   rm -rf "$d"
@@ -113,6 +117,7 @@ active=()
 for t in $TARGETS; do
   if [ "$t" = passthrough_ll ] && ! build_passthrough_ll; then continue; fi
   if [ "$t" = hamirror ] && ! bench_have_hamirror; then continue; fi
+  if [ "$t" = hamirror_alt ] && [ ! -x "${HAMIRROR_FS_ALT:-}" ]; then hm_log "hamirror_alt: set HAMIRROR_FS_ALT; target skipped"; continue; fi
   if [ "$t" = bindfs ] && ! command -v bindfs >/dev/null; then hm_log "bindfs not installed; target skipped"; continue; fi
   active+=("$t")
 done
