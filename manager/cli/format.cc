@@ -99,6 +99,9 @@ std::string FormatState(const proto::StateReply& r, bool verbose) {
       o << RoleName(f.role()) << ", peer " << (f.peer_connected() ? "connected" : "not connected")
         << ", dirty files " << f.dirty_files() << " zones " << f.dirty_zones()
         << (f.namespace_dirty() ? ", namespace dirty" : "");
+      // Never silent: an op the peer could not apply means its copy is behind (resync needed).
+      if (f.peer_errors() > 0) o << ", PEER ERRORS " << f.peer_errors() << " (peer copy behind)";
+      if (f.reconnects() > 0) o << ", reconnects " << f.reconnects();
     }
     if (!f.last_error().empty()) o << " (" << f.last_error() << ")";
     o << "\n";

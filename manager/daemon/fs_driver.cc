@@ -148,6 +148,8 @@ void FsDriver::FillStatus(proto::StateReply* reply) {
     f->set_namespace_dirty(st.namespace_dirty());
     f->set_last_error(st.last_error());
     f->set_pid(st.pid());
+    f->set_peer_errors(st.peer_errors());
+    f->set_reconnects(st.reconnects());
   }
 }
 

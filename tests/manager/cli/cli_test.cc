@@ -128,3 +128,24 @@ TEST_CASE("cli: verbs against a running admin server", "[cli]") {
   CHECK(Cli(s + "state -lq").rc == 0);  // not running counts as STOP
   std::filesystem::remove_all(dir);
 }
+
+TEST_CASE("cli: state -v shows the mirror's peer errors and reconnects only when there are some", "[cli]") {
+  proto::StateReply r;
+  r.set_module("m");
+  auto* f = r.add_fs();
+  f->set_dir("/var/lib/mysql");
+  f->set_running(true);
+  f->set_role(proto::FS_ROLE_PRIMARY);
+  f->set_peer_connected(true);
+  std::string out = cli::FormatState(r, true);
+  INFO(out);
+  CHECK(out.find("fs /var/lib/mysql: ") != std::string::npos);
+  CHECK(out.find("PEER ERRORS") == std::string::npos);
+  CHECK(out.find("reconnects") == std::string::npos);
+  f->set_peer_errors(3);
+  f->set_reconnects(2);
+  out = cli::FormatState(r, true);
+  INFO(out);
+  CHECK(out.find("PEER ERRORS 3 (peer copy behind)") != std::string::npos);
+  CHECK(out.find("reconnects 2") != std::string::npos);
+}
