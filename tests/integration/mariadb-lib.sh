@@ -75,7 +75,7 @@ mdb_install() {
   [ -n "$MDB_FLUSH_METHOD" ] && extra+=(--innodb-flush-method="$MDB_FLUSH_METHOD")
   mariadb-install-db --no-defaults --datadir="$datadir" --user=root --skip-test-db \
     --auth-root-authentication-method=socket --innodb-buffer-pool-size="$MDB_BUFFER_POOL" \
-    --innodb-log-file-size="$MDB_LOG_FILE_SIZE" "${extra[@]}" >"$rundir/install-db.log" 2>&1 ||
+    --innodb-log-file-size="$MDB_LOG_FILE_SIZE" --tmpdir="$rundir" "${extra[@]}" >"$rundir/install-db.log" 2>&1 ||
     { tail -20 "$rundir/install-db.log" >&2; return 1; }
 }
 
@@ -89,7 +89,8 @@ mdb_start() {
   local args=(--no-defaults --datadir="$datadir" --socket="$MDB_SOCK" --pid-file="$rundir/mysqld.pid"
     --log-error="$rundir/error.log" --skip-networking --user=root --server-id=1 --log-bin=binlog
     --sync-binlog=1 --innodb-flush-log-at-trx-commit=1 --innodb-buffer-pool-size="$MDB_BUFFER_POOL"
-    --innodb-log-file-size="$MDB_LOG_FILE_SIZE" --max-connections=200)
+    --innodb-log-file-size="$MDB_LOG_FILE_SIZE" --max-connections=200
+    --tmpdir="$rundir")  # private: mariadbd deletes every "#sql*" file in its tmpdir at start-up
   [ -n "$MDB_FLUSH_METHOD" ] && args+=(--innodb-flush-method="$MDB_FLUSH_METHOD")
   mariadbd "${args[@]}" "$@" >"$rundir/mariadbd.out" 2>&1 &
   MDB_PID=$!

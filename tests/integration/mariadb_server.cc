@@ -26,7 +26,8 @@ Status MariaDbServer::InstallDb() {
                                    "--skip-test-db",
                                    "--auth-root-authentication-method=socket",
                                    "--innodb-buffer-pool-size=" + options_.buffer_pool_size,
-                                   "--innodb-log-file-size=" + options_.log_file_size};
+                                   "--innodb-log-file-size=" + options_.log_file_size,
+                                   "--tmpdir=" + options_.rundir};
   // The bootstrap server opens the system tablespace too: same flush method as the real one.
   if (!options_.flush_method.empty()) argv.push_back("--innodb-flush-method=" + options_.flush_method);
   return test::RunProgram(argv, options_.rundir + "/install-db.log", std::chrono::seconds(180));
@@ -39,6 +40,10 @@ Status MariaDbServer::Start(std::chrono::milliseconds timeout) {
       "--user=root", "--server-id=1", "--log-bin=binlog", "--sync-binlog=1",
       "--innodb-flush-log-at-trx-commit=1", "--innodb-buffer-pool-size=" + options_.buffer_pool_size,
       "--innodb-log-file-size=" + options_.log_file_size,
+      // A private tmpdir: at start-up mariadbd deletes every "#sql*" file in its tmpdir, so servers
+      // sharing /tmp (other tests, other sessions) delete each other's temporary tables. Seen as
+      // "Error on delete of '/tmp/#sql-temptable-...MAI'" aborting mariadb-install-db.
+      "--tmpdir=" + options_.rundir,
       // The buffer pool dump is a convenience file; the tests compare data, not warm-up hints.
       "--innodb-buffer-pool-dump-at-shutdown=0", "--innodb-buffer-pool-load-at-startup=0"};
   if (!options_.flush_method.empty()) argv.push_back("--innodb-flush-method=" + options_.flush_method);
