@@ -1,16 +1,16 @@
 #include "manager/daemon/state_store.h"
 
 #include <catch2/catch.hpp>
-#include <filesystem>
 #include <fstream>
+
+#include "tests/support/daemon.h"
 
 using namespace hamirror::daemon;
 namespace core = hamirror::manager::core;
 
 TEST_CASE("state store: save, load, fresh and corrupt files", "[daemon]") {
-  char tmpl[] = "/tmp/hamirror-store-XXXXXX";
-  REQUIRE(mkdtemp(tmpl));
-  std::string dir = tmpl;
+  hamirror::test::TempDir tmp("hamirror-store");
+  const std::string dir = tmp.path();
   StateStore store(dir + "/sub/node.state");
   core::Persisted p;
   CHECK(store.Load(&p).code() == hamirror::Status::Code::kNotFound);
@@ -24,13 +24,11 @@ TEST_CASE("state store: save, load, fresh and corrupt files", "[daemon]") {
   CHECK(q == p);
   std::ofstream(dir + "/sub/node.state") << "junk";
   CHECK(store.Load(&q).code() == hamirror::Status::Code::kCorruption);
-  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("state store: split_brain and incarnation persist; version-1 files still load", "[daemon]") {
-  char tmpl[] = "/tmp/hamirror-store-XXXXXX";
-  REQUIRE(mkdtemp(tmpl));
-  std::string dir = tmpl;
+  hamirror::test::TempDir tmp("hamirror-store");
+  const std::string dir = tmp.path();
   StateStore store(dir + "/node.state");
   core::Persisted p;
   p.data = core::DataState::kUpToDate;
@@ -57,5 +55,4 @@ TEST_CASE("state store: split_brain and incarnation persist; version-1 files sti
   CHECK_FALSE(q.split_brain);
   std::ofstream(dir + "/node.state", std::ios::trunc) << "hamirror-state-2 1 4 n2 3 - 1 2 0\n";
   CHECK(store.Load(&q).code() == hamirror::Status::Code::kCorruption);
-  std::filesystem::remove_all(dir);
 }
