@@ -14,8 +14,8 @@
 //    being applied, and their acks are delivered through the DurableCallback once on disk. syncfs
 //    (Fsync rid 0; io_uring has no opcode for it) runs on a helper thread, acked the same way.
 //
-// Threading: Apply() and StartSession() are called by one thread at a time (the server's stream
-// handler). The DurableCallback runs on an internal thread.
+// Threading: Apply() and StartSession() are called by one thread at a time (the server's
+// completion-queue thread). The DurableCallback runs on an internal thread.
 #pragma once
 
 #include <cstdint>
