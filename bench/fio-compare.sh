@@ -9,6 +9,7 @@
 # Knobs (env): ROUNDS=3 SETTLE=10 (s idle after `sync` before each run) SEQ_SIZE=1G RAND_SIZE=64M
 #   RAND_SECONDS=20 TARGETS="local hamirror" (bindfs also accepted) BENCH_DIR=/var/tmp/hamirror-bench
 #   HAMIRROR_FS=build/bin/hamirror-fs
+#   HAMIRROR_FS_ALT=path/to/another/hamirror-fs with target hamirror_alt: A/B of two builds in one run
 #   KEEP_CPUS_AWAKE=1 (PM QoS 0 µs on /dev/cpu_dma_latency during the runs, so idle vCPUs poll instead
 #   of halting; see mariadb-lib.sh and docs/benchmarks.md: without it this VM can add ~4 ms of wake-up
 #   latency to every lone sync write)
@@ -35,6 +36,7 @@ setup_target() {
   case $name in
     local) TDIR=$W/local; mkdir -p "$TDIR" ;;
     hamirror) hm_pair_start "$W/hm" || return 1; TDIR=$W/hm/primary ;;
+    hamirror_alt) HAMIRROR_FS=$HAMIRROR_FS_ALT hm_pair_start "$W/hm" || return 1; TDIR=$W/hm/primary ;;
     bindfs)
       mkdir -p "$W/bindfs/src" "$W/bindfs/mnt"
       fuse_start "$W/bindfs/mnt" "$W/bindfs.log" bindfs -f "$W/bindfs/src" "$W/bindfs/mnt" || return 1
@@ -46,7 +48,7 @@ setup_target() {
 teardown_target() {
   case $1 in
     local) rm -rf "$W/local" ;;
-    hamirror) hm_pair_stop || hm_log "hamirror: a daemon did not stop cleanly"; rm -rf "$W/hm" ;;
+    hamirror | hamirror_alt) hm_pair_stop || hm_log "$1: a daemon did not stop cleanly"; rm -rf "$W/hm" ;;
     bindfs) fuse_stop; rm -rf "$W/bindfs" ;;
   esac
 }
@@ -110,6 +112,7 @@ print("%.0f %.0f %.0f" % (w["iops"], p["50.000000"] / 1000, p["99.000000"] / 100
 active=()
 for t in $TARGETS; do
   if [ "$t" = hamirror ] && ! bench_have_hamirror; then continue; fi
+  if [ "$t" = hamirror_alt ] && [ ! -x "${HAMIRROR_FS_ALT:-}" ]; then hm_log "hamirror_alt: set HAMIRROR_FS_ALT; target skipped"; continue; fi
   active+=("$t")
 done
 hm_log "fio: targets=${active[*]} rounds=$ROUNDS seq=$SEQ_SIZE dsync=${RAND_SIZE}/${RAND_SECONDS}s, work dir $W"
