@@ -11,7 +11,8 @@
 //    on regular files reopened through /proc/self/fd); nothing outside root_fd's tree is touched.
 //  - Disk I/O goes through io_uring: the writes of a batch are submitted together (linked per inode to
 //    keep their order); fsync/fdatasync and dsync writes are flushed asynchronously so later ops keep
-//    being applied, and their acks are delivered through the DurableCallback once on disk. syncfs
+//    being applied, and their acks are delivered through the DurableCallback once on disk (a lone
+//    flush ending its batch with none in flight is done inline and acked with the batch). syncfs
 //    (Fsync rid 0; io_uring has no opcode for it) runs on a helper thread, acked the same way.
 //
 // Threading: Apply() and StartSession() are called by one thread at a time (the server's
