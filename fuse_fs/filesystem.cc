@@ -935,7 +935,8 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
     uint64_t gen = inode.mut_gen;
-    if (gen != 0 && inode.durable_gen.load() >= gen && !inode.mtime_dirty) {
+    const uint64_t durable = datasync ? inode.durable_gen.load() : inode.durable_full_gen.load();
+    if (gen != 0 && durable >= gen && !inode.mtime_dirty) {
       // Everything this inode changed is already durable on both sides (an O_DSYNC write just did it,
       // and the kernel follows it with this FSYNC): nothing to send. For fdatasync the local flush is
       // done too: that write's own fdatasync (or a later flush) ran after its data and nothing changed
@@ -945,6 +946,7 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
     } else {
       p->durable_inode = &inode;
       p->durable_gen = gen;
+      p->durable_full = datasync == 0;
       proto::Op op;
       auto* f = op.mutable_fsync();
       f->set_rid(inode.rid);

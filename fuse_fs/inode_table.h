@@ -41,6 +41,9 @@ struct Inode {
   // write (the kernel sends both) skip a second round trip.
   uint64_t mut_gen = 0;
   std::atomic<uint64_t> durable_gen{0};
+  // The same for a full fsync on both sides (an O_DSYNC write or fdatasync does not raise it), so
+  // fsync(2) after such a write still makes the peer flush metadata too.
+  std::atomic<uint64_t> durable_full_gen{0};
   // The file's data changed since its mtime was last sent to the peer (under data_mu).
   bool mtime_dirty = false;
 };

@@ -4,6 +4,14 @@
 
 namespace hamirror::fs {
 
+namespace {
+void RaiseTo(std::atomic<uint64_t>& value, uint64_t to) {
+  uint64_t cur = value.load();
+  while (cur < to && !value.compare_exchange_weak(cur, to)) {
+  }
+}
+}  // namespace
+
 void PendingReply::OnShipped(void* ctx, const replicator::ShipResult& result) {
   auto* p = static_cast<PendingReply*>(ctx);
   // Only an ack makes the change durable on the peer; otherwise a later fsync must not be skipped.
@@ -24,9 +32,8 @@ void PendingReply::Done(int err) {
 void PendingReply::Reply() {
   int err = err_.load();
   if (err == 0 && durable_inode != nullptr) {
-    uint64_t cur = durable_inode->durable_gen.load();
-    while (cur < durable_gen && !durable_inode->durable_gen.compare_exchange_weak(cur, durable_gen)) {
-    }
+    RaiseTo(durable_inode->durable_gen, durable_gen);
+    if (durable_full) RaiseTo(durable_inode->durable_full_gen, durable_gen);
   }
   if (kind_ == Kind::kNone) return;
   if (err != 0) {

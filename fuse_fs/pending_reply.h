@@ -43,6 +43,7 @@ class PendingReply {
   double attr_timeout = 0;         // kAttr
   Inode* durable_inode = nullptr;  // on success, durable_inode->durable_gen >= durable_gen
   uint64_t durable_gen = 0;
+  bool durable_full = false;  // fsync (data and metadata), not only fdatasync: also durable_full_gen
 
  private:
   PendingReply(fuse_req_t req, Kind kind, int parts) : req_(req), kind_(kind), parts_(parts) {}

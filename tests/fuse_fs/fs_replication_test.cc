@@ -341,6 +341,43 @@ TEST_CASE("primary: an O_DSYNC write costs one replicated operation (its FSYNC n
   REQUIRE(pair.secondary.Stop().ok());
 }
 
+TEST_CASE("primary: fsync(2) after an O_DSYNC write and O_SYNC writes still make the peer fsync",
+          "[fuse_fs][replication]") {
+  // The peer made an O_DSYNC write durable with fdatasync: a later full fsync must not be skipped as
+  // if that had covered metadata too. An O_SYNC write is shipped like an O_DSYNC one, so the FSYNC
+  // (datasync=0) the kernel sends after it must reach the peer: two operations per write.
+  Pair pair;
+  REQUIRE(pair.Start().ok());
+  std::string block(4096, 's');
+  FsStatus before, after;
+  {
+    int fd = open((pair.a_ + "/dsync").c_str(), O_CREAT | O_WRONLY | O_DSYNC, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(pwrite(fd, "warmup", 6, 0) == 6);
+    REQUIRE(pair.primary.GetStatus(&before).ok());
+    REQUIRE(pwrite(fd, block.data(), block.size(), 0) == 4096);
+    REQUIRE(fdatasync(fd) == 0);  // covered by the write: no operation
+    REQUIRE(fsync(fd) == 0);      // metadata too: one Fsync operation
+    REQUIRE(pair.primary.GetStatus(&after).ok());
+    close(fd);
+    INFO("before: " << before.ShortDebugString() << "\nafter: " << after.ShortDebugString());
+    REQUIRE(after.ops_shipped() - before.ops_shipped() == 2);
+  }
+  {
+    int fd = open((pair.a_ + "/osync").c_str(), O_CREAT | O_WRONLY | O_SYNC, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(pwrite(fd, "warmup", 6, 0) == 6);
+    REQUIRE(pair.primary.GetStatus(&before).ok());
+    for (int i = 0; i < 5; ++i) REQUIRE(pwrite(fd, block.data(), block.size(), i * 4096) == 4096);
+    REQUIRE(pair.primary.GetStatus(&after).ok());
+    close(fd);
+    INFO("before: " << before.ShortDebugString() << "\nafter: " << after.ShortDebugString());
+    REQUIRE(after.ops_shipped() - before.ops_shipped() == 10);
+  }
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+}
+
 TEST_CASE("primary+secondary: concurrent workloads (own subtrees + one shared file) leave identical trees",
           "[fuse_fs][replication]") {
   Pair pair;
