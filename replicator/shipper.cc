@@ -1,12 +1,13 @@
 // Shipper implementation.
 //
 // Threads: the caller of Ship() checksums, assigns the seq and queues (never blocks unless the memory
-// bound is reached); a small op shipped while nothing else is unacknowledged (a lone commit's write or
+// bound is reached). A small op shipped while nothing else is unacknowledged (a lone commit's write or
 // fsync) is written by its caller, which saves waking the sender (a thread hand-off costs tens of µs
-// of CPU on a VM); ops shipped while others are in flight queue and travel in batches. A sender (re)connects
-// and writes batches of whatever is queued (large ops, so their caller's local write overlaps the
-// send, and what queues while a write is in flight); a reader thread per stream processes HelloReply
-// and acks; a watchdog thread declares the peer lost. One write at a time: writing_.
+// of CPU on a VM); ops shipped while others are in flight queue and travel in batches. A sender thread
+// (re)connects and writes batches of whatever is queued (large ops, so that their caller's local write
+// overlaps the send, and what queued while a write was in flight); a reader thread per stream
+// processes HelloReply and acks; a watchdog thread declares the peer lost. One write at a time
+// (writing_), whoever does it.
 // Queued ops stay in q_ (the resend buffer) until acknowledged; while one is being written its body is
 // lent to the reusable batch message (Swap, no copy) and given back afterwards.
 #include "replicator/shipper.h"

@@ -8,6 +8,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <map>
 #include <mutex>
@@ -307,6 +308,38 @@ TEST_CASE("applier fsync, syncfs and dsync writes are acked once flushed", "[app
   }
   CHECK(f.applier->Stats().flushes_in_flight == 0);
   CHECK(ReadFile(f.tree.Path("a")) == "xy");
+}
+
+TEST_CASE("applier flushes a lone last op inline and the others on the flush threads", "[applier]") {
+  Fixture f;
+  REQUIRE(f.Apply({MakeFile(1, "a", 2), Write(2, 0, "x")}).ok());
+  auto apply = [&](std::vector<proto::Op> ops, std::vector<proto::Ack>* acks) {
+    proto::OpBatch batch;
+    for (proto::Op& op : ops) {
+      op.set_seq(++f.next_seq);
+      *batch.add_ops() = op;
+    }
+    REQUIRE(f.applier->Apply(batch, acks).ok());
+    f.applier->Drain();
+  };
+  auto has = [](const std::vector<proto::Ack>& acks, uint64_t seq) {
+    return std::any_of(acks.begin(), acks.end(), [&](const proto::Ack& a) { return a.seq() == seq; });
+  };
+  // A batch ending with a flush, nothing in flight: done on the apply thread, acked with the batch.
+  std::vector<proto::Ack> acks;
+  apply({Fsync(2, true)}, &acks);
+  CHECK(has(acks, f.next_seq));
+  acks.clear();
+  apply({Write(2, 1, "y", /*dsync=*/true)}, &acks);
+  CHECK(has(acks, f.next_seq));
+  // A flush followed by other ops of its batch: the flush threads, acked through the callback (the
+  // later ops need not wait for it).
+  acks.clear();
+  apply({Fsync(2), Write(2, 2, "z")}, &acks);
+  CHECK(!has(acks, f.next_seq - 1));
+  CHECK(has(acks, f.next_seq));
+  CHECK(f.AckOf(f.next_seq - 1) == 0);
+  CHECK(ReadFile(f.tree.Path("a")) == "xyz");
 }
 
 TEST_CASE("applier without io_uring (fallback) applies and acks the same", "[applier]") {
