@@ -8,6 +8,7 @@
 #
 # Knobs (env): ROUNDS=3 SETTLE=10 (s idle after `sync` before each run) SEQ_SIZE=1G RAND_SIZE=64M
 #   RAND_SECONDS=20 TARGETS="local hamirror" (bindfs also accepted) BENCH_DIR=/var/tmp/hamirror-bench
+#   DIRECT=1: both tests with O_DIRECT (as InnoDB writes its data files), default 0 (page cache)
 #   HAMIRROR_FS=build/bin/hamirror-fs
 #   HAMIRROR_FS_ALT=path/to/another/hamirror-fs with target hamirror_alt: A/B of two builds in one run
 #   KEEP_CPUS_AWAKE=1 (PM QoS 0 µs on /dev/cpu_dma_latency during the runs, so idle vCPUs poll instead
@@ -25,6 +26,7 @@ SEQ_SIZE=${SEQ_SIZE:-1G}
 RAND_SIZE=${RAND_SIZE:-64M}
 RAND_SECONDS=${RAND_SECONDS:-20}
 TARGETS=${TARGETS:-local hamirror}
+DIRECT=${DIRECT:-0}
 [ "$(id -u)" -eq 0 ] || hm_die "run as root (FUSE mounts)"
 command -v fio >/dev/null || hm_die "fio not installed (scripts/install-deps.sh)"
 
@@ -78,7 +80,8 @@ run_one() {
   setup_target "$name" || { hm_log "$name: setup failed"; teardown_target "$name"; return 1; }
   sync
   sleep "$SETTLE"  # let the disk settle (anchors.md), the same for every target
-  if fio_json seq "$W/seq-$name-$round.json" --rw=write --bs=1M --size="$SEQ_SIZE" --end_fsync=1; then
+  if fio_json seq "$W/seq-$name-$round.json" --rw=write --bs=1M --size="$SEQ_SIZE" --end_fsync=1 \
+    --direct="$DIRECT"; then
     local mibs
     mibs=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["jobs"][0]["write"]["bw_bytes"] / 1048576))' "$W/seq-$name-$round.json")
     SEQ[$name]="${SEQ[$name]:-} $mibs"
@@ -94,7 +97,7 @@ run_one() {
   sync
   sleep "$SETTLE"
   if fio_json dsync "$W/dsync-$name-$round.json" --filename=dsync.dat --rw=randwrite --bs=4k --size="$RAND_SIZE" \
-    --sync=dsync --time_based --runtime="$RAND_SECONDS"; then
+    --sync=dsync --time_based --runtime="$RAND_SECONDS" --direct="$DIRECT"; then
     local line iops p50 p99
     line=$(python3 -c 'import json,sys
 w=json.load(open(sys.argv[1]))["jobs"][0]["write"]; p=w["clat_ns"]["percentile"]
@@ -115,7 +118,7 @@ for t in $TARGETS; do
   if [ "$t" = hamirror_alt ] && [ ! -x "${HAMIRROR_FS_ALT:-}" ]; then hm_log "hamirror_alt: set HAMIRROR_FS_ALT; target skipped"; continue; fi
   active+=("$t")
 done
-hm_log "fio: targets=${active[*]} rounds=$ROUNDS seq=$SEQ_SIZE dsync=${RAND_SIZE}/${RAND_SECONDS}s, work dir $W"
+hm_log "fio: targets=${active[*]} rounds=$ROUNDS seq=$SEQ_SIZE dsync=${RAND_SIZE}/${RAND_SECONDS}s direct=$DIRECT, work dir $W"
 [ "$KEEP_CPUS_AWAKE" = 1 ] && hm_cpus_awake_start
 bench_rounds run_one "${active[@]}"
 

@@ -491,6 +491,7 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   ToProto(st.st_mtim, sa->mutable_mtime());
   inode.mut_gen++;
   inode.mtime_dirty = false;
+  inode.no_privs_to_drop = false;
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kAttr, 1);
   p->entry.attr = st;
   p->attr_timeout = EntryTimeout();
@@ -717,6 +718,24 @@ int BackingOpenFlags(int flags) {
   if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
   return flags | O_CLOEXEC;
 }
+
+// Marks a file handle opened in FUSE direct-I/O mode. fh holds the backing descriptor in its low 32
+// bits, which is all `static_cast<int>(fi->fh)` reads.
+constexpr uint64_t kFhDirectIo = uint64_t{1} << 32;
+
+// An application that opens with O_DIRECT asked to bypass the page cache: FUSE direct I/O does that
+// end to end (with --direct-io all, so does every handle opened for writing). It also spares every
+// write FUSE requests of the cached path: the GETXATTR of security.capability the kernel's privilege
+// check sends first (FUSE never caches its answer without FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14
+// cannot ask for), and, for O_DSYNC, the FSYNC sent after the write. The write handler does both jobs
+// itself (DropPrivsLocked, and the flush it does for sync writes anyway). Cost: the kernel refuses a
+// shared mmap of such a handle.
+void SetDirectIo(fuse_file_info* fi, bool all_writable) {
+  const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+  if (!(fi->flags & O_DIRECT) && !(all_writable && writable)) return;
+  fi->direct_io = 1;
+  fi->fh |= kFhDirectIo;
+}
 }  // namespace
 
 void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -738,6 +757,7 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fi->keep_cache = 0;
   } else {
     fi->keep_cache = 1;  // only we write this tree, through this very page cache
+    SetDirectIo(fi, options_.direct_io_all);
   }
   fi->noflush = 0;
   if (fuse_reply_open(req, fi) == -ENOENT) close(fd);  // interrupted
@@ -771,6 +791,7 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
   }
   fi->fh = static_cast<uint64_t>(fd);
   fi->keep_cache = 1;
+  SetDirectIo(fi, options_.direct_io_all);
   p->file_info = *fi;
   if (!op.has_make_node() && !op.has_bind()) {
     ns.unlock();
@@ -796,17 +817,22 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   }
   Inode& inode = Get(ino);
   int fd = static_cast<int>(fi->fh);
+  const bool direct = (fi->fh & kFhDirectIo) != 0;
   // The kernel passes O_DSYNC/O_SYNC in the write's flags for synchronous writes (open flags or
   // RWF_DSYNC): the data must be durable on both sides before the reply.
   bool dsync = (fi->flags & (O_DSYNC | O_SYNC)) != 0;
   if (!dsync) {
-    WriteOverlapped(req, inode, fd, buf, size, off);
+    WriteOverlapped(req, inode, fd, buf, size, off, direct);
     return;
   }
+  // O_SYNC asks for metadata too. On the cached path the FSYNC the kernel sends after the write does
+  // that on both sides; a direct-I/O write gets no such FSYNC, so the peer is sent one here.
+  const bool full_sync = (fi->flags & O_SYNC) == O_SYNC;
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kWrite, 2);
   proto::Op op;
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
+    if (direct) DropPrivsLocked(req, inode, fd);
     size_t done = 0;
     int err = PwriteAll(fd, buf, size, off, &done);
     if (done == 0 && size > 0) {
@@ -832,15 +858,27 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
       AddTimeFix(&op, inode.rid, st.st_mtim);
       inode.mtime_dirty = false;
     }
-    Ship(std::move(op), p);
+    if (direct && full_sync) {
+      // The write's own flush would be fdatasync: the full fsync after it covers both.
+      w->set_dsync(false);
+      Ship(std::move(op), nullptr);
+      proto::Op sync;
+      auto* f = sync.mutable_fsync();
+      f->set_rid(inode.rid);
+      f->set_datasync(false);
+      p->durable_full = true;
+      Ship(std::move(sync), p);
+    } else {
+      Ship(std::move(op), p);
+    }
   }
   // In parallel with the peer's flush. (p may complete right here.)
-  int r = (fi->flags & O_SYNC) == O_SYNC ? fsync(fd) : fdatasync(fd);
+  int r = full_sync ? fsync(fd) : fdatasync(fd);
   p->Done(r < 0 ? errno : 0);
 }
 
 void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size,
-                                 off_t off) {
+                                 off_t off, bool direct) {
   // Shipped first, then written locally while the peer applies its copy (as DRBD submits the local and
   // the remote write together): a large write costs max(local, remote) instead of their sum. Both
   // happen under data_mu, so conflicting operations keep the same order on both sides; the reply
@@ -849,6 +887,7 @@ void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const cha
   int err = 0;
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
+    if (direct) DropPrivsLocked(req, inode, fd);
     proto::Op op;
     auto* w = op.mutable_write();
     w->set_rid(inode.rid);
@@ -868,6 +907,41 @@ void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const cha
     if (done > 0 || size == 0) err = 0;
   }
   p->Done(err);
+}
+
+void Filesystem::DropPrivsLocked(fuse_req_t req, Inode& inode, int fd) {
+  // What the kernel's file_remove_privs would have done before a cached write: a write by anyone but
+  // root drops set-user-ID, and set-group-ID on a group-executable file (or, not group-executable,
+  // when the writer is not in the file's group: checked against the primary group only); any write
+  // drops a file capability. Once an inode is known to have none of them, this costs nothing.
+  if (inode.no_privs_to_drop) return;
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) return;
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  mode_t drop = 0;
+  if (st.st_mode & S_ISUID) drop |= S_ISUID;
+  if ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || ctx->gid != st.st_gid)) drop |= S_ISGID;
+  if (ctx->uid == 0) drop = 0;
+  if (drop != 0 && fchmod(fd, st.st_mode & 07777 & ~drop) == 0) {
+    proto::Op op;
+    auto* sa = op.mutable_setattr();
+    sa->set_rid(inode.rid);
+    sa->set_mode(st.st_mode & 07777 & ~drop);
+    inode.mut_gen++;
+    Ship(std::move(op), nullptr);
+    st.st_mode &= ~drop;
+  }
+  bool has_cap = fgetxattr(fd, "security.capability", nullptr, 0) >= 0;
+  if (has_cap && fremovexattr(fd, "security.capability") == 0) {
+    proto::Op op;
+    auto* x = op.mutable_removexattr();
+    x->set_rid(inode.rid);
+    x->set_name("security.capability");
+    inode.mut_gen++;
+    Ship(std::move(op), nullptr);
+    has_cap = false;
+  }
+  inode.no_privs_to_drop = !has_cap && !(st.st_mode & (S_ISUID | S_ISGID));
 }
 
 void Filesystem::RecordDirtyRange(uint64_t rid, uint64_t offset, uint64_t length) {
@@ -1074,6 +1148,7 @@ void Filesystem::Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, cons
   x->set_value(value, size);
   x->set_flags(flags);
   inode.mut_gen++;
+  inode.no_privs_to_drop = false;
   Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
 }
 

@@ -39,6 +39,9 @@ struct FsOptions {
   std::chrono::milliseconds send_timeout{30000};
   replicator::TlsOptions tls;
   std::string node_name;
+  // Handles in FUSE direct-I/O mode (no page cache on the mount; docs/datapath.md "Direct I/O"):
+  // false, those opened with O_DIRECT; true, also every handle opened for writing.
+  bool direct_io_all = false;
 };
 
 class Filesystem {
@@ -111,8 +114,12 @@ class Filesystem {
   void AddTimeFix(proto::Op* op, uint64_t rid, const struct timespec& mtime);
   // Ships the file's current mtime (data_mu held) if its data changed since the last time it was sent.
   void ShipMtimeLocked(Inode& inode, int fd, PendingReply* pending);
+  // Before a write the kernel sent without its own privilege check (direct I/O): drops what a write
+  // drops, locally and on the peer (data_mu held).
+  void DropPrivsLocked(fuse_req_t req, Inode& inode, int fd);
   // A write without O_DSYNC/O_SYNC: shipped first, applied locally while the peer applies it.
-  void WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size, off_t off);
+  void WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size, off_t off,
+                       bool direct);
   // The peer may hold this range while we do not (a local apply failed after shipping).
   void RecordDirtyRange(uint64_t rid, uint64_t offset, uint64_t length);
   Status RebindAll(replicator::Shipper* shipper);

@@ -46,6 +46,9 @@ struct Inode {
   std::atomic<uint64_t> durable_full_gen{0};
   // The file's data changed since its mtime was last sent to the peer (under data_mu).
   bool mtime_dirty = false;
+  // Checked under data_mu: no set-user-ID or set-group-ID bit and no file capability for a write to
+  // drop (Filesystem::DropPrivsLocked). Reset by every mode or xattr change.
+  bool no_privs_to_drop = false;
 };
 
 class InodeTable {

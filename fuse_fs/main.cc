@@ -152,6 +152,11 @@ int main(int argc, char** argv) {
     sub->add_option("--node-name", cli.options.node_name, "this node's name (default: hostname)");
     sub->add_option("--threads", cli.threads, "maximum FUSE worker threads")->check(CLI::Range(2, 256));
     sub->add_flag("--debug", cli.debug, "libfuse debug output");
+    sub->add_option_function<std::string>(
+           "--direct-io", [&cli](const std::string& mode) { cli.options.direct_io_all = mode == "all"; },
+           "odirect (default): handles opened with O_DIRECT bypass the mount's page cache; all: so do "
+           "all handles opened for writing (faster writes, no shared mmap of them; docs/datapath.md)")
+        ->check(CLI::IsMember({"odirect", "all"}));
     if (tls) {
       auto* cert = sub->add_option("--tls-cert", cli.options.tls.cert, "PEM certificate of this node")
                        ->check(CLI::ExistingFile);

@@ -1,7 +1,9 @@
 // hamirror-fs primary + secondary on one machine (two directories, gRPC over 127.0.0.1): the promises
 // of the data path, checked on the real directories underneath the mounts.
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -12,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <thread>
 #include <vector>
@@ -54,18 +57,18 @@ class Pair {
     return secondary.Start(b_, tmp_.Sub("s.sock"), {"secondary", "--listen", Addr(), "--insecure"},
                            tmp_.Sub("secondary.log"));
   }
-  hamirror::Status StartPrimary(int send_timeout_ms = 30000) {
-    hamirror::Status s = primary.Start(
-        a_, tmp_.Sub("p.sock"),
-        {"primary", "--peer", Addr(), "--insecure", "--send-timeout-ms", std::to_string(send_timeout_ms)},
-        tmp_.Sub("primary.log"));
+  hamirror::Status StartPrimary(int send_timeout_ms = 30000, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> args = {
+        "primary", "--peer", Addr(), "--insecure", "--send-timeout-ms", std::to_string(send_timeout_ms)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    hamirror::Status s = primary.Start(a_, tmp_.Sub("p.sock"), args, tmp_.Sub("primary.log"));
     if (!s.ok()) return s;
     return WaitConnected(primary);
   }
-  hamirror::Status Start(int send_timeout_ms = 30000) {
+  hamirror::Status Start(int send_timeout_ms = 30000, const std::vector<std::string>& primary_extra = {}) {
     hamirror::Status s = StartSecondary();
     if (!s.ok()) return s;
-    return StartPrimary(send_timeout_ms);
+    return StartPrimary(send_timeout_ms, primary_extra);
   }
   static hamirror::Status WaitConnected(FsProcess& p) {
     FsStatus st;
@@ -101,6 +104,22 @@ std::string ReadAt(int dirfd, const char* name, off_t off, size_t n) {
   if (r < 0) return "<read failed>";
   out.resize(static_cast<size_t>(r));
   return out;
+}
+
+// errno of a shared mapping of `path` opened with `flags` (0: it mapped; writable if the handle is).
+// FUSE refuses any shared mapping of a direct-I/O handle (ENODEV): the probe for which mode a handle got.
+int SharedMapErrno(const std::string& path, int flags) {
+  int fd = open(path.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) return -1;
+  const int prot = (flags & O_ACCMODE) == O_RDONLY ? PROT_READ : PROT_READ | PROT_WRITE;
+  int err = 0;
+  void* map = mmap(nullptr, 4096, prot, MAP_SHARED, fd, 0);
+  if (map == MAP_FAILED)
+    err = errno;
+  else
+    munmap(map, 4096);
+  close(fd);
+  return err;
 }
 
 }  // namespace
@@ -188,6 +207,34 @@ TEST_CASE("primary+secondary: a randomized workload leaves identical trees", "[f
   INFO(pair.Logs());
   std::string diff = CompareTrees(pair.a_, pair.b_);
   REQUIRE(diff == "");
+}
+
+TEST_CASE(
+    "primary --direct-io all: every handle bypasses the page cache, a randomized workload still "
+    "leaves identical trees",
+    "[fuse_fs][replication]") {
+  Pair pair;
+  REQUIRE(pair.Start(30000, {"--direct-io", "all"}).ok());
+  {
+    int fd = open((pair.a_ + "/probe").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(ftruncate(fd, 4096) == 0);
+    close(fd);
+  }
+  CHECK(SharedMapErrno(pair.a_ + "/probe", O_RDWR) == ENODEV);
+  CHECK(SharedMapErrno(pair.a_ + "/probe", O_RDONLY) == 0);  // read-only handles keep the page cache
+  uint64_t seed = Seed();
+  std::string summary = RunRandomWorkload(pair.a_, seed, 500);
+  INFO("seed " << seed << ": " << summary);
+  FsStatus st;
+  REQUIRE(pair.primary.GetStatus(&st).ok());
+  INFO("primary status: " << st.ShortDebugString());
+  REQUIRE(st.role() == hamirror::proto::FS_ROLE_PRIMARY);
+  CHECK(st.peer_errors() == 0);
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+  INFO(pair.Logs());
+  REQUIRE(CompareTrees(pair.a_, pair.b_) == "");
 }
 
 TEST_CASE("primary: peer loss during writes -> alone within the send timeout, nothing hangs",
@@ -373,6 +420,90 @@ TEST_CASE("primary: fsync(2) after an O_DSYNC write and O_SYNC writes still make
     close(fd);
     INFO("before: " << before.ShortDebugString() << "\nafter: " << after.ShortDebugString());
     REQUIRE(after.ops_shipped() - before.ops_shipped() == 10);
+  }
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+}
+
+namespace {
+// Writes 4 KiB of `fill` at offset 0 of `path` through an O_DIRECT descriptor (plus `extra_flags`), in a
+// child process running as `uid`/`gid`. Returns the child's exit status (0: written).
+int DirectWriteAs(const std::string& path, int extra_flags, uid_t uid, gid_t gid, char fill) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (setgid(gid) != 0 || setuid(uid) != 0) _exit(10);
+    int fd = open(path.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC | extra_flags);
+    if (fd < 0) _exit(11);
+    void* block = nullptr;
+    if (posix_memalign(&block, 4096, 4096) != 0) _exit(12);
+    memset(block, fill, 4096);
+    _exit(pwrite(fd, block, 4096, 0) == 4096 ? 0 : 13);
+  }
+  int status = 0;
+  if (pid < 0 || waitpid(pid, &status, 0) != pid) return -1;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -2;
+}
+
+mode_t ModeAt(int dirfd, const char* name) {
+  struct stat st;
+  return fstatat(dirfd, name, &st, 0) == 0 ? st.st_mode & 07777 : 0;
+}
+}  // namespace
+
+TEST_CASE("primary: O_DIRECT files use FUSE direct I/O and their writes still drop set-id bits",
+          "[fuse_fs][replication]") {
+  // A write through FUSE direct I/O skips the kernel's privilege check (file_remove_privs), so the
+  // file system drops set-user-ID/set-group-ID itself, on both sides, as a cached write would have.
+  Pair pair;
+  REQUIRE(chmod(pair.tmp_.path().c_str(), 0711) == 0);  // the unprivileged writer must reach a_
+  REQUIRE(pair.Start().ok());
+  for (const char* name : {"by-user", "by-root"}) {
+    int fd = open((pair.a_ + "/" + name).c_str(), O_CREAT | O_WRONLY, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(fchmod(fd, 06777) == 0);
+    close(fd);
+  }
+  REQUIRE(truncate((pair.a_ + "/by-root").c_str(), 4096) == 0);
+  CHECK(SharedMapErrno(pair.a_ + "/by-root", O_RDWR | O_DIRECT) == ENODEV);  // direct-I/O handle
+  CHECK(SharedMapErrno(pair.a_ + "/by-root", O_RDWR) == 0);                  // the default: cached
+  REQUIRE(chmod((pair.a_ + "/by-root").c_str(), 06777) == 0);  // truncate by root kept it; be sure
+  REQUIRE(DirectWriteAs(pair.a_ + "/by-user", 0, 65534, 65534, 'u') == 0);
+  REQUIRE(DirectWriteAs(pair.a_ + "/by-root", 0, 0, 0, 'r') == 0);
+  INFO(pair.Logs());
+  // Dropped for the unprivileged writer, kept for root: on the mount, underneath, and on the peer.
+  CHECK(ModeAt(pair.under_a_, "by-user") == 0777);
+  CHECK(ModeAt(pair.under_b_, "by-user") == 0777);
+  CHECK(ModeAt(pair.under_a_, "by-root") == 06777);
+  CHECK(ModeAt(pair.under_b_, "by-root") == 06777);
+  CHECK(ReadAt(pair.under_b_, "by-user", 0, 4096) == std::string(4096, 'u'));
+  CHECK(ReadAt(pair.under_b_, "by-root", 0, 4096) == std::string(4096, 'r'));
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+}
+
+TEST_CASE("primary: O_DIRECT|O_DSYNC writes cost one operation, O_DIRECT|O_SYNC writes make the peer fsync",
+          "[fuse_fs][replication]") {
+  // Direct-I/O writes get no FSYNC from the kernel after them: an O_SYNC write must send the peer its
+  // full fsync itself (write + fsync: two operations), an O_DSYNC write needs only its own.
+  Pair pair;
+  REQUIRE(pair.Start().ok());
+  void* block = nullptr;
+  REQUIRE(posix_memalign(&block, 4096, 4096) == 0);
+  std::unique_ptr<void, decltype(&free)> owned(block, &free);
+  memset(block, 'x', 4096);
+  for (int sync_flag : {O_DSYNC, O_SYNC}) {
+    const std::string name = sync_flag == O_SYNC ? "osync" : "dsync";
+    int fd = open((pair.a_ + "/" + name).c_str(), O_CREAT | O_WRONLY | O_DIRECT | sync_flag, 0644);
+    REQUIRE(fd >= 0);
+    REQUIRE(pwrite(fd, block, 4096, 0) == 4096);  // warm-up
+    FsStatus before, after;
+    REQUIRE(pair.primary.GetStatus(&before).ok());
+    for (int i = 1; i <= 5; ++i) REQUIRE(pwrite(fd, block, 4096, i * 4096) == 4096);
+    REQUIRE(pair.primary.GetStatus(&after).ok());
+    close(fd);
+    INFO(name << " before: " << before.ShortDebugString() << "\nafter: " << after.ShortDebugString());
+    CHECK(after.ops_shipped() - before.ops_shipped() == (sync_flag == O_SYNC ? 10u : 5u));
+    CHECK(ReadAt(pair.under_b_, name.c_str(), 5 * 4096, 4096) == std::string(4096, 'x'));
   }
   REQUIRE(pair.primary.Stop().ok());
   REQUIRE(pair.secondary.Stop().ok());

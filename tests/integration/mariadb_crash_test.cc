@@ -51,6 +51,10 @@ TEST_CASE(
     MirroredMariaDb env("hm-crash");
     MirrorPair& pair = env.pair;
     MariaDbServer& primary_db = env.primary_db;
+    // Both write paths: rounds 3-4, 7-8, ... with every writable handle in FUSE direct-I/O mode.
+    const bool direct_io_all = ((round - 1) / 2) % 2 == 1;
+    if (direct_io_all) pair.set_primary_flags({"--direct-io", "all"});
+    INFO("primary --direct-io " << (direct_io_all ? "all" : "odirect"));
     REQUIRE_OK(env.StartPrimary());
 
     BankWorkload bank(primary_db.socket_path(), BankOptions());
@@ -111,9 +115,9 @@ TEST_CASE(
     s = bank.Verify(secondary_db.socket_path(), &report);
     std::cout << "crash-round " << round << "/" << rounds << ": " << (s.ok() ? "PASS" : "FAIL") << " "
               << report.ToString() << " kill_first=" << (fs_first ? "hamirror-fs" : "mariadbd")
-              << " load_ms=" << load_ms << " recovery_ms=" << recovery_ms
-              << " reconnects=" << primary_status.reconnects() << (s.ok() ? "" : " reason=" + s.ToString())
-              << std::endl;
+              << " direct_io=" << (direct_io_all ? "all" : "odirect") << " load_ms=" << load_ms
+              << " recovery_ms=" << recovery_ms << " reconnects=" << primary_status.reconnects()
+              << (s.ok() ? "" : " reason=" + s.ToString()) << std::endl;
     INFO(s.ToString() << " " << report.ToString());
     CHECK(s.ok());
     if (s.ok()) ++passed;

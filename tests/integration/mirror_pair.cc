@@ -61,9 +61,10 @@ Status MirrorPair::Start(std::chrono::milliseconds timeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // poll interval
   }
 
-  s = primary_.Start(
-      {bin, "primary", "--dir", primary_dir(), "--peer", addr, "--control", control_socket(), "--insecure"},
-      base_ + "/primary.log");
+  std::vector<std::string> primary_args = {bin,  "primary",   "--dir",          primary_dir(), "--peer",
+                                           addr, "--control", control_socket(), "--insecure"};
+  primary_args.insert(primary_args.end(), primary_flags_.begin(), primary_flags_.end());
+  s = primary_.Start(primary_args, base_ + "/primary.log");
   if (!s.ok()) return s;
   s = test::WaitForMount(primary_dir(), primary_.pid(), left());
   if (!s.ok()) return Status::IoError("primary: " + s.ToString() + "\n" + LogTails());

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 #include "proto/fs_control.pb.h"
@@ -22,6 +23,8 @@ class MirrorPair {
 
   // Starts the secondary, then the primary, and waits until both are mounted and connected.
   Status Start(std::chrono::milliseconds timeout = std::chrono::seconds(30));
+  // Extra flags for the primary's command line (e.g. {"--direct-io", "all"}), before Start.
+  void set_primary_flags(std::vector<std::string> flags) { primary_flags_ = std::move(flags); }
 
   std::string primary_dir() const { return base_ + "/primary"; }
   std::string secondary_dir() const { return base_ + "/secondary"; }
@@ -51,6 +54,7 @@ class MirrorPair {
   static Status ControlStatus(const std::string& socket, proto::FsStatus* out);
 
   std::string base_;
+  std::vector<std::string> primary_flags_;
   int port_ = -1;
   test::Daemon secondary_;
   test::Daemon primary_;
