@@ -161,6 +161,9 @@ struct ReplicatedDir {
   // mode="read_only" (default): secondary copy not writable by local programs. "read_write" is
   // accepted with a warning: hamirror's secondary is read-only whatever this says.
   bool read_only = true;
+  // directio="all": every handle opened for writing bypasses the mount's page cache (hamirror-fs
+  // --direct-io all); "odirect" (default): only handles opened with O_DIRECT.
+  bool direct_io_all = false;
   std::vector<NotReplicated> notreplicated;
 };
 

@@ -21,7 +21,7 @@ bool IsUnder(const std::string& child, const std::string& parent) {
 }
 
 void ParseReplicated(Element& e, const ParseEnv& env, RfsConfig* out) {
-  e.CheckAttributes({{"dir"}, {"mode"}});
+  e.CheckAttributes({{"dir"}, {"mode"}, {"directio"}});
   e.CheckChildren({"notreplicated"});
   ReplicatedDir rd;
   if (auto dir = e.Required("dir")) {
@@ -51,6 +51,7 @@ void ParseReplicated(Element& e, const ParseEnv& env, RfsConfig* out) {
                      "mode=\"read_write\" on <replicated> has no effect in hamirror: the secondary's copy is "
                      "always read-only to local programs (their writes would be overwritten by replication)");
   }
+  e.Enum<bool>("directio", {{"odirect", false}, {"all", true}}, &rd.direct_io_all);
   for (pugi::xml_node n : Children(e.node(), "notreplicated")) {
     Element ne(e.ctx(), n);
     ne.CheckAttributes({{"path"}, {"regexpath"}});

@@ -51,6 +51,7 @@ Status FsDriver::Spawn(const FsDir& d) {
                   " (ca.pem, node.pem, node.key): replication link in clear");
     args.push_back("--insecure");
   }
+  if (d.direct_io_all) args.insert(args.end(), {"--direct-io", "all"});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

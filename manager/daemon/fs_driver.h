@@ -17,10 +17,11 @@ namespace hamirror::daemon {
 
 struct FsDir {
   std::string dir;
-  std::string control;   // control socket path
-  std::string listen;    // HOST:PORT for the secondary role (this node's flow address)
-  std::string peer;      // HOST:PORT of the peer's secondary endpoint (for the primary role)
-  std::string log_path;  // hamirror-fs output when started by us
+  std::string control;         // control socket path
+  std::string listen;          // HOST:PORT for the secondary role (this node's flow address)
+  std::string peer;            // HOST:PORT of the peer's secondary endpoint (for the primary role)
+  std::string log_path;        // hamirror-fs output when started by us
+  bool direct_io_all = false;  // --direct-io all (config: <replicated directio="all">)
 };
 
 struct FsLaunch {

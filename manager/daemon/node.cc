@@ -240,6 +240,7 @@ Status Node::Init() {
     d.listen = self_flow + ":" + std::to_string(cfg.hamirror.replication_port);
     d.peer = peer_flow + ":" + std::to_string(cfg.hamirror.replication_port);
     d.log_path = opt_.log_dir + "/fs-" + base + ".log";
+    d.direct_io_all = r.direct_io_all;
     dirs.push_back(d);
   }
   fs_ = std::make_unique<FsDriver>(std::move(dirs), FsLaunch{opt_.fs_bin, opt_.self, cfg.hamirror.tls_dir},

@@ -138,6 +138,9 @@ std::vector<BrokenCase> Cases() {
       {"absolute notreplicated path",
        Cfg("", "<rfs><replicated dir=\"@DATA@\">\n<notreplicated path=\"/etc\"/>\n</replicated></rfs>"),
        Where::kUserconfig, 5, "expected a path relative to the replicated dir"},
+      {"directio not a mode", Cfg("", "<rfs>\n<replicated dir=\"@DATA@\" directio=\"fast\"/></rfs>"),
+       Where::kUserconfig, 5,
+       "'fast' for attribute 'directio' on <replicated>: expected one of odirect, all"},
       {"rfs without replicated", Cfg("", "<rfs nbrei=\"2\"/>"), Where::kUserconfig, 4,
        "no <replicated> in <rfs>"},
       {"nbrei zero", Cfg("", "<rfs nbrei=\"0\"><replicated dir=\"@DATA@\"/></rfs>"), Where::kUserconfig, 4,
@@ -253,7 +256,7 @@ TEST_CASE("a configuration using every element loads with the right values", "[c
     <proc nameregex="^mysqld_safe$" argregex="--datadir" atleast="1" action="stop" class="pre"/>
   </errd>
   <rfs async="none" nbrei="4" sendtimeout="5s" reiallowedbw="20000" ruzone_blocksize="1M">
-    <replicated dir="@DATA@/" mode="read_write">
+    <replicated dir="@DATA@/" mode="read_write" directio="all">
       <notreplicated path="tmp/"/>
       <notreplicated regexpath="\.pid$"/>
     </replicated>
@@ -321,6 +324,7 @@ TEST_CASE("a configuration using every element loads with the right values", "[c
   REQUIRE(cfg.rfs.replicated.size() == 1);
   CHECK(cfg.rfs.replicated[0].dir == m.data_dir());
   CHECK_FALSE(cfg.rfs.replicated[0].read_only);
+  CHECK(cfg.rfs.replicated[0].direct_io_all);
   REQUIRE(cfg.rfs.replicated[0].notreplicated.size() == 2);
   CHECK(cfg.rfs.replicated[0].notreplicated[0].path == "tmp");
   CHECK(cfg.rfs.replicated[0].notreplicated[1].regexpath == "\\.pid$");

@@ -31,6 +31,7 @@ struct ModuleOptions {
   int maxloop = 3;
   bool witness = false;
   bool rfs = false;                     // replicate <node dir>/data through hamirror-fs
+  const char* directio = "odirect";     // <replicated directio>
   const char* errd_action = "restart";  // action of the <errd> watch on the service
 };
 
@@ -250,9 +251,9 @@ class Cluster {
         << "  </real_interface></interface></interface_list></vip>\n"
         << "  <errd polltimer=\"1\"><proc name=\"hmtestsvc-" << n << "\" atleast=\"1\" action=\""
         << mo.errd_action << "\" class=\"prim\"/></errd>\n"
-        << (mo.rfs
-                ? "  <rfs async=\"none\"><replicated dir=\"" + Dir(i) + "/data\" mode=\"read_only\"/></rfs>\n"
-                : "")
+        << (mo.rfs ? "  <rfs async=\"none\"><replicated dir=\"" + Dir(i) +
+                         "/data\" mode=\"read_only\" directio=\"" + mo.directio + "\"/></rfs>\n"
+                   : "")
         << (mo.witness
                 ? "  <splitbrain ident=\"witness\" exec=\"ping\" arg=\"" + NetLab::ClientAddr() + "\"/>\n"
                 : "")
@@ -501,10 +502,16 @@ TEST_CASE("fs data path: writes on the primary reach the secondary which serves 
     WARN("no hamirror-fs binary (set HAMIRROR_FS_BIN); skipped");
     return;
   }
-  Cluster c({.rfs = true});
+  Cluster c({.rfs = true, .directio = "all"});
   c.FirstStart();
   REQUIRE(c.FsPid(1) > 0);
   REQUIRE(c.FsPid(2) > 0);
+  // The configuration's directio reaches hamirror-fs's command line.
+  for (int i = 1; i <= 2; ++i) {
+    std::ifstream in("/proc/" + std::to_string(c.FsPid(i)) + "/cmdline");
+    std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    CHECK(cmd.find(std::string("--direct-io\0all", 15)) != std::string::npos);
+  }
   CHECK(c.Cli(1, "state -v").output.find("primary, peer connected") != std::string::npos);
   CHECK(c.Cli(2, "state -v").output.find("secondary, peer connected") != std::string::npos);
 
