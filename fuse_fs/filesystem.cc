@@ -27,6 +27,8 @@ namespace {
 // the secondary's tree changes underneath the kernel, so it caches nothing.
 constexpr double kPrimaryTimeout = 86400.0;
 constexpr size_t kMaxWrite = 1 << 20;
+// Write-then-fdatasync pairs in a row after which a file's writes are made durable at once (Write).
+constexpr uint32_t kLogStreak = 2;
 
 struct ProcPath {
   explicit ProcPath(int fd) { snprintf(buf, sizeof(buf), "/proc/self/fd/%d", fd); }
@@ -821,6 +823,15 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   // The kernel passes O_DSYNC/O_SYNC in the write's flags for synchronous writes (open flags or
   // RWF_DSYNC): the data must be durable on both sides before the reply.
   bool dsync = (fi->flags & (O_DSYNC | O_SYNC)) != 0;
+  // A log (MariaDB's redo log and binary log: one write, then fdatasync, again and again) gets its
+  // writes made durable as if O_DSYNC: the local and the remote flush then run during the write, and
+  // the fdatasync that follows finds nothing left to do on either side (Fsync). That saves a round
+  // trip and an operation on both nodes per write. Predicted after kLogStreak such pairs in a row;
+  // a second write before the next fsync ends it (that one write paid a flush for nothing).
+  if (!dsync && inode.writes_since_fsync.load(std::memory_order_relaxed) == 0 &&
+      inode.fsync_after_one_write_streak.load(std::memory_order_relaxed) >= kLogStreak) {
+    dsync = true;
+  }
   if (!dsync) {
     WriteOverlapped(req, inode, fd, buf, size, off, direct);
     return;
@@ -833,6 +844,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
     if (direct) DropPrivsLocked(req, inode, fd);
+    CountWriteLocked(inode);
     size_t done = 0;
     int err = PwriteAll(fd, buf, size, off, &done);
     if (done == 0 && size > 0) {
@@ -888,6 +900,7 @@ void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const cha
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
     if (direct) DropPrivsLocked(req, inode, fd);
+    CountWriteLocked(inode);
     proto::Op op;
     auto* w = op.mutable_write();
     w->set_rid(inode.rid);
@@ -907,6 +920,12 @@ void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const cha
     if (done > 0 || size == 0) err = 0;
   }
   p->Done(err);
+}
+
+void Filesystem::CountWriteLocked(Inode& inode) {
+  if (inode.writes_since_fsync.fetch_add(1, std::memory_order_relaxed) != 0) {
+    inode.fsync_after_one_write_streak.store(0, std::memory_order_relaxed);
+  }
 }
 
 void Filesystem::DropPrivsLocked(fuse_req_t req, Inode& inode, int fd) {
@@ -1008,6 +1027,12 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
   bool flushed_locally = false;
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
+    const uint32_t writes = inode.writes_since_fsync.exchange(0, std::memory_order_relaxed);
+    const uint32_t streak = inode.fsync_after_one_write_streak.load(std::memory_order_relaxed);
+    if (writes != 0) {  // (an fsync with nothing written since the last one neither adds nor breaks)
+      inode.fsync_after_one_write_streak.store(writes == 1 ? std::min(streak + 1, kLogStreak) : 0,
+                                               std::memory_order_relaxed);
+    }
     uint64_t gen = inode.mut_gen;
     const uint64_t durable = datasync ? inode.durable_gen.load() : inode.durable_full_gen.load();
     if (gen != 0 && durable >= gen && !inode.mtime_dirty) {

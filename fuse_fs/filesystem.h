@@ -114,6 +114,8 @@ class Filesystem {
   void AddTimeFix(proto::Op* op, uint64_t rid, const struct timespec& mtime);
   // Ships the file's current mtime (data_mu held) if its data changed since the last time it was sent.
   void ShipMtimeLocked(Inode& inode, int fd, PendingReply* pending);
+  // Counts a write for the write-then-fsync pattern (data_mu held).
+  void CountWriteLocked(Inode& inode);
   // Before a write the kernel sent without its own privilege check (direct I/O): drops what a write
   // drops, locally and on the peer (data_mu held).
   void DropPrivsLocked(fuse_req_t req, Inode& inode, int fd);

@@ -46,6 +46,10 @@ struct Inode {
   std::atomic<uint64_t> durable_full_gen{0};
   // The file's data changed since its mtime was last sent to the peer (under data_mu).
   bool mtime_dirty = false;
+  // Write-then-fdatasync pattern (a log): writes since the last fsync, and how many fsyncs in a row
+  // each followed exactly one write. Under data_mu; read without it as a hint (Filesystem::Write).
+  std::atomic<uint32_t> writes_since_fsync{0};
+  std::atomic<uint32_t> fsync_after_one_write_streak{0};
   // Checked under data_mu: no set-user-ID or set-group-ID bit and no file capability for a write to
   // drop (Filesystem::DropPrivsLocked). Reset by every mode or xattr change.
   bool no_privs_to_drop = false;

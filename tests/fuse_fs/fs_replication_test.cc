@@ -388,6 +388,53 @@ TEST_CASE("primary: an O_DSYNC write costs one replicated operation (its FSYNC n
   REQUIRE(pair.secondary.Stop().ok());
 }
 
+TEST_CASE("primary: a log (one write, then fdatasync, repeated) costs one operation per pair",
+          "[fuse_fs][replication]") {
+  // After two write+fdatasync pairs in a row, a file's next write is made durable on both sides at
+  // once, and the fdatasync after it needs no round trip. A second write before the fdatasync ends
+  // that: the fdatasync must then reach the peer again.
+  Pair pair;
+  REQUIRE(pair.Start().ok());
+  int fd = open((pair.a_ + "/log").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+  REQUIRE(fd >= 0);
+  std::string record(512, 'r');
+  off_t off = 0;
+  auto append_and_sync = [&] {
+    REQUIRE(pwrite(fd, record.data(), record.size(), off) == 512);
+    off += 512;
+    REQUIRE(fdatasync(fd) == 0);
+  };
+  auto shipped = [&] {
+    FsStatus st;
+    REQUIRE(pair.primary.GetStatus(&st).ok());
+    return st.ops_shipped();
+  };
+  append_and_sync();
+  append_and_sync();
+  uint64_t before = shipped();
+  for (int i = 0; i < 8; ++i) append_and_sync();
+  CHECK(shipped() - before == 8);
+  CHECK(ReadAt(pair.under_b_, "log", off - 512, 512) == record);
+  // Two writes, then fdatasync: the second write is an ordinary one, so the fdatasync ships.
+  before = shipped();
+  REQUIRE(pwrite(fd, record.data(), record.size(), off) == 512);
+  off += 512;
+  append_and_sync();
+  CHECK(shipped() - before == 3);
+  // The pattern has to build up again: the next pair costs two operations.
+  before = shipped();
+  append_and_sync();
+  CHECK(shipped() - before == 2);
+  CHECK(ReadAt(pair.under_b_, "log", 0, static_cast<size_t>(off)) ==
+        std::string(static_cast<size_t>(off), 'r'));
+  close(fd);
+  FsStatus st;
+  REQUIRE(pair.primary.GetStatus(&st).ok());
+  CHECK(st.peer_errors() == 0);
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+}
+
 TEST_CASE("primary: fsync(2) after an O_DSYNC write and O_SYNC writes still make the peer fsync",
           "[fuse_fs][replication]") {
   // The peer made an O_DSYNC write durable with fdatasync: a later full fsync must not be skipped as
