@@ -828,12 +828,19 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   // the fdatasync that follows finds nothing left to do on either side (Fsync). That saves a round
   // trip and an operation on both nodes per write. Predicted after kLogStreak such pairs in a row;
   // a second write before the next fsync ends it (that one write paid a flush for nothing).
-  if (!dsync && inode.writes_since_fsync.load(std::memory_order_relaxed) == 0 &&
+  // Through the page cache, the kernel sends a write that starts inside a page it does not hold up to
+  // date as two requests: that partial page, then the rest. A log append crossing a page boundary
+  // does that. Such a head is neither counted nor flushed: the request after it is the write.
+  static const size_t kPage = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const uint64_t end = static_cast<uint64_t>(off) + size;
+  const bool split_head =
+      !direct && size < kPage && static_cast<uint64_t>(off) % kPage != 0 && end % kPage == 0;
+  if (!dsync && !split_head && inode.writes_since_fsync.load(std::memory_order_relaxed) == 0 &&
       inode.fsync_after_one_write_streak.load(std::memory_order_relaxed) >= kLogStreak) {
     dsync = true;
   }
   if (!dsync) {
-    WriteOverlapped(req, inode, fd, buf, size, off, direct);
+    WriteOverlapped(req, inode, fd, buf, size, off, direct, /*count_write=*/!split_head);
     return;
   }
   // O_SYNC asks for metadata too. On the cached path the FSYNC the kernel sends after the write does
@@ -844,7 +851,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
     if (direct) DropPrivsLocked(req, inode, fd);
-    CountWriteLocked(inode);
+    if (!split_head) CountWriteLocked(inode);
     size_t done = 0;
     int err = PwriteAll(fd, buf, size, off, &done);
     if (done == 0 && size > 0) {
@@ -890,7 +897,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
 }
 
 void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size,
-                                 off_t off, bool direct) {
+                                 off_t off, bool direct, bool count_write) {
   // Shipped first, then written locally while the peer applies its copy (as DRBD submits the local and
   // the remote write together): a large write costs max(local, remote) instead of their sum. Both
   // happen under data_mu, so conflicting operations keep the same order on both sides; the reply
@@ -900,7 +907,7 @@ void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const cha
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
     if (direct) DropPrivsLocked(req, inode, fd);
-    CountWriteLocked(inode);
+    if (count_write) CountWriteLocked(inode);
     proto::Op op;
     auto* w = op.mutable_write();
     w->set_rid(inode.rid);

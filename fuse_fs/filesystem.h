@@ -120,8 +120,9 @@ class Filesystem {
   // drops, locally and on the peer (data_mu held).
   void DropPrivsLocked(fuse_req_t req, Inode& inode, int fd);
   // A write without O_DSYNC/O_SYNC: shipped first, applied locally while the peer applies it.
+  // count_write: counts for the write-then-fsync pattern (CountWriteLocked).
   void WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size, off_t off,
-                       bool direct);
+                       bool direct, bool count_write);
   // The peer may hold this range while we do not (a local apply failed after shipping).
   void RecordDirtyRange(uint64_t rid, uint64_t offset, uint64_t length);
   Status RebindAll(replicator::Shipper* shipper);
