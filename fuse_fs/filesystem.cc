@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/unique_fd.h"
 #include "fuse_fs/pending_reply.h"
 
 namespace hamirror::fs {
@@ -112,6 +113,7 @@ const char* RoleName(Role role) {
 Filesystem::Filesystem(const FsOptions& options, int root_fd, const struct stat& root_st)
     : options_(options) {
   table_.InitRoot(root_fd, root_st);
+  resync_ = std::make_unique<ResyncEngine>(static_cast<ResyncHost*>(this), options_.resync);
 }
 
 Filesystem::~Filesystem() { Stop(); }
@@ -127,39 +129,79 @@ double Filesystem::EntryTimeout() const { return ReadOnly() ? 0.0 : kPrimaryTime
 // Roles
 
 Status Filesystem::Start(Role role) {
-  std::lock_guard<std::mutex> change(role_change_mu_);
-  if (role == Role::kSecondary) {
-    replicator::ReplicationServerOptions so;
-    so.listen = options_.listen;
-    so.tls = options_.tls;
-    so.root_fd = table_.root()->fd;
-    so.node_name = options_.node_name;
-    std::unique_ptr<replicator::ReplicationServer> server;
-    Status s = replicator::ReplicationServer::Start(so, &server);
-    if (!s.ok()) return s;
-    std::unique_lock<std::shared_mutex> lock(shipper_mu_);
-    server_ = std::move(server);
-    peer_ = options_.listen;
-  } else if (role == Role::kPrimary && !options_.peer.empty()) {
-    replicator::ShipperOptions so;
-    so.peer = options_.peer;
-    so.send_timeout = options_.send_timeout;
-    so.tls = options_.tls;
-    so.node_name = options_.node_name;
-    std::unique_ptr<replicator::Shipper> shipper;
-    Status s = replicator::Shipper::Create(so, &shipper);
-    if (!s.ok()) return s;
-    std::unique_lock<std::shared_mutex> lock(shipper_mu_);
-    shipper_ = std::move(shipper);
-    peer_ = options_.peer;
-  } else {
-    replicator::ShipperOptions so;
-    so.node_name = options_.node_name;
-    std::unique_lock<std::shared_mutex> lock(shipper_mu_);
-    shipper_ = replicator::Shipper::CreateAlone(so);
+  {
+    std::lock_guard<std::mutex> change(role_change_mu_);
+    if (options_.record_path.empty()) return Status::InvalidArgument("no record path (--state-dir)");
+    replicator::ZoneRecordOptions ro;
+    ro.path = options_.record_path;
+    ro.zone_size = options_.zone_size;
+    if (Status s = replicator::ZoneRecord::Open(ro, &record_); !s.ok()) return s;
+    replicator::RecordSnapshot snap = record_->Snapshot();
+    if (snap.full)
+      HLOG_WARN("record %s: %s: the next resync compares everything", ro.path.c_str(),
+                snap.full_reason.c_str());
+    if (snap.tree)
+      HLOG_WARN("record %s: %s: the next resync rescans the tree", ro.path.c_str(), snap.tree_reason.c_str());
+    if (role == Role::kSecondary) {
+      // A secondary writes nothing through its record: closed now, a crash of this process cannot make
+      // it look unclean (the first change recorded after a switch to primary opens it again).
+      if (Status s = record_->Close(); !s.ok()) return s;
+      replicator::ReplicationServerOptions so;
+      so.listen = options_.listen;
+      so.tls = options_.tls;
+      so.root_fd = table_.root()->fd;
+      so.node_name = options_.node_name;
+      so.on_applied = [this](const proto::OpBatch& batch) { OnBatchApplied(batch); };
+      so.applier.on_resync_begin = [this](proto::Ack* answer) { AnswerResyncBegin(answer); };
+      std::unique_ptr<replicator::ReplicationServer> server;
+      if (Status s = replicator::ReplicationServer::Start(so, &server); !s.ok()) return s;
+      std::unique_lock<std::shared_mutex> lock(shipper_mu_);
+      server_ = std::move(server);
+      peer_ = options_.listen;
+    } else {
+      const std::string peer = role == Role::kPrimary ? options_.peer : "";
+      std::unique_ptr<replicator::Shipper> shipper;
+      if (Status s = MakeShipper(peer, &shipper); !s.ok()) return s;
+      std::unique_lock<std::shared_mutex> lock(shipper_mu_);
+      shipper_ = std::move(shipper);
+      peer_ = peer;
+    }
+    role_.store(role);
   }
-  role_.store(role);
+  if (role == Role::kPrimary) StartResyncIfConnected("replication stream up");
   return Status::Ok();
+}
+
+Status Filesystem::MakeShipper(const std::string& peer, std::unique_ptr<replicator::Shipper>* out) {
+  replicator::ShipperOptions so;
+  so.node_name = options_.node_name;
+  so.zone_size = options_.zone_size;
+  if (peer.empty()) {
+    *out = replicator::Shipper::CreateAlone(so);
+    return Status::Ok();
+  }
+  so.peer = peer;
+  so.send_timeout = options_.send_timeout;
+  so.tls = options_.tls;
+  return replicator::Shipper::Create(so, out);
+}
+
+void Filesystem::StartResyncIfConnected(const char* why) {
+  {
+    std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+    if (!shipper_ || role_.load() != Role::kPrimary || shipper_->Stats().alone) return;
+  }
+  if (Status s = resync_->Start(/*full=*/false, why); !s.ok())
+    HLOG_WARN("resync not started: %s", s.ToString().c_str());
+}
+
+Status Filesystem::Resync(bool full) {
+  {
+    std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+    if (role_.load() != Role::kPrimary || !shipper_ || shipper_->Stats().alone)
+      return Status::InvalidArgument("resync needs role primary with the peer connected");
+  }
+  return resync_->Start(full, full ? "full resync asked for" : "resync asked for");
 }
 
 Status Filesystem::RebindAll(replicator::Shipper* shipper) {
@@ -189,7 +231,7 @@ Status Filesystem::RebindAll(replicator::Shipper* shipper) {
 }
 
 Status Filesystem::SetRole(Role role, const std::string& peer) {
-  std::lock_guard<std::mutex> change(role_change_mu_);
+  std::unique_lock<std::mutex> change(role_change_mu_);
   Role cur = role_.load();
   if (role == cur && role != Role::kPrimary) return Status::Ok();
   if (role == Role::kSecondary) {
@@ -199,6 +241,7 @@ Status Filesystem::SetRole(Role role, const std::string& peer) {
   if (role == Role::kAlone) {
     if (cur == Role::kSecondary)
       return Status::InvalidArgument("secondary -> alone: ask for primary without a peer");
+    resync_->Cancel();
     std::shared_lock<std::shared_mutex> lock(shipper_mu_);
     if (shipper_) shipper_->GoAlone("role set to alone");
     role_.store(Role::kAlone);
@@ -206,22 +249,15 @@ Status Filesystem::SetRole(Role role, const std::string& peer) {
     return Status::Ok();
   }
   // -> primary
-  std::unique_ptr<replicator::Shipper> shipper;
-  if (!peer.empty()) {
-    replicator::ShipperOptions so;
-    so.peer = peer;
-    so.send_timeout = options_.send_timeout;
-    so.tls = options_.tls;
-    so.node_name = options_.node_name;
-    Status s = replicator::Shipper::Create(so, &shipper);
-    if (!s.ok()) return s;
-  } else if (cur == Role::kPrimary) {
+  if (cur == Role::kPrimary && peer.empty())
     return Status::InvalidArgument("already primary; give a peer to reconnect");
-  } else {
-    replicator::ShipperOptions so;
-    so.node_name = options_.node_name;
-    shipper = replicator::Shipper::CreateAlone(so);
+  if (cur == Role::kPrimary && peer == peer_) {
+    std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+    if (shipper_ && !shipper_->Stats().alone) return Status::Ok();  // same peer, stream up: nothing to do
   }
+  resync_->Cancel();  // a resync belongs to one stream
+  std::unique_ptr<replicator::Shipper> shipper;
+  if (Status s = MakeShipper(peer, &shipper); !s.ok()) return s;
   std::unique_ptr<replicator::ReplicationServer> old_server;
   std::unique_ptr<replicator::Shipper> old_shipper;
   {
@@ -240,13 +276,47 @@ Status Filesystem::SetRole(Role role, const std::string& peer) {
   old_shipper.reset();
   old_server.reset();
   HLOG_INFO("role: %s%s%s", RoleName(role_.load()), peer.empty() ? "" : ", peer ", peer.c_str());
+  change.unlock();
+  if (!peer.empty()) StartResyncIfConnected("replication stream up");
   return Status::Ok();
 }
+
+void Filesystem::FillRecordStatus(proto::FsStatus* st) const {
+  if (!record_) return;
+  const replicator::RecordCounts c = record_->Counts();
+  proto::RecordInfo* r = st->mutable_record();
+  r->set_files(c.files);
+  r->set_zones(c.zones);
+  r->set_dirs(c.dirs);
+  r->set_active_zones(c.active_zones);
+  r->set_full(c.full);
+  r->set_tree(c.tree);
+  r->set_compactions(c.compactions);
+  r->set_syncs(c.syncs);
+  if (c.full || c.tree) {
+    replicator::RecordSnapshot snap = record_->Snapshot();
+    r->set_reason(c.full ? snap.full_reason : snap.tree_reason);
+  }
+  st->set_dirty_files(c.files);
+  st->set_dirty_zones(c.zones);
+  st->set_namespace_dirty(c.tree || c.full || c.dirs != 0);
+  st->set_zone_size(options_.zone_size);
+}
+
+namespace {
+void FillResyncTarget(const replicator::ReplicationServerStats& s, proto::ResyncTarget* out) {
+  out->set_phase(replicator::ResyncPhaseName(s.resync.phase));
+  out->set_id(s.resync.id);
+  out->set_bytes_total(s.resync.bytes_total);
+}
+}  // namespace
 
 proto::FsStatus Filesystem::GetStatus() {
   proto::FsStatus st;
   st.set_dir(options_.dir);
   st.set_pid(static_cast<uint32_t>(getpid()));
+  FillRecordStatus(&st);
+  resync_->Progress(st.mutable_resync());
   Role role = role_.load();
   std::shared_lock<std::shared_mutex> lock(shipper_mu_);
   st.set_peer(peer_);
@@ -260,6 +330,7 @@ proto::FsStatus Filesystem::GetStatus() {
       st.set_rejected_frames(s.rejected_frames);
       st.set_peer_errors(s.error_acks);
       st.set_last_error(s.last_error);
+      FillResyncTarget(s, st.mutable_resync_target());
     }
     return st;
   }
@@ -277,15 +348,14 @@ proto::FsStatus Filesystem::GetStatus() {
   st.set_peer_errors(s.peer_errors);
   st.set_reconnects(s.reconnects);
   st.set_last_error(s.last_error);
-  auto counts = shipper_->dirty().Counts();
-  st.set_dirty_files(counts.files);
-  st.set_dirty_zones(counts.zones);
-  st.set_namespace_dirty(counts.namespace_dirty);
-  st.set_zone_size(shipper_->dirty().zone_size());
+  // In sync is a claim backed by the record: the stream is up, the last resync into this peer ended
+  // well, and nothing the peer lacks was recorded since.
+  st.set_in_sync(role == Role::kPrimary && !s.alone && resync_->done_ok() && record_ && record_->Empty());
   return st;
 }
 
 void Filesystem::Stop() {
+  resync_->Cancel();
   std::lock_guard<std::mutex> change(role_change_mu_);
   std::unique_ptr<replicator::Shipper> shipper;
   std::unique_ptr<replicator::ReplicationServer> server;
@@ -306,18 +376,95 @@ void Filesystem::Stop() {
     server = std::move(server_);
   }
   if (server) server->Stop();
+  // Every pending change is answered (its record entry ended) before the record says "clean end".
+  shipper.reset();
+  server.reset();
+  if (record_) {
+    if (Status s = record_->Close(); !s.ok()) HLOG_ERROR("record: %s", s.ToString().c_str());
+    record_.reset();
+  }
 }
 
 void Filesystem::Ship(proto::Op&& op, PendingReply* pending) {
+  // Binds and forgets change nothing the peer could lack; data ranges were announced to the record
+  // by BeginRecord; anything else the peer does not apply is a namespace/metadata difference.
+  const bool change = !op.has_bind() && !op.has_forget();
   std::shared_lock<std::shared_mutex> lock(shipper_mu_);
   if (!shipper_) {
-    if (pending) pending->Done();
+    if (pending) {
+      pending->span.Finish(false);
+      pending->Done();
+    }
     return;
   }
   if (pending) {
+    if (change && pending->span.record == nullptr) pending->span.record = record_.get();
     shipper_->Ship(std::move(op), &PendingReply::OnShipped, pending);
+  } else if (change) {
+    shipper_->Ship(std::move(op), &Filesystem::OnChangeShipped, record_.get());
   } else {
     shipper_->Ship(std::move(op), &NoopCallback, nullptr);
+  }
+}
+
+void Filesystem::OnChangeShipped(void* ctx, const replicator::ShipResult& result) {
+  RecordSpan span;
+  span.record = static_cast<replicator::ZoneRecord*>(ctx);
+  span.Finish(result.outcome == replicator::ShipOutcome::kAcked);
+}
+
+int Filesystem::BeginRecord(Inode& inode, uint64_t offset, uint64_t length, RecordSpan* span) {
+  if (length == 0) return 0;
+  if (Status s = record_->Begin(inode.ino, offset, length, /*sticky=*/false); !s.ok()) {
+    // Never a change the record does not cover: the application gets EIO instead.
+    HLOG_ERROR("record: %s: change refused", s.ToString().c_str());
+    return EIO;
+  }
+  span->record = record_.get();
+  span->ino = inode.ino;
+  span->offset = offset;
+  span->length = length;
+  return 0;
+}
+
+bool Filesystem::ResyncShip(proto::Op&& op, replicator::ShipCallback callback, void* ctx) {
+  std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+  if (!shipper_ || role_.load() != Role::kPrimary) return false;
+  shipper_->Ship(std::move(op), callback, ctx);
+  return true;
+}
+
+void Filesystem::ResyncForget(Inode* inode) {
+  proto::Op op;
+  op.mutable_forget()->set_rid(inode->rid);
+  Ship(std::move(op), nullptr);
+  close(inode->fd);
+  delete inode;
+}
+
+void Filesystem::AnswerResyncBegin(proto::Ack* answer) {
+  // This node's own record (kept from a time it was primary or alone) names changes the source never
+  // saw; it is keyed by this node's inodes, which mean nothing there: ask for a full compare.
+  replicator::RecordSnapshot snap = record_->Snapshot();
+  if (snap.full) {
+    answer->set_need_full(true);
+    answer->set_need_full_reason(snap.full_reason);
+  } else if (snap.tree || !snap.files.empty() || !snap.dirs.empty()) {
+    answer->set_need_full(true);
+    answer->set_need_full_reason(snap.tree ? snap.tree_reason
+                                           : "this node holds writes the source never saw");
+  }
+  if (answer->need_full())
+    HLOG_WARN("resync into this node: full compare asked for (%s)", answer->need_full_reason().c_str());
+}
+
+void Filesystem::OnBatchApplied(const proto::OpBatch& batch) {
+  for (const proto::Op& op : batch.ops()) {
+    if (!op.has_resync_mark() || op.resync_mark().begin() || !op.resync_mark().ok()) continue;
+    // This copy now equals the source's: what this node's own record said (from a time it was
+    // primary) no longer applies.
+    if (Status s = record_->Reset(); !s.ok())
+      HLOG_ERROR("record reset after resync: %s", s.ToString().c_str());
   }
 }
 
@@ -436,6 +583,15 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
     int r = fd >= 0 ? fchmod(fd, attr->st_mode) : fchmodat(AT_FDCWD, path.buf, attr->st_mode, 0);
     if (r < 0) err = errno;
   }
+  // A size change announces to the record everything from the smaller of both sizes on.
+  RecordSpan span;
+  if (!err && (valid & FUSE_SET_ATTR_SIZE)) {
+    struct stat before;
+    if (StatInode(inode, &before) == 0) {
+      const uint64_t from = std::min<uint64_t>(before.st_size, attr->st_size);
+      err = BeginRecord(inode, from, replicator::ZoneRecord::kToEnd, &span);
+    }
+  }
   if (!err && (valid & FUSE_SET_ATTR_SIZE)) {
     int r = fd >= 0 ? ftruncate(fd, attr->st_size) : truncate(path.buf, attr->st_size);
     if (r < 0) err = errno;
@@ -474,6 +630,7 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   struct stat st;
   if (!err) err = fd >= 0 ? (fstat(fd, &st) < 0 ? errno : 0) : StatInode(inode, &st);
   if (err) {
+    span.Finish(/*acked=*/true);  // refused locally: nothing to ship
     lock.unlock();
     fuse_reply_err(req, err);
     return;
@@ -497,6 +654,7 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kAttr, 1);
   p->entry.attr = st;
   p->attr_timeout = EntryTimeout();
+  p->span = std::exchange(span, RecordSpan{});
   Ship(std::move(op), p);
 }
 
@@ -850,12 +1008,18 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   proto::Op op;
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
+    if (int rerr = BeginRecord(inode, static_cast<uint64_t>(off), size, &p->span)) {
+      p->Done(rerr);
+      p->Done(rerr);
+      return;
+    }
     if (direct) DropPrivsLocked(req, inode, fd);
     if (!split_head) CountWriteLocked(inode);
     size_t done = 0;
     int err = PwriteAll(fd, buf, size, off, &done);
     if (done == 0 && size > 0) {
       // Not shipped: complete every part with the error.
+      p->span.Finish(/*acked=*/true);  // issued nowhere
       p->Done(err);
       p->Done(err);
       return;
@@ -880,7 +1044,10 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
     if (direct && full_sync) {
       // The write's own flush would be fdatasync: the full fsync after it covers both.
       w->set_dsync(false);
-      Ship(std::move(op), nullptr);
+      // The write's own record span ends with the write's ack (the fsync's may differ).
+      PendingReply* wp = PendingReply::New(req, PendingReply::Kind::kNone, 1);
+      wp->span = std::exchange(p->span, RecordSpan{});
+      Ship(std::move(op), wp);
       proto::Op sync;
       auto* f = sync.mutable_fsync();
       f->set_rid(inode.rid);
@@ -906,6 +1073,11 @@ void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const cha
   int err = 0;
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
+    if (int rerr = BeginRecord(inode, static_cast<uint64_t>(off), size, &p->span)) {
+      p->Done(rerr);
+      p->Done(rerr);
+      return;
+    }
     if (direct) DropPrivsLocked(req, inode, fd);
     if (count_write) CountWriteLocked(inode);
     proto::Op op;
@@ -915,13 +1087,12 @@ void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const cha
     w->set_data(buf, size);
     ++inode.mut_gen;
     inode.mtime_dirty = true;
-    const uint64_t rid = inode.rid;
     Ship(std::move(op), p);
     size_t done = 0;
     err = PwriteAll(fd, buf, size, off, &done);
     if (done < size) {
       // Rare (ENOSPC, EIO): the peer may now hold bytes this node lacks; resync sets them right.
-      RecordDirtyRange(rid, static_cast<uint64_t>(off) + done, size - done);
+      RecordPeerAhead(inode);
     }
     p->count = done;
     if (done > 0 || size == 0) err = 0;
@@ -970,14 +1141,12 @@ void Filesystem::DropPrivsLocked(fuse_req_t req, Inode& inode, int fd) {
   inode.no_privs_to_drop = !has_cap && !(st.st_mode & (S_ISUID | S_ISGID));
 }
 
-void Filesystem::RecordDirtyRange(uint64_t rid, uint64_t offset, uint64_t length) {
+void Filesystem::RecordPeerAhead(Inode& inode) {
+  // Rare (a local ENOSPC or EIO after shipping): the whole file is compared at the next resync.
+  if (Status s = record_->MarkFile(inode.ino); !s.ok()) HLOG_ERROR("record: %s", s.ToString().c_str());
   std::shared_lock<std::shared_mutex> lock(shipper_mu_);
-  if (!shipper_) return;
-  replicator::DirtyNote note;
-  note.rid = rid;
-  note.offset = offset;
-  note.length = length;
-  shipper_->RecordDirty(note);
+  if (shipper_)
+    HLOG_WARN("local write failed after shipping: the peer may hold data this node lacks (file recorded)");
 }
 
 void Filesystem::ShipMtimeLocked(Inode& inode, int fd, PendingReply* pending) {
@@ -1249,11 +1418,14 @@ void Filesystem::Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
     return;
   }
   Inode& inode = Get(ino);
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kErrno, 1);
   std::unique_lock<std::mutex> lock(inode.data_mu);
-  if (fallocate(static_cast<int>(fi->fh), mode, offset, length) < 0) {
-    int err = errno;
+  int err = BeginRecord(inode, static_cast<uint64_t>(offset), static_cast<uint64_t>(length), &p->span);
+  if (!err && fallocate(static_cast<int>(fi->fh), mode, offset, length) < 0) err = errno;
+  if (err) {
+    p->span.Finish(/*acked=*/true);  // nothing changed anywhere
     lock.unlock();
-    fuse_reply_err(req, err);
+    p->Done(err);
     return;
   }
   proto::Op op;
@@ -1264,7 +1436,7 @@ void Filesystem::Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t offse
   f->set_length(static_cast<uint64_t>(length));
   inode.mut_gen++;
   inode.mtime_dirty = true;
-  Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
+  Ship(std::move(op), p);
 }
 
 void Filesystem::CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in,
@@ -1282,24 +1454,22 @@ void Filesystem::CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, 
   std::unique_lock<std::mutex> l2(&in < &out ? out.data_mu : in.data_mu, std::defer_lock);
   l1.lock();
   if (&in != &out) l2.lock();
-  loff_t oi = off_in, oo = off_out;
-  ssize_t n = copy_file_range(static_cast<int>(fi_in->fh), &oi, static_cast<int>(fi_out->fh), &oo, len,
-                              static_cast<unsigned>(flags));
-  if (n < 0) {
-    int err = errno;
-    if (l2.owns_lock()) l2.unlock();
-    l1.unlock();
-    fuse_reply_err(req, err);
-    return;
-  }
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kWrite, 1);
-  p->count = static_cast<size_t>(n);
-  if (n == 0) {
+  int err = BeginRecord(out, static_cast<uint64_t>(off_out), len, &p->span);
+  loff_t oi = off_in, oo = off_out;
+  ssize_t n = err ? -1
+                  : copy_file_range(static_cast<int>(fi_in->fh), &oi, static_cast<int>(fi_out->fh), &oo, len,
+                                    static_cast<unsigned>(flags));
+  if (n < 0 && !err) err = errno;
+  if (n <= 0) {
+    p->span.Finish(/*acked=*/true);  // nothing changed anywhere
     if (l2.owns_lock()) l2.unlock();
     l1.unlock();
-    p->Done();
+    p->count = 0;
+    p->Done(err);
     return;
   }
+  p->count = static_cast<size_t>(n);
   proto::Op op;
   auto* c = op.mutable_copy_range();
   c->set_rid_in(in.rid);

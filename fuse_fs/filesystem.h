@@ -20,14 +20,17 @@
 
 #include "common/status.h"
 #include "fuse_fs/inode_table.h"
+#include "fuse_fs/resync.h"
 #include "proto/fs_control.pb.h"
 #include "replicator/replication_server.h"
 #include "replicator/shipper.h"
 #include "replicator/tls.h"
+#include "replicator/zone_record.h"
 
 namespace hamirror::fs {
 
 class PendingReply;
+struct RecordSpan;
 
 enum class Role { kPrimary, kSecondary, kAlone };
 const char* RoleName(Role role);
@@ -42,23 +45,32 @@ struct FsOptions {
   // Handles in FUSE direct-I/O mode (no page cache on the mount; docs/datapath.md "Direct I/O"):
   // false, those opened with O_DIRECT; true, also every handle opened for writing.
   bool direct_io_all = false;
+  // The persistent record of what the peer may lack (replicator/zone_record.h), outside the tree.
+  std::string record_path;
+  uint64_t zone_size = 1 << 20;
+  ResyncOptions resync;
 };
 
-class Filesystem {
+class Filesystem : private ResyncHost {
  public:
   // root_fd: O_PATH descriptor of the directory, opened before mounting over it (taken over).
   Filesystem(const FsOptions& options, int root_fd, const struct stat& root_st);
-  ~Filesystem();
+  ~Filesystem() override;
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
 
   static const fuse_lowlevel_ops& Ops();
 
-  // Sets up the initial role before mounting (starts the shipper or the replication server).
-  // Fails on a bad address, an address in use or unusable TLS files.
+  // Sets up the initial role before mounting (opens the record, starts the shipper or the replication
+  // server). Fails on a bad address, an address in use, unusable TLS files or a record that cannot be
+  // written.
   Status Start(Role role);
   // Changes the role in place: secondary->primary (peer optional), primary->alone, alone->primary.
+  // Primary with a peer: once the stream is up, a resync brings the peer up to date (auto: what the
+  // record names). Primary again with the same peer while the stream is up: nothing changes.
   Status SetRole(Role role, const std::string& peer);
+  // Starts a resync into the peer now (primary with a stream only).
+  Status Resync(bool full);
   proto::FsStatus GetStatus();
   // After the FUSE loop ended: waits (bounded by the send timeout) for in-flight operations, then
   // stops the shipper / replication server.
@@ -123,10 +135,31 @@ class Filesystem {
   // count_write: counts for the write-then-fsync pattern (CountWriteLocked).
   void WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size, off_t off,
                        bool direct, bool count_write);
-  // The peer may hold this range while we do not (a local apply failed after shipping).
-  void RecordDirtyRange(uint64_t rid, uint64_t offset, uint64_t length);
+  // The peer may hold data of this file that this node does not (a local apply failed after shipping).
+  void RecordPeerAhead(Inode& inode);
   Status RebindAll(replicator::Shipper* shipper);
+  // A shipper to peer (empty: alone).
+  Status MakeShipper(const std::string& peer, std::unique_ptr<replicator::Shipper>* out);
   void FillEntry(Inode* inode, const struct stat& st, fuse_entry_param* e);
+  // Before a data change of [offset, offset+length) of inode is issued: the record holds its zones on
+  // disk (length kToEnd: to the end of file). The reply tells the record how the peer's half ended.
+  // Returns errno (EIO when the record cannot be written: the change is refused, never unrecorded).
+  int BeginRecord(Inode& inode, uint64_t offset, uint64_t length, RecordSpan* span);
+  static void OnChangeShipped(void* ctx, const replicator::ShipResult& result);
+  void FillRecordStatus(proto::FsStatus* st) const;
+  // Starts the automatic resync after a stream came up (shipper_mu_ not held).
+  void StartResyncIfConnected(const char* why);
+  // Secondary: after a batch was applied (a resync's end mark resets this node's own record).
+  void OnBatchApplied(const proto::OpBatch& batch);
+  // Secondary: the answer to a resync's start mark (does this node's own record ask for more?).
+  void AnswerResyncBegin(proto::Ack* answer);
+
+  // ResyncHost
+  InodeTable& resync_table() override { return table_; }
+  std::shared_mutex& resync_ns_mutex() override { return ns_mu_; }
+  replicator::ZoneRecord& resync_record() override { return *record_; }
+  bool ResyncShip(proto::Op&& op, replicator::ShipCallback callback, void* ctx) override;
+  void ResyncForget(Inode* inode) override;
 
   const FsOptions options_;
   InodeTable table_;
@@ -139,7 +172,9 @@ class Filesystem {
   std::shared_mutex shipper_mu_;
   std::unique_ptr<replicator::Shipper> shipper_;
   std::unique_ptr<replicator::ReplicationServer> server_;
-  std::mutex role_change_mu_;  // one role change at a time
+  std::mutex role_change_mu_;                       // one role change at a time
+  std::unique_ptr<replicator::ZoneRecord> record_;  // outlives role changes
+  std::unique_ptr<ResyncEngine> resync_;
 };
 
 }  // namespace hamirror::fs

@@ -57,6 +57,11 @@ Inode* InodeTable::LookupOrInsert(int fd, const struct stat& st, uint64_t parent
   return inode;
 }
 
+uint64_t InodeTable::AllocateRid() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_rid_++;
+}
+
 Inode* InodeTable::Find(dev_t dev, ino_t ino) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = by_key_.find({dev, ino});

@@ -95,6 +95,9 @@ class InodeTable {
 
   size_t size();
 
+  // A fresh rid for a name that exists only on the peer (resync removes it there): never in the table.
+  uint64_t AllocateRid();
+
  private:
   std::mutex mu_;
   Inode root_;

@@ -3,6 +3,8 @@
 //   hamirror-fs primary   --dir DIR --peer HOST:PORT [--send-timeout-ms N] [--control SOCK] [tls]
 //   hamirror-fs secondary --dir DIR --listen HOST:PORT [--control SOCK] [tls]
 //   hamirror-fs alone     --dir DIR [--control SOCK]
+// Common: --state-dir DIR (the record of what the peer may lack: DIR/fs-<basename>.record; default the
+// control socket's directory when --control is given, else /var/lib/hamirror), --zone-size BYTES.
 //
 // Runs in the foreground. SIGTERM/SIGINT unmount cleanly once in-flight requests are answered.
 #define FUSE_USE_VERSION 314
@@ -29,6 +31,12 @@
 namespace hamirror::fs {
 namespace {
 
+// fs-<basename of the directory>.record ("fs-root.record" for /).
+std::string RecordFileName(const std::string& dir) {
+  std::string base = dir.substr(dir.find_last_of('/') + 1);
+  return "fs-" + (base.empty() ? std::string("root") : base) + ".record";
+}
+
 int Fail(const Status& s) {
   fprintf(stderr, "hamirror-fs: error: %s\n", s.ToString().c_str());
   return 1;
@@ -38,6 +46,7 @@ struct Cli {
   FsOptions options;
   Role role = Role::kAlone;
   std::string control;
+  std::string state_dir;
   int send_timeout_ms = 30000;
   int threads = 16;
   bool debug = false;
@@ -71,7 +80,17 @@ int Run(Cli& cli) {
     gethostname(host, sizeof(host) - 1);
     cli.options.node_name = host;
   }
+  if (cli.state_dir.empty()) {
+    const size_t slash = cli.control.rfind('/');
+    cli.state_dir = cli.control.empty()          ? "/var/lib/hamirror"
+                    : slash == std::string::npos ? "."
+                    : slash == 0                 ? "/"
+                                                 : cli.control.substr(0, slash);
+  }
   if (cli.control.empty()) cli.control = DefaultControlSocket(dir);
+  if (mkdir(cli.state_dir.c_str(), 0700) < 0 && errno != EEXIST)
+    return Fail(Status::FromErrno("mkdir " + cli.state_dir, errno));
+  cli.options.record_path = cli.state_dir + "/" + RecordFileName(dir);
 
   // Modes come from the kernel with the caller's umask applied already.
   umask(0);
@@ -152,6 +171,14 @@ int main(int argc, char** argv) {
     sub->add_option("--node-name", cli.options.node_name, "this node's name (default: hostname)");
     sub->add_option("--threads", cli.threads, "maximum FUSE worker threads")->check(CLI::Range(2, 256));
     sub->add_flag("--debug", cli.debug, "libfuse debug output");
+    sub->add_option(
+        "--state-dir", cli.state_dir,
+        "where the record of what the peer may lack is kept (outside the replicated tree; default: the "
+        "--control socket's directory, else /var/lib/hamirror)");
+    sub->add_option("--zone-size", cli.options.zone_size, "record granularity in bytes (ruzone_blocksize)")
+        ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 30));
+    sub->add_option("--resync-rate", cli.options.resync.max_rate_bps,
+                    "resync bandwidth cap in bytes per second (reiallowedbw); 0: unlimited");
     sub->add_option_function<std::string>(
            "--direct-io", [&cli](const std::string& mode) { cli.options.direct_io_all = mode == "all"; },
            "odirect (default): handles opened with O_DIRECT bypass the mount's page cache; all: so do "

@@ -1,5 +1,6 @@
 #include "fuse_fs/pending_reply.h"
 
+#include "common/log.h"
 #include "fuse_fs/inode_table.h"
 
 namespace hamirror::fs {
@@ -12,10 +13,27 @@ void RaiseTo(std::atomic<uint64_t>& value, uint64_t to) {
 }
 }  // namespace
 
+void RecordSpan::Finish(bool acked) {
+  if (record == nullptr) return;
+  if (length != 0) {
+    record->End(ino, offset, length, acked);
+  } else if (!acked) {
+    // Durable once (then a no-op): a namespace or metadata change the peer lacks. Failing to record
+    // it would hide a difference: that is logged loudly, and the record's next open finds the
+    // session unclean (tree) anyway.
+    Status s = record->MarkTree("a namespace or metadata change did not reach the peer");
+    if (!s.ok()) HLOG_ERROR("cannot record a change the peer lacks: %s", s.ToString().c_str());
+  }
+  record = nullptr;
+  length = 0;
+}
+
 void PendingReply::OnShipped(void* ctx, const replicator::ShipResult& result) {
   auto* p = static_cast<PendingReply*>(ctx);
+  const bool acked = result.outcome == replicator::ShipOutcome::kAcked;
   // Only an ack makes the change durable on the peer; otherwise a later fsync must not be skipped.
-  if (result.outcome != replicator::ShipOutcome::kAcked) p->durable_inode = nullptr;
+  if (!acked) p->durable_inode = nullptr;
+  p->span.Finish(acked);
   p->Done(0);
 }
 

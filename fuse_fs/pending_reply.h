@@ -15,10 +15,24 @@
 #include <cstdint>
 
 #include "replicator/shipper.h"
+#include "replicator/zone_record.h"
 
 namespace hamirror::fs {
 
 struct Inode;
+
+// A change announced to the persistent record (replicator/zone_record.h). A data range (length != 0)
+// was Begin()-ed before the change was issued and is End()-ed with the peer's outcome (sticky unless
+// acked); any other change the peer did not apply marks the tree for the next resync. record null:
+// nothing to tell.
+struct RecordSpan {
+  replicator::ZoneRecord* record = nullptr;
+  uint64_t ino = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;  // 0: not a data range
+  // Tells the record how the peer's half ended, then forgets the span.
+  void Finish(bool acked);
+};
 
 class PendingReply {
  public:
@@ -44,6 +58,9 @@ class PendingReply {
   Inode* durable_inode = nullptr;  // on success, durable_inode->durable_gen >= durable_gen
   uint64_t durable_gen = 0;
   bool durable_full = false;  // fsync (data and metadata), not only fdatasync: also durable_full_gen
+
+  // How the peer's half of this change ended is told to the persistent record (see RecordSpan).
+  RecordSpan span;
 
  private:
   PendingReply(fuse_req_t req, Kind kind, int parts) : req_(req), kind_(kind), parts_(parts) {}

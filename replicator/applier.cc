@@ -1,5 +1,6 @@
 #include "replicator/applier.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <linux/fs.h>
@@ -15,6 +16,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -33,9 +35,22 @@ bool IsValidComponent(const std::string& name) {
   return name.find('/') == std::string::npos && name.find('\0') == std::string::npos;
 }
 
+const char* ResyncPhaseName(ResyncPhase phase) {
+  switch (phase) {
+    case ResyncPhase::kNone: return "none";
+    case ResyncPhase::kRunning: return "running";
+    case ResyncPhase::kDone: return "done";
+    case ResyncPhase::kFailed: return "failed";
+    case ResyncPhase::kInterrupted: return "interrupted";
+  }
+  return "?";
+}
+
 namespace {
 
 constexpr uint64_t kRootRid = 1;
+// BlockSums reads whole blocks in chunks of about this size: few syscalls even with 4 KiB blocks.
+constexpr uint64_t kSumsReadChunk = 1 << 20;
 constexpr int kFlushThreads = 3;  // the disk serves a few concurrent flushes at about the cost of one
 constexpr uint64_t kMaxFlushesInFlight = 1024;
 
@@ -44,6 +59,36 @@ struct ProcPath {
   explicit ProcPath(int fd) { snprintf(buf, sizeof buf, "/proc/self/fd/%d", fd); }
   char buf[32];
 };
+
+int64_t WallClockMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+proto::NodeKind KindOf(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return proto::NODE_KIND_FILE;
+    case S_IFDIR: return proto::NODE_KIND_DIR;
+    case S_IFLNK: return proto::NODE_KIND_SYMLINK;
+    case S_IFIFO: return proto::NODE_KIND_FIFO;
+    case S_IFSOCK: return proto::NODE_KIND_SOCKET;
+    case S_IFCHR: return proto::NODE_KIND_CHAR;
+    case S_IFBLK: return proto::NODE_KIND_BLOCK;
+    default: return proto::NODE_KIND_UNSPECIFIED;
+  }
+}
+
+// Why a BlockSums request is out of bounds (a protocol violation), or nullptr.
+const char* BadBlockSums(const proto::BlockSums& b) {
+  if (b.block_size() < kBlockSumsMinBlock || b.block_size() > kBlockSumsMaxBlock ||
+      b.block_size() % kBlockSumsMinBlock != 0) {
+    return "block_size not a multiple of 4 KiB in [4 KiB, 4 MiB]";
+  }
+  if (b.length() > kBlockSumsMaxLength) return "length above 64 MiB";
+  if (b.offset() > static_cast<uint64_t>(INT64_MAX) - b.length()) return "range beyond the largest offset";
+  return nullptr;
+}
 
 timespec ToTimespec(const proto::Timespec& t) {
   timespec ts;
@@ -66,6 +111,7 @@ class ApplierImpl final : public Applier {
   }
   uint64_t StartSession(const std::string& session_id, std::vector<proto::Ack>* recent_errors) override;
   const std::string& session_id() const override { return session_id_; }
+  void StreamEnded() override;
   Status Apply(const proto::OpBatch& batch, std::vector<proto::Ack>* acks) override;
   void Drain() override;
   ApplierStats Stats() const override;
@@ -104,12 +150,24 @@ class ApplierImpl final : public Applier {
   int DoRemovexattr(const proto::Removexattr& x);
   int DoCopyRange(const proto::CopyRange& c);
   int DoFsync(uint64_t seq, const proto::Fsync& f, bool* deferred);
+  int DoResyncMark(const proto::ResyncMark& m);
+  // Resync queries: answer in *answer (sums/file_size, entries); return 0 or an errno.
+  void ApplyQuery(const proto::Op& op, std::vector<proto::Ack>* acks);
+  int DoBlockSums(const proto::BlockSums& b, proto::Ack* answer);
+  int DoListDir(const proto::ListDir& l, proto::Ack* answer);
+  // Appends the entry `name` of directory dir_fd (an O_PATH handle is fine) to answer; ENOENT when it
+  // vanished meanwhile.
+  int DescribeEntry(int dir_fd, const std::string& name, proto::Ack* answer);
+  // Fills e->xattrs from path (a final symlink is not followed), sorted by name.
+  int ReadXattrs(const std::string& path, proto::DirEntry* e);
   int SetTimes(Rid* r, const timespec ts[2]);
   int ApplyTimeFixes(const proto::Op& op);
 
   // Applies ops [begin, end) of batch, all non-duplicate Writes, through the write ring.
   void ApplyWriteRun(const proto::OpBatch& batch, int begin, int end, std::vector<proto::Ack>* acks);
-  void FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks);
+  // answer (optional): a query's answer, moved into the ack when err is 0.
+  void FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks,
+                proto::Ack* answer = nullptr);
 
   // Flush path: asynchronous fsync/fdatasync (flush_threads_), syncfs (syncfs_thread_).
   // Returns 0 or an errno; *deferred tells whether the ack will come from the flush path (false when
@@ -121,6 +179,7 @@ class ApplierImpl final : public Applier {
 
   const int root_fd_;
   int root_io_fd_ = -1;  // root reopened O_RDONLY for syncfs
+  std::function<void(proto::Ack*)> on_resync_begin_;
   std::string session_id_;
   uint64_t applied_through_ = 0;
   std::unordered_map<uint64_t, Rid> rids_;
@@ -140,6 +199,12 @@ class ApplierImpl final : public Applier {
   };
   std::vector<WriteSlot> slots_;
   std::vector<int> order_;
+  // Scratch for the resync queries, kept between ops: BlockSums' read buffer (at most one chunk),
+  // ListDir's xattr name list and value buffers.
+  std::unique_ptr<char[]> sums_buf_;
+  size_t sums_buf_size_ = 0;
+  std::vector<char> xattr_names_;
+  std::vector<char> xattr_value_;
 
   // Flushes run on a few plain threads, not on io_uring: an io_uring fsync is always punted to an
   // io-wq worker and its completion then needs a reaper thread, two wake-ups where one does. Each
@@ -164,6 +229,15 @@ class ApplierImpl final : public Applier {
   DurableCallback durable_cb_ = nullptr;
   void* durable_ctx_ = nullptr;
 
+  // With stats_mu_ held: a running resync becomes interrupted.
+  void InterruptResyncLocked(const char* why) {
+    ResyncTargetState& r = stats_.resync;
+    if (r.phase != ResyncPhase::kRunning) return;
+    r.phase = ResyncPhase::kInterrupted;
+    r.finished_unix_ms = WallClockMs();
+    HLOG_WARN("resync %llu interrupted: %s", (unsigned long long)r.id, why);
+  }
+
   // With stats_mu_ held.
   void RememberErrorLocked(uint64_t seq, int err) {
     // Every error ack leaves this copy behind the primary's until a resync: worth a warning, but
@@ -181,6 +255,7 @@ class ApplierImpl final : public Applier {
   ApplierStats stats_;
   static constexpr size_t kRecentErrors = 4096;
   std::deque<std::pair<uint64_t, int>> recent_errors_;  // of this session, for HelloReply
+  std::string resync_session_;                          // session of the last ResyncMark begin (stats_mu_)
 };
 
 ApplierImpl::~ApplierImpl() {
@@ -212,6 +287,7 @@ Status ApplierImpl::Init(const ApplierOptions& options) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   ring_entries_ = std::clamp(options.ring_entries, 8u, 4096u);
+  on_resync_begin_ = options.on_resync_begin;
   if (!options.force_sync_io) {
     // io_uring may be disabled (sysctl kernel.io_uring_disabled, container seccomp): then degrade to
     // plain pwrite/fsync on the apply thread rather than refuse to be a secondary.
@@ -265,6 +341,7 @@ uint64_t ApplierImpl::StartSession(const std::string& session_id, std::vector<pr
   if (session_id != session_id_) {
     std::lock_guard<std::mutex> lock(stats_mu_);
     recent_errors_.clear();
+    InterruptResyncLocked("a new replication session started");
   }
   if (session_id != session_id_) {
     HLOG_INFO("replication session %s starts (previous %s at seq %llu)", session_id.c_str(),
@@ -317,6 +394,13 @@ Status ApplierImpl::Validate(const proto::OpBatch& batch) {
         }
         break;
       }
+      case proto::Op::kBlockSums: {
+        const char* bad = BadBlockSums(op.block_sums());
+        if (bad == nullptr) break;
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        ++stats_.protocol_errors;
+        return Status::InvalidArgument("BlockSums seq " + std::to_string(op.seq()) + ": " + bad);
+      }
       case proto::Op::BODY_NOT_SET: {
         std::lock_guard<std::mutex> lock(stats_mu_);
         ++stats_.protocol_errors;
@@ -346,13 +430,26 @@ Status ApplierImpl::Apply(const proto::OpBatch& batch, std::vector<proto::Ack>* 
     if (op.body_case() == proto::Op::kWrite) {
       int j = i + 1;
       while (j < n && batch.ops(j).body_case() == proto::Op::kWrite) ++j;
+      // Returns with every write of the run completed (ring reaped, leftovers pwritten): a later
+      // BlockSums of the same range reads them.
       ApplyWriteRun(batch, i, j, acks);
       i = j;
       continue;
     }
+    if (op.body_case() == proto::Op::kBlockSums || op.body_case() == proto::Op::kListDir) {
+      ApplyQuery(op, acks);
+      ++i;
+      continue;
+    }
     bool deferred = false;
     int err = ApplyOne(op, &deferred);
-    FinishOp(op, err, deferred, acks);
+    if (op.has_resync_mark() && op.resync_mark().begin() && err == 0 && on_resync_begin_) {
+      proto::Ack answer;
+      on_resync_begin_(&answer);
+      FinishOp(op, err, deferred, acks, &answer);
+    } else {
+      FinishOp(op, err, deferred, acks);
+    }
     ++i;
   }
   std::lock_guard<std::mutex> lock(stats_mu_);
@@ -361,7 +458,8 @@ Status ApplierImpl::Apply(const proto::OpBatch& batch, std::vector<proto::Ack>* 
   return Status::Ok();
 }
 
-void ApplierImpl::FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks) {
+void ApplierImpl::FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks,
+                           proto::Ack* answer) {
   const int time_err = ApplyTimeFixes(op);
   if (err == 0) err = time_err;
   applied_through_ = op.seq();
@@ -372,6 +470,7 @@ void ApplierImpl::FinishOp(const proto::Op& op, int err, bool deferred, std::vec
   }
   if (!deferred) {
     proto::Ack& ack = acks->emplace_back();
+    if (answer != nullptr && err == 0) ack.Swap(answer);
     ack.set_seq(op.seq());
     ack.set_error(err);
     std::lock_guard<std::mutex> lock(stats_mu_);
@@ -461,6 +560,9 @@ int ApplierImpl::ApplyOne(const proto::Op& op, bool* deferred) {
     case proto::Op::kRemovexattr: return DoRemovexattr(op.removexattr());
     case proto::Op::kCopyRange: return DoCopyRange(op.copy_range());
     case proto::Op::kFsync: return DoFsync(op.seq(), op.fsync(), deferred);
+    case proto::Op::kResyncMark: return DoResyncMark(op.resync_mark());
+    case proto::Op::kBlockSums:  // handled by ApplyQuery
+    case proto::Op::kListDir:
     case proto::Op::kWrite:  // handled by ApplyWriteRun
     case proto::Op::BODY_NOT_SET: break;
   }
@@ -663,6 +765,222 @@ int ApplierImpl::DoFsync(uint64_t seq, const proto::Fsync& f, bool* deferred) {
   return SubmitFlush(seq, fd, f.datasync(), deferred);
 }
 
+void ApplierImpl::StreamEnded() {
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  InterruptResyncLocked("the replication stream ended");
+}
+
+int ApplierImpl::DoResyncMark(const proto::ResyncMark& m) {
+  const int64_t now = WallClockMs();
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  ResyncTargetState& r = stats_.resync;
+  if (m.begin()) {
+    if (r.phase == ResyncPhase::kRunning) {
+      HLOG_WARN("resync %llu superseded by resync %llu before its end", (unsigned long long)r.id,
+                (unsigned long long)m.id());
+    }
+    r = ResyncTargetState();
+    r.id = m.id();
+    r.phase = ResyncPhase::kRunning;
+    r.bytes_total = m.bytes_total();
+    r.started_unix_ms = now;
+    resync_session_ = session_id_;
+    HLOG_INFO("resync %llu begins (about %llu bytes to compare): this copy is inconsistent until it ends",
+              (unsigned long long)m.id(), (unsigned long long)m.bytes_total());
+    return 0;
+  }
+  // An end must close the resync begun in this session (a reconnect of the same session may have
+  // interrupted it meanwhile); anything else is the source's mistake and changes nothing.
+  if ((r.phase != ResyncPhase::kRunning && r.phase != ResyncPhase::kInterrupted) || r.id != m.id() ||
+      resync_session_ != session_id_) {
+    HLOG_WARN("resync end for id %llu does not match the resync state (id %llu, %s)",
+              (unsigned long long)m.id(), (unsigned long long)r.id, ResyncPhaseName(r.phase));
+    return EINVAL;
+  }
+  r.phase = m.ok() ? ResyncPhase::kDone : ResyncPhase::kFailed;
+  r.finished_unix_ms = now;
+  HLOG_INFO("resync %llu %s", (unsigned long long)m.id(),
+            m.ok() ? "done: this copy is consistent" : "failed: this copy stays inconsistent");
+  return 0;
+}
+
+void ApplierImpl::ApplyQuery(const proto::Op& op, std::vector<proto::Ack>* acks) {
+  // Every earlier op of the stream is complete here (writes included, see ApplyWriteRun), so the answer
+  // reflects them; flushes still in flight do not matter to reads.
+  proto::Ack answer;
+  const int err = op.body_case() == proto::Op::kBlockSums ? DoBlockSums(op.block_sums(), &answer)
+                                                          : DoListDir(op.list_dir(), &answer);
+  FinishOp(op, err, /*deferred=*/false, acks, &answer);
+}
+
+int ApplierImpl::DoBlockSums(const proto::BlockSums& b, proto::Ack* answer) {
+  Rid* r = Find(b.rid());
+  if (r == nullptr) return ESTALE;
+  const int fd = IoFd(r, false);  // regular files only: EISDIR, EINVAL otherwise
+  if (fd < 0) return -fd;
+  struct stat st;
+  if (fstat(fd, &st) != 0) return errno;
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  answer->set_file_size(size);
+  if (b.offset() >= size || b.length() == 0) return 0;
+  const uint64_t end = std::min(b.offset() + b.length(), size);  // Validate() bounded the sum
+  const uint64_t block = b.block_size();
+  const uint64_t chunk = std::max<uint64_t>(1, kSumsReadChunk / block) * block;  // whole blocks
+  const size_t need = static_cast<size_t>(std::min(chunk, end - b.offset()));
+  if (sums_buf_size_ < need) {
+    sums_buf_.reset(new char[need]);
+    sums_buf_size_ = need;
+  }
+  char* buf = sums_buf_.get();
+  answer->mutable_sums()->Reserve(static_cast<int>((end - b.offset() + block - 1) / block));
+  for (uint64_t pos = b.offset(); pos < end;) {
+    const size_t want = static_cast<size_t>(std::min(chunk, end - pos));
+    size_t got = 0;
+    while (got < want) {
+      const ssize_t n = pread(fd, buf + got, want - got, static_cast<off_t>(pos + got));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return errno;
+      }
+      if (n == 0) break;  // the file shrank since fstat (not through the stream)
+      got += static_cast<size_t>(n);
+    }
+    for (size_t k = 0; k < got; k += block) {
+      answer->add_sums(XXH3_64bits(buf + k, std::min<size_t>(block, got - k)));
+    }
+    pos += got;
+    if (got < want) {
+      answer->set_file_size(pos);  // the sums end at the end of file as found
+      break;
+    }
+  }
+  return 0;
+}
+
+int ApplierImpl::DoListDir(const proto::ListDir& l, proto::Ack* answer) {
+  Rid* r = Find(l.rid());
+  if (r == nullptr) return ESTALE;
+  if (!S_ISDIR(r->type)) return ENOTDIR;
+  // A descriptor of its own: readdir's position is not shared with the rid's io fd.
+  const int fd = openat(r->path_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  DIR* dir = fdopendir(fd);
+  if (dir == nullptr) {
+    const int err = errno;
+    close(fd);
+    return err;
+  }
+  std::vector<std::string> names;
+  int err = 0;
+  for (;;) {
+    errno = 0;
+    const dirent* d = readdir(dir);
+    if (d == nullptr) {
+      err = errno;
+      break;
+    }
+    if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0) continue;
+    names.emplace_back(d->d_name);
+  }
+  closedir(dir);
+  if (err != 0) return err;
+  std::sort(names.begin(), names.end());
+  answer->mutable_entries()->Reserve(static_cast<int>(names.size()));
+  for (const std::string& name : names) {
+    err = DescribeEntry(r->path_fd, name, answer);
+    if (err == ENOENT) continue;  // gone since readdir: not listed
+    if (err != 0) return err;     // no partial answer: the ack carries only the errno
+  }
+  return 0;
+}
+
+int ApplierImpl::DescribeEntry(int dir_fd, const std::string& name, proto::Ack* answer) {
+  struct stat st;
+  if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  proto::DirEntry* e = answer->add_entries();
+  e->set_name(name);
+  e->set_kind(KindOf(st.st_mode));
+  e->set_mode(st.st_mode & 07777);
+  e->set_uid(st.st_uid);
+  e->set_gid(st.st_gid);
+  e->set_size(static_cast<uint64_t>(st.st_size));
+  e->mutable_mtime()->set_sec(st.st_mtim.tv_sec);
+  e->mutable_mtime()->set_nsec(static_cast<uint32_t>(st.st_mtim.tv_nsec));
+  e->set_rdev(st.st_rdev);
+  e->set_nlink(static_cast<uint32_t>(st.st_nlink));
+  int err = 0;
+  if (S_ISLNK(st.st_mode)) {
+    std::string* target = e->mutable_symlink_target();
+    target->resize(std::max<size_t>(static_cast<size_t>(st.st_size), 255) + 1);
+    for (;;) {
+      const ssize_t n = readlinkat(dir_fd, name.c_str(), target->data(), target->size());
+      if (n < 0) {
+        err = errno == EINVAL ? ENOENT : errno;  // EINVAL: replaced by a non-symlink since fstatat
+        break;
+      }
+      if (static_cast<size_t>(n) < target->size()) {
+        target->resize(static_cast<size_t>(n));
+        break;
+      }
+      target->resize(target->size() * 2);  // grew since fstatat
+    }
+  } else {
+    // No getxattrat before Linux 6.13: the l* calls on <dir>/<name> through the directory's /proc
+    // link (one component, the last not followed) reach the entry itself, device nodes and FIFOs
+    // included, without opening it.
+    std::string path = ProcPath(dir_fd).buf;
+    path += '/';
+    path += name;
+    err = ReadXattrs(path, e);
+  }
+  if (err != 0) answer->mutable_entries()->RemoveLast();
+  return err;
+}
+
+int ApplierImpl::ReadXattrs(const std::string& path, proto::DirEntry* e) {
+  if (xattr_names_.empty()) xattr_names_.resize(4096);
+  if (xattr_value_.empty()) xattr_value_.resize(4096);
+  ssize_t len;
+  for (;;) {
+    len = llistxattr(path.c_str(), xattr_names_.data(), xattr_names_.size());
+    if (len >= 0) break;
+    if (errno == ENOTSUP) return 0;
+    if (errno != ERANGE) return errno;
+    const ssize_t need = llistxattr(path.c_str(), nullptr, 0);  // grew meanwhile: ask, retry
+    if (need < 0) return errno == ENOTSUP ? 0 : errno;
+    xattr_names_.resize(static_cast<size_t>(need) + 256);
+  }
+  std::vector<const char*> names;  // NUL-terminated, in xattr_names_
+  for (ssize_t i = 0; i < len;) {
+    const char* name = xattr_names_.data() + i;
+    const size_t n = strnlen(name, static_cast<size_t>(len - i));
+    if (n > 0 && i + static_cast<ssize_t>(n) < len) names.push_back(name);
+    i += static_cast<ssize_t>(n) + 1;
+  }
+  std::sort(names.begin(), names.end(), [](const char* a, const char* b) { return strcmp(a, b) < 0; });
+  for (const char* name : names) {
+    for (;;) {
+      const ssize_t n = lgetxattr(path.c_str(), name, xattr_value_.data(), xattr_value_.size());
+      if (n >= 0) {
+        proto::Xattr* x = e->add_xattrs();
+        x->set_name(name);
+        x->set_value(xattr_value_.data(), static_cast<size_t>(n));
+        break;
+      }
+      // Removed since the listing, or not readable by this process: not listed.
+      if (errno == ENODATA || errno == ENOTSUP || errno == EPERM || errno == EACCES) break;
+      if (errno != ERANGE) return errno;
+      const ssize_t need = lgetxattr(path.c_str(), name, nullptr, 0);
+      if (need < 0) {
+        if (errno == ENODATA) break;
+        return errno;
+      }
+      xattr_value_.resize(static_cast<size_t>(need) + 256);
+    }
+  }
+  return 0;
+}
+
 void ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
                                 std::vector<proto::Ack>* acks) {
   // 1. Resolve every write's fd (or its errno).
@@ -747,9 +1065,12 @@ void ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
         io_uring_cqe* cqe;
         int wrc = io_uring_wait_cqe(&write_ring_, &cqe);
         if (wrc < 0) {
-          if (wrc == -EINTR || wrc == -EAGAIN) continue;
-          HLOG_ERROR("io_uring wait (writes): %s", strerror(-wrc));
-          break;
+          if (wrc == -EINTR || wrc == -EAGAIN || wrc == -EBUSY) continue;
+          // Unreaped writes would still read this batch's buffers after it is gone, race the pwrite
+          // fallback below, and could land after a later op read the range (BlockSums): stop, as for
+          // a failed submit.
+          HLOG_ERROR("io_uring wait (writes) failed: %s; stopping", strerror(-wrc));
+          std::abort();
         }
         slots_[io_uring_cqe_get_data64(cqe)].result = cqe->res;
         io_uring_cqe_seen(&write_ring_, cqe);

@@ -14,12 +14,17 @@
 //    being applied, and their acks are delivered through the DurableCallback once on disk (a lone
 //    flush ending its batch with none in flight is done inline and acked with the batch). syncfs
 //    (Fsync rid 0; io_uring has no opcode for it) runs on a helper thread, acked the same way.
+//  - Resync ops (docs/replication.md "Resync ops") change nothing on disk and are acked at once, in
+//    stream order like the others (every earlier op of the stream is applied when they run): BlockSums
+//    and ListDir answer in their Ack (sums/file_size, entries), ResyncMark moves the resync state
+//    (ApplierStats.resync).
 //
-// Threading: Apply() and StartSession() are called by one thread at a time (the server's
+// Threading: Apply(), StartSession() and StreamEnded() are called by one thread at a time (the server's
 // completion-queue thread). The DurableCallback runs on an internal thread.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -34,6 +39,35 @@ struct ApplierOptions {
   // Plain pwrite/fsync on the apply thread instead of io_uring (also the automatic fallback when
   // io_uring is unavailable); for tests and odd kernels.
   bool force_sync_io = false;
+  // Called on the apply thread when a resync's start mark (ResyncMark begin) is applied; may fill the
+  // mark's ack (need_full, need_full_reason: this node's own record asks for a full compare).
+  std::function<void(proto::Ack* answer)> on_resync_begin;
+};
+
+// BlockSums limits; a request outside them is a protocol violation (the batch is refused).
+inline constexpr uint32_t kBlockSumsMinBlock = 4096;        // block_size: a multiple of this ...
+inline constexpr uint32_t kBlockSumsMaxBlock = 4u << 20;    // ... up to this
+inline constexpr uint64_t kBlockSumsMaxLength = 64u << 20;  // length
+
+// Where a resync targeting this node stands, as told by the ResyncMark ops of the stream. In memory
+// only: a restarted secondary forgets it (kNone).
+enum class ResyncPhase : uint8_t {
+  kNone,         // no resync since this applier started
+  kRunning,      // begin applied: the tree is inconsistent until the end with the same id
+  kDone,         // end with ok applied: the tree matches the source's as of that op
+  kFailed,       // end without ok: the source gave up; the tree stays inconsistent
+  kInterrupted,  // the stream ended, or another session started, while running; inconsistent. The same
+                 // session reconnecting and sending the end of the same id still completes it.
+};
+const char* ResyncPhaseName(ResyncPhase phase);  // "none", "running", "done", "failed", "interrupted"
+
+struct ResyncTargetState {
+  uint64_t id = 0;  // ResyncMark.id of the last begin
+  ResyncPhase phase = ResyncPhase::kNone;
+  uint64_t bytes_total = 0;  // the source's estimate of the bytes to compare (from begin)
+  // Wall clock (system_clock), milliseconds since the Unix epoch; 0: not yet.
+  int64_t started_unix_ms = 0;   // begin applied
+  int64_t finished_unix_ms = 0;  // done, failed or interrupted
 };
 
 struct ApplierStats {
@@ -47,6 +81,7 @@ struct ApplierStats {
   uint64_t flushes_in_flight = 0;
   uint64_t applied_through = 0;
   uint64_t bound_rids = 0;
+  ResyncTargetState resync;
 };
 
 class Applier {
@@ -61,12 +96,17 @@ class Applier {
   virtual void SetDurableCallback(DurableCallback callback, void* ctx) = 0;
 
   // Starts or resumes a session. The same session_id keeps the rid table and applied_through (a
-  // reconnect); another id resets both (rid 1 = root). Waits for in-flight flushes first, so every op
-  // <= the returned applied_through is applied and, where asked, durable.
+  // reconnect); another id resets both (rid 1 = root) and interrupts a running resync. Waits for
+  // in-flight flushes first, so every op <= the returned applied_through is applied and, where asked,
+  // durable.
   // recent_errors (optional) receives the error acks of the session's last failed ops (up to 4096).
   virtual uint64_t StartSession(const std::string& session_id,
                                 std::vector<proto::Ack>* recent_errors = nullptr) = 0;
   virtual const std::string& session_id() const = 0;
+
+  // The server's stream of the current session ended (for any reason): a running resync becomes
+  // interrupted. Same thread as Apply().
+  virtual void StreamEnded() = 0;
 
   // Validates then applies `batch` (its hello, if any, is ignored). Appends acks of ops finished now to
   // *acks; ops waiting for durability are acked later through the DurableCallback. Non-ok: protocol

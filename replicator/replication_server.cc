@@ -408,7 +408,7 @@ void ReplicationServerImpl::ApplyBatch(Call* c) {
   if (options_.on_applied) options_.on_applied(c->in);
   if (!acks_.empty()) {
     std::lock_guard<std::mutex> wlock(write_mu_);
-    for (proto::Ack& a : acks_) *c->pending.add_acks() = a;
+    for (proto::Ack& a : acks_) c->pending.add_acks()->Swap(&a);  // no copy of query answers
     FlushAcksLocked(c);
   }
   StartRead(c);
@@ -456,6 +456,7 @@ void ReplicationServerImpl::EndCall(Call* c, const grpc::Status& status) {
     }
   }
   if (!was_active) return;
+  applier_->StreamEnded();  // a running resync is interrupted (same thread as Apply)
   Call* next = nullptr;
   bool stopped;
   {
@@ -503,6 +504,7 @@ ReplicationServerStats ReplicationServerImpl::Stats() const {
   s.streams_accepted = streams_accepted_;
   s.streams_refused = streams_refused_;
   s.last_error = last_error_;
+  s.resync = a.resync;
   return s;
 }
 

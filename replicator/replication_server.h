@@ -20,7 +20,8 @@
 
 namespace hamirror::replicator {
 
-inline constexpr uint32_t kProtocolVersion = 1;
+// 2: resync ops (BlockSums, ListDir, ResyncMark) and their answers in Ack.
+inline constexpr uint32_t kProtocolVersion = 2;
 
 struct ReplicationServerOptions {
   std::string listen;  // HOST:PORT; port 0 picks a free one (see port())
@@ -47,6 +48,7 @@ struct ReplicationServerStats {
   uint64_t streams_accepted = 0;
   uint64_t streams_refused = 0;  // second primary, bad hello, protocol version
   std::string last_error;
+  ResyncTargetState resync;  // the resync of which this node is the target (ResyncMark ops)
 };
 
 class ReplicationServer {

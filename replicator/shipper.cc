@@ -429,15 +429,17 @@ void ShipperImpl::ReaderLoop(Stream* stream, uint64_t gen) {
       break;
     }
     bool bad = false;
+    // The completions point into `reply` (ShipResult::reply): it is read into again only after Run()
+    // below, or after the loop's Run() on a break.
     for (const proto::Ack& ack : reply.acks()) {
       if (ack.seq() >= send_seq_) {
         bad = true;
         break;
       }
       if (ack.error() != 0) {
-        CompleteLocked(ack.seq(), {ShipOutcome::kPeerError, ack.error()}, &done);
+        CompleteLocked(ack.seq(), {ShipOutcome::kPeerError, ack.error(), &ack}, &done);
       } else {
-        CompleteLocked(ack.seq(), {ShipOutcome::kAcked, 0}, &done);
+        CompleteLocked(ack.seq(), {ShipOutcome::kAcked, 0, &ack}, &done);
       }
     }
     PopDoneLocked();
@@ -459,7 +461,7 @@ void ShipperImpl::ReaderLoop(Stream* stream, uint64_t gen) {
   }
   StreamBrokenLocked(gen, why);
   lock.unlock();
-  Run(&done);
+  Run(&done);  // before `reply` goes away
 }
 
 void ShipperImpl::CompleteLocked(uint64_t seq, const ShipResult& result, std::vector<Completion>* out) {
@@ -469,8 +471,9 @@ void ShipperImpl::CompleteLocked(uint64_t seq, const ShipResult& result, std::ve
   e.done = true;
   if (result.outcome == ShipOutcome::kPeerError) {
     if (peer_errors_ < 20 || peer_errors_ % 1000 == 0) {
-      HLOG_WARN("peer could not apply op seq %llu (rid %llu): %s; recorded dirty", (unsigned long long)seq,
-                (unsigned long long)e.note.rid, strerror(result.peer_errno));
+      const bool marks = e.note.rid != 0 || e.note.namespace_change || e.note.meta_count > 0;
+      HLOG_WARN("peer could not apply op seq %llu (rid %llu): %s%s", (unsigned long long)seq,
+                (unsigned long long)e.note.rid, strerror(result.peer_errno), marks ? "; recorded dirty" : "");
     }
     ++peer_errors_;
     dirty_.Record(e.note);  // the peer's copy of this range is now unknown

@@ -33,6 +33,12 @@ enum class ShipOutcome { kAcked, kPeerError, kNotShipped };
 struct ShipResult {
   ShipOutcome outcome;
   int peer_errno;  // with kPeerError
+  // The peer's Ack message when the outcome came from one (kAcked, kPeerError): the answer of a resync
+  // query (BlockSums: sums, file_size; ListDir: entries). Valid only while the callback runs: copy what
+  // is kept. nullptr when the outcome was inferred, not read from an ack: kNotShipped, or an op
+  // recovered through HelloReply (applied_through, recent_errors) after a reconnect, whose ack was lost
+  // in the break. A resync query completed without reply must be asked again.
+  const proto::Ack* reply = nullptr;
 };
 
 // Plain function pointer + context: no allocation per operation.

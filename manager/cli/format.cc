@@ -64,6 +64,34 @@ const char* RoleName(proto::FsRole r) {
   }
 }
 
+// The resync lines of one replicated directory: into the peer (primary) or into this node.
+std::string FormatResync(const proto::FsInfo& f) {
+  std::ostringstream o;
+  const auto& rs = f.resync();
+  const auto& rec = f.record();
+  if (rec.full() || rec.tree())
+    o << "  record: " << (rec.full() ? "full compare" : "tree rescan") << " needed (" << rec.reason()
+      << ")\n";
+  if (rs.phase() == "running") {
+    const double frac = rs.bytes_total() ? static_cast<double>(rs.bytes_done()) / rs.bytes_total() : 0.0;
+    const int width = 30, filled = static_cast<int>(frac * width);
+    o << "  resync " << (rs.full() ? "full" : "incremental") << " [" << std::string(filled, '#')
+      << std::string(width - filled, '.') << "] " << static_cast<int>(frac * 100) << "% " << rs.bytes_done()
+      << "/" << rs.bytes_total() << " bytes, sent " << rs.bytes_sent() << ", files " << rs.files_done() << "/"
+      << rs.files_total() << ", " << rs.rate_bps() / 1024 << " KiB/s, ETA " << rs.eta_s() << " s, pass "
+      << rs.pass() << "\n";
+  } else if (rs.phase() == "done" || rs.phase() == "failed") {
+    o << "  resync " << rs.phase() << " (" << (rs.full() ? "full" : "incremental") << ", " << rs.reason()
+      << "): compared " << rs.bytes_done() << " bytes, sent " << rs.bytes_sent() << ", " << rs.files_done()
+      << " files, " << rs.elapsed_s() << " s" << (rs.error().empty() ? "" : ", error: " + rs.error()) << "\n";
+  }
+  if (f.role() == proto::FS_ROLE_SECONDARY && !f.resync_target().phase().empty() &&
+      f.resync_target().phase() != "none")
+    o << "  resync into this node: " << f.resync_target().phase() << " (id " << f.resync_target().id()
+      << ")\n";
+  return o.str();
+}
+
 }  // namespace
 
 std::string FormatState(const proto::StateReply& r, bool verbose) {
@@ -102,16 +130,11 @@ std::string FormatState(const proto::StateReply& r, bool verbose) {
       // Never silent: an op the peer could not apply means its copy is behind (resync needed).
       if (f.peer_errors() > 0) o << ", PEER ERRORS " << f.peer_errors() << " (peer copy behind)";
       if (f.reconnects() > 0) o << ", reconnects " << f.reconnects();
+      if (f.role() == proto::FS_ROLE_PRIMARY) o << (f.in_sync() ? ", in sync" : ", NOT in sync");
     }
     if (!f.last_error().empty()) o << " (" << f.last_error() << ")";
     o << "\n";
-  }
-  const auto& rs = r.resync();
-  if (rs.active()) {
-    o << "resync " << rs.bytes_done() << "/" << rs.bytes_total() << " bytes, " << rs.rate_bytes_per_s()
-      << " B/s, ETA " << rs.eta_s() << " s\n";
-  } else {
-    o << "resync idle\n";
+    if (f.running()) o << FormatResync(f);
   }
   for (const auto& p : r.processes()) {
     o << "errd " << p.name() << ": " << p.count() << " running (atleast " << p.atleast();

@@ -202,6 +202,10 @@ std::vector<Action> NodeMachine::Step(uint64_t now_ms, const Event& event) {
                  [this](const EvResyncDone& e) { OnResyncDone(e); },
                  [this](const EvDataLinkLost&) {
                    if (state_ == NodeState::kPrim && !handing_over_) ChangePrimToAlone("data link lost");
+                   if (state_ == NodeState::kAlone && linked_) {
+                     linked_ = false;  // link again later (the resync into the peer stopped)
+                     link_retry_at_ = now_ + cfg_.resync_retry_ms;
+                   }
                  },
              },
              event);
@@ -353,6 +357,7 @@ void NodeMachine::QueueBecomeAlone() {
     BumpGeneration();
     Persist();  // the new generation is durable before the first write without the peer
     Emit(ActSetFsRole{FsRole::kAlone});
+    linked_ = false;
     SetState(NodeState::kAlone, Readiness::kTransient);
     AddVipIfAllowed();
   });
@@ -385,6 +390,8 @@ void NodeMachine::ChangePrimToAlone(const char* why) {
   BumpGeneration();
   Persist();
   Emit(ActSetFsRole{FsRole::kAlone});
+  linked_ = false;
+  link_retry_at_ = now_ + cfg_.resync_retry_ms;
   SetState(NodeState::kAlone, readiness_);
 }
 
@@ -533,6 +540,7 @@ void NodeMachine::OnPeerLost() {
   peer_connected_ = false;
   Log(2, "peer " + cfg_.peer + " lost: no heartbeat on any network");
   SetIntent(false);
+  if (state_ == NodeState::kAlone) linked_ = false;  // link again when it is back
   if (state_ == NodeState::kPrim && !handing_over_) ChangePrimToAlone("peer lost");
 }
 
@@ -855,7 +863,19 @@ void NodeMachine::Reconcile() {
         p_.split_brain = false;  // the peer now holds exactly our data
         Persist();
         Emit(ActSetFsRole{FsRole::kPrimary});
+        linked_ = true;
         SetState(NodeState::kPrim, Readiness::kReady);
+        return;
+      }
+      // The peer joined as SECOND and waits for a resync (it persisted itself inconsistent, and only
+      // then said so): connect the fs to it, whose resync brings it up to date. This node stays ALONE
+      // until the peer reports SECOND ready at our generation.
+      if (readiness_ == Readiness::kReady && peer_connected_ && peer_->state == NodeState::kSecond &&
+          peer_->data.data == DataState::kInconsistent && !peer_->handing_over && !linked_ &&
+          now_ >= link_retry_at_) {
+        Log(1, "peer waits for a resync: replicating to it");
+        linked_ = true;
+        Emit(ActSetFsRole{FsRole::kPrimary});
       }
       return;
     case NodeState::kPrim:

@@ -405,6 +405,10 @@ class NodeMachine {
   uint64_t swap_request_until_ = 0;
   bool resyncing_ = false;
   uint64_t resync_retry_at_ = 0;
+  // Serving: the fs replicates to the peer (role primary), so a resync into it can run; while ALONE
+  // that is set when the peer waits for a resync, and dropped when the link fails (retried later).
+  bool linked_ = false;
+  uint64_t link_retry_at_ = 0;
   std::string wait_reason_;
   std::deque<uint64_t> failures_;  // times of CheckFailed, for maxloop
 };

@@ -52,6 +52,10 @@ Status FsDriver::Spawn(const FsDir& d) {
     args.push_back("--insecure");
   }
   if (d.direct_io_all) args.insert(args.end(), {"--direct-io", "all"});
+  if (!launch_.state_dir.empty()) args.insert(args.end(), {"--state-dir", launch_.state_dir});
+  args.insert(args.end(), {"--zone-size", std::to_string(launch_.zone_size)});
+  if (launch_.resync_rate_bps != 0)
+    args.insert(args.end(), {"--resync-rate", std::to_string(launch_.resync_rate_bps)});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -134,6 +138,19 @@ Status FsDriver::SetRole(manager::core::FsRole role) {
   return result;
 }
 
+std::vector<ResyncTargetView> FsDriver::ResyncTargets() {
+  std::vector<ResyncTargetView> out;
+  for (const auto& d : dirs_) {
+    ResyncTargetView& v = out.emplace_back();
+    proto::FsStatus st;
+    if (!QueryStatus(d.control, &st, 1000).ok() || st.role() != proto::FS_ROLE_SECONDARY) continue;
+    v.known = true;
+    v.id = st.resync_target().id();
+    v.phase = st.resync_target().phase();
+  }
+  return out;
+}
+
 void FsDriver::FillStatus(proto::StateReply* reply) {
   for (const auto& d : dirs_) {
     auto* f = reply->add_fs();
@@ -151,6 +168,10 @@ void FsDriver::FillStatus(proto::StateReply* reply) {
     f->set_pid(st.pid());
     f->set_peer_errors(st.peer_errors());
     f->set_reconnects(st.reconnects());
+    *f->mutable_resync() = st.resync();
+    *f->mutable_record() = st.record();
+    *f->mutable_resync_target() = st.resync_target();
+    f->set_in_sync(st.in_sync());
   }
 }
 

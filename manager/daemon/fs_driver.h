@@ -25,9 +25,20 @@ struct FsDir {
 };
 
 struct FsLaunch {
-  std::string fs_bin;     // hamirror-fs binary
-  std::string node_name;  // --node-name
-  std::string tls_dir;    // ca.pem, node.pem, node.key for the replication link (mutual TLS)
+  std::string fs_bin;            // hamirror-fs binary
+  std::string node_name;         // --node-name
+  std::string tls_dir;           // ca.pem, node.pem, node.key for the replication link (mutual TLS)
+  std::string state_dir;         // --state-dir: the record of what the peer may lack (module state dir)
+  uint64_t zone_size = 1 << 20;  // --zone-size (ruzone_blocksize)
+  uint64_t resync_rate_bps = 0;  // --resync-rate (reiallowedbw), 0: unlimited
+};
+
+// A resync into this node as its hamirror-fs (secondary) reports it, per directory.
+struct ResyncTargetView {
+  bool known = false;  // the fs answered as secondary
+  uint64_t id = 0;
+  std::string phase;  // none, running, done, failed, interrupted
+  bool operator==(const ResyncTargetView&) const = default;
 };
 
 class FsDriver {
@@ -41,6 +52,8 @@ class FsDriver {
   Status SetRole(manager::core::FsRole role);
   // Status of every directory (1 s deadline each).
   void FillStatus(proto::StateReply* reply);
+  // The resync into this node of every directory, in order (1 s deadline each).
+  std::vector<ResyncTargetView> ResyncTargets();
 
  private:
   Status Spawn(const FsDir& d);

@@ -243,8 +243,14 @@ Status Node::Init() {
     d.direct_io_all = r.direct_io_all;
     dirs.push_back(d);
   }
-  fs_ = std::make_unique<FsDriver>(std::move(dirs), FsLaunch{opt_.fs_bin, opt_.self, cfg.hamirror.tls_dir},
-                                   log_);
+  FsLaunch launch;
+  launch.fs_bin = opt_.fs_bin;
+  launch.node_name = opt_.self;
+  launch.tls_dir = cfg.hamirror.tls_dir;
+  launch.state_dir = cfg.hamirror.state_dir;
+  launch.zone_size = cfg.rfs.ruzone_blocksize;
+  launch.resync_rate_bps = cfg.rfs.reiallowedbw_kbps * 1024;
+  fs_ = std::make_unique<FsDriver>(std::move(dirs), std::move(launch), log_);
 
   heartbeat::HeartbeatConfig hc;
   hc.cluster_id = cluster_id;
@@ -350,7 +356,18 @@ void Node::StepLocked(const Event& ev) {
   const auto before_state = machine_->state();
   const auto before_ready = machine_->readiness();
   std::vector<core::Action> actions = machine_->Step(NowMs(), ev);
-  for (const auto& a : actions) Apply(a);
+  for (const auto& a : actions) {
+    if (Apply(a)) continue;
+    // What follows a persist counts on the facts being on disk (a role, a resync, the VIP): none of
+    // it runs. The module is stopped once, so that the node does not act on facts it cannot keep.
+    log_->Error("the node's facts could not be stored: the actions after it are skipped");
+    if (!persist_failed_) {
+      persist_failed_ = true;
+      log_->Error("stopping the module: its state cannot be persisted (see above)");
+      Post(core::EvCommand{core::Command::kStop, 0});
+    }
+    break;
+  }
   if (machine_->state() != before_state || machine_->readiness() != before_ready) {
     epoch_++;
     state_ = static_cast<int>(machine_->state());
@@ -363,7 +380,7 @@ void Node::StepLocked(const Event& ev) {
   if (!actions.empty() || !std::holds_alternative<core::EvTick>(ev)) UpdateSnapshot();
 }
 
-void Node::Apply(const core::Action& a) {
+bool Node::Apply(const core::Action& a) {
   if (auto* s = std::get_if<core::ActRunScript>(&a)) {
     RunScriptAsync(s->script, s->force);
   } else if (std::holds_alternative<core::ActAddVip>(a)) {
@@ -396,6 +413,7 @@ void Node::Apply(const core::Action& a) {
   } else if (auto* f = std::get_if<core::ActSetFsRole>(&a)) {
     if (!fs_->empty()) {
       Status s = fs_->SetRole(f->role);
+      fs_linked_ = s.ok() && f->role == core::FsRole::kPrimary;
       if (!s.ok()) {
         log_->Error(std::string("fs role ") + core::ToString(f->role) + ": " + s.ToString());
         // Without a replicating primary the peer is not in sync: the machine must not claim PRIM.
@@ -405,13 +423,23 @@ void Node::Apply(const core::Action& a) {
       }
     }
   } else if (std::holds_alternative<core::ActStartResync>(a)) {
-    // The replicator's resync is not wired yet: report done so the node can become SECOND ready.
-    log_->Warning("resync requested: not implemented yet, data assumed in sync");
-    Post(core::EvResyncDone{true});
+    // The peer's hamirror-fs (the source) runs the resync into ours; ours reports it. Done is what
+    // it reports after this point, never before (WatchResync).
+    std::vector<ResyncTargetView> now = fs_->ResyncTargets();
+    std::lock_guard<std::mutex> lock(resync_mu_);
+    resync_waiting_ = true;
+    resync_baseline_ = std::move(now);
+    log_->Info("resync requested: waiting for the peer's hamirror-fs to bring this copy up to date");
   } else if (std::holds_alternative<core::ActStopResync>(a)) {
+    std::lock_guard<std::mutex> lock(resync_mu_);
+    resync_waiting_ = false;
   } else if (auto* p = std::get_if<core::ActPersist>(&a)) {
     Status s = store_->Save(p->facts);
-    if (!s.ok()) log_->Error("persist state: " + s.ToString());
+    if (!s.ok()) {
+      log_->Error("persist state: " + s.ToString());
+      return false;
+    }
+    persist_failed_ = false;
   } else if (std::holds_alternative<core::ActSendStatus>(a)) {
     send_pending_ = true;  // sent when the step is over (Step)
   } else if (const auto* pw = std::get_if<core::ActProbeWitness>(&a)) {
@@ -434,6 +462,7 @@ void Node::Apply(const core::Action& a) {
                   l->message);
     }
   }
+  return true;
 }
 
 void Node::RunScriptAsync(core::Script script, bool force) {
@@ -608,8 +637,7 @@ void Node::MonitorLoop() {
       next_intf(cfg.check.intf.size(), now0);
   std::vector<uint64_t> ping_reported(cfg.check.ping.size(), ~0ull),
       intf_reported(cfg.check.intf.size(), ~0ull);
-  Clock::time_point next_fs = now0, next_vip = now0;
-  uint64_t fs_reported = ~0ull;
+  Clock::time_point next_fs = now0, next_vip = now0, next_resync = now0;
   bool any_vip_check = false;
   for (const auto& i : cfg.vip.interfaces) any_vip_check |= i.check;
   const auto env = script_env_.Build();
@@ -742,6 +770,10 @@ void Node::MonitorLoop() {
       }
     }
 
+    if (!fs_->empty() && now >= next_resync) {
+      next_resync = now + milliseconds(500);
+      WatchResync();
+    }
     if (!fs_->empty() && now >= next_fs) {
       next_fs = now + milliseconds(2000);
       proto::StateReply tmp;
@@ -749,15 +781,41 @@ void Node::MonitorLoop() {
       bool fs_went_alone = false;
       for (const auto& f : tmp.fs()) fs_went_alone |= f.running() && f.role() == proto::FS_ROLE_ALONE;
       // hamirror-fs drops to alone by itself when the peer stops acknowledging (sendtimeout): tell
-      // the machine, once per state, so PRIM becomes ALONE.
-      if (fs_went_alone && state == core::NodeState::kPrim && ready && fs_reported != epoch) {
-        fs_reported = epoch;
+      // the machine, once per link, so PRIM becomes ALONE (and an ALONE node links again later).
+      if (fs_went_alone && fs_linked_.exchange(false)) {
         log_->Warning("hamirror-fs replicates no more (alone): data link lost");
         Post(core::EvDataLinkLost{});
       }
       std::lock_guard<std::mutex> lock(snap_mu_);
       fs_status_.assign(tmp.fs().begin(), tmp.fs().end());
     }
+  }
+}
+
+void Node::WatchResync() {
+  {
+    std::lock_guard<std::mutex> lock(resync_mu_);
+    if (!resync_waiting_) return;
+  }
+  std::vector<ResyncTargetView> now = fs_->ResyncTargets();
+  std::lock_guard<std::mutex> lock(resync_mu_);
+  if (!resync_waiting_ || now.size() != resync_baseline_.size()) return;
+  bool all_done = !now.empty();
+  std::string failure;
+  for (size_t i = 0; i < now.size(); ++i) {
+    const bool changed = !(now[i] == resync_baseline_[i]);
+    if (!(now[i].known && changed && now[i].phase == "done")) all_done = false;
+    if (now[i].known && changed && (now[i].phase == "failed" || now[i].phase == "interrupted"))
+      failure = "resync " + std::to_string(now[i].id) + " " + now[i].phase;
+  }
+  if (all_done) {
+    resync_waiting_ = false;
+    log_->Info("resync into this node done");
+    Post(core::EvResyncDone{true});
+  } else if (!failure.empty()) {
+    resync_waiting_ = false;
+    log_->Warning(failure + ": this copy stays inconsistent (retried)");
+    Post(core::EvResyncDone{false});
   }
 }
 

@@ -69,7 +69,10 @@ class Node : public admin::NodeControl {
   uint64_t NowMs() const;
   void Step(const Event& ev);
   void StepLocked(const Event& ev);
-  void Apply(const manager::core::Action& a);
+  // False: a persist failed (the caller skips what follows).
+  bool Apply(const manager::core::Action& a);
+  // Monitor thread: turns what this node's hamirror-fs reports of a resync into it into EvResyncDone.
+  void WatchResync();
   void RunScriptAsync(manager::core::Script script, bool force);
   void ProbeWitnessAsync(uint64_t probe_id);
   bool MakeStatus(manager::core::PeerStatus* out);  // heartbeat thread; false while a step runs
@@ -121,6 +124,14 @@ class Node : public admin::NodeControl {
   std::vector<proto::CheckerStatus> checker_status_;  // under snap_mu_
   std::vector<proto::FsInfo> fs_status_;              // under snap_mu_
   std::vector<bool> vip_held_;                        // under snap_mu_
+
+  // A resync into this node (ActStartResync until EvResyncDone or ActStopResync): what the fs reported
+  // when it was asked for, so that only a resync reported after that counts.
+  std::mutex resync_mu_;
+  bool resync_waiting_ = false;
+  std::vector<ResyncTargetView> resync_baseline_;
+  std::atomic<bool> fs_linked_{false};  // the last fs role set was primary (replicating to the peer)
+  bool persist_failed_ = false;         // event loop only
 
   std::thread monitor_;
   std::atomic<bool> stop_monitor_{false};

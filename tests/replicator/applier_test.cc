@@ -48,7 +48,16 @@ class Fixture {
     applier->Drain();
     std::lock_guard<std::mutex> lock(mu);
     for (const proto::Ack& a : acks) Record(a.seq(), a.error());
+    last_acks = std::move(acks);
     return s;
+  }
+  // The inline ack of op seq in the last applied batch (with a query's answer); fails if none.
+  const proto::Ack& InlineAck(uint64_t seq) {
+    for (const proto::Ack& a : last_acks) {
+      if (a.seq() == seq) return a;
+    }
+    FAIL("no inline ack for seq " << seq);
+    return last_acks.front();
   }
   // Applies one op, returns its ack's errno (-1 if it was not acked).
   int One(proto::Op op) {
@@ -69,6 +78,7 @@ class Fixture {
   TempTree tree{"applier"};
   std::unique_ptr<Applier> applier;
   uint64_t next_seq = 0;
+  std::vector<proto::Ack> last_acks;  // inline acks of the last ApplyBatch
 
  private:
   static void OnDurable(void* self, uint64_t seq, int error) {
@@ -535,4 +545,315 @@ TEST_CASE("applier never follows symlinks", "[applier][security]") {
   rm.mutable_unlink()->set_name("evil");
   CHECK(f.One(rm) == 0);
   CHECK(f.tree.OutsideUntouched());
+}
+
+// --- Resync ops: BlockSums, ListDir, ResyncMark.
+
+namespace {
+
+std::vector<uint64_t> SumsOf(const proto::Ack& ack) { return {ack.sums().begin(), ack.sums().end()}; }
+
+std::string Bytes(size_t n, int seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + seed * 17 + i / 4096) & 0xff);
+  return s;
+}
+
+// A minimal POSIX ACL as the kernel stores it (system.posix_acl_*): user::rw-, user:1000:r--, group::r--,
+// mask::r--, other::---.
+std::string AclXattr() {
+  std::string v;
+  auto le16 = [&](uint16_t x) { v.push_back(char(x & 0xff)), v.push_back(char(x >> 8)); };
+  auto le32 = [&](uint32_t x) { le16(x & 0xffff), le16(x >> 16); };
+  le32(2);  // POSIX_ACL_XATTR_VERSION
+  const struct {
+    uint16_t tag, perm;
+    uint32_t id;
+  } entries[] = {{0x01, 6, UINT32_MAX},
+                 {0x02, 4, 1000},
+                 {0x04, 4, UINT32_MAX},
+                 {0x10, 4, UINT32_MAX},
+                 {0x20, 0, UINT32_MAX}};
+  for (const auto& e : entries) le16(e.tag), le16(e.perm), le32(e.id);
+  return v;
+}
+
+std::string Lgetxattr(const std::string& path, const char* name) {
+  char buf[4096];
+  const ssize_t n = lgetxattr(path.c_str(), name, buf, sizeof buf);
+  REQUIRE(n >= 0);
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+}  // namespace
+
+TEST_CASE("applier BlockSums sees the writes before it in the same batch", "[applier][resync]") {
+  const bool sync_io = GENERATE(false, true);
+  INFO("force_sync_io " << sync_io);
+  Fixture f(sync_io);
+  REQUIRE(f.Apply({MakeFile(1, "a", 2), MakeFile(1, "b", 3)}).ok());
+  // One batch: writes to two files (the io_uring path when available), sums of what they wrote, an
+  // overwrite, sums again. Each query sees exactly the ops before it.
+  std::string a = Bytes(3 * 4096 + 100, 1);
+  const std::string b = Bytes(5000, 2);
+  std::string a2 = a;
+  a2.replace(4096, 10, "overwrite!");
+  REQUIRE(f.Apply({Write(2, 0, a.substr(0, 8192)), Write(3, 0, b), Write(2, 8192, a.substr(8192)),
+                   BlockSums(2, 0, 1 << 20, 4096), BlockSums(3, 0, 1 << 20, 4096),
+                   Write(2, 4096, "overwrite!"), BlockSums(2, 0, 1 << 20, 4096)})
+              .ok());
+  const uint64_t s0 = f.next_seq - 6;  // first write of the batch
+  const proto::Ack& first = f.InlineAck(s0 + 3);
+  CHECK(first.error() == 0);
+  CHECK(first.file_size() == a.size());
+  CHECK(first.sums_size() == 4);  // 3 full blocks and a short one of 100 bytes
+  CHECK(SumsOf(first) == ExpectedSums(a, 0, 1 << 20, 4096));
+  CHECK(SumsOf(f.InlineAck(s0 + 4)) == ExpectedSums(b, 0, 1 << 20, 4096));
+  CHECK(f.InlineAck(s0 + 4).file_size() == b.size());
+  const proto::Ack& second = f.InlineAck(s0 + 6);
+  CHECK(SumsOf(second) == ExpectedSums(a2, 0, 1 << 20, 4096));
+  CHECK(second.sums(1) != first.sums(1));
+  CHECK(second.sums(0) == first.sums(0));
+  // Queries change nothing and count as applied ops.
+  CHECK(ReadFile(f.tree.Path("a")) == a2);
+  CHECK(f.applier->Stats().applied_through == f.next_seq);
+}
+
+TEST_CASE("applier BlockSums ranges: unaligned, short last block, past the end", "[applier][resync]") {
+  Fixture f;
+  // 2 MiB + 3000 bytes: crosses the 1 MiB read chunks, with 12 KiB blocks too (not a divisor of 1 MiB).
+  const std::string data = Bytes((2 << 20) + 3000, 3);
+  REQUIRE(f.Apply({MakeFile(1, "f", 2), Write(2, 0, data)}).ok());
+  struct Case {
+    uint64_t offset, length;
+    uint32_t block;
+  };
+  for (const Case& c :
+       {Case{0, 64 << 20, 4096}, Case{100, 8192, 4096}, Case{0, data.size(), 12 << 10},
+        Case{5000, 64 << 20, 4 << 20}, Case{(2 << 20) + 2000, 4096, 4096}, Case{0, 0, 4096},
+        Case{data.size(), 4096, 4096}, Case{data.size() + 1, 100, 4096}, Case{1ull << 40, 4096, 4096}}) {
+    INFO("offset " << c.offset << " length " << c.length << " block " << c.block);
+    REQUIRE(f.One(BlockSums(2, c.offset, c.length, c.block)) == 0);
+    const proto::Ack& ack = f.InlineAck(f.next_seq);
+    CHECK(ack.file_size() == data.size());
+    CHECK(SumsOf(ack) == ExpectedSums(data, c.offset, c.length, c.block));
+  }
+  // Past the end: no sums at all.
+  REQUIRE(f.One(BlockSums(2, data.size(), 4096, 4096)) == 0);
+  CHECK(f.InlineAck(f.next_seq).sums_size() == 0);
+  // An empty file.
+  REQUIRE(f.One(MakeFile(1, "empty", 3)) == 0);
+  REQUIRE(f.One(BlockSums(3, 0, 4096, 4096)) == 0);
+  CHECK(f.InlineAck(f.next_seq).sums_size() == 0);
+  CHECK(f.InlineAck(f.next_seq).file_size() == 0);
+}
+
+TEST_CASE("applier BlockSums refuses bad input", "[applier][resync]") {
+  Fixture f;
+  proto::Op sl = MakeFile(1, "link", 4, 0777, proto::NODE_KIND_SYMLINK);
+  sl.mutable_make_node()->set_symlink_target("f");
+  REQUIRE(f.Apply({MakeFile(1, "f", 2), MakeFile(1, "d", 3, 0755, proto::NODE_KIND_DIR), sl,
+                   MakeFile(1, "p", 5, 0600, proto::NODE_KIND_FIFO), Write(2, 0, "data")})
+              .ok());
+  // Per-op problems: an errno ack without an answer, and the stream goes on.
+  CHECK(f.One(BlockSums(99, 0, 4096, 4096)) == ESTALE);
+  CHECK(f.InlineAck(f.next_seq).sums_size() == 0);
+  CHECK(f.One(BlockSums(3, 0, 4096, 4096)) == EISDIR);
+  CHECK(f.One(BlockSums(1, 0, 4096, 4096)) == EISDIR);
+  CHECK(f.One(BlockSums(4, 0, 4096, 4096)) == EINVAL);  // a symlink is never opened
+  CHECK(f.One(BlockSums(5, 0, 4096, 4096)) == EINVAL);  // nor a FIFO
+  CHECK(f.InlineAck(f.next_seq).file_size() == 0);
+  // Out of bounds: a protocol violation, the whole batch refused (the MakeNode before it too).
+  const uint64_t protocol_errors = f.applier->Stats().protocol_errors;
+  const uint64_t at = f.applier->Stats().applied_through;
+  for (const proto::Op& bad :
+       {BlockSums(2, 0, 4096, 0), BlockSums(2, 0, 4096, 1000), BlockSums(2, 0, 4096, 4096 + 512),
+        BlockSums(2, 0, 4096, 8 << 20), BlockSums(2, 0, (64 << 20) + 1, 4096),
+        BlockSums(2, UINT64_MAX - 10, 4096, 4096), BlockSums(2, uint64_t{1} << 63, 0, 4096)}) {
+    INFO(bad.ShortDebugString());
+    proto::Op make = MakeFile(1, "never", 10);
+    make.set_seq(at + 1);
+    proto::Op q = bad;
+    q.set_seq(at + 2);
+    Status s = f.Apply({make, q});
+    CHECK(!s.ok());
+    CHECK(s.code() == Status::Code::kInvalidArgument);
+  }
+  CHECK(!Exists(f.tree.Path("never")));
+  CHECK(f.applier->Stats().applied_through == at);
+  CHECK(f.applier->Stats().protocol_errors == protocol_errors + 7);
+  // The limits themselves are fine.
+  f.next_seq = at;
+  CHECK(f.One(BlockSums(2, 0, 64 << 20, 4 << 20)) == 0);
+  CHECK(f.One(BlockSums(2, 0, 64 << 20, 12 << 10)) == 0);
+  CHECK(SumsOf(f.InlineAck(f.next_seq)) == ExpectedSums("data", 0, 4, 4096));
+}
+
+TEST_CASE("applier ListDir lists entries with attributes, symlink targets and xattrs", "[applier][resync]") {
+  Fixture f;
+  proto::Op file = MakeFile(1, "file", 2, 04750);
+  file.mutable_make_node()->set_uid(1234);
+  file.mutable_make_node()->set_gid(5678);
+  proto::Op sl = MakeFile(1, "link", 4, 0777, proto::NODE_KIND_SYMLINK);
+  sl.mutable_make_node()->set_symlink_target("../outside/" + std::string(300, 'x'));
+  proto::Op chr = MakeFile(1, "null", 6, 0666, proto::NODE_KIND_CHAR);
+  chr.mutable_make_node()->set_rdev(makedev(1, 3));
+  proto::Op link;
+  link.mutable_link()->set_rid(2);
+  link.mutable_link()->set_new_parent(3);
+  link.mutable_link()->set_new_name("hard");
+  proto::Op xa;
+  xa.mutable_setxattr()->set_rid(2);
+  xa.mutable_setxattr()->set_name("user.b");
+  xa.mutable_setxattr()->set_value(std::string("v\0b", 3));
+  xa.mutable_setxattr()->set_checksum(XXH3_64bits("v\0b", 3));
+  proto::Op xb = xa;
+  xb.mutable_setxattr()->set_name("user.a");
+  xb.mutable_setxattr()->set_value(std::string(3000, 'A'));  // (ext4 keeps about a block of xattrs)
+  xb.mutable_setxattr()->set_checksum(XXH3_64bits(xb.setxattr().value().data(), 3000));
+  proto::Op times = Write(2, 0, "12345");
+  times.add_times()->set_rid(2);
+  times.mutable_times(0)->mutable_mtime()->set_sec(1700000000);
+  times.mutable_times(0)->mutable_mtime()->set_nsec(42);
+  REQUIRE(f.Apply({file, MakeFile(1, "dir", 3, 0711, proto::NODE_KIND_DIR), sl,
+                   MakeFile(1, "fifo", 5, 0600, proto::NODE_KIND_FIFO), chr, link, xa, xb, times})
+              .ok());
+  for (uint64_t s = 1; s <= f.next_seq; ++s) REQUIRE(f.AckOf(s) == 0);
+  // xattrs of other namespaces, set underneath: security.*, and an ACL (system.posix_acl_*).
+  REQUIRE(lsetxattr(f.tree.Path("file").c_str(), "security.hm", "sec", 3, 0) == 0);
+  const std::string acl = AclXattr();
+  REQUIRE(lsetxattr(f.tree.Path("file").c_str(), "system.posix_acl_access", acl.data(), acl.size(), 0) == 0);
+  REQUIRE(lsetxattr(f.tree.Path("dir").c_str(), "system.posix_acl_default", acl.data(), acl.size(), 0) == 0);
+
+  // In the same batch as a MakeNode: the new entry is listed.
+  REQUIRE(f.Apply({MakeFile(1, "new", 7, 0600), ListDir(1)}).ok());
+  const proto::Ack& ack = f.InlineAck(f.next_seq);
+  REQUIRE(ack.error() == 0);
+  std::vector<std::string> names;
+  for (const proto::DirEntry& e : ack.entries()) names.push_back(e.name());
+  CHECK(names == std::vector<std::string>{"dir", "fifo", "file", "link", "new", "null"});
+  auto entry = [&](const std::string& name) -> const proto::DirEntry& {
+    for (const proto::DirEntry& e : ack.entries()) {
+      if (e.name() == name) return e;
+    }
+    FAIL("no entry " << name);
+    return ack.entries(0);
+  };
+  const proto::DirEntry& fe = entry("file");
+  CHECK(fe.kind() == proto::NODE_KIND_FILE);
+  const struct stat fst = Lstat(f.tree.Path("file"));
+  CHECK(fe.mode() == (fst.st_mode & 07777));  // the ACL's mask set the group bits
+  CHECK(fe.uid() == 1234);
+  CHECK(fe.gid() == 5678);
+  CHECK(fe.size() == 5);
+  CHECK(fe.nlink() == 2);
+  CHECK(fe.mtime().sec() == 1700000000);
+  CHECK(fe.mtime().nsec() == 42);
+  CHECK(fe.symlink_target().empty());
+  REQUIRE(fe.xattrs_size() == 4);  // sorted by name, values exact
+  CHECK(fe.xattrs(0).name() == "security.hm");
+  CHECK(fe.xattrs(0).value() == "sec");
+  CHECK(fe.xattrs(1).name() == "system.posix_acl_access");
+  CHECK(fe.xattrs(1).value() == Lgetxattr(f.tree.Path("file"), "system.posix_acl_access"));
+  CHECK(fe.xattrs(2).name() == "user.a");
+  CHECK(fe.xattrs(2).value() == std::string(3000, 'A'));
+  CHECK(fe.xattrs(3).name() == "user.b");
+  CHECK(fe.xattrs(3).value() == std::string("v\0b", 3));
+
+  const proto::DirEntry& de = entry("dir");
+  CHECK(de.kind() == proto::NODE_KIND_DIR);
+  CHECK(de.mode() == 0711);
+  CHECK(de.nlink() == 2);
+  bool has_default_acl = false;
+  for (const proto::Xattr& x : de.xattrs()) has_default_acl |= x.name() == "system.posix_acl_default";
+  CHECK(has_default_acl);
+
+  const proto::DirEntry& le = entry("link");
+  CHECK(le.kind() == proto::NODE_KIND_SYMLINK);
+  CHECK(le.symlink_target() == "../outside/" + std::string(300, 'x'));
+  CHECK(le.size() == le.symlink_target().size());
+  CHECK(le.xattrs_size() == 0);
+
+  CHECK(entry("fifo").kind() == proto::NODE_KIND_FIFO);
+  CHECK(entry("fifo").mode() == 0600);
+  CHECK(entry("null").kind() == proto::NODE_KIND_CHAR);
+  CHECK(entry("null").rdev() == makedev(1, 3));
+  CHECK(entry("new").size() == 0);
+
+  // A subdirectory by its rid; an empty one.
+  REQUIRE(f.One(ListDir(3)) == 0);
+  REQUIRE(f.InlineAck(f.next_seq).entries_size() == 1);
+  CHECK(f.InlineAck(f.next_seq).entries(0).name() == "hard");
+  CHECK(f.InlineAck(f.next_seq).entries(0).nlink() == 2);
+  REQUIRE(f.One(MakeFile(3, "sub", 8, 0755, proto::NODE_KIND_DIR)) == 0);
+  REQUIRE(f.One(ListDir(8)) == 0);
+  CHECK(f.InlineAck(f.next_seq).entries_size() == 0);
+  CHECK(f.tree.OutsideUntouched());
+}
+
+TEST_CASE("applier ListDir refuses what is not a known directory", "[applier][resync]") {
+  Fixture f;
+  proto::Op sl = MakeFile(1, "link", 3, 0777, proto::NODE_KIND_SYMLINK);
+  sl.mutable_make_node()->set_symlink_target(".");
+  REQUIRE(f.Apply({MakeFile(1, "f", 2), sl}).ok());
+  CHECK(f.One(ListDir(2)) == ENOTDIR);
+  CHECK(f.InlineAck(f.next_seq).entries_size() == 0);
+  CHECK(f.One(ListDir(3)) == ENOTDIR);  // a symlink to a directory is not followed
+  CHECK(f.One(ListDir(99)) == ESTALE);
+  CHECK(f.One(ListDir(1)) == 0);  // the stream goes on
+  CHECK(f.InlineAck(f.next_seq).entries_size() == 2);
+}
+
+TEST_CASE("applier resync state follows ResyncMark, sessions and stream ends", "[applier][resync]") {
+  Fixture f;
+  CHECK(f.applier->Stats().resync.phase == ResyncPhase::kNone);
+  CHECK(std::string(ResyncPhaseName(ResyncPhase::kInterrupted)) == "interrupted");
+  REQUIRE(f.One(ResyncMark(7, /*begin=*/true, false, 123456)) == 0);
+  ResyncTargetState r = f.applier->Stats().resync;
+  CHECK(r.phase == ResyncPhase::kRunning);
+  CHECK(r.id == 7);
+  CHECK(r.bytes_total == 123456);
+  CHECK(r.started_unix_ms > 1600000000000);
+  CHECK(r.finished_unix_ms == 0);
+  CHECK(f.One(ResyncMark(8, false, true)) == EINVAL);  // not the running resync: nothing changes
+  CHECK(f.applier->Stats().resync.phase == ResyncPhase::kRunning);
+  REQUIRE(f.One(ResyncMark(7, false, /*ok=*/true)) == 0);
+  r = f.applier->Stats().resync;
+  CHECK(r.phase == ResyncPhase::kDone);
+  CHECK(r.id == 7);
+  CHECK(r.finished_unix_ms >= r.started_unix_ms);
+  CHECK(f.One(ResyncMark(7, false, true)) == EINVAL);  // already ended
+
+  // A failed one.
+  REQUIRE(f.One(ResyncMark(9, true)) == 0);
+  REQUIRE(f.One(ResyncMark(9, false, /*ok=*/false)) == 0);
+  CHECK(f.applier->Stats().resync.phase == ResyncPhase::kFailed);
+
+  // The stream ends while running; the same session reconnects and ends it: done.
+  REQUIRE(f.One(ResyncMark(10, true)) == 0);
+  f.applier->StreamEnded();
+  r = f.applier->Stats().resync;
+  CHECK(r.phase == ResyncPhase::kInterrupted);
+  CHECK(r.finished_unix_ms != 0);
+  CHECK(f.applier->StartSession("s1") == f.next_seq);
+  CHECK(f.applier->Stats().resync.phase == ResyncPhase::kInterrupted);
+  REQUIRE(f.One(ResyncMark(10, false, true)) == 0);
+  CHECK(f.applier->Stats().resync.phase == ResyncPhase::kDone);
+  f.applier->StreamEnded();  // not running: nothing to interrupt
+  CHECK(f.applier->Stats().resync.phase == ResyncPhase::kDone);
+
+  // Running, then another session: interrupted, and the old resync cannot be ended from there.
+  REQUIRE(f.One(ResyncMark(11, true, false, 5)) == 0);
+  CHECK(f.applier->StartSession("s2") == 0);
+  f.next_seq = 0;
+  r = f.applier->Stats().resync;
+  CHECK(r.phase == ResyncPhase::kInterrupted);
+  CHECK(r.id == 11);
+  CHECK(r.bytes_total == 5);
+  CHECK(f.One(ResyncMark(11, false, true)) == EINVAL);
+  CHECK(f.applier->Stats().resync.phase == ResyncPhase::kInterrupted);
+  // A new begin starts afresh.
+  REQUIRE(f.One(ResyncMark(12, true)) == 0);
+  CHECK(f.applier->Stats().resync.phase == ResyncPhase::kRunning);
+  CHECK(f.applier->Stats().resync.finished_unix_ms == 0);
 }

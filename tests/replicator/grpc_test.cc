@@ -1,6 +1,6 @@
 // Shipper <-> ReplicationServer over real gRPC sockets on 127.0.0.1 (port 0: tests can run in
 // parallel): round trip, batching, garbage frames, checksum reset + resend, peer loss within
-// send_timeout, one primary at a time, mutual TLS, address in use.
+// send_timeout, one primary at a time, mutual TLS, address in use, resync queries' answers.
 #include <arpa/inet.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
@@ -744,4 +744,112 @@ TEST_CASE("bench: stream throughput and round-trip latency", "[.][bench]") {
                                      << plain[plain.size() * 99 / 100] << " us; with dsync p50 "
                                      << dsync[dsync.size() / 2] << " us p99 "
                                      << dsync[dsync.size() * 99 / 100] << " us");
+}
+
+namespace {
+// Keeps what a callback was given, the ack message (ShipResult::reply) included.
+struct Reply {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  ShipOutcome outcome = ShipOutcome::kNotShipped;
+  int peer_errno = 0;
+  bool had_reply = false;
+  proto::Ack ack;
+  static void Cb(void* ctx, const ShipResult& r) {
+    auto* self = static_cast<Reply*>(ctx);
+    std::lock_guard<std::mutex> lock(self->mu);
+    self->outcome = r.outcome;
+    self->peer_errno = r.peer_errno;
+    if (r.reply != nullptr) {
+      self->had_reply = true;
+      self->ack = *r.reply;  // valid only during the callback
+    }
+    self->done = true;
+    self->cv.notify_all();
+  }
+  bool Wait(std::chrono::milliseconds timeout) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, timeout, [&] { return done; });
+  }
+};
+}  // namespace
+
+TEST_CASE("resync queries over the stream: BlockSums and ListDir answers reach the callback", "[grpc]") {
+  Secondary sec;
+  REQUIRE(sec.Start().ok());
+  std::unique_ptr<Shipper> shipper;
+  REQUIRE(Shipper::Create(Opts(sec.addr()), &shipper).ok());
+  Waiter w;
+  // Queries shipped right behind the ops they must see (no wait in between: same batches or the next).
+  const std::string data = Pattern(300000, 5);
+  shipper->Ship(ResyncMark(42, /*begin=*/true, false, data.size()), &Waiter::Cb, &w);
+  shipper->Ship(MakeFile(1, "f", 2), &Waiter::Cb, &w);
+  for (size_t off = 0; off < data.size(); off += 70000) {
+    shipper->Ship(Write(2, off, data.substr(off, 70000)), &Waiter::Cb, &w);
+  }
+  shipper->Ship(MakeFile(1, "d", 3, 0750, proto::NODE_KIND_DIR), &Waiter::Cb, &w);
+  proto::Op sl = MakeFile(3, "s", 4, 0777, proto::NODE_KIND_SYMLINK);
+  sl.mutable_make_node()->set_symlink_target("../f");
+  shipper->Ship(std::move(sl), &Waiter::Cb, &w);
+  shipper->Ship(MakeFile(3, "x", 5, 0640), &Waiter::Cb, &w);
+  Reply sums, sums_tail, root, dir, bad;
+  shipper->Ship(BlockSums(2, 0, 1 << 20, 64 << 10), &Reply::Cb, &sums);
+  shipper->Ship(BlockSums(2, 256 << 10, 1 << 20, 4096), &Reply::Cb, &sums_tail);
+  shipper->Ship(ListDir(1), &Reply::Cb, &root);
+  shipper->Ship(ListDir(3), &Reply::Cb, &dir);
+  shipper->Ship(ListDir(2), &Reply::Cb, &bad);
+  for (Reply* r : {&sums, &sums_tail, &root, &dir, &bad}) REQUIRE(r->Wait(10000ms));
+  REQUIRE(w.WaitTotal(10, 10000ms));
+  CHECK(w.acked() == 10);
+
+  CHECK(sums.outcome == ShipOutcome::kAcked);
+  REQUIRE(sums.had_reply);
+  CHECK(sums.ack.file_size() == data.size());
+  std::vector<uint64_t> got(sums.ack.sums().begin(), sums.ack.sums().end());
+  CHECK(got.size() == 5);  // 4 blocks of 64 KiB and a short one
+  CHECK(got == ExpectedSums(data, 0, 1 << 20, 64 << 10));
+  REQUIRE(sums_tail.had_reply);
+  got.assign(sums_tail.ack.sums().begin(), sums_tail.ack.sums().end());
+  CHECK(got == ExpectedSums(data, 256 << 10, 1 << 20, 4096));
+
+  REQUIRE(root.had_reply);
+  REQUIRE(root.ack.entries_size() == 2);
+  CHECK(root.ack.entries(0).name() == "d");
+  CHECK(root.ack.entries(0).kind() == proto::NODE_KIND_DIR);
+  CHECK(root.ack.entries(0).mode() == 0750);
+  CHECK(root.ack.entries(1).name() == "f");
+  CHECK(root.ack.entries(1).kind() == proto::NODE_KIND_FILE);
+  CHECK(root.ack.entries(1).size() == data.size());
+  REQUIRE(dir.had_reply);
+  REQUIRE(dir.ack.entries_size() == 2);
+  CHECK(dir.ack.entries(0).name() == "s");
+  CHECK(dir.ack.entries(0).kind() == proto::NODE_KIND_SYMLINK);
+  CHECK(dir.ack.entries(0).symlink_target() == "../f");
+  CHECK(dir.ack.entries(1).name() == "x");
+  CHECK(dir.ack.entries(1).mode() == 0640);
+  // An error ack comes with its message too, without an answer.
+  CHECK(bad.outcome == ShipOutcome::kPeerError);
+  CHECK(bad.peer_errno == ENOTDIR);
+  REQUIRE(bad.had_reply);
+  CHECK(bad.ack.entries_size() == 0);
+  // Queries mark nothing dirty; the resync state is visible in the server's stats.
+  CHECK(shipper->dirty().Empty());
+  ReplicationServerStats ss = sec.server->Stats();
+  CHECK(ss.resync.phase == ResyncPhase::kRunning);
+  CHECK(ss.resync.id == 42);
+  CHECK(ss.resync.bytes_total == data.size());
+  Reply end;
+  shipper->Ship(ResyncMark(42, false, /*ok=*/true), &Reply::Cb, &end);
+  REQUIRE(end.Wait(10000ms));
+  CHECK(end.outcome == ShipOutcome::kAcked);
+  CHECK(sec.server->Stats().resync.phase == ResyncPhase::kDone);
+
+  // A resync running when the stream ends is interrupted.
+  Reply begin;
+  shipper->Ship(ResyncMark(43, true), &Reply::Cb, &begin);
+  REQUIRE(begin.Wait(10000ms));
+  shipper.reset();
+  CHECK(Eventually([&] { return sec.server->Stats().resync.phase == ResyncPhase::kInterrupted; }, 5000ms));
+  CHECK(sec.server->Stats().resync.id == 43);
 }

@@ -8,10 +8,12 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "proto/replication.pb.h"
 
@@ -113,6 +115,44 @@ inline proto::Op Fsync(uint64_t rid, bool datasync = false) {
   op.mutable_fsync()->set_rid(rid);
   op.mutable_fsync()->set_datasync(datasync);
   return op;
+}
+
+inline proto::Op BlockSums(uint64_t rid, uint64_t offset, uint64_t length, uint32_t block_size) {
+  proto::Op op;
+  proto::BlockSums* b = op.mutable_block_sums();
+  b->set_rid(rid);
+  b->set_offset(offset);
+  b->set_length(length);
+  b->set_block_size(block_size);
+  return op;
+}
+
+inline proto::Op ListDir(uint64_t rid) {
+  proto::Op op;
+  op.mutable_list_dir()->set_rid(rid);
+  return op;
+}
+
+inline proto::Op ResyncMark(uint64_t id, bool begin, bool ok = false, uint64_t bytes_total = 0) {
+  proto::Op op;
+  proto::ResyncMark* m = op.mutable_resync_mark();
+  m->set_id(id);
+  m->set_begin(begin);
+  m->set_ok(ok);
+  m->set_bytes_total(bytes_total);
+  return op;
+}
+
+// XXH3-64 of each block_size block of data[offset, offset + length), clipped at data's end: what
+// BlockSums answers for a file holding `data`.
+inline std::vector<uint64_t> ExpectedSums(const std::string& data, uint64_t offset, uint64_t length,
+                                          uint64_t block_size) {
+  std::vector<uint64_t> sums;
+  const uint64_t end = std::min<uint64_t>(offset + length, data.size());
+  for (uint64_t pos = offset; pos < end; pos += block_size) {
+    sums.push_back(XXH3_64bits(data.data() + pos, std::min(block_size, end - pos)));
+  }
+  return sums;
 }
 
 }  // namespace hamirror::replicator::testing

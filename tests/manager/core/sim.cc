@@ -173,12 +173,18 @@ void Sim::Process(Item& it) {
       if (!n.alive || it.token != n.resync_token) return;
       int j = 1 - it.node;
       Node& src = *n_[j];
-      bool ok = src.alive && BothLinks() && ServingNow(j) &&
-                (src.fs == FsRole::kAlone || src.fs == FsRole::kPrimary);
-      if (ok && chaos_ && o_.script_failures && rng_() % 10 == 0) ok = false;
+      const bool reachable = src.alive && BothLinks() && ServingNow(j);
+      if (reachable && src.fs != FsRole::kPrimary) {
+        // The source has not linked its fs to us yet: the resync has not begun (the daemon waits).
+        Schedule(now_ + 100, Kind::kResyncEnd, it.node, std::nullopt, 0, n.resync_token);
+        return;
+      }
+      bool ok = reachable;
+      if (ok && chaos_ && o_.script_failures && rng_() % 10 == 0) ok = false;  // a resync that failed
       if (ok) {
         n.head = src.head;
         n.inconsistent = false;
+        src.fs_synced = true;  // the source's fs now mirrors synchronously
       }
       ++n.resync_token;
       StepNode(it.node, EvResyncDone{ok});
@@ -257,10 +263,14 @@ void Sim::Execute(int i, const std::vector<Action>& actions, const std::optional
                      n.fs = x.role;
                      n.fs_synced = false;
                      if (x.role == FsRole::kPrimary) {
-                       // The fs brings an in-sync secondary up to date from its dirty-zone record, or
+                       // The fs connects and resyncs the peer: at once from its record when the peer
+                       // was in sync, or by the resync the peer waits for (kResyncEnd); else it
                        // reports.
                        if (peer.alive && BothLinks() && peer.m->state() == NodeState::kSecond &&
-                           peer.fs == FsRole::kSecondary && !peer.inconsistent) {
+                           peer.fs == FsRole::kSecondary && peer.inconsistent) {
+                         n.fs_synced = false;  // resync under way: live writes go on, the end copies
+                       } else if (peer.alive && BothLinks() && peer.m->state() == NodeState::kSecond &&
+                                  peer.fs == FsRole::kSecondary && !peer.inconsistent) {
                          peer.head = n.head;
                          n.fs_synced = true;
                        } else {
@@ -380,12 +390,16 @@ void Sim::DoWrite(int i) {
   Node& x = *n_[i];
   Node& y = *n_[1 - i];
   if (x.fs == FsRole::kPrimary) {
-    bool ok = x.fs_synced && y.alive && BothLinks() && y.m->state() == NodeState::kSecond &&
-              y.fs == FsRole::kSecondary && !y.inconsistent;
+    const bool peer_there =
+        y.alive && BothLinks() && y.m->state() == NodeState::kSecond && y.fs == FsRole::kSecondary;
+    // A resync into the peer is under way: the write is replicated live and the resync's end copies
+    // the source's state (kResyncEnd).
+    const bool resyncing = !x.fs_synced && peer_there && y.inconsistent;
+    bool ok = resyncing || (x.fs_synced && peer_there && !y.inconsistent);
     if (!ok) {
       StepNode(i, EvDataLinkLost{});  // sendtimeout: the fs carries on alone and says so
       if (!ServingNow(i) || !violation_.empty()) return;
-    } else if (y.head != x.head) {
+    } else if (!resyncing && y.head != x.head) {
       Fail("secondary diverged from the primary");
       return;
     }
@@ -396,7 +410,7 @@ void Sim::DoWrite(int i) {
   }
   writes_.push_back(Write{x.head, writes_[x.head].depth + 1, now_});
   x.head = static_cast<uint32_t>(writes_.size() - 1);
-  if (x.fs == FsRole::kPrimary) y.head = x.head;
+  if (x.fs == FsRole::kPrimary && x.fs_synced) y.head = x.head;
 }
 
 // ---------------------------------------------------------------------------------------------

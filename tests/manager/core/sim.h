@@ -15,8 +15,10 @@
 // - fs: a write on a serving node with fs role primary needs the peer alive, the link up both ways and
 //   the peer's fs secondary; otherwise the fs reports EvDataLinkLost first (sendtimeout) and the write
 //   is acknowledged alone. ActSetFsRole(primary) brings an in-sync secondary up to date from the
-//   dirty-zone record, or reports EvDataLinkLost. Resync copies the source's whole tree at the end
-//   (the target is inconsistent meanwhile) and fails if the source stopped serving or the link broke.
+//   record, links to a SECOND that waits for a resync (writes then go on live), or reports
+//   EvDataLinkLost. A resync ends only once the source has linked its fs (role primary); it copies the
+//   source's whole tree at the end (the target is inconsistent meanwhile) and fails if the source
+//   stopped serving or the link broke (or at random under chaos: an interrupted or refused resync).
 // - witness: ActProbeWitness is answered within 10..90 ms (never: 3 %; after the machine's 100 ms
 //   timeout: 5 %), with the reachability at answer time.
 // - crash: the node loses everything but its persisted facts and its disk; the VIP goes with it.

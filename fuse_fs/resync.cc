@@ -1,0 +1,845 @@
+#include "fuse_fs/resync.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "common/log.h"
+#include "common/unique_fd.h"
+
+namespace hamirror::fs {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using replicator::ShipOutcome;
+using replicator::ShipResult;
+
+struct ProcPath {
+  explicit ProcPath(int fd) { snprintf(buf, sizeof(buf), "/proc/self/fd/%d", fd); }
+  char buf[32];
+};
+
+void ToProto(const struct timespec& ts, proto::Timespec* out) {
+  out->set_sec(ts.tv_sec);
+  out->set_nsec(static_cast<uint32_t>(ts.tv_nsec));
+}
+
+bool SameTime(const struct timespec& a, const proto::Timespec& b) {
+  return a.tv_sec == b.sec() && static_cast<uint32_t>(a.tv_nsec) == b.nsec();
+}
+
+proto::NodeKind KindOf(mode_t mode) {
+  switch (mode & S_IFMT) {
+    case S_IFREG: return proto::NODE_KIND_FILE;
+    case S_IFDIR: return proto::NODE_KIND_DIR;
+    case S_IFLNK: return proto::NODE_KIND_SYMLINK;
+    case S_IFIFO: return proto::NODE_KIND_FIFO;
+    case S_IFSOCK: return proto::NODE_KIND_SOCKET;
+    case S_IFCHR: return proto::NODE_KIND_CHAR;
+    case S_IFBLK: return proto::NODE_KIND_BLOCK;
+    default: return proto::NODE_KIND_UNSPECIFIED;
+  }
+}
+
+// The answer to one query shipped on the stream. Shared between the waiting engine and the shipper's
+// callback, so that neither outlives the other's use of it.
+struct Reply {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  ShipOutcome outcome = ShipOutcome::kNotShipped;
+  int peer_errno = 0;
+  bool answered = false;  // an ack message carried the answer (else it must be asked again)
+  proto::Ack ack;
+};
+
+void OnReply(void* ctx, const ShipResult& result) {
+  auto* holder = static_cast<std::shared_ptr<Reply>*>(ctx);
+  std::shared_ptr<Reply> r = std::move(*holder);
+  delete holder;
+  std::lock_guard<std::mutex> lock(r->mu);
+  r->outcome = result.outcome;
+  r->peer_errno = result.peer_errno;
+  if (result.outcome == ShipOutcome::kAcked && result.reply != nullptr) {
+    r->ack = *result.reply;
+    r->answered = true;
+  }
+  r->done = true;
+  r->cv.notify_all();
+}
+
+// A local directory entry with what the peer's ListDir answers.
+struct LocalEntry {
+  std::string name;
+  struct stat st;
+  std::string link_target;
+  std::vector<std::pair<std::string, std::string>> xattrs;  // sorted by name
+};
+
+void ReadXattrs(int path_fd, std::vector<std::pair<std::string, std::string>>* out) {
+  ProcPath p(path_fd);
+  std::vector<char> names(4096);
+  ssize_t n = listxattr(p.buf, names.data(), names.size());
+  if (n < 0 && errno == ERANGE) {
+    n = listxattr(p.buf, nullptr, 0);
+    if (n > 0) {
+      names.resize(static_cast<size_t>(n));
+      n = listxattr(p.buf, names.data(), names.size());
+    }
+  }
+  for (ssize_t i = 0; n > 0 && i < n;) {
+    std::string name(&names[static_cast<size_t>(i)]);
+    i += static_cast<ssize_t>(name.size()) + 1;
+    ssize_t vn = getxattr(p.buf, name.c_str(), nullptr, 0);
+    if (vn < 0) continue;
+    std::string value(static_cast<size_t>(vn), '\0');
+    vn = getxattr(p.buf, name.c_str(), value.data(), value.size());
+    if (vn < 0) continue;
+    value.resize(static_cast<size_t>(vn));
+    out->emplace_back(std::move(name), std::move(value));
+  }
+  std::sort(out->begin(), out->end());
+}
+
+// Lists directory dir_fd (O_PATH is fine). with_details: symlink targets and xattrs too.
+int ListLocal(int dir_fd, bool with_details, std::vector<LocalEntry>* out) {
+  int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  DIR* dp = fdopendir(fd);
+  if (dp == nullptr) {
+    int err = errno;
+    close(fd);
+    return err;
+  }
+  while (struct dirent* d = readdir(dp)) {
+    if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0) continue;
+    LocalEntry e;
+    e.name = d->d_name;
+    if (fstatat(dirfd(dp), d->d_name, &e.st, AT_SYMLINK_NOFOLLOW) != 0) continue;  // gone meanwhile
+    if (with_details) {
+      if (S_ISLNK(e.st.st_mode)) {
+        char buf[PATH_MAX + 1];
+        ssize_t n = readlinkat(dirfd(dp), d->d_name, buf, sizeof(buf) - 1);
+        if (n >= 0) e.link_target.assign(buf, static_cast<size_t>(n));
+      } else {
+        UniqueFd pfd(openat(dirfd(dp), d->d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (pfd) ReadXattrs(pfd.get(), &e.xattrs);
+      }
+    }
+    out->push_back(std::move(e));
+  }
+  closedir(dp);
+  std::sort(out->begin(), out->end(),
+            [](const LocalEntry& a, const LocalEntry& b) { return a.name < b.name; });
+  return 0;
+}
+
+bool SameXattrs(const LocalEntry& l, const proto::DirEntry& t) {
+  if (static_cast<size_t>(t.xattrs_size()) != l.xattrs.size()) return false;
+  for (size_t i = 0; i < l.xattrs.size(); ++i) {
+    const proto::Xattr& x = t.xattrs(static_cast<int>(i));
+    if (x.name() != l.xattrs[i].first || x.value() != l.xattrs[i].second) return false;
+  }
+  return true;
+}
+
+// The entry must be removed and made again on the peer: another kind, another symlink target or
+// another device.
+bool MustReplace(const LocalEntry& l, const proto::DirEntry& t) {
+  if (KindOf(l.st.st_mode) != t.kind()) return true;
+  if (S_ISLNK(l.st.st_mode) && l.link_target != t.symlink_target()) return true;
+  if ((S_ISCHR(l.st.st_mode) || S_ISBLK(l.st.st_mode)) && static_cast<uint64_t>(l.st.st_rdev) != t.rdev())
+    return true;
+  return false;
+}
+
+}  // namespace
+
+// One resync: the walk, its counters and its fixes in flight.
+struct ResyncEngine::Run {
+  Run(ResyncEngine* e, ResyncHost* h, const ResyncOptions& o) : engine(e), host(h), opt(o) {}
+  ResyncEngine* engine;
+  ResyncHost* host;
+  const ResyncOptions& opt;
+  bool full = false;
+  bool tree = false;
+  replicator::RecordSnapshot snap;
+  std::string error;  // first fatal problem: the run stops
+
+  // Fixes in flight (their callbacks count problems).
+  std::mutex fix_mu;
+  std::condition_variable fix_cv;
+  uint64_t fixes_pending = 0;
+  std::atomic<uint64_t> fix_errors{0};
+  std::atomic<bool> lost{false};
+
+  std::vector<char> buf;  // reads of one chunk
+
+  bool Stopped() const { return !error.empty() || lost.load() || engine->cancel_.load(); }
+  void Fail(const std::string& why) {
+    if (error.empty()) error = why;
+  }
+
+  void AddProgress(uint64_t done, uint64_t sent, uint64_t wire) {
+    std::lock_guard<std::mutex> lock(engine->mu_);
+    auto& p = engine->progress_;
+    p.set_bytes_done(p.bytes_done() + done);
+    p.set_bytes_sent(p.bytes_sent() + sent);
+    p.set_wire_bytes(p.wire_bytes() + wire);
+  }
+
+  static void OnFix(void* ctx, const ShipResult& result) {
+    auto* run = static_cast<Run*>(ctx);
+    if (result.outcome == ShipOutcome::kNotShipped) run->lost = true;
+    if (result.outcome == ShipOutcome::kPeerError) run->fix_errors++;
+    std::lock_guard<std::mutex> lock(run->fix_mu);
+    if (--run->fixes_pending == 0) run->fix_cv.notify_all();
+  }
+
+  // Ships a fix (no answer awaited; its outcome is counted).
+  void Fix(proto::Op&& op) {
+    {
+      std::lock_guard<std::mutex> lock(fix_mu);
+      ++fixes_pending;
+    }
+    if (!host->ResyncShip(std::move(op), &Run::OnFix, this)) {
+      lost = true;
+      std::lock_guard<std::mutex> lock(fix_mu);
+      if (--fixes_pending == 0) fix_cv.notify_all();
+    }
+  }
+
+  void WaitFixes() {
+    std::unique_lock<std::mutex> lock(fix_mu);
+    fix_cv.wait(lock, [this] { return fixes_pending == 0; });
+  }
+
+  // Ships a query; wait on the returned Reply (null: no stream).
+  std::shared_ptr<Reply> Ask(proto::Op&& op) {
+    auto r = std::make_shared<Reply>();
+    auto* holder = new std::shared_ptr<Reply>(r);
+    if (!host->ResyncShip(std::move(op), &OnReply, holder)) {
+      delete holder;
+      lost = true;
+      return nullptr;
+    }
+    return r;
+  }
+
+  // Waits for a query's answer. False: none (the run is failed or the question must be asked again,
+  // *retry says which).
+  bool Await(const std::shared_ptr<Reply>& r, bool* retry) {
+    *retry = false;
+    if (r == nullptr) return false;
+    std::unique_lock<std::mutex> lock(r->mu);
+    r->cv.wait(lock, [&r] { return r->done; });
+    if (r->outcome == ShipOutcome::kNotShipped) {
+      lost = true;
+      return false;
+    }
+    if (r->outcome == ShipOutcome::kPeerError) {
+      fix_errors++;
+      return false;
+    }
+    if (!r->answered) {
+      *retry = true;  // acked through a reconnect's applied_through: the answer was lost
+      return false;
+    }
+    return true;
+  }
+
+  // Asks (again while the answer is lost in a reconnect, bounded) and waits. op is copied per try.
+  bool Query(const proto::Op& op, proto::Ack* answer) {
+    for (int attempt = 0; attempt < 5 && !Stopped(); ++attempt) {
+      proto::Op copy = op;
+      auto r = Ask(std::move(copy));
+      bool retry = false;
+      if (Await(r, &retry)) {
+        answer->Swap(&r->ack);
+        return true;
+      }
+      if (!retry) return false;
+    }
+    return false;
+  }
+
+  // A lookup reference to parent/name (binding it on the peer when new and `bind`), as a kernel lookup
+  // takes one. ns_held: the caller holds the namespace lock exclusively (else it is taken shared).
+  Inode* Acquire(Inode* parent, const std::string& name, bool bind, bool ns_held);
+  void Release(Inode* inode, bool ns_held);
+  void RemoveOnPeer(uint64_t parent_rid, const proto::DirEntry& t, int depth);
+  void CreateOnPeer(Inode* parent, const LocalEntry& l, Inode* child);
+  void FixMetadata(uint64_t rid, const LocalEntry& l, const proto::DirEntry& t);
+  void ReconcileEntries(Inode* dir, const std::vector<LocalEntry>& local, bool peer_empty,
+                        std::map<std::string, bool>* whole);
+  void WalkDir(Inode* dir, bool compare, bool peer_empty, int depth);
+  void ResyncFile(Inode* file, const replicator::RecordedFile* rec, bool whole);
+  bool CompareChunk(Inode* file, int io_fd, uint64_t off, uint64_t len);
+  void Pace();
+};
+
+Inode* ResyncEngine::Run::Acquire(Inode* parent, const std::string& name, bool bind, bool ns_held) {
+  std::shared_lock<std::shared_mutex> ns(host->resync_ns_mutex(), std::defer_lock);
+  if (!ns_held) ns.lock();
+  int fd = openat(parent->fd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  struct stat st;
+  if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+    close(fd);
+    return nullptr;
+  }
+  bool created = false;
+  Inode* inode = host->resync_table().LookupOrInsert(fd, st, parent->rid, name, &created);
+  if (created && bind) {
+    // As a kernel lookup does: the peer learns the handle before anything names it.
+    proto::Op op;
+    auto* b = op.mutable_bind();
+    b->set_rid(inode->rid);
+    b->set_parent(parent->rid);
+    b->set_name(name);
+    Fix(std::move(op));
+  }
+  return inode;
+}
+
+void ResyncEngine::Run::Release(Inode* inode, bool ns_held) {
+  std::shared_lock<std::shared_mutex> ns(host->resync_ns_mutex(), std::defer_lock);
+  if (!ns_held) ns.lock();
+  if (host->resync_table().Unref(inode, 1) != 0) host->ResyncForget(inode);
+}
+
+void ResyncEngine::Run::RemoveOnPeer(uint64_t parent_rid, const proto::DirEntry& t, int depth) {
+  const bool is_dir = t.kind() == proto::NODE_KIND_DIR;
+  if (is_dir) {
+    if (depth > 256) {
+      Fail("directory nesting deeper than 256 on the peer");
+      return;
+    }
+    // A rid of our own for a directory only the peer has: bind, empty it, remove it, forget.
+    const uint64_t rid = host->resync_table().AllocateRid();
+    proto::Op bind;
+    auto* b = bind.mutable_bind();
+    b->set_rid(rid);
+    b->set_parent(parent_rid);
+    b->set_name(t.name());
+    Fix(std::move(bind));
+    proto::Op list;
+    list.mutable_list_dir()->set_rid(rid);
+    proto::Ack answer;
+    if (Query(list, &answer)) {
+      for (const proto::DirEntry& child : answer.entries()) RemoveOnPeer(rid, child, depth + 1);
+    }
+    proto::Op forget;
+    forget.mutable_forget()->set_rid(rid);
+    Fix(std::move(forget));
+  }
+  proto::Op op;
+  auto* u = op.mutable_unlink();
+  u->set_parent(parent_rid);
+  u->set_name(t.name());
+  u->set_is_dir(is_dir);
+  Fix(std::move(op));
+}
+
+void ResyncEngine::Run::CreateOnPeer(Inode* parent, const LocalEntry& l, Inode* child) {
+  proto::Op op;
+  auto* m = op.mutable_make_node();
+  m->set_parent(parent->rid);
+  m->set_name(l.name);
+  m->set_rid(child->rid);
+  m->set_kind(KindOf(l.st.st_mode));
+  m->set_mode(l.st.st_mode & 07777);
+  m->set_uid(l.st.st_uid);
+  m->set_gid(l.st.st_gid);
+  m->set_rdev(l.st.st_rdev);
+  if (S_ISLNK(l.st.st_mode)) m->set_symlink_target(l.link_target);
+  Fix(std::move(op));
+  proto::DirEntry none;  // compare against nothing: every xattr is sent, times set
+  FixMetadata(child->rid, l, none);
+}
+
+void ResyncEngine::Run::FixMetadata(uint64_t rid, const LocalEntry& l, const proto::DirEntry& t) {
+  const bool link = S_ISLNK(l.st.st_mode);
+  if (l.st.st_uid != t.uid() || l.st.st_gid != t.gid() || (!link && (l.st.st_mode & 07777) != t.mode())) {
+    proto::Op op;
+    auto* sa = op.mutable_setattr();
+    sa->set_rid(rid);
+    sa->set_uid(l.st.st_uid);
+    sa->set_gid(l.st.st_gid);
+    if (!link) sa->set_mode(l.st.st_mode & 07777);
+    Fix(std::move(op));
+  }
+  if (!link && !SameXattrs(l, t)) {
+    for (const proto::Xattr& x : t.xattrs()) {
+      bool keep =
+          std::any_of(l.xattrs.begin(), l.xattrs.end(), [&x](const auto& p) { return p.first == x.name(); });
+      if (keep) continue;
+      proto::Op op;
+      op.mutable_removexattr()->set_rid(rid);
+      op.mutable_removexattr()->set_name(x.name());
+      Fix(std::move(op));
+    }
+    for (const auto& [name, value] : l.xattrs) {
+      proto::Op op;
+      auto* x = op.mutable_setxattr();
+      x->set_rid(rid);
+      x->set_name(name);
+      x->set_value(value);
+      Fix(std::move(op));
+    }
+  }
+  // Regular files get their times with their data (ResyncFile); directories after their entries.
+  if (!S_ISREG(l.st.st_mode) && !S_ISDIR(l.st.st_mode) && !SameTime(l.st.st_mtim, t.mtime())) {
+    proto::Op op;
+    auto* sa = op.mutable_setattr();
+    sa->set_rid(rid);
+    ToProto(l.st.st_mtim, sa->mutable_mtime());
+    Fix(std::move(op));
+  }
+}
+
+// With the namespace lock held: makes the peer's entries of `dir` those of `local`. *whole: names of
+// regular files whose data must be compared entirely (new, replaced, or size/mtime differ).
+void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::vector<LocalEntry>& local, bool peer_empty,
+                                         std::map<std::string, bool>* whole) {
+  std::map<std::string, proto::DirEntry> peer;
+  if (!peer_empty) {
+    proto::Op list;
+    list.mutable_list_dir()->set_rid(dir->rid);
+    proto::Ack answer;
+    if (!Query(list, &answer)) {
+      if (!Stopped()) Fail("peer could not list a directory (rid " + std::to_string(dir->rid) + ")");
+      return;
+    }
+    AddProgress(0, 0, static_cast<uint64_t>(answer.ByteSizeLong()));
+    for (proto::DirEntry& e : *answer.mutable_entries()) peer.emplace(e.name(), std::move(e));
+  }
+  for (const auto& [name, t] : peer) {
+    auto at = std::lower_bound(local.begin(), local.end(), name,
+                               [](const LocalEntry& a, const std::string& n) { return a.name < n; });
+    const bool mine = at != local.end() && at->name == name;
+    if (!mine) RemoveOnPeer(dir->rid, t, 0);
+  }
+  for (const LocalEntry& l : local) {
+    auto it = peer.find(l.name);
+    if (it != peer.end() && MustReplace(l, it->second)) {
+      RemoveOnPeer(dir->rid, it->second, 0);
+      it = peer.end();
+    }
+    if (it == peer.end()) {
+      Inode* child = Acquire(dir, l.name, /*bind=*/false, /*ns_held=*/true);
+      if (child == nullptr) continue;  // gone meanwhile: nothing to create
+      CreateOnPeer(dir, l, child);
+      Release(child, /*ns_held=*/true);
+      (*whole)[l.name] = true;
+      continue;
+    }
+    const proto::DirEntry& t = it->second;
+    if (S_ISREG(l.st.st_mode) &&
+        (static_cast<uint64_t>(l.st.st_size) != t.size() || !SameTime(l.st.st_mtim, t.mtime()))) {
+      (*whole)[l.name] = true;
+    }
+    Inode* child = nullptr;
+    // Metadata fixes need the entry's rid on the peer (bound by name here).
+    bool meta_differs =
+        l.st.st_uid != t.uid() || l.st.st_gid != t.gid() || !SameXattrs(l, t) ||
+        (!S_ISLNK(l.st.st_mode) && (l.st.st_mode & 07777) != t.mode()) ||
+        (!S_ISREG(l.st.st_mode) && !S_ISDIR(l.st.st_mode) && !SameTime(l.st.st_mtim, t.mtime()));
+    if (meta_differs && (child = Acquire(dir, l.name, /*bind=*/true, /*ns_held=*/true)) != nullptr) {
+      FixMetadata(child->rid, l, t);
+      Release(child, /*ns_held=*/true);
+    }
+  }
+}
+
+void ResyncEngine::Run::WalkDir(Inode* dir, bool compare, bool peer_empty, int depth) {
+  if (Stopped()) return;
+  if (depth > 4096) {
+    Fail("directory nesting deeper than 4096");
+    return;
+  }
+  std::vector<LocalEntry> local;
+  std::map<std::string, bool> whole;
+  if (compare) {
+    std::unique_lock<std::shared_mutex> ns(host->resync_ns_mutex());
+    if (int err = ListLocal(dir->fd, true, &local)) {
+      Fail(std::string("cannot list a local directory: ") + strerror(err));
+      return;
+    }
+    ReconcileEntries(dir, local, peer_empty, &whole);
+  } else if (int err = ListLocal(dir->fd, false, &local)) {
+    Fail(std::string("cannot list a local directory: ") + strerror(err));
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(engine->mu_);
+    engine->progress_.set_dirs_done(engine->progress_.dirs_done() + 1);
+  }
+  for (const LocalEntry& l : local) {
+    if (Stopped()) return;
+    const bool is_whole = whole.count(l.name) != 0;
+    if (S_ISDIR(l.st.st_mode)) {
+      const bool child_compare = tree || snap.dirs.count(l.st.st_ino) != 0 || is_whole;
+      Inode* child = Acquire(dir, l.name, /*bind=*/true, /*ns_held=*/false);
+      if (child == nullptr) continue;
+      if (child->type == S_IFDIR) WalkDir(child, child_compare, is_whole, depth + 1);
+      Release(child, /*ns_held=*/false);
+    } else if (S_ISREG(l.st.st_mode)) {
+      auto rec = snap.files.find(l.st.st_ino);
+      if (!full && !is_whole && rec == snap.files.end()) continue;
+      Inode* child = Acquire(dir, l.name, /*bind=*/true, /*ns_held=*/false);
+      if (child == nullptr) continue;
+      if (child->type == S_IFREG)
+        ResyncFile(child, rec == snap.files.end() ? nullptr : &rec->second, full || is_whole);
+      Release(child, /*ns_held=*/false);
+    }
+  }
+  if (compare && !Stopped() && dir->rid != 1) {
+    // The directory's own mtime moved with every entry fixed on the peer: set it last.
+    std::unique_lock<std::shared_mutex> ns(host->resync_ns_mutex());
+    struct stat st;
+    if (fstatat(dir->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) {
+      proto::Op op;
+      auto* sa = op.mutable_setattr();
+      sa->set_rid(dir->rid);
+      ToProto(st.st_mtim, sa->mutable_mtime());
+      Fix(std::move(op));
+    }
+  }
+}
+
+void ResyncEngine::Run::Pace() {
+  if (opt.max_rate_bps == 0) return;
+  uint64_t done;
+  Clock::time_point started;
+  {
+    std::lock_guard<std::mutex> lock(engine->mu_);
+    done = engine->progress_.bytes_sent();
+    started = engine->started_;
+  }
+  // Sleeping paces the sender (reiallowedbw); bounded so a cancel is seen within 100 ms.
+  for (int i = 0; i < 600 && !Stopped(); ++i) {
+    const double elapsed = std::chrono::duration<double>(Clock::now() - started).count();
+    if (static_cast<double>(done) <= elapsed * static_cast<double>(opt.max_rate_bps)) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
+// Compares [off, off+len) of the file (a chunk) with the peer and sends the blocks that differ.
+bool ResyncEngine::Run::CompareChunk(Inode* file, int io_fd, uint64_t off, uint64_t len) {
+  const uint32_t bs = opt.block_size;
+  std::vector<uint64_t> mine;
+  std::shared_ptr<Reply> reply;
+  for (int attempt = 0;; ++attempt) {
+    if (Stopped()) return false;
+    if (attempt == 5) {
+      Fail("the peer's block sums were lost 5 times in a row");
+      return false;
+    }
+    mine.clear();
+    proto::Op query;
+    {
+      // The local sums and the query take the same stream position: the data lock orders the
+      // application's writes of this file (shipped and applied under it).
+      std::lock_guard<std::mutex> lock(file->data_mu);
+      auto* q = query.mutable_block_sums();
+      q->set_rid(file->rid);
+      q->set_offset(off);
+      q->set_length(len);
+      q->set_block_size(bs);
+      reply = Ask(std::move(query));
+      if (reply == nullptr) return false;
+      ssize_t n = pread(io_fd, buf.data(), len, static_cast<off_t>(off));
+      if (n < 0) n = 0;
+      for (ssize_t at = 0; at < n; at += bs) {
+        mine.push_back(XXH3_64bits(buf.data() + at, std::min<size_t>(bs, static_cast<size_t>(n - at))));
+      }
+    }
+    bool retry = false;
+    if (Await(reply, &retry)) break;
+    if (!retry) return !Stopped();  // a peer error is counted; the next pass sees it again
+    // The answer was lost in a reconnect: ask again, local sums included (one stream position).
+  }
+  const proto::Ack& ack = reply->ack;
+  AddProgress(len, 0, 8ull * static_cast<uint64_t>(ack.sums_size()) + 32);
+  // Coalesce differing blocks into writes of up to a chunk.
+  size_t i = 0;
+  while (i < mine.size() && !Stopped()) {
+    auto differs = [&](size_t k) {
+      return k >= static_cast<size_t>(ack.sums_size()) || ack.sums(static_cast<int>(k)) != mine[k];
+    };
+    if (!differs(i)) {
+      ++i;
+      continue;
+    }
+    size_t j = i + 1;
+    while (j < mine.size() && differs(j)) ++j;
+    const uint64_t from = off + i * bs;
+    const uint64_t bytes = std::min<uint64_t>((j - i) * uint64_t{bs}, off + len - from);
+    {
+      std::lock_guard<std::mutex> lock(file->data_mu);
+      ssize_t n = pread(io_fd, buf.data(), bytes, static_cast<off_t>(from));
+      if (n > 0) {
+        proto::Op op;
+        auto* w = op.mutable_write();
+        w->set_rid(file->rid);
+        w->set_offset(from);
+        w->set_data(buf.data(), static_cast<size_t>(n));
+        Fix(std::move(op));
+        AddProgress(0, static_cast<uint64_t>(n), static_cast<uint64_t>(n));
+      }
+    }
+    Pace();
+    i = j;
+  }
+  return true;
+}
+
+void ResyncEngine::Run::ResyncFile(Inode* file, const replicator::RecordedFile* rec, bool whole) {
+  UniqueFd io(open(ProcPath(file->fd).buf, O_RDONLY | O_CLOEXEC | O_NOATIME));
+  if (!io) io.Reset(open(ProcPath(file->fd).buf, O_RDONLY | O_CLOEXEC));
+  if (!io) {
+    Fail(std::string("cannot open a file to resync: ") + strerror(errno));
+    return;
+  }
+  struct stat st;
+  if (fstat(io.get(), &st) != 0) return;
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  const uint64_t zs = snap.zone_size ? snap.zone_size : (1 << 20);
+  // Ranges to compare, in order, clipped at the current size (appends meanwhile are replicated live).
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  if (whole || (rec != nullptr && rec->whole)) {
+    ranges.emplace_back(0, size);
+  } else if (rec != nullptr) {
+    for (uint64_t z : rec->zones) {
+      if (rec->tail_from_zone != UINT64_MAX && z >= rec->tail_from_zone) break;
+      if (z * zs >= size) break;
+      if (!ranges.empty() && ranges.back().second == z * zs)
+        ranges.back().second = std::min(size, (z + 1) * zs);
+      else
+        ranges.emplace_back(z * zs, std::min(size, (z + 1) * zs));
+    }
+    if (rec->tail_from_zone != UINT64_MAX && rec->tail_from_zone * zs < size)
+      ranges.emplace_back(rec->tail_from_zone * zs, size);
+  }
+  uint64_t total = 0;
+  for (auto& r : ranges) total += r.second - r.first;
+  {
+    std::lock_guard<std::mutex> lock(engine->mu_);
+    engine->progress_.set_bytes_total(engine->progress_.bytes_total() + total);
+    engine->progress_.set_files_total(engine->progress_.files_total() + 1);
+  }
+  buf.resize(opt.chunk_size);
+  for (auto [from, to] : ranges) {
+    for (uint64_t off = from; off < to && !Stopped(); off += opt.chunk_size) {
+      if (!CompareChunk(file, io.get(), off, std::min<uint64_t>(opt.chunk_size, to - off))) return;
+    }
+  }
+  if (Stopped()) return;
+  {
+    // Size (the peer's copy may be longer), mode, owner and times as they stand now.
+    std::lock_guard<std::mutex> lock(file->data_mu);
+    if (fstat(io.get(), &st) == 0) {
+      proto::Op op;
+      auto* sa = op.mutable_setattr();
+      sa->set_rid(file->rid);
+      sa->set_size(static_cast<uint64_t>(st.st_size));
+      sa->set_uid(st.st_uid);
+      sa->set_gid(st.st_gid);
+      sa->set_mode(st.st_mode & 07777);
+      ToProto(st.st_mtim, sa->mutable_mtime());
+      Fix(std::move(op));
+    }
+  }
+  std::lock_guard<std::mutex> lock(engine->mu_);
+  engine->progress_.set_files_done(engine->progress_.files_done() + 1);
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+ResyncEngine::ResyncEngine(ResyncHost* host, const ResyncOptions& options) : host_(host), options_(options) {
+  progress_.set_phase("idle");
+}
+
+ResyncEngine::~ResyncEngine() { Cancel(); }
+
+Status ResyncEngine::Start(bool full, const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (running_.load()) return Status::InvalidArgument("a resync is already running");
+  if (thread_.joinable()) thread_.join();
+  cancel_ = false;
+  done_ok_ = false;
+  running_ = true;
+  // Ids grow across restarts (wall clock), so a peer can tell a newer resync from an older one.
+  uint64_t id = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
+                                          std::chrono::system_clock::now().time_since_epoch())
+                                          .count());
+  if (id <= last_id_) id = last_id_ + 1;
+  last_id_ = id;
+  progress_.Clear();
+  progress_.set_phase("running");
+  progress_.set_id(id);
+  progress_.set_full(full);
+  progress_.set_reason(why);
+  started_ = Clock::now();
+  thread_ = std::thread(&ResyncEngine::Main, this, full, why, id);
+  return Status::Ok();
+}
+
+void ResyncEngine::Cancel() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    cancel_ = true;
+  }
+  cancel_cv_.notify_all();
+  std::thread t;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    t = std::move(thread_);
+  }
+  if (t.joinable()) t.join();
+}
+
+void ResyncEngine::Progress(proto::FsResync* out) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  *out = progress_;
+  if (progress_.phase() != "running") return;
+  const double elapsed = std::chrono::duration<double>(Clock::now() - started_).count();
+  out->set_elapsed_s(elapsed);
+  if (elapsed > 0.5) {
+    const uint64_t rate = static_cast<uint64_t>(static_cast<double>(progress_.bytes_done()) / elapsed);
+    out->set_rate_bps(rate);
+    if (rate > 0 && progress_.bytes_total() > progress_.bytes_done())
+      out->set_eta_s((progress_.bytes_total() - progress_.bytes_done()) / rate);
+  }
+}
+
+// The start mark: the target is inconsistent from here until the end mark. Its answer says whether its
+// own record asks for more (it ended as a primary uncleanly). Returns the resync's kind and reason.
+void ResyncEngine::Begin(Run* run, uint64_t id, std::string* why) {
+  proto::Op begin;
+  auto* b = begin.mutable_resync_mark();
+  b->set_id(id);
+  b->set_begin(true);
+  proto::Ack answer;
+  if (!run->Query(begin, &answer)) run->Fail("the peer did not take the resync's start mark");
+  if (answer.need_full() && !run->full) {
+    run->full = true;
+    *why = "the peer's own record: " + answer.need_full_reason();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  progress_.set_id(id);
+  progress_.set_full(run->full);
+  progress_.set_reason(*why);
+}
+
+// Passes until a pass leaves nothing recorded (ok), or the run stops.
+bool ResyncEngine::Passes(Run* run, uint64_t id) {
+  replicator::ZoneRecord& record = host_->resync_record();
+  Inode* root = host_->resync_table().root();
+  for (int pass = 1; pass <= options_.max_passes && !run->Stopped(); ++pass) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      progress_.set_pass(static_cast<uint32_t>(pass));
+    }
+    if (pass > 1) run->snap = record.Snapshot();
+    run->tree = run->full || run->snap.tree;
+    const uint64_t errors_before = run->fix_errors.load();
+    run->WalkDir(root, run->tree || run->snap.dirs.count(root->ino) != 0, false, 0);
+    run->WaitFixes();
+    if (run->Stopped()) return false;
+    if (const uint64_t refused = run->fix_errors.load() - errors_before; refused > 0) {
+      // Something on the peer was not as the walk found it (a live operation on a part not yet
+      // resynced, a full disk...): walk everything again.
+      HLOG_WARN("resync %llu pass %d: the peer refused %llu fixes; another pass", (unsigned long long)id,
+                pass, (unsigned long long)refused);
+      if (Status s = record.MarkTree("resync pass refused by the peer"); !s.ok()) run->Fail(s.ToString());
+      continue;
+    }
+    if (Status s = record.ForgetResynced(run->snap); !s.ok()) {
+      run->Fail("cannot update the record: " + s.ToString());
+      return false;
+    }
+    run->full = false;
+    if (record.Empty()) return true;
+  }
+  if (!run->Stopped()) run->Fail("still differing after " + std::to_string(options_.max_passes) + " passes");
+  return false;
+}
+
+// One attempt: start mark, passes, end mark. Returns ok; *lost: the stream is gone.
+bool ResyncEngine::Attempt(bool full, std::string why, uint64_t id, bool* lost) {
+  Run run(this, host_, options_);
+  run.snap = host_->resync_record().Snapshot();
+  run.full = full || run.snap.full;
+  if (run.snap.full && !full) why = run.snap.full_reason;
+  Begin(&run, id, &why);
+  HLOG_INFO("resync %llu starts: %s (%s)", (unsigned long long)id,
+            run.full ? "full checksum compare" : "incremental", why.c_str());
+  bool ok = !run.Stopped() && Passes(&run, id);
+  if (!ok && run.error.empty()) run.Fail(cancel_.load() ? "cancelled" : "replication link lost");
+  if (!run.lost.load()) {
+    proto::Op end;
+    auto* e = end.mutable_resync_mark();
+    e->set_id(id);
+    e->set_ok(ok);
+    proto::Ack ack;
+    if (!run.Query(end, &ack) && ok) {
+      ok = false;
+      run.Fail("the peer did not take the resync's end mark");
+    }
+  }
+  run.WaitFixes();
+  *lost = run.lost.load();
+  proto::FsResync p;
+  Progress(&p);
+  if (ok) {
+    HLOG_INFO("resync %llu done: %llu bytes compared, %llu sent, %llu files, %.1f s", (unsigned long long)id,
+              (unsigned long long)p.bytes_done(), (unsigned long long)p.bytes_sent(),
+              (unsigned long long)p.files_done(), p.elapsed_s());
+  } else {
+    HLOG_WARN("resync %llu failed: %s (the record keeps what is left)", (unsigned long long)id,
+              run.error.c_str());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  progress_.set_error(run.error);
+  return ok;
+}
+
+void ResyncEngine::Main(bool full, std::string why, uint64_t id) {
+  // A failed attempt on a stream that is still up is tried again (a new id), a few times, so that a
+  // passing refusal (a full disk freed meanwhile) does not need the manager to relink.
+  constexpr int kAttempts = 5;
+  bool ok = false;
+  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+    bool lost = false;
+    ok = Attempt(full, why, id, &lost);
+    if (ok || lost || cancel_.load() || attempt == kAttempts) break;
+    std::unique_lock<std::mutex> lock(mu_);
+    cancel_cv_.wait_for(lock, std::chrono::seconds(5), [this] { return cancel_.load(); });
+    if (cancel_.load()) break;
+    id = ++last_id_;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    progress_.set_elapsed_s(std::chrono::duration<double>(Clock::now() - started_).count());
+    progress_.set_phase(ok ? "done" : "failed");
+  }
+  done_ok_ = ok;
+  running_ = false;
+}
+
+}  // namespace hamirror::fs
