@@ -38,6 +38,14 @@ class ControlServer::Service final : public proto::FsControl::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status ExpectResync(grpc::ServerContext*, const proto::ExpectResyncRequest* req,
+                            proto::FsStatus* out) override {
+    hamirror::Status s = fs_->ExpectResync(req->quarantine(), req->full());
+    if (!s.ok()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.ToString());
+    *out = fs_->GetStatus();
+    return grpc::Status::OK;
+  }
+
   grpc::Status Resync(grpc::ServerContext*, const proto::ResyncRequest* req, proto::FsStatus* out) override {
     hamirror::Status s = fs_->Resync(req->full());
     if (!s.ok()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.ToString());

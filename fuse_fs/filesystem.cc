@@ -153,6 +153,7 @@ Status Filesystem::Start(Role role) {
       so.node_name = options_.node_name;
       so.on_applied = [this](const proto::OpBatch& batch) { OnBatchApplied(batch); };
       so.applier.on_resync_begin = [this](proto::Ack* answer) { AnswerResyncBegin(answer); };
+      so.applier.quarantine_root = options_.quarantine_dir;
       std::unique_ptr<replicator::ReplicationServer> server;
       if (Status s = replicator::ReplicationServer::Start(so, &server); !s.ok()) return s;
       std::unique_lock<std::shared_mutex> lock(shipper_mu_);
@@ -193,6 +194,20 @@ void Filesystem::StartResyncIfConnected(const char* why) {
   }
   if (Status s = resync_->Start(/*full=*/false, why); !s.ok())
     HLOG_WARN("resync not started: %s", s.ToString().c_str());
+}
+
+Status Filesystem::ExpectResync(bool quarantine, bool full) {
+  if (role_.load() != Role::kSecondary)
+    return Status::InvalidArgument("expect a resync: role secondary only");
+  if (quarantine && options_.quarantine_dir.empty())
+    return Status::InvalidArgument("no quarantine directory");
+  quarantine_next_ = quarantine;
+  full_next_ = full;
+  if (quarantine)
+    HLOG_WARN(
+        "the next resync into this node saves what it changes to %s (split brain: this side is discarded)",
+        options_.quarantine_dir.c_str());
+  return Status::Ok();
 }
 
 Status Filesystem::Resync(bool full) {
@@ -308,6 +323,7 @@ void FillResyncTarget(const replicator::ReplicationServerStats& s, proto::Resync
   out->set_phase(replicator::ResyncPhaseName(s.resync.phase));
   out->set_id(s.resync.id);
   out->set_bytes_total(s.resync.bytes_total);
+  out->set_quarantined(s.resync.quarantined);
 }
 }  // namespace
 
@@ -331,6 +347,8 @@ proto::FsStatus Filesystem::GetStatus() {
       st.set_peer_errors(s.error_acks);
       st.set_last_error(s.last_error);
       FillResyncTarget(s, st.mutable_resync_target());
+      st.mutable_resync_target()->set_quarantine(quarantine_next_.load());
+      st.mutable_resync_target()->set_quarantine_dir(options_.quarantine_dir);
     }
     return st;
   }
@@ -456,6 +474,11 @@ void Filesystem::AnswerResyncBegin(proto::Ack* answer) {
   }
   if (answer->need_full())
     HLOG_WARN("resync into this node: full compare asked for (%s)", answer->need_full_reason().c_str());
+  if (full_next_.load() && !answer->need_full()) {
+    answer->set_need_full(true);
+    answer->set_need_full_reason("full compare asked for (second fullsync)");
+  }
+  if (quarantine_next_.load()) answer->set_quarantine(true);
 }
 
 void Filesystem::OnBatchApplied(const proto::OpBatch& batch) {
@@ -465,6 +488,14 @@ void Filesystem::OnBatchApplied(const proto::OpBatch& batch) {
     // primary) no longer applies.
     if (Status s = record_->Reset(); !s.ok())
       HLOG_ERROR("record reset after resync: %s", s.ToString().c_str());
+    // Reset leaves the file open (no "clean" entry); a secondary keeps its record closed (Start), else
+    // a crash of this process would read back as unclean: a full compare at its next resync.
+    if (Status s = record_->Close(); !s.ok())
+      HLOG_ERROR("record close after resync: %s", s.ToString().c_str());
+    full_next_ = false;
+    if (quarantine_next_.exchange(false))
+      HLOG_WARN("split brain resolved: what this side lost is in %s (MANIFEST per resync)",
+                options_.quarantine_dir.c_str());
   }
 }
 

@@ -47,6 +47,8 @@ struct FsOptions {
   bool direct_io_all = false;
   // The persistent record of what the peer may lack (replicator/zone_record.h), outside the tree.
   std::string record_path;
+  // Where a split-brain resync into this node saves what it changes (replicator/quarantine.h).
+  std::string quarantine_dir;
   uint64_t zone_size = 1 << 20;
   ResyncOptions resync;
 };
@@ -71,6 +73,9 @@ class Filesystem : private ResyncHost {
   Status SetRole(Role role, const std::string& peer);
   // Starts a resync into the peer now (primary with a stream only).
   Status Resync(bool full);
+  // Secondary: the next resync into this node saves what it changes first (split brain: this side is
+  // discarded); false: it does not.
+  Status ExpectResync(bool quarantine, bool full);
   proto::FsStatus GetStatus();
   // After the FUSE loop ended: waits (bounded by the send timeout) for in-flight operations, then
   // stops the shipper / replication server.
@@ -175,6 +180,8 @@ class Filesystem : private ResyncHost {
   std::mutex role_change_mu_;                       // one role change at a time
   std::unique_ptr<replicator::ZoneRecord> record_;  // outlives role changes
   std::unique_ptr<ResyncEngine> resync_;
+  std::atomic<bool> quarantine_next_{false};  // secondary: see ExpectResync
+  std::atomic<bool> full_next_{false};        // secondary: see ExpectResync
 };
 
 }  // namespace hamirror::fs

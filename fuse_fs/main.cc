@@ -91,6 +91,7 @@ int Run(Cli& cli) {
   if (mkdir(cli.state_dir.c_str(), 0700) < 0 && errno != EEXIST)
     return Fail(Status::FromErrno("mkdir " + cli.state_dir, errno));
   cli.options.record_path = cli.state_dir + "/" + RecordFileName(dir);
+  cli.options.quarantine_dir = cli.state_dir + "/quarantine/" + dir.substr(dir.find_last_of('/') + 1);
 
   // Modes come from the kernel with the caller's umask applied already.
   umask(0);

@@ -15,6 +15,7 @@
 #include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "common/log.h"
@@ -176,6 +177,7 @@ struct ResyncEngine::Run {
   const ResyncOptions& opt;
   bool full = false;
   bool tree = false;
+  bool quarantine = false;  // the peer is the discarded side of a split brain (SaveOnPeer)
   replicator::RecordSnapshot snap;
   std::string error;  // first fatal problem: the run stops
 
@@ -280,13 +282,37 @@ struct ResyncEngine::Run {
   // takes one. ns_held: the caller holds the namespace lock exclusively (else it is taken shared).
   Inode* Acquire(Inode* parent, const std::string& name, bool bind, bool ns_held);
   void Release(Inode* inode, bool ns_held);
-  void RemoveOnPeer(uint64_t parent_rid, const proto::DirEntry& t, int depth);
+  // What the walk found to do with an entry of a reconciled directory.
+  struct EntryWork {
+    bool whole = false;                   // compare all its data (new, replaced, size or mtime differ)
+    bool created = false;                 // made on the peer by this resync (nothing of the peer's to save)
+    std::optional<proto::DirEntry> peer;  // the peer's entry as listed (reconciled directories)
+  };
+  // One regular file to resync.
+  struct FileJob {
+    const replicator::RecordedFile* rec = nullptr;  // its record entry, if any
+    bool whole = false;                             // compare all its data
+    std::string rel;                                // path from the root (quarantine, messages)
+    uint64_t parent_rid = 0;                        // where it is, for SaveOnPeer
+    std::string name;
+    bool save_first = false;                // split brain: save the peer's copy before changing it
+    const proto::DirEntry* peer = nullptr;  // the peer's attributes, when listed
+  };
+  const FileJob* job = nullptr;  // the file being resynced
+  bool job_saved = false;        // its peer copy is saved (or needs no saving)
+  bool file_sent = false;        // a block of it was sent
+  // Split brain: the peer saves its entry parent/name (its path: rel) before it changes. False: the
+  // run is failed (nothing may be changed unsaved).
+  bool SaveOnPeer(uint64_t parent_rid, const std::string& name, const std::string& rel);
+  void RemoveOnPeer(uint64_t parent_rid, const proto::DirEntry& t, const std::string& rel, int depth);
   void CreateOnPeer(Inode* parent, const LocalEntry& l, Inode* child);
   void FixMetadata(uint64_t rid, const LocalEntry& l, const proto::DirEntry& t);
-  void ReconcileEntries(Inode* dir, const std::vector<LocalEntry>& local, bool peer_empty,
-                        std::map<std::string, bool>* whole);
-  void WalkDir(Inode* dir, bool compare, bool peer_empty, int depth);
-  void ResyncFile(Inode* file, const replicator::RecordedFile* rec, bool whole);
+  void ReconcileEntries(Inode* dir, const std::string& rel, const std::vector<LocalEntry>& local,
+                        bool peer_empty, std::map<std::string, EntryWork>* work);
+  void WalkDir(Inode* dir, const std::string& rel, bool compare, bool peer_empty, int depth);
+  void ResyncFile(Inode* file, const FileJob& job);
+  // Before the first change of the current file (split brain): saves the peer's copy. False: failed.
+  bool BeforeFileChange();
   bool CompareChunk(Inode* file, int io_fd, uint64_t off, uint64_t len);
   void Pace();
 };
@@ -321,7 +347,22 @@ void ResyncEngine::Run::Release(Inode* inode, bool ns_held) {
   if (host->resync_table().Unref(inode, 1) != 0) host->ResyncForget(inode);
 }
 
-void ResyncEngine::Run::RemoveOnPeer(uint64_t parent_rid, const proto::DirEntry& t, int depth) {
+bool ResyncEngine::Run::SaveOnPeer(uint64_t parent_rid, const std::string& name, const std::string& rel) {
+  if (!quarantine) return true;
+  proto::Op op;
+  auto* q = op.mutable_quarantine();
+  q->set_parent(parent_rid);
+  q->set_name(name);
+  q->set_path(rel);
+  proto::Ack answer;
+  if (Query(op, &answer)) return true;
+  if (!Stopped()) Fail("the peer could not save " + rel + " to its quarantine: nothing of it is changed");
+  return false;
+}
+
+void ResyncEngine::Run::RemoveOnPeer(uint64_t parent_rid, const proto::DirEntry& t, const std::string& rel,
+                                     int depth) {
+  if (depth == 0 && !SaveOnPeer(parent_rid, t.name(), rel)) return;
   const bool is_dir = t.kind() == proto::NODE_KIND_DIR;
   if (is_dir) {
     if (depth > 256) {
@@ -340,7 +381,8 @@ void ResyncEngine::Run::RemoveOnPeer(uint64_t parent_rid, const proto::DirEntry&
     list.mutable_list_dir()->set_rid(rid);
     proto::Ack answer;
     if (Query(list, &answer)) {
-      for (const proto::DirEntry& child : answer.entries()) RemoveOnPeer(rid, child, depth + 1);
+      for (const proto::DirEntry& child : answer.entries())
+        RemoveOnPeer(rid, child, rel + "/" + child.name(), depth + 1);
     }
     proto::Op forget;
     forget.mutable_forget()->set_rid(rid);
@@ -411,10 +453,12 @@ void ResyncEngine::Run::FixMetadata(uint64_t rid, const LocalEntry& l, const pro
   }
 }
 
-// With the namespace lock held: makes the peer's entries of `dir` those of `local`. *whole: names of
-// regular files whose data must be compared entirely (new, replaced, or size/mtime differ).
-void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::vector<LocalEntry>& local, bool peer_empty,
-                                         std::map<std::string, bool>* whole) {
+// With the namespace lock held: makes the peer's entries of `dir` (path rel, "" for the root) those of
+// `local`. *work: what each entry of `local` still needs (see EntryWork).
+void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
+                                         const std::vector<LocalEntry>& local, bool peer_empty,
+                                         std::map<std::string, EntryWork>* work) {
+  auto path_of = [&rel](const std::string& name) { return rel.empty() ? name : rel + "/" + name; };
   std::map<std::string, proto::DirEntry> peer;
   if (!peer_empty) {
     proto::Op list;
@@ -431,12 +475,13 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::vector<LocalEntr
     auto at = std::lower_bound(local.begin(), local.end(), name,
                                [](const LocalEntry& a, const std::string& n) { return a.name < n; });
     const bool mine = at != local.end() && at->name == name;
-    if (!mine) RemoveOnPeer(dir->rid, t, 0);
+    if (!mine) RemoveOnPeer(dir->rid, t, path_of(name), 0);
   }
   for (const LocalEntry& l : local) {
+    if (Stopped()) return;
     auto it = peer.find(l.name);
     if (it != peer.end() && MustReplace(l, it->second)) {
-      RemoveOnPeer(dir->rid, it->second, 0);
+      RemoveOnPeer(dir->rid, it->second, path_of(l.name), 0);
       it = peer.end();
     }
     if (it == peer.end()) {
@@ -444,13 +489,14 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::vector<LocalEntr
       if (child == nullptr) continue;  // gone meanwhile: nothing to create
       CreateOnPeer(dir, l, child);
       Release(child, /*ns_held=*/true);
-      (*whole)[l.name] = true;
+      (*work)[l.name] = EntryWork{true, true, std::nullopt};
       continue;
     }
     const proto::DirEntry& t = it->second;
+    if (S_ISREG(l.st.st_mode)) (*work)[l.name].peer = t;
     if (S_ISREG(l.st.st_mode) &&
         (static_cast<uint64_t>(l.st.st_size) != t.size() || !SameTime(l.st.st_mtim, t.mtime()))) {
-      (*whole)[l.name] = true;
+      (*work)[l.name].whole = true;
     }
     Inode* child = nullptr;
     // Metadata fixes need the entry's rid on the peer (bound by name here).
@@ -458,6 +504,7 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::vector<LocalEntr
         l.st.st_uid != t.uid() || l.st.st_gid != t.gid() || !SameXattrs(l, t) ||
         (!S_ISLNK(l.st.st_mode) && (l.st.st_mode & 07777) != t.mode()) ||
         (!S_ISREG(l.st.st_mode) && !S_ISDIR(l.st.st_mode) && !SameTime(l.st.st_mtim, t.mtime()));
+    if (meta_differs && !S_ISDIR(l.st.st_mode) && !SaveOnPeer(dir->rid, l.name, path_of(l.name))) return;
     if (meta_differs && (child = Acquire(dir, l.name, /*bind=*/true, /*ns_held=*/true)) != nullptr) {
       FixMetadata(child->rid, l, t);
       Release(child, /*ns_held=*/true);
@@ -465,21 +512,22 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::vector<LocalEntr
   }
 }
 
-void ResyncEngine::Run::WalkDir(Inode* dir, bool compare, bool peer_empty, int depth) {
+void ResyncEngine::Run::WalkDir(Inode* dir, const std::string& rel, bool compare, bool peer_empty,
+                                int depth) {
   if (Stopped()) return;
   if (depth > 4096) {
     Fail("directory nesting deeper than 4096");
     return;
   }
   std::vector<LocalEntry> local;
-  std::map<std::string, bool> whole;
+  std::map<std::string, EntryWork> work;
   if (compare) {
     std::unique_lock<std::shared_mutex> ns(host->resync_ns_mutex());
     if (int err = ListLocal(dir->fd, true, &local)) {
       Fail(std::string("cannot list a local directory: ") + strerror(err));
       return;
     }
-    ReconcileEntries(dir, local, peer_empty, &whole);
+    ReconcileEntries(dir, rel, local, peer_empty, &work);
   } else if (int err = ListLocal(dir->fd, false, &local)) {
     Fail(std::string("cannot list a local directory: ") + strerror(err));
     return;
@@ -490,24 +538,32 @@ void ResyncEngine::Run::WalkDir(Inode* dir, bool compare, bool peer_empty, int d
   }
   for (const LocalEntry& l : local) {
     if (Stopped()) return;
-    const bool is_whole = whole.count(l.name) != 0;
+    const EntryWork& w = work[l.name];
+    const std::string path = rel.empty() ? l.name : rel + "/" + l.name;
     if (S_ISDIR(l.st.st_mode)) {
-      const bool child_compare = tree || snap.dirs.count(l.st.st_ino) != 0 || is_whole;
+      const bool child_compare = tree || snap.dirs.count(l.st.st_ino) != 0 || w.created;
       Inode* child = Acquire(dir, l.name, /*bind=*/true, /*ns_held=*/false);
       if (child == nullptr) continue;
-      if (child->type == S_IFDIR) WalkDir(child, child_compare, is_whole, depth + 1);
+      if (child->type == S_IFDIR) WalkDir(child, path, child_compare, /*peer_empty=*/w.created, depth + 1);
       Release(child, /*ns_held=*/false);
     } else if (S_ISREG(l.st.st_mode)) {
       auto rec = snap.files.find(l.st.st_ino);
-      if (!full && !is_whole && rec == snap.files.end()) continue;
+      if (!full && !w.whole && rec == snap.files.end()) continue;
       Inode* child = Acquire(dir, l.name, /*bind=*/true, /*ns_held=*/false);
       if (child == nullptr) continue;
-      if (child->type == S_IFREG)
-        ResyncFile(child, rec == snap.files.end() ? nullptr : &rec->second, full || is_whole);
+      FileJob job;
+      job.rec = rec == snap.files.end() ? nullptr : &rec->second;
+      job.whole = full || w.whole;
+      job.rel = path;
+      job.parent_rid = dir->rid;
+      job.name = l.name;
+      job.save_first = quarantine && !w.created;
+      job.peer = w.peer ? &*w.peer : nullptr;
+      if (child->type == S_IFREG) ResyncFile(child, job);
       Release(child, /*ns_held=*/false);
     }
   }
-  if (compare && !Stopped() && dir->rid != 1) {
+  if (compare && !Stopped()) {
     // The directory's own mtime moved with every entry fixed on the peer: set it last.
     std::unique_lock<std::shared_mutex> ns(host->resync_ns_mutex());
     struct stat st;
@@ -589,6 +645,7 @@ bool ResyncEngine::Run::CompareChunk(Inode* file, int io_fd, uint64_t off, uint6
     while (j < mine.size() && differs(j)) ++j;
     const uint64_t from = off + i * bs;
     const uint64_t bytes = std::min<uint64_t>((j - i) * uint64_t{bs}, off + len - from);
+    if (!BeforeFileChange()) return false;
     {
       std::lock_guard<std::mutex> lock(file->data_mu);
       ssize_t n = pread(io_fd, buf.data(), bytes, static_cast<off_t>(from));
@@ -599,6 +656,7 @@ bool ResyncEngine::Run::CompareChunk(Inode* file, int io_fd, uint64_t off, uint6
         w->set_offset(from);
         w->set_data(buf.data(), static_cast<size_t>(n));
         Fix(std::move(op));
+        file_sent = true;
         AddProgress(0, static_cast<uint64_t>(n), static_cast<uint64_t>(n));
       }
     }
@@ -608,7 +666,18 @@ bool ResyncEngine::Run::CompareChunk(Inode* file, int io_fd, uint64_t off, uint6
   return true;
 }
 
-void ResyncEngine::Run::ResyncFile(Inode* file, const replicator::RecordedFile* rec, bool whole) {
+bool ResyncEngine::Run::BeforeFileChange() {
+  if (job_saved) return true;
+  job_saved = true;
+  return SaveOnPeer(job->parent_rid, job->name, job->rel);
+}
+
+void ResyncEngine::Run::ResyncFile(Inode* file, const FileJob& file_job) {
+  job = &file_job;
+  job_saved = !file_job.save_first;
+  file_sent = false;
+  const replicator::RecordedFile* rec = file_job.rec;
+  const bool whole = file_job.whole;
   UniqueFd io(open(ProcPath(file->fd).buf, O_RDONLY | O_CLOEXEC | O_NOATIME));
   if (!io) io.Reset(open(ProcPath(file->fd).buf, O_RDONLY | O_CLOEXEC));
   if (!io) {
@@ -650,18 +719,25 @@ void ResyncEngine::Run::ResyncFile(Inode* file, const replicator::RecordedFile* 
   }
   if (Stopped()) return;
   {
-    // Size (the peer's copy may be longer), mode, owner and times as they stand now.
+    // Size (the peer's copy may be longer), mode, owner and times as they stand now; nothing to send
+    // when the peer's listed attributes already match and no block differed.
     std::lock_guard<std::mutex> lock(file->data_mu);
     if (fstat(io.get(), &st) == 0) {
-      proto::Op op;
-      auto* sa = op.mutable_setattr();
-      sa->set_rid(file->rid);
-      sa->set_size(static_cast<uint64_t>(st.st_size));
-      sa->set_uid(st.st_uid);
-      sa->set_gid(st.st_gid);
-      sa->set_mode(st.st_mode & 07777);
-      ToProto(st.st_mtim, sa->mutable_mtime());
-      Fix(std::move(op));
+      const proto::DirEntry* t = file_job.peer;
+      const bool same = t != nullptr && !file_sent && static_cast<uint64_t>(st.st_size) == t->size() &&
+                        st.st_uid == t->uid() && st.st_gid == t->gid() && (st.st_mode & 07777) == t->mode() &&
+                        SameTime(st.st_mtim, t->mtime());
+      if (!same && BeforeFileChange()) {
+        proto::Op op;
+        auto* sa = op.mutable_setattr();
+        sa->set_rid(file->rid);
+        sa->set_size(static_cast<uint64_t>(st.st_size));
+        sa->set_uid(st.st_uid);
+        sa->set_gid(st.st_gid);
+        sa->set_mode(st.st_mode & 07777);
+        ToProto(st.st_mtim, sa->mutable_mtime());
+        Fix(std::move(op));
+      }
     }
   }
   std::lock_guard<std::mutex> lock(engine->mu_);
@@ -736,6 +812,10 @@ void ResyncEngine::Begin(Run* run, uint64_t id, std::string* why) {
   b->set_begin(true);
   proto::Ack answer;
   if (!run->Query(begin, &answer)) run->Fail("the peer did not take the resync's start mark");
+  run->quarantine = answer.quarantine();
+  if (run->quarantine)
+    HLOG_WARN("resync %llu: the peer is the discarded side of a split brain: it saves what changes",
+              (unsigned long long)id);
   if (answer.need_full() && !run->full) {
     run->full = true;
     *why = "the peer's own record: " + answer.need_full_reason();
@@ -758,7 +838,7 @@ bool ResyncEngine::Passes(Run* run, uint64_t id) {
     if (pass > 1) run->snap = record.Snapshot();
     run->tree = run->full || run->snap.tree;
     const uint64_t errors_before = run->fix_errors.load();
-    run->WalkDir(root, run->tree || run->snap.dirs.count(root->ino) != 0, false, 0);
+    run->WalkDir(root, "", run->tree || run->snap.dirs.count(root->ino) != 0, false, 0);
     run->WaitFixes();
     if (run->Stopped()) return false;
     if (const uint64_t refused = run->fix_errors.load() - errors_before; refused > 0) {

@@ -26,6 +26,7 @@
 #include <unordered_map>
 
 #include "common/log.h"
+#include "replicator/quarantine.h"
 
 namespace hamirror::replicator {
 
@@ -151,6 +152,7 @@ class ApplierImpl final : public Applier {
   int DoCopyRange(const proto::CopyRange& c);
   int DoFsync(uint64_t seq, const proto::Fsync& f, bool* deferred);
   int DoResyncMark(const proto::ResyncMark& m);
+  int DoQuarantine(const proto::Quarantine& q);
   // Resync queries: answer in *answer (sums/file_size, entries); return 0 or an errno.
   void ApplyQuery(const proto::Op& op, std::vector<proto::Ack>* acks);
   int DoBlockSums(const proto::BlockSums& b, proto::Ack* answer);
@@ -180,6 +182,7 @@ class ApplierImpl final : public Applier {
   const int root_fd_;
   int root_io_fd_ = -1;  // root reopened O_RDONLY for syncfs
   std::function<void(proto::Ack*)> on_resync_begin_;
+  std::string quarantine_root_;
   std::string session_id_;
   uint64_t applied_through_ = 0;
   std::unordered_map<uint64_t, Rid> rids_;
@@ -288,6 +291,7 @@ Status ApplierImpl::Init(const ApplierOptions& options) {
   }
   ring_entries_ = std::clamp(options.ring_entries, 8u, 4096u);
   on_resync_begin_ = options.on_resync_begin;
+  quarantine_root_ = options.quarantine_root;
   if (!options.force_sync_io) {
     // io_uring may be disabled (sysctl kernel.io_uring_disabled, container seccomp): then degrade to
     // plain pwrite/fsync on the apply thread rather than refuse to be a secondary.
@@ -561,6 +565,7 @@ int ApplierImpl::ApplyOne(const proto::Op& op, bool* deferred) {
     case proto::Op::kCopyRange: return DoCopyRange(op.copy_range());
     case proto::Op::kFsync: return DoFsync(op.seq(), op.fsync(), deferred);
     case proto::Op::kResyncMark: return DoResyncMark(op.resync_mark());
+    case proto::Op::kQuarantine: return DoQuarantine(op.quarantine());
     case proto::Op::kBlockSums:  // handled by ApplyQuery
     case proto::Op::kListDir:
     case proto::Op::kWrite:  // handled by ApplyWriteRun
@@ -801,6 +806,32 @@ int ApplierImpl::DoResyncMark(const proto::ResyncMark& m) {
   r.finished_unix_ms = now;
   HLOG_INFO("resync %llu %s", (unsigned long long)m.id(),
             m.ok() ? "done: this copy is consistent" : "failed: this copy stays inconsistent");
+  return 0;
+}
+
+int ApplierImpl::DoQuarantine(const proto::Quarantine& q) {
+  uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(stats_mu_);
+    if (stats_.resync.phase != ResyncPhase::kRunning) return EINVAL;  // only inside a resync
+    id = stats_.resync.id;
+  }
+  if (quarantine_root_.empty()) return EPERM;
+  if (!IsValidComponent(q.name()) || !IsValidRelativePath(q.path())) return EINVAL;
+  Rid* parent = Find(q.parent());
+  if (parent == nullptr) return ESTALE;
+  if (!S_ISDIR(parent->type)) return ENOTDIR;
+  uint64_t bytes = 0;
+  Status s = SaveToQuarantine(parent->path_fd, q.name(), quarantine_root_ + "/" + std::to_string(id),
+                              q.path(), &bytes);
+  if (!s.ok()) {
+    HLOG_ERROR("resync %llu: %s", (unsigned long long)id, s.ToString().c_str());
+    return EIO;
+  }
+  HLOG_INFO("resync %llu: saved %s (%llu bytes) to the quarantine before it changes", (unsigned long long)id,
+            q.path().c_str(), (unsigned long long)bytes);
+  std::lock_guard<std::mutex> lock(stats_mu_);
+  ++stats_.resync.quarantined;
   return 0;
 }
 

@@ -42,6 +42,9 @@ struct ApplierOptions {
   // Called on the apply thread when a resync's start mark (ResyncMark begin) is applied; may fill the
   // mark's ack (need_full, need_full_reason: this node's own record asks for a full compare).
   std::function<void(proto::Ack* answer)> on_resync_begin;
+  // Where Quarantine ops save what a split-brain resync changes (replicator/quarantine.h):
+  // <quarantine_root>/<resync id>/. Empty: Quarantine ops are refused (EPERM), and the source stops.
+  std::string quarantine_root;
 };
 
 // BlockSums limits; a request outside them is a protocol violation (the batch is refused).
@@ -68,6 +71,7 @@ struct ResyncTargetState {
   // Wall clock (system_clock), milliseconds since the Unix epoch; 0: not yet.
   int64_t started_unix_ms = 0;   // begin applied
   int64_t finished_unix_ms = 0;  // done, failed or interrupted
+  uint64_t quarantined = 0;      // entries saved (Quarantine ops) by this resync
 };
 
 struct ApplierStats {

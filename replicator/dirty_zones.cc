@@ -65,6 +65,7 @@ DirtyNote DirtyZones::Describe(const proto::Op& op) {
     case proto::Op::kBlockSums:  // resync queries and marks change nothing on the peer
     case proto::Op::kListDir:
     case proto::Op::kResyncMark:
+    case proto::Op::kQuarantine:
     case proto::Op::BODY_NOT_SET: break;
   }
   for (const proto::TimeFix& t : op.times()) AddMeta(&note, t.rid());

@@ -32,6 +32,7 @@ const char* CommandName(Command cmd) {
     case Command::kSecondFullsync: return "second fullsync";
     case Command::kPrimforce: return "primforce";
     case Command::kSwap: return "swap";
+    case Command::kResync: return "resync";
   }
   return "?";
 }
@@ -105,7 +106,7 @@ class AdminServer::Service final : public proto::Admin::Service {
     return Run(c, Command::kSwap, r);
   }
   grpc::Status Resync(grpc::ServerContext* c, const proto::CommandRequest*, proto::CommandReply* r) override {
-    return NotYet(c, r);
+    return Run(c, Command::kResync, r);
   }
   grpc::Status Verify(grpc::ServerContext* c, const proto::CommandRequest*, proto::CommandReply* r) override {
     return NotYet(c, r);

@@ -18,7 +18,8 @@ enum class Command {
   kSecond,
   kSecondFullsync,
   kPrimforce,
-  kSwap
+  kSwap,
+  kResync  // on the secondary: resynchronise from the primary (what its record names)
 };
 
 const char* CommandName(Command cmd);

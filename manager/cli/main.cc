@@ -84,15 +84,16 @@ int main(int argc, char** argv) {
     const char* name;
     const char* help;
   };
-  const Simple simple[] = {{"start", "start the module on this node"},
-                           {"stop", "stop the module on this node (stop scripts, release the VIP)"},
-                           {"restart", "stop_prim + start_prim (or stop_second + start_second) locally"},
-                           {"forcestop", "stop at once: stop scripts with `force`"},
-                           {"prim", "first start / after split brain: this node's data is the reference"},
-                           {"primforce", "become primary even with data not up to date (data loss risk)"},
-                           {"swap", "planned switch of roles with the peer"},
-                           {"resync", "start a resynchronisation (not implemented yet)"},
-                           {"verify", "compare both copies online (not implemented yet)"}};
+  const Simple simple[] = {
+      {"start", "start the module on this node"},
+      {"stop", "stop the module on this node (stop scripts, release the VIP)"},
+      {"restart", "stop_prim + start_prim (or stop_second + start_second) locally"},
+      {"forcestop", "stop at once: stop scripts with `force`"},
+      {"prim", "first start / after split brain: this node's data is the reference"},
+      {"primforce", "become primary even with data not up to date (data loss risk)"},
+      {"swap", "planned switch of roles with the peer"},
+      {"resync", "on the secondary: resynchronise from the primary (what its record names)"},
+      {"verify", "compare both copies online (not implemented yet)"}};
   std::map<std::string, CLI::App*> simple_cmds;
   for (const auto& s : simple) simple_cmds[s.name] = app.add_subcommand(s.name, s.help);
 

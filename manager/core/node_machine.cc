@@ -70,6 +70,7 @@ const char* ToString(Command c) {
     case Command::kSecond: return "second";
     case Command::kPrimForce: return "primforce";
     case Command::kSwap: return "swap";
+    case Command::kResync: return "resync";
   }
   return "?";
 }
@@ -700,6 +701,18 @@ void NodeMachine::OnCommand(const EvCommand& c) {
       }
       return Refuse(c.id, "swap needs PRIM and SECOND ready");
     }
+    case Command::kResync:
+      if (state_ != NodeState::kSecond || readiness_ != Readiness::kReady || handing_over_)
+        return Refuse(c.id, std::string("node is ") + ToString(state_) + "/" + ToString(readiness_) +
+                                "; resync applies to a SECOND ready node (type it on the secondary)");
+      Accept(c.id);
+      Log(1, "resync requested: this copy is inconsistent until it is done");
+      SetState(NodeState::kSecond, Readiness::kTransient);
+      p_.data = DataState::kInconsistent;  // durable before the first block is overwritten
+      Persist();
+      resyncing_ = true;
+      Emit(ActStartResync{});
+      return;
     case Command::kRestart:
       if (IsServingState(state_)) {
         Accept(c.id);
@@ -882,6 +895,11 @@ void NodeMachine::Reconcile() {
       if (handing_over_) return;
       if (peer_connected_ && (peer_->state != NodeState::kSecond || peer_->data.current != p_.current)) {
         return ChangePrimToAlone("peer no longer SECOND in sync");
+      }
+      if (peer_connected_ && peer_->data.data == DataState::kInconsistent) {
+        // The peer asked for a resync (`resync`, `second fullsync`): no synchronous mirror until it
+        // is done; ALONE links the fs to it again, whose resync brings it up to date.
+        return ChangePrimToAlone("peer resynchronising");
       }
       if (readiness_ == Readiness::kReady && peer_connected_ && peer_->state == NodeState::kSecond &&
           peer_->readiness == Readiness::kReady && peer_->data.data == DataState::kUpToDate) {

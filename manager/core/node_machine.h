@@ -134,7 +134,8 @@ enum class Command : uint8_t {
   kPrim,
   kSecond,
   kPrimForce,
-  kSwap
+  kSwap,
+  kResync  // on a SECOND ready node: inconsistent again until a new resync into it is done
 };
 enum class FailAction : uint8_t { kRestart, kStopStart, kStop };
 

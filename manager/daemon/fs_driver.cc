@@ -138,6 +138,22 @@ Status FsDriver::SetRole(manager::core::FsRole role) {
   return result;
 }
 
+Status FsDriver::ExpectResync(bool quarantine, bool full) {
+  Status result;
+  for (const auto& d : dirs_) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    proto::ExpectResyncRequest req;
+    req.set_quarantine(quarantine);
+    req.set_full(full);
+    proto::FsStatus st;
+    grpc::Status g = Connect(d.control)->ExpectResync(&ctx, req, &st);
+    if (!g.ok())
+      result = Status::Unavailable("hamirror-fs " + d.dir + ": expect resync: " + g.error_message());
+  }
+  return result;
+}
+
 std::vector<ResyncTargetView> FsDriver::ResyncTargets() {
   std::vector<ResyncTargetView> out;
   for (const auto& d : dirs_) {

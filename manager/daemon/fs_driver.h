@@ -52,6 +52,9 @@ class FsDriver {
   Status SetRole(manager::core::FsRole role);
   // Status of every directory (1 s deadline each).
   void FillStatus(proto::StateReply* reply);
+  // Tells every directory's hamirror-fs (secondary) that a resync into it is about to be asked for;
+  // quarantine: this node is the discarded side of a split brain (what the resync changes is saved).
+  Status ExpectResync(bool quarantine, bool full);
   // The resync into this node of every directory, in order (1 s deadline each).
   std::vector<ResyncTargetView> ResyncTargets();
 

@@ -71,6 +71,7 @@ core::Command ToCore(admin::Command c) {
     case admin::Command::kPrim: return core::Command::kPrim;
     case admin::Command::kSecond:
     case admin::Command::kSecondFullsync: return core::Command::kSecond;
+    case admin::Command::kResync: return core::Command::kResync;
     case admin::Command::kPrimforce: return core::Command::kPrimForce;
     case admin::Command::kSwap: return core::Command::kSwap;
   }
@@ -425,6 +426,18 @@ bool Node::Apply(const core::Action& a) {
   } else if (std::holds_alternative<core::ActStartResync>(a)) {
     // The peer's hamirror-fs (the source) runs the resync into ours; ours reports it. Done is what
     // it reports after this point, never before (WatchResync).
+    // In a split brain this side is the one discarded (`second` typed here): what the resync changes
+    // is saved first (docs/reintegration.md). Refused: nothing may be overwritten unsaved.
+    const bool quarantine = machine_->persisted().split_brain;
+    const bool full = fullsync_pending_.exchange(false);
+    if (full) log_->Info("resync: full compare (second fullsync)");
+    if (Status s = fs_->ExpectResync(quarantine, full); !s.ok()) {
+      log_->Error("resync: " + s.ToString() + (quarantine ? ": not resyncing without the quarantine" : ""));
+      if (quarantine) {
+        Post(core::EvResyncDone{false});
+        return true;
+      }
+    }
     std::vector<ResyncTargetView> now = fs_->ResyncTargets();
     std::lock_guard<std::mutex> lock(resync_mu_);
     resync_waiting_ = true;
@@ -605,7 +618,13 @@ admin::CommandResult Node::Execute(admin::Command cmd) {
     std::lock_guard<std::mutex> lock(mu_);
     id = next_cmd_id_++;
     fut = pending_[id].get_future();
-    events_.push_back(core::EvCommand{ToCore(cmd), id});
+    core::Command core_cmd = ToCore(cmd);
+    if (cmd == admin::Command::kSecondFullsync) {
+      // Used by the next resync into this node: a SECOND already there resyncs again now.
+      fullsync_pending_ = true;
+      if (state_.load() == static_cast<int>(core::NodeState::kSecond)) core_cmd = core::Command::kResync;
+    }
+    events_.push_back(core::EvCommand{core_cmd, id});
   }
   cv_.notify_one();
   log_->Info(std::string("command ") + admin::CommandName(cmd));
@@ -615,8 +634,7 @@ admin::CommandResult Node::Execute(admin::Command cmd) {
     return admin::CommandResult::Refused("no answer from the daemon's event loop within 15 s");
   }
   auto r = fut.get();
-  if (cmd == admin::Command::kSecondFullsync && r.accepted)
-    r.reason = "fullsync: resync is not implemented yet; treated as `second`";
+  if (cmd == admin::Command::kSecondFullsync && !r.accepted) fullsync_pending_ = false;
   return r;
 }
 

@@ -130,8 +130,9 @@ class Node : public admin::NodeControl {
   std::mutex resync_mu_;
   bool resync_waiting_ = false;
   std::vector<ResyncTargetView> resync_baseline_;
-  std::atomic<bool> fs_linked_{false};  // the last fs role set was primary (replicating to the peer)
-  bool persist_failed_ = false;         // event loop only
+  std::atomic<bool> fs_linked_{false};         // the last fs role set was primary (replicating to the peer)
+  bool persist_failed_ = false;                // event loop only
+  std::atomic<bool> fullsync_pending_{false};  // `second fullsync`: the next resync compares everything
 
   std::thread monitor_;
   std::atomic<bool> stop_monitor_{false};

@@ -556,7 +556,8 @@ void Sim::ChaosStep() {
         core::Command::kSecond,    core::Command::kSwap,      core::Command::kSwap,
         core::Command::kSwap,      core::Command::kStop,      core::Command::kStart,
         core::Command::kStart,     core::Command::kStart,     core::Command::kRestart,
-        core::Command::kStopStart, core::Command::kForceStop, core::Command::kPrimForce};
+        core::Command::kStopStart, core::Command::kForceStop, core::Command::kPrimForce,
+        core::Command::kResync};
     Command(i, kCmds[rng_() % (sizeof kCmds / sizeof kCmds[0])]);
     return;
   }
