@@ -114,6 +114,7 @@ Filesystem::Filesystem(const FsOptions& options, int root_fd, const struct stat&
     : options_(options) {
   table_.InitRoot(root_fd, root_st);
   resync_ = std::make_unique<ResyncEngine>(static_cast<ResyncHost*>(this), options_.resync);
+  verify_ = std::make_unique<ResyncEngine>(static_cast<ResyncHost*>(this), options_.resync);
 }
 
 Filesystem::~Filesystem() { Stop(); }
@@ -192,6 +193,7 @@ void Filesystem::StartResyncIfConnected(const char* why) {
     std::shared_lock<std::shared_mutex> lock(shipper_mu_);
     if (!shipper_ || role_.load() != Role::kPrimary || shipper_->Stats().alone) return;
   }
+  verify_->Cancel();  // a resync has priority over a verify
   if (Status s = resync_->Start(/*full=*/false, why); !s.ok())
     HLOG_WARN("resync not started: %s", s.ToString().c_str());
 }
@@ -216,7 +218,18 @@ Status Filesystem::Resync(bool full) {
     if (role_.load() != Role::kPrimary || !shipper_ || shipper_->Stats().alone)
       return Status::InvalidArgument("resync needs role primary with the peer connected");
   }
+  verify_->Cancel();
   return resync_->Start(full, full ? "full resync asked for" : "resync asked for");
+}
+
+Status Filesystem::Verify(bool repair) {
+  {
+    std::shared_lock<std::shared_mutex> lock(shipper_mu_);
+    if (role_.load() != Role::kPrimary || !shipper_ || shipper_->Stats().alone)
+      return Status::InvalidArgument("verify needs role primary with the peer connected");
+  }
+  if (resync_->running()) return Status::InvalidArgument("a resync is running: verify when it is done");
+  return verify_->StartVerify(repair);
 }
 
 Status Filesystem::RebindAll(replicator::Shipper* shipper) {
@@ -257,6 +270,7 @@ Status Filesystem::SetRole(Role role, const std::string& peer) {
     if (cur == Role::kSecondary)
       return Status::InvalidArgument("secondary -> alone: ask for primary without a peer");
     resync_->Cancel();
+    verify_->Cancel();
     std::shared_lock<std::shared_mutex> lock(shipper_mu_);
     if (shipper_) shipper_->GoAlone("role set to alone");
     role_.store(Role::kAlone);
@@ -270,7 +284,8 @@ Status Filesystem::SetRole(Role role, const std::string& peer) {
     std::shared_lock<std::shared_mutex> lock(shipper_mu_);
     if (shipper_ && !shipper_->Stats().alone) return Status::Ok();  // same peer, stream up: nothing to do
   }
-  resync_->Cancel();  // a resync belongs to one stream
+  resync_->Cancel();  // a resync (or verify) belongs to one stream
+  verify_->Cancel();
   std::unique_ptr<replicator::Shipper> shipper;
   if (Status s = MakeShipper(peer, &shipper); !s.ok()) return s;
   std::unique_ptr<replicator::ReplicationServer> old_server;
@@ -333,6 +348,7 @@ proto::FsStatus Filesystem::GetStatus() {
   st.set_pid(static_cast<uint32_t>(getpid()));
   FillRecordStatus(&st);
   resync_->Progress(st.mutable_resync());
+  verify_->Progress(st.mutable_verify());
   Role role = role_.load();
   std::shared_lock<std::shared_mutex> lock(shipper_mu_);
   st.set_peer(peer_);
@@ -374,6 +390,7 @@ proto::FsStatus Filesystem::GetStatus() {
 
 void Filesystem::Stop() {
   resync_->Cancel();
+  verify_->Cancel();
   std::lock_guard<std::mutex> change(role_change_mu_);
   std::unique_ptr<replicator::Shipper> shipper;
   std::unique_ptr<replicator::ReplicationServer> server;

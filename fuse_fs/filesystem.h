@@ -76,6 +76,9 @@ class Filesystem : private ResyncHost {
   // Secondary: the next resync into this node saves what it changes first (split brain: this side is
   // discarded); false: it does not.
   Status ExpectResync(bool quarantine, bool full);
+  // Starts an online verify of the peer's copy (primary with a stream, no resync running): see
+  // ResyncEngine::StartVerify. Its progress and findings: GetStatus().verify().
+  Status Verify(bool repair);
   proto::FsStatus GetStatus();
   // After the FUSE loop ended: waits (bounded by the send timeout) for in-flight operations, then
   // stops the shipper / replication server.
@@ -180,6 +183,7 @@ class Filesystem : private ResyncHost {
   std::mutex role_change_mu_;                       // one role change at a time
   std::unique_ptr<replicator::ZoneRecord> record_;  // outlives role changes
   std::unique_ptr<ResyncEngine> resync_;
+  std::unique_ptr<ResyncEngine> verify_;      // the same walk, comparing only (never with resync_)
   std::atomic<bool> quarantine_next_{false};  // secondary: see ExpectResync
   std::atomic<bool> full_next_{false};        // secondary: see ExpectResync
 };

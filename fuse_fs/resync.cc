@@ -178,6 +178,8 @@ struct ResyncEngine::Run {
   bool full = false;
   bool tree = false;
   bool quarantine = false;  // the peer is the discarded side of a split brain (SaveOnPeer)
+  bool verify = false;      // compare only: report differences (Differ), fix nothing
+  bool repair = false;      // verify: record what differs
   replicator::RecordSnapshot snap;
   std::string error;  // first fatal problem: the run stops
 
@@ -281,11 +283,14 @@ struct ResyncEngine::Run {
   // A lookup reference to parent/name (binding it on the peer when new and `bind`), as a kernel lookup
   // takes one. ns_held: the caller holds the namespace lock exclusively (else it is taken shared).
   Inode* Acquire(Inode* parent, const std::string& name, bool bind, bool ns_held);
+  // Verify: one difference found. ino: the local file it concerns (0: a namespace difference).
+  void Differ(const std::string& what, uint64_t ino);
   void Release(Inode* inode, bool ns_held);
   // What the walk found to do with an entry of a reconciled directory.
   struct EntryWork {
     bool whole = false;                   // compare all its data (new, replaced, size or mtime differ)
     bool created = false;                 // made on the peer by this resync (nothing of the peer's to save)
+    bool skip = false;                    // verify: missing or replaced on the peer (reported already)
     std::optional<proto::DirEntry> peer;  // the peer's entry as listed (reconciled directories)
   };
   // One regular file to resync.
@@ -297,6 +302,7 @@ struct ResyncEngine::Run {
     std::string name;
     bool save_first = false;                // split brain: save the peer's copy before changing it
     const proto::DirEntry* peer = nullptr;  // the peer's attributes, when listed
+    struct timespec listed_ctime = {0, 0};  // the local ctime when the peer's entry was listed
   };
   const FileJob* job = nullptr;  // the file being resynced
   bool job_saved = false;        // its peer copy is saved (or needs no saving)
@@ -339,6 +345,20 @@ Inode* ResyncEngine::Run::Acquire(Inode* parent, const std::string& name, bool b
     Fix(std::move(op));
   }
   return inode;
+}
+
+void ResyncEngine::Run::Differ(const std::string& what, uint64_t ino) {
+  {
+    std::lock_guard<std::mutex> lock(engine->mu_);
+    auto& p = engine->progress_;
+    p.set_differences(p.differences() + 1);
+    if (p.difference_list_size() < 1000) p.add_difference_list(what);
+    if (p.differences() <= 20) HLOG_WARN("verify: %s", what.c_str());
+  }
+  if (!repair) return;
+  replicator::ZoneRecord& record = host->resync_record();
+  Status s = ino != 0 ? record.MarkFile(ino) : record.MarkTree("verify found a difference: " + what);
+  if (!s.ok()) Fail("verify --repair cannot record a difference: " + s.ToString());
 }
 
 void ResyncEngine::Run::Release(Inode* inode, bool ns_held) {
@@ -475,11 +495,19 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
     auto at = std::lower_bound(local.begin(), local.end(), name,
                                [](const LocalEntry& a, const std::string& n) { return a.name < n; });
     const bool mine = at != local.end() && at->name == name;
-    if (!mine) RemoveOnPeer(dir->rid, t, path_of(name), 0);
+    if (!mine && verify) Differ(path_of(name) + ": only on the peer", 0);
+    if (!mine && !verify) RemoveOnPeer(dir->rid, t, path_of(name), 0);
   }
   for (const LocalEntry& l : local) {
     if (Stopped()) return;
     auto it = peer.find(l.name);
+    if (verify && (it == peer.end() || MustReplace(l, it->second))) {
+      Differ(path_of(l.name) +
+                 (it == peer.end() ? ": missing on the peer" : ": another kind or target on the peer"),
+             0);
+      (*work)[l.name].skip = true;
+      continue;
+    }
     if (it != peer.end() && MustReplace(l, it->second)) {
       RemoveOnPeer(dir->rid, it->second, path_of(l.name), 0);
       it = peer.end();
@@ -489,7 +517,7 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
       if (child == nullptr) continue;  // gone meanwhile: nothing to create
       CreateOnPeer(dir, l, child);
       Release(child, /*ns_held=*/true);
-      (*work)[l.name] = EntryWork{true, true, std::nullopt};
+      (*work)[l.name] = EntryWork{true, true, false, std::nullopt};
       continue;
     }
     const proto::DirEntry& t = it->second;
@@ -504,6 +532,10 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
         l.st.st_uid != t.uid() || l.st.st_gid != t.gid() || !SameXattrs(l, t) ||
         (!S_ISLNK(l.st.st_mode) && (l.st.st_mode & 07777) != t.mode()) ||
         (!S_ISREG(l.st.st_mode) && !S_ISDIR(l.st.st_mode) && !SameTime(l.st.st_mtim, t.mtime()));
+    if (meta_differs && verify) {
+      Differ(path_of(l.name) + ": mode, owner or xattrs differ", S_ISREG(l.st.st_mode) ? l.st.st_ino : 0);
+      continue;
+    }
     if (meta_differs && !S_ISDIR(l.st.st_mode) && !SaveOnPeer(dir->rid, l.name, path_of(l.name))) return;
     if (meta_differs && (child = Acquire(dir, l.name, /*bind=*/true, /*ns_held=*/true)) != nullptr) {
       FixMetadata(child->rid, l, t);
@@ -539,6 +571,7 @@ void ResyncEngine::Run::WalkDir(Inode* dir, const std::string& rel, bool compare
   for (const LocalEntry& l : local) {
     if (Stopped()) return;
     const EntryWork& w = work[l.name];
+    if (w.skip) continue;
     const std::string path = rel.empty() ? l.name : rel + "/" + l.name;
     if (S_ISDIR(l.st.st_mode)) {
       const bool child_compare = tree || snap.dirs.count(l.st.st_ino) != 0 || w.created;
@@ -559,11 +592,12 @@ void ResyncEngine::Run::WalkDir(Inode* dir, const std::string& rel, bool compare
       job.name = l.name;
       job.save_first = quarantine && !w.created;
       job.peer = w.peer ? &*w.peer : nullptr;
+      job.listed_ctime = l.st.st_ctim;
       if (child->type == S_IFREG) ResyncFile(child, job);
       Release(child, /*ns_held=*/false);
     }
   }
-  if (compare && !Stopped()) {
+  if (compare && !Stopped() && !verify) {
     // The directory's own mtime moved with every entry fixed on the peer: set it last.
     std::unique_lock<std::shared_mutex> ns(host->resync_ns_mutex());
     struct stat st;
@@ -645,6 +679,13 @@ bool ResyncEngine::Run::CompareChunk(Inode* file, int io_fd, uint64_t off, uint6
     while (j < mine.size() && differs(j)) ++j;
     const uint64_t from = off + i * bs;
     const uint64_t bytes = std::min<uint64_t>((j - i) * uint64_t{bs}, off + len - from);
+    if (verify) {
+      Differ(
+          job->rel + ": bytes " + std::to_string(from) + ".." + std::to_string(from + bytes - 1) + " differ",
+          file->ino);
+      i = j;
+      continue;
+    }
     if (!BeforeFileChange()) return false;
     {
       std::lock_guard<std::mutex> lock(file->data_mu);
@@ -727,7 +768,16 @@ void ResyncEngine::Run::ResyncFile(Inode* file, const FileJob& file_job) {
       const bool same = t != nullptr && !file_sent && static_cast<uint64_t>(st.st_size) == t->size() &&
                         st.st_uid == t->uid() && st.st_gid == t->gid() && (st.st_mode & 07777) == t->mode() &&
                         SameTime(st.st_mtim, t->mtime());
-      if (!same && BeforeFileChange()) {
+      // Verify compares attributes only of a file untouched since both listings (same ctime): a file
+      // written meanwhile is compared by its data alone (that compare is taken at one stream position).
+      const bool untouched = st.st_ctim.tv_sec == file_job.listed_ctime.tv_sec &&
+                             st.st_ctim.tv_nsec == file_job.listed_ctime.tv_nsec;
+      if (verify) {
+        if (t != nullptr && !same && untouched)
+          Differ(job->rel + ": size, mode, owner or mtime differ (" + std::to_string(st.st_size) +
+                     " bytes here, " + std::to_string(t->size()) + " there)",
+                 file->ino);
+      } else if (!same && BeforeFileChange()) {
         proto::Op op;
         auto* sa = op.mutable_setattr();
         sa->set_rid(file->rid);
@@ -752,19 +802,24 @@ ResyncEngine::ResyncEngine(ResyncHost* host, const ResyncOptions& options) : hos
 
 ResyncEngine::~ResyncEngine() { Cancel(); }
 
-Status ResyncEngine::Start(bool full, const std::string& why) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (running_.load()) return Status::InvalidArgument("a resync is already running");
-  if (thread_.joinable()) thread_.join();
-  cancel_ = false;
-  done_ok_ = false;
-  running_ = true;
+uint64_t ResyncEngine::NextIdLocked() {
   // Ids grow across restarts (wall clock), so a peer can tell a newer resync from an older one.
   uint64_t id = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(
                                           std::chrono::system_clock::now().time_since_epoch())
                                           .count());
   if (id <= last_id_) id = last_id_ + 1;
   last_id_ = id;
+  return id;
+}
+
+Status ResyncEngine::Start(bool full, const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (running_.load()) return Status::InvalidArgument("a resync or verify is already running");
+  if (thread_.joinable()) thread_.join();
+  cancel_ = false;
+  done_ok_ = false;
+  running_ = true;
+  const uint64_t id = NextIdLocked();
   progress_.Clear();
   progress_.set_phase("running");
   progress_.set_id(id);
@@ -772,6 +827,24 @@ Status ResyncEngine::Start(bool full, const std::string& why) {
   progress_.set_reason(why);
   started_ = Clock::now();
   thread_ = std::thread(&ResyncEngine::Main, this, full, why, id);
+  return Status::Ok();
+}
+
+Status ResyncEngine::StartVerify(bool repair) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (running_.load()) return Status::InvalidArgument("a resync or verify is already running");
+  if (thread_.joinable()) thread_.join();
+  cancel_ = false;
+  running_ = true;
+  const uint64_t id = NextIdLocked();
+  progress_.Clear();
+  progress_.set_phase("running");
+  progress_.set_id(id);
+  progress_.set_full(true);
+  progress_.set_repair(repair);
+  progress_.set_reason(repair ? "verify --repair" : "verify");
+  started_ = Clock::now();
+  thread_ = std::thread(&ResyncEngine::VerifyMain, this, repair, id);
   return Status::Ok();
 }
 
@@ -899,19 +972,46 @@ bool ResyncEngine::Attempt(bool full, std::string why, uint64_t id, bool* lost) 
   return ok;
 }
 
+void ResyncEngine::VerifyMain(bool repair, uint64_t id) {
+  Run run(this, host_, options_);
+  run.verify = true;
+  run.repair = repair;
+  run.full = run.tree = true;
+  HLOG_INFO("verify %llu starts%s", (unsigned long long)id,
+            repair ? " (repair: differences are recorded)" : "");
+  run.WalkDir(host_->resync_table().root(), "", true, false, 0);
+  run.WaitFixes();
+  if (run.error.empty() && run.lost.load()) run.Fail("replication link lost");
+  if (run.error.empty() && cancel_.load()) run.Fail("cancelled");
+  if (run.error.empty() && run.fix_errors.load() > 0) run.Fail("the peer could not answer every query");
+  std::lock_guard<std::mutex> lock(mu_);
+  progress_.set_elapsed_s(std::chrono::duration<double>(Clock::now() - started_).count());
+  progress_.set_error(run.error);
+  progress_.set_phase(run.error.empty() ? "done" : "failed");
+  HLOG_INFO("verify %llu %s: %llu bytes compared, %llu differences%s", (unsigned long long)id,
+            run.error.empty() ? "done" : "failed", (unsigned long long)progress_.bytes_done(),
+            (unsigned long long)progress_.differences(), run.error.empty() ? "" : (": " + run.error).c_str());
+  running_ = false;
+}
+
 void ResyncEngine::Main(bool full, std::string why, uint64_t id) {
-  // A failed attempt on a stream that is still up is tried again (a new id), a few times, so that a
-  // passing refusal (a full disk freed meanwhile) does not need the manager to relink.
-  constexpr int kAttempts = 5;
+  // A failed attempt on a stream that is still up (the peer refused fixes: its disk is full...) is
+  // tried again with a new id after a pause growing to a minute, until it succeeds, the stream is
+  // lost or the resync is cancelled: the phase shows "failed" with the error meanwhile.
   bool ok = false;
-  for (int attempt = 1; attempt <= kAttempts; ++attempt) {
+  for (int attempt = 1;; ++attempt) {
     bool lost = false;
     ok = Attempt(full, why, id, &lost);
-    if (ok || lost || cancel_.load() || attempt == kAttempts) break;
+    if (ok || lost || cancel_.load()) break;
+    const auto pause = std::chrono::seconds(std::min(60, 5 << std::min(attempt - 1, 4)));
     std::unique_lock<std::mutex> lock(mu_);
-    cancel_cv_.wait_for(lock, std::chrono::seconds(5), [this] { return cancel_.load(); });
+    progress_.set_phase("failed");
+    HLOG_WARN("resync: attempt %d failed (%s); again in %lld s", attempt, progress_.error().c_str(),
+              (long long)pause.count());
+    cancel_cv_.wait_for(lock, pause, [this] { return cancel_.load(); });
     if (cancel_.load()) break;
-    id = ++last_id_;
+    id = NextIdLocked();
+    progress_.set_phase("running");
   }
   {
     std::lock_guard<std::mutex> lock(mu_);

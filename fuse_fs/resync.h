@@ -73,6 +73,10 @@ class ResyncEngine {
 
   // Starts a resync on the background thread; refused while one runs.
   Status Start(bool full, const std::string& why);
+  // Starts an online verify instead: every file compared by block checksums and every directory's
+  // entries and metadata, fixing nothing; what differs is listed in Progress(). repair: what differs
+  // is recorded (so the peer is behind until a resync, which the manager then runs).
+  Status StartVerify(bool repair);
   // Stops a running resync (the record keeps what was not done) and waits for it.
   void Cancel();
   bool running() const { return running_.load(); }
@@ -83,6 +87,8 @@ class ResyncEngine {
  private:
   struct Run;
   void Main(bool full, std::string why, uint64_t id);
+  void VerifyMain(bool repair, uint64_t id);
+  uint64_t NextIdLocked();
   bool Attempt(bool full, std::string why, uint64_t id, bool* lost);
   void Begin(Run* run, uint64_t id, std::string* why);
   bool Passes(Run* run, uint64_t id);

@@ -108,8 +108,13 @@ class AdminServer::Service final : public proto::Admin::Service {
   grpc::Status Resync(grpc::ServerContext* c, const proto::CommandRequest*, proto::CommandReply* r) override {
     return Run(c, Command::kResync, r);
   }
-  grpc::Status Verify(grpc::ServerContext* c, const proto::CommandRequest*, proto::CommandReply* r) override {
-    return NotYet(c, r);
+  grpc::Status Verify(grpc::ServerContext* c, const proto::VerifyRequest* q,
+                      proto::CommandReply* r) override {
+    if (auto s = Authorize(c); !s.ok()) return s;
+    CommandResult res = control_->Verify(q->repair());
+    r->set_accepted(res.accepted);
+    r->set_reason(res.reason);
+    return grpc::Status::OK;
   }
 
   grpc::Status Print(grpc::ServerContext* ctx, const proto::PrintRequest* req,

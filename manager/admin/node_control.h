@@ -38,6 +38,10 @@ class NodeControl {
   virtual void FillState(bool verbose, proto::StateReply* reply) = 0;
   // Decides whether the command is accepted in the current state; the work itself goes on after.
   virtual CommandResult Execute(Command cmd) = 0;
+  // `hamirror verify [--repair]`: starts an online verify of the peer's copy (primary only).
+  virtual CommandResult Verify(bool /*repair*/) {
+    return CommandResult::Refused("verify: not implemented here");
+  }
   // `hamirror printi|printw|printe`: a line into the module log.
   virtual void Print(ModuleLog::Level level, const std::string& msg) = 0;
   // The module log file that `hamirror log` tails.

@@ -85,6 +85,12 @@ std::string FormatResync(const proto::FsInfo& f) {
       << "): compared " << rs.bytes_done() << " bytes, sent " << rs.bytes_sent() << ", " << rs.files_done()
       << " files, " << rs.elapsed_s() << " s" << (rs.error().empty() ? "" : ", error: " + rs.error()) << "\n";
   }
+  const auto& v = f.verify();
+  if (!v.phase().empty() && v.phase() != "idle") {
+    o << "  verify " << v.phase() << (v.repair() ? " (repair)" : "") << ": compared " << v.bytes_done()
+      << " bytes, " << v.files_done() << " files, " << v.differences() << " differences"
+      << (v.error().empty() ? "" : ", error: " + v.error()) << "\n";
+  }
   if (f.role() == proto::FS_ROLE_SECONDARY && !f.resync_target().phase().empty() &&
       f.resync_target().phase() != "none")
     o << "  resync into this node: " << f.resync_target().phase() << " (id " << f.resync_target().id()

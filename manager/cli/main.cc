@@ -1,12 +1,14 @@
 // hamirror: command line over the admin API of hamirrord, with SafeKit's verbs.
 //   hamirror [-m MODULE | --socket PATH] state [-v] [-lq] [--json]
-//   hamirror start|stop|restart|forcestop|prim|second [fullsync]|primforce|swap|verify
+//   hamirror start|stop|restart|forcestop|prim|second [fullsync] [--wait]|primforce|swap
+//   hamirror resync [--wait];  hamirror verify [--repair] [--no-wait]
 //   hamirror log [-f] [-n N];  hamirror printi|printw|printe MSG...
 //   hamirror confcheck MODULE_DIR [--cluster FILE]   (no daemon needed)
 // Exit codes: 0 ok/accepted, 1 refused, 2 daemon unreachable or call failed, 64 usage;
 // `state -lq`: STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4 (daemon not running counts as STOP).
 #include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
@@ -16,6 +18,7 @@
 
 #include "manager/admin/client.h"
 #include "manager/cli/format.h"
+#include "manager/cli/wait.h"
 #ifdef HAMIRROR_HAVE_CONFIG
 #include "manager/config/config.h"
 #endif
@@ -92,14 +95,21 @@ int main(int argc, char** argv) {
       {"prim", "first start / after split brain: this node's data is the reference"},
       {"primforce", "become primary even with data not up to date (data loss risk)"},
       {"swap", "planned switch of roles with the peer"},
-      {"resync", "on the secondary: resynchronise from the primary (what its record names)"},
-      {"verify", "compare both copies online (not implemented yet)"}};
+      {"resync", "on the secondary: resynchronise from the primary (what its record names)"}};
   std::map<std::string, CLI::App*> simple_cmds;
   for (const auto& s : simple) simple_cmds[s.name] = app.add_subcommand(s.name, s.help);
 
   auto* second = app.add_subcommand("second", "become secondary; `fullsync` compares every block");
   std::string second_arg;
   second->add_option("mode", second_arg, "fullsync")->check(CLI::IsMember({"fullsync"}));
+  bool wait = false;
+  second->add_flag("--wait", wait, "wait until this node is SECOND (ready) after a resync, with progress");
+  simple_cmds["resync"]->add_flag("--wait", wait, "wait until the resync is done, with progress");
+  auto* verify =
+      app.add_subcommand("verify", "on the primary: compare both copies online by block checksums");
+  bool repair = false, no_wait = false;
+  verify->add_flag("--repair", repair, "record what differs, so that the peer is resynced");
+  verify->add_flag("--no-wait", no_wait, "start it and return (results in `state -v`)");
 
   auto* log = app.add_subcommand("log", "module log");
   bool follow = false;
@@ -208,14 +218,38 @@ int main(int argc, char** argv) {
     return ReportReply(stub->Print(&ctx, req, &rep), rep, "print", socket);
   }
 
+  // The verbose state, for the waits.
+  cli::FetchState fetch = [&stub](proto::StateReply* out) {
+    grpc::ClientContext c;
+    c.set_deadline(Deadline(5));
+    proto::StateRequest req;
+    req.set_verbose(true);
+    return stub->State(&c, req, out).ok();
+  };
+  cli::WaitOptions wait_options;
+  wait_options.tty = isatty(STDOUT_FILENO) != 0;
+  proto::StateReply before;
+  if ((wait || verify->parsed()) && !fetch(&before)) {
+    std::cerr << "hamirror: cannot reach hamirrord at " << socket << "\n";
+    return kExitUnreachable;
+  }
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(30));
   proto::CommandReply rep;
   proto::CommandRequest none;
+  if (verify->parsed()) {
+    proto::VerifyRequest req;
+    req.set_repair(repair);
+    if (int rc = ReportReply(stub->Verify(&ctx, req, &rep), rep, "verify", socket); rc != 0 || no_wait)
+      return rc;
+    return cli::WaitVerify(fetch, before, std::cout, wait_options);
+  }
   if (second->parsed()) {
     proto::SecondRequest req;
     req.set_fullsync(second_arg == "fullsync");
-    return ReportReply(stub->Second(&ctx, req, &rep), rep, "second", socket);
+    if (int rc = ReportReply(stub->Second(&ctx, req, &rep), rep, "second", socket); rc != 0 || !wait)
+      return rc;
+    return cli::WaitSecondReady(fetch, before, std::cout, wait_options);
   }
   using Call = grpc::Status (proto::Admin::Stub::*)(grpc::ClientContext*, const proto::CommandRequest&,
                                                     proto::CommandReply*);
@@ -223,12 +257,13 @@ int main(int argc, char** argv) {
       {"start", &proto::Admin::Stub::Start},     {"stop", &proto::Admin::Stub::Stop},
       {"restart", &proto::Admin::Stub::Restart}, {"forcestop", &proto::Admin::Stub::Forcestop},
       {"prim", &proto::Admin::Stub::Prim},       {"primforce", &proto::Admin::Stub::Primforce},
-      {"swap", &proto::Admin::Stub::Swap},       {"resync", &proto::Admin::Stub::Resync},
-      {"verify", &proto::Admin::Stub::Verify}};
+      {"swap", &proto::Admin::Stub::Swap},       {"resync", &proto::Admin::Stub::Resync}};
   for (const auto& [name, cmd] : simple_cmds) {
     if (!cmd->parsed()) continue;
     Call call = calls.at(name);
-    return ReportReply(((*stub).*call)(&ctx, none, &rep), rep, name, socket);
+    const int rc = ReportReply(((*stub).*call)(&ctx, none, &rep), rep, name, socket);
+    if (rc != 0 || !wait || name != "resync") return rc;
+    return cli::WaitSecondReady(fetch, before, std::cout, wait_options);
   }
   std::cerr << app.help();
   return kExitUsage;

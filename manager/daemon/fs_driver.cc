@@ -154,6 +154,19 @@ Status FsDriver::ExpectResync(bool quarantine, bool full) {
   return result;
 }
 
+Status FsDriver::Verify(bool repair) {
+  for (const auto& d : dirs_) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    proto::VerifyRequest req;
+    req.set_repair(repair);
+    proto::FsStatus st;
+    grpc::Status g = Connect(d.control)->Verify(&ctx, req, &st);
+    if (!g.ok()) return Status::Unavailable("hamirror-fs " + d.dir + ": verify: " + g.error_message());
+  }
+  return Status::Ok();
+}
+
 std::vector<ResyncTargetView> FsDriver::ResyncTargets() {
   std::vector<ResyncTargetView> out;
   for (const auto& d : dirs_) {
@@ -188,6 +201,7 @@ void FsDriver::FillStatus(proto::StateReply* reply) {
     *f->mutable_record() = st.record();
     *f->mutable_resync_target() = st.resync_target();
     f->set_in_sync(st.in_sync());
+    *f->mutable_verify() = st.verify();
   }
 }
 

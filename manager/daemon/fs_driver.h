@@ -55,6 +55,8 @@ class FsDriver {
   // Tells every directory's hamirror-fs (secondary) that a resync into it is about to be asked for;
   // quarantine: this node is the discarded side of a split brain (what the resync changes is saved).
   Status ExpectResync(bool quarantine, bool full);
+  // Starts an online verify in every directory's hamirror-fs (primary).
+  Status Verify(bool repair);
   // The resync into this node of every directory, in order (1 s deadline each).
   std::vector<ResyncTargetView> ResyncTargets();
 

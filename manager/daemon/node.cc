@@ -423,6 +423,11 @@ bool Node::Apply(const core::Action& a) {
         log_->Info(std::string("fs role ") + core::ToString(f->role));
       }
     }
+  } else if (std::holds_alternative<core::ActStartResync>(a) && fs_->empty()) {
+    // No replicated directory (<rfs> is optional): nothing to bring up to date, and no fs would ever
+    // report a resync (WatchResync does not even run): done at once, else SECOND never gets ready.
+    log_->Info("resync requested: no replicated directory, nothing to resync");
+    Post(core::EvResyncDone{true});
   } else if (std::holds_alternative<core::ActStartResync>(a)) {
     // The peer's hamirror-fs (the source) runs the resync into ours; ours reports it. Done is what
     // it reports after this point, never before (WatchResync).
@@ -640,6 +645,15 @@ admin::CommandResult Node::Execute(admin::Command cmd) {
 
 void Node::Print(admin::ModuleLog::Level level, const std::string& msg) { log_->Write(level, msg); }
 
+admin::CommandResult Node::Verify(bool repair) {
+  if (fs_->empty()) return admin::CommandResult::Refused("no replicated directory (<rfs>) in this module");
+  if (state_.load() != static_cast<int>(core::NodeState::kPrim) || !ready_.load())
+    return admin::CommandResult::Refused("verify runs on the primary (PRIM, ready) with its peer SECOND");
+  log_->Info(std::string("verify") + (repair ? " --repair" : "") + " started");
+  if (Status s = fs_->Verify(repair); !s.ok()) return admin::CommandResult::Refused(s.ToString());
+  return admin::CommandResult::Accepted("verify started: see `hamirror state -v`");
+}
+
 void Node::MonitorLoop() {
   const auto& cfg = opt_.cfg;
   const auto now0 = Clock::now();
@@ -656,6 +670,7 @@ void Node::MonitorLoop() {
   std::vector<uint64_t> ping_reported(cfg.check.ping.size(), ~0ull),
       intf_reported(cfg.check.intf.size(), ~0ull);
   Clock::time_point next_fs = now0, next_vip = now0, next_resync = now0;
+  int not_in_sync_polls = 0;  // consecutive fs polls with a primary fs not in sync
   bool any_vip_check = false;
   for (const auto& i : cfg.vip.interfaces) any_vip_check |= i.check;
   const auto env = script_env_.Build();
@@ -802,6 +817,22 @@ void Node::MonitorLoop() {
       // the machine, once per link, so PRIM becomes ALONE (and an ALONE node links again later).
       if (fs_went_alone && fs_linked_.exchange(false)) {
         log_->Warning("hamirror-fs replicates no more (alone): data link lost");
+        Post(core::EvDataLinkLost{});
+      }
+      // PRIM claims a synchronous peer: the fs must back it (its record empty, its last resync done).
+      // A peer that could not apply something (its disk full...) or a local write that failed after
+      // shipping leaves the peer behind: PRIM becomes ALONE, and the peer is resynced when it can.
+      std::string behind;
+      for (const auto& f : tmp.fs()) {
+        if (f.running() && f.role() == proto::FS_ROLE_PRIMARY && !f.in_sync() &&
+            f.resync().phase() != "running")
+          behind = f.dir() + ": " + std::to_string(f.record().zones()) + " zones, " +
+                   std::to_string(f.record().files()) + " files recorded, " +
+                   std::to_string(f.peer_errors()) + " peer errors";
+      }
+      not_in_sync_polls = behind.empty() ? 0 : not_in_sync_polls + 1;
+      if (state == core::NodeState::kPrim && ready && not_in_sync_polls >= 2 && fs_linked_.exchange(false)) {
+        log_->Warning("the peer's copy is behind (" + behind + "): no longer a synchronous mirror");
         Post(core::EvDataLinkLost{});
       }
       std::lock_guard<std::mutex> lock(snap_mu_);

@@ -61,6 +61,7 @@ class Node : public admin::NodeControl {
   void FillState(bool verbose, proto::StateReply* reply) override;
   admin::CommandResult Execute(admin::Command cmd) override;
   void Print(admin::ModuleLog::Level level, const std::string& msg) override;
+  admin::CommandResult Verify(bool repair) override;
   std::string LogPath() override { return log_->path(); }
 
  private:

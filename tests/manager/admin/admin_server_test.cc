@@ -98,9 +98,9 @@ TEST_CASE("admin: commands, state, print and log over the unix socket", "[admin]
   {
     grpc::ClientContext ctx;
     proto::CommandReply rep;
-    REQUIRE(stub->Verify(&ctx, proto::CommandRequest(), &rep).ok());
-    CHECK_FALSE(rep.accepted());
-    CHECK(rep.reason() == "not implemented yet");
+    REQUIRE(stub->Verify(&ctx, proto::VerifyRequest(), &rep).ok());
+    CHECK_FALSE(rep.accepted());  // the fake node has no verify: refused, never pretended
+    CHECK(rep.reason() == "verify: not implemented here");
   }
   {
     std::lock_guard<std::mutex> lock(node.mu_);
