@@ -173,7 +173,7 @@ struct RfsConfig {
   std::uint64_t reiallowedbw_kbps = 0;        // reintegration bandwidth cap in KB/s; 0 = unlimited
   Millis sendtimeout{30000};                  // peer ack deadline before going alone
   Millis locktimeout{100000};                 // accepted (SafeKit); see docs for its effect
-  std::uint64_t ruzone_blocksize = 8u << 20;  // dirty-zone size in bytes (power of two, >= 4 KiB)
+  std::uint64_t ruzone_blocksize = 1u << 20;  // dirty-zone size in bytes (power of two, >= 4 KiB)
   int namespacepolicy = 0;                    // accepted for compatibility (warning when set)
   Millis syncdelta{0};                        // mtime grace period for modified-file detection after a crash
   std::vector<ReplicatedDir> replicated;      // at least one when <rfs> is present
