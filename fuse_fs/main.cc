@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "fuse_fs/control_client.h"
 #include "fuse_fs/control_server.h"
 #include "fuse_fs/filesystem.h"
 #include "fuse_fs/mount_check.h"
@@ -209,10 +210,32 @@ int main(int argc, char** argv) {
   secondary->add_option("--listen", cli.options.listen, "HOST:PORT to listen on")->required();
   auto* alone = app.add_subcommand("alone", "read-write, no peer; changes recorded dirty");
   add_common(alone, false);
+  hamirror::fs::CtlRequest ctl;
+  auto* ctl_cmd = app.add_subcommand("ctl", "talk to a running hamirror-fs through its control socket");
+  ctl_cmd->add_option("--control", ctl.control, "its control socket")->required();
+  ctl_cmd->add_option("verb", ctl.verb, "status | role | resync | verify | expect-resync")
+      ->required()
+      ->check(CLI::IsMember({"status", "role", "resync", "verify", "expect-resync"}));
+  ctl_cmd->add_option("role", ctl.role, "with role: primary | alone")
+      ->check(CLI::IsMember({"primary", "alone"}));
+  ctl_cmd->add_option("--peer", ctl.peer, "with role primary: the secondary's HOST:PORT");
+  ctl_cmd->add_flag("--full", ctl.full, "resync, expect-resync: compare everything by checksum");
+  ctl_cmd->add_flag("--repair", ctl.repair, "verify: record what differs");
+  ctl_cmd->add_flag("--quarantine", ctl.quarantine, "expect-resync: save what the resync changes first");
+  ctl_cmd->add_flag("--wait", ctl.wait, "resync, verify: wait until it ended");
+  ctl_cmd->add_option("--timeout", ctl.timeout_s, "with --wait: seconds")
+      ->check(CLI::Range(1, 7 * 24 * 3600));
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (ctl_cmd->parsed()) {
+    if (ctl.verb == "role" && (ctl.role.empty() || (ctl.role == "primary" && ctl.peer.empty()))) {
+      fprintf(stderr, "hamirror-fs ctl: role needs primary --peer HOST:PORT, or alone\n");
+      return 2;
+    }
+    return hamirror::fs::RunCtl(ctl);
   }
   if (primary->parsed()) cli.role = Role::kPrimary;
   if (secondary->parsed()) cli.role = Role::kSecondary;

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -16,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <tuple>
 #include <vector>
 
 #include "common/log.h"
@@ -147,6 +149,9 @@ int ListLocal(int dir_fd, bool with_details, std::vector<LocalEntry>* out) {
             [](const LocalEntry& a, const LocalEntry& b) { return a.name < b.name; });
   return 0;
 }
+
+const std::string& NameOf(const LocalEntry& e) { return e.name; }
+const std::string& NameOf(const std::string& s) { return s; }
 
 bool SameXattrs(const LocalEntry& l, const proto::DirEntry& t) {
   if (static_cast<size_t>(t.xattrs_size()) != l.xattrs.size()) return false;
@@ -313,6 +318,8 @@ struct ResyncEngine::Run {
   void RemoveOnPeer(uint64_t parent_rid, const proto::DirEntry& t, const std::string& rel, int depth);
   void CreateOnPeer(Inode* parent, const LocalEntry& l, Inode* child);
   void FixMetadata(uint64_t rid, const LocalEntry& l, const proto::DirEntry& t);
+  void MatchRenames(Inode* dir, const std::vector<LocalEntry>& local,
+                    std::map<std::string, proto::DirEntry>* peer);
   void ReconcileEntries(Inode* dir, const std::string& rel, const std::vector<LocalEntry>& local,
                         bool peer_empty, std::map<std::string, EntryWork>* work);
   void WalkDir(Inode* dir, const std::string& rel, bool compare, bool peer_empty, int depth);
@@ -473,6 +480,43 @@ void ResyncEngine::Run::FixMetadata(uint64_t rid, const LocalEntry& l, const pro
   }
 }
 
+// A file renamed within a directory while the peer was away shows as one name only here and one only
+// there: with the same size and mtime it is renamed on the peer instead of copied again (its data is
+// then compared by checksum like any file whose history is unknown, so a wrong match costs only the
+// blocks that differ). Updates *peer to the new names.
+void ResyncEngine::Run::MatchRenames(Inode* dir, const std::vector<LocalEntry>& local,
+                                     std::map<std::string, proto::DirEntry>* peer) {
+  std::map<std::tuple<uint64_t, int64_t, uint32_t>, std::string> gone;  // (size, mtime) -> peer-only name
+  for (const auto& [name, t] : *peer) {
+    if (t.kind() != proto::NODE_KIND_FILE || t.nlink() != 1) continue;
+    const bool mine = std::binary_search(local.begin(), local.end(), name,
+                                         [](const auto& a, const auto& b) { return NameOf(a) < NameOf(b); });
+    if (!mine) gone.emplace(std::make_tuple(t.size(), t.mtime().sec(), t.mtime().nsec()), name);
+  }
+  for (const LocalEntry& l : local) {
+    if (gone.empty()) return;
+    if (!S_ISREG(l.st.st_mode) || peer->count(l.name)) continue;
+    auto it = gone.find(std::make_tuple(static_cast<uint64_t>(l.st.st_size),
+                                        static_cast<int64_t>(l.st.st_mtim.tv_sec),
+                                        static_cast<uint32_t>(l.st.st_mtim.tv_nsec)));
+    if (it == gone.end()) continue;
+    proto::Op op;
+    auto* r = op.mutable_rename();
+    r->set_parent(dir->rid);
+    r->set_name(it->second);
+    r->set_new_parent(dir->rid);
+    r->set_new_name(l.name);
+    r->set_flags(RENAME_NOREPLACE);
+    Fix(std::move(op));
+    proto::DirEntry moved = std::move((*peer)[it->second]);
+    peer->erase(it->second);
+    moved.set_name(l.name);
+    moved.clear_mtime();  // unknown history: the data is compared by checksum
+    (*peer)[l.name] = std::move(moved);
+    gone.erase(it);
+  }
+}
+
 // With the namespace lock held: makes the peer's entries of `dir` (path rel, "" for the root) those of
 // `local`. *work: what each entry of `local` still needs (see EntryWork).
 void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
@@ -491,6 +535,7 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
     AddProgress(0, 0, static_cast<uint64_t>(answer.ByteSizeLong()));
     for (proto::DirEntry& e : *answer.mutable_entries()) peer.emplace(e.name(), std::move(e));
   }
+  if (!verify) MatchRenames(dir, local, &peer);
   for (const auto& [name, t] : peer) {
     auto at = std::lower_bound(local.begin(), local.end(), name,
                                [](const LocalEntry& a, const std::string& n) { return a.name < n; });

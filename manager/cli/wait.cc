@@ -15,7 +15,11 @@ using Clock = std::chrono::steady_clock;
 std::string Bar(double fraction) {
   constexpr int kWidth = 30;
   const int filled = std::clamp(static_cast<int>(fraction * kWidth), 0, kWidth);
-  return "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "]";
+  std::string bar(kWidth + 2, '.');
+  bar.front() = '[';
+  bar.back() = ']';
+  std::fill_n(bar.begin() + 1, filled, '#');
+  return bar;
 }
 
 void Show(std::ostream& out, const WaitOptions& o, const std::string& line) {

@@ -294,6 +294,7 @@ std::string FsLog(Cluster& c, int i) {
 FsView Rejoin(Cluster& c, int source, int target, const std::string& old_id, std::chrono::seconds deadline,
               const std::string& label) {
   const size_t log_from = FileSize(ModuleLog(c, target)), fs_log_from = FileSize(FsLogPath(c, source));
+  const size_t source_log_from = FileSize(ModuleLog(c, source));
   const auto t0 = Cluster::Clock::now();
   c.StartDaemon(target);
   CommandResult start = c.Cli(target, "start");
@@ -338,6 +339,31 @@ FsView Rejoin(Cluster& c, int source, int target, const std::string& old_id, std
   CHECK(ready_at != std::string::npos);
   CHECK(seen_at < ready_at);
   CHECK(fs_done <= ready);
+  // For the record: the steps of the join, from both module logs and the source's fs log.
+  std::string steps;
+  auto pick = [&](const std::string& log, const std::string& who) {
+    std::istringstream in(log);
+    for (std::string line; std::getline(in, line);) {
+      for (const char* k :
+           {"state ", "fs role", "peer waits", "resync", "replication stream", "starting hamirror-fs"})
+        if (line.find(k) != std::string::npos) {
+          steps +=
+              line.substr(0, 24) + " " + who + line.substr(std::min(line.size(), line.find(' ') + 1)) + "\n";
+          break;
+        }
+    }
+  };
+  pick(ReadFrom(ModuleLog(c, source), source_log_from), "n" + std::to_string(source) + " ");
+  pick(tlog, "n" + std::to_string(target) + " ");
+  pick(slog, "n" + std::to_string(source) + " fs ");
+  std::vector<std::string> lines;
+  std::istringstream split(steps);
+  for (std::string l; std::getline(split, l);) lines.push_back(l);
+  std::stable_sort(lines.begin(), lines.end(), [](const std::string& a, const std::string& b) {
+    return a.substr(0, 24) < b.substr(0, 24);
+  });
+  printf("RESYNC %s: steps\n", label.c_str());
+  for (const auto& l : lines) printf("  %s\n", l.c_str());
 
   const std::string diff = CompareTrees(c.Under(source), c.Under(target));
   CHECK(diff == "");
