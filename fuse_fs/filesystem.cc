@@ -498,7 +498,32 @@ void Filesystem::AnswerResyncBegin(proto::Ack* answer) {
   if (quarantine_next_.load()) answer->set_quarantine(true);
 }
 
+void Filesystem::DropUnlinkedFromKernel() {
+  fuse_session* se = session_.load();
+  if (se == nullptr) return;
+  std::vector<std::pair<fuse_ino_t, std::string>> drops;
+  {
+    // Exclusive: no Forget deletes an Inode while its descriptor is looked at.
+    std::unique_lock<std::shared_mutex> ns(ns_mu_);
+    for (const auto& n : table_.SnapshotParentsFirst()) {
+      struct stat st;
+      if (fstatat(n.inode->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || st.st_nlink != 0)
+        continue;
+      Inode* parent = table_.FindRid(n.parent_rid);
+      if (parent == nullptr) continue;
+      drops.emplace_back(parent == table_.root() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(parent),
+                         n.name);
+    }
+  }
+  // Outside every lock: the kernel may call back into this file system while it invalidates.
+  for (const auto& [parent, name] : drops)
+    fuse_lowlevel_notify_inval_entry(se, parent, name.c_str(), name.size());
+}
+
 void Filesystem::OnBatchApplied(const proto::OpBatch& batch) {
+  bool removed = false;
+  for (const proto::Op& op : batch.ops()) removed |= op.has_unlink() || op.has_rename();
+  if (removed) DropUnlinkedFromKernel();
   for (const proto::Op& op : batch.ops()) {
     if (!op.has_resync_mark() || op.resync_mark().begin() || !op.resync_mark().ok()) continue;
     // This copy now equals the source's: what this node's own record said (from a time it was

@@ -62,6 +62,8 @@ class Filesystem : private ResyncHost {
   Filesystem& operator=(const Filesystem&) = delete;
 
   static const fuse_lowlevel_ops& Ops();
+  // The mounted session, for invalidations the secondary sends the kernel (set once mounted).
+  void SetSession(fuse_session* session) { session_.store(session); }
 
   // Sets up the initial role before mounting (opens the record, starts the shipper or the replication
   // server). Fails on a bad address, an address in use, unusable TLS files or a record that cannot be
@@ -159,6 +161,10 @@ class Filesystem : private ResyncHost {
   void StartResyncIfConnected(const char* why);
   // Secondary: after a batch was applied (a resync's end mark resets this node's own record).
   void OnBatchApplied(const proto::OpBatch& batch);
+  // Secondary: after the peer removed entries underneath, the kernel is told to drop its entries for
+  // files now unlinked, so it forgets them and their O_PATH handles close: otherwise a file a local
+  // reader looked up keeps its disk space here until the kernel's caches are dropped.
+  void DropUnlinkedFromKernel();
   // Secondary: the answer to a resync's start mark (does this node's own record ask for more?).
   void AnswerResyncBegin(proto::Ack* answer);
 
@@ -186,6 +192,7 @@ class Filesystem : private ResyncHost {
   std::unique_ptr<ResyncEngine> verify_;      // the same walk, comparing only (never with resync_)
   std::atomic<bool> quarantine_next_{false};  // secondary: see ExpectResync
   std::atomic<bool> full_next_{false};        // secondary: see ExpectResync
+  std::atomic<fuse_session*> session_{nullptr};
 };
 
 }  // namespace hamirror::fs

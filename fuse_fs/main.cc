@@ -118,6 +118,7 @@ int Run(Cli& cli) {
   fuse_session* se = fuse_session_new(&args, &Filesystem::Ops(), sizeof(fuse_lowlevel_ops), fs.get());
   fuse_opt_free_args(&args);
   if (se == nullptr) return Fail(Status::Internal("fuse_session_new failed"));
+  fs->SetSession(se);
   if (fuse_set_signal_handlers(se) != 0) return Fail(Status::Internal("cannot install signal handlers"));
   if (fuse_session_mount(se, dir.c_str()) != 0) {
     fuse_remove_signal_handlers(se);
@@ -138,6 +139,7 @@ int Run(Cli& cli) {
 
   // Requests in flight are answered (acked, or not shipped) before the mount goes away.
   control.reset();
+  fs->SetSession(nullptr);
   fs->Stop();
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);

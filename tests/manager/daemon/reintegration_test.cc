@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <cstdio>
@@ -185,6 +186,8 @@ void StartAndFill(Cluster& c) {
              << host_view.st_dev);
     CHECK(under.st_dev == node.st_dev);
     CHECK(under.st_dev != fuse_dev);
+    printf("RESYNC n%d: the test's own view of %s/data is %s\n", i, c.Dir(i).c_str(),
+           host_view.st_dev == fuse_dev ? "the FUSE mount" : "the directory underneath");
   }
 
   TempDir src;
