@@ -420,9 +420,21 @@ void Filesystem::Stop() {
   }
 }
 
+uint64_t Filesystem::MetaOnlyIno(const proto::Op& op) {
+  // A file's mode, owner or times (a Setattr without a size, an fsync's time fix): the resync puts
+  // them right per file. Anything else (a namespace change, xattrs, a directory's times) rescans.
+  uint64_t rid = 0;
+  if (op.has_setattr() && !op.setattr().has_size()) rid = op.setattr().rid();
+  if (op.has_fsync()) rid = op.fsync().rid();
+  for (const proto::TimeFix& t : op.times())
+    if (rid != 0 && t.rid() != rid) return 0;
+  Inode* inode = rid != 0 ? table_.FindRid(rid) : nullptr;
+  return inode != nullptr && inode->type == S_IFREG ? inode->ino : 0;
+}
+
 void Filesystem::Ship(proto::Op&& op, PendingReply* pending) {
   // Binds and forgets change nothing the peer could lack; data ranges were announced to the record
-  // by BeginRecord; anything else the peer does not apply is a namespace/metadata difference.
+  // by BeginRecord; anything else the peer does not apply is a metadata or namespace difference.
   const bool change = !op.has_bind() && !op.has_forget();
   std::shared_lock<std::shared_mutex> lock(shipper_mu_);
   if (!shipper_) {
@@ -433,10 +445,21 @@ void Filesystem::Ship(proto::Op&& op, PendingReply* pending) {
     return;
   }
   if (pending) {
-    if (change && pending->span.record == nullptr) pending->span.record = record_.get();
+    if (change && pending->span.record == nullptr) {
+      pending->span.record = record_.get();
+      pending->span.meta_ino = MetaOnlyIno(op);
+    }
     shipper_->Ship(std::move(op), &PendingReply::OnShipped, pending);
   } else if (change) {
-    shipper_->Ship(std::move(op), &Filesystem::OnChangeShipped, record_.get());
+    if (const uint64_t ino = MetaOnlyIno(op); ino != 0) {
+      // A file's times after its data changed (flush, close): common, so told per file.
+      PendingReply* p = PendingReply::New(nullptr, PendingReply::Kind::kNone, 1);
+      p->span.record = record_.get();
+      p->span.meta_ino = ino;
+      shipper_->Ship(std::move(op), &PendingReply::OnShipped, p);
+    } else {
+      shipper_->Ship(std::move(op), &Filesystem::OnChangeShipped, record_.get());
+    }
   } else {
     shipper_->Ship(std::move(op), &NoopCallback, nullptr);
   }

@@ -156,6 +156,9 @@ class Filesystem : private ResyncHost {
   // Returns errno (EIO when the record cannot be written: the change is refused, never unrecorded).
   int BeginRecord(Inode& inode, uint64_t offset, uint64_t length, RecordSpan* span);
   static void OnChangeShipped(void* ctx, const replicator::ShipResult& result);
+  // The local inode number of the regular file whose mode, owner or times alone op changes; 0 when
+  // it changes anything else.
+  uint64_t MetaOnlyIno(const proto::Op& op);
   void FillRecordStatus(proto::FsStatus* st) const;
   // Starts the automatic resync after a stream came up (shipper_mu_ not held).
   void StartResyncIfConnected(const char* why);

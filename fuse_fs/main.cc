@@ -181,6 +181,8 @@ int main(int argc, char** argv) {
         "--control socket's directory, else /var/lib/hamirror)");
     sub->add_option("--zone-size", cli.options.zone_size, "record granularity in bytes (ruzone_blocksize)")
         ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 30));
+    sub->add_option("--resync-workers", cli.options.resync.workers, "files resynced at once (nbrei)")
+        ->check(CLI::Range(1, 64));
     sub->add_option("--resync-rate", cli.options.resync.max_rate_bps,
                     "resync bandwidth cap in bytes per second (reiallowedbw); 0: unlimited");
     sub->add_option_function<std::string>(

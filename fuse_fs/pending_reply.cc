@@ -18,10 +18,11 @@ void RecordSpan::Finish(bool acked) {
   if (length != 0) {
     record->End(ino, offset, length, acked);
   } else if (!acked) {
-    // Durable once (then a no-op): a namespace or metadata change the peer lacks. Failing to record
-    // it would hide a difference: that is logged loudly, and the record's next open finds the
-    // session unclean (tree) anyway.
-    Status s = record->MarkTree("a namespace or metadata change did not reach the peer");
+    // Durable once (then a no-op): a change the peer lacks. Failing to record it would hide a
+    // difference: that is logged loudly, and the record's next open finds the session unclean
+    // (tree) anyway.
+    Status s = meta_ino != 0 ? record->MarkMeta(meta_ino)
+                             : record->MarkTree("a namespace or metadata change did not reach the peer");
     if (!s.ok()) HLOG_ERROR("cannot record a change the peer lacks: %s", s.ToString().c_str());
   }
   record = nullptr;

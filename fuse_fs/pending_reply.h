@@ -30,6 +30,9 @@ struct RecordSpan {
   uint64_t ino = 0;
   uint64_t offset = 0;
   uint64_t length = 0;  // 0: not a data range
+  // Not a data range: a metadata change (mode, owner, times) of this regular file; 0: anything else
+  // (a namespace change, an xattr...), which marks the whole tree.
+  uint64_t meta_ino = 0;
   // Tells the record how the peer's half ended, then forgets the span.
   void Finish(bool acked);
 };

@@ -186,7 +186,9 @@ struct ResyncEngine::Run {
   bool verify = false;      // compare only: report differences (Differ), fix nothing
   bool repair = false;      // verify: record what differs
   replicator::RecordSnapshot snap;
-  std::string error;  // first fatal problem: the run stops
+  std::mutex error_mu;
+  std::string error;  // first fatal problem: the run stops (under error_mu)
+  std::atomic<bool> failed{false};
 
   // Fixes in flight (their callbacks count problems).
   std::mutex fix_mu;
@@ -195,11 +197,15 @@ struct ResyncEngine::Run {
   std::atomic<uint64_t> fix_errors{0};
   std::atomic<bool> lost{false};
 
-  std::vector<char> buf;  // reads of one chunk
-
-  bool Stopped() const { return !error.empty() || lost.load() || engine->cancel_.load(); }
+  bool Stopped() const { return failed.load() || lost.load() || engine->cancel_.load(); }
   void Fail(const std::string& why) {
+    std::lock_guard<std::mutex> lock(error_mu);
     if (error.empty()) error = why;
+    failed = true;
+  }
+  std::string Error() {
+    std::lock_guard<std::mutex> lock(error_mu);
+    return error;
   }
 
   void AddProgress(uint64_t done, uint64_t sent, uint64_t wire) {
@@ -298,20 +304,46 @@ struct ResyncEngine::Run {
     bool skip = false;                    // verify: missing or replaced on the peer (reported already)
     std::optional<proto::DirEntry> peer;  // the peer's entry as listed (reconciled directories)
   };
-  // One regular file to resync.
+  // One regular file to resync. Self-contained: a worker may run it after the walk moved on.
   struct FileJob {
-    const replicator::RecordedFile* rec = nullptr;  // its record entry, if any
+    Inode* file = nullptr;  // a lookup reference taken by the walk, released when the job is done
+    const replicator::RecordedFile* rec = nullptr;  // its record entry, if any (the pass's snapshot)
     bool whole = false;                             // compare all its data
     std::string rel;                                // path from the root (quarantine, messages)
     uint64_t parent_rid = 0;                        // where it is, for SaveOnPeer
     std::string name;
     bool save_first = false;                // split brain: save the peer's copy before changing it
-    const proto::DirEntry* peer = nullptr;  // the peer's attributes, when listed
+    std::optional<proto::DirEntry> peer;    // the peer's attributes, when listed
     struct timespec listed_ctime = {0, 0};  // the local ctime when the peer's entry was listed
   };
-  const FileJob* job = nullptr;  // the file being resynced
-  bool job_saved = false;        // its peer copy is saved (or needs no saving)
-  bool file_sent = false;        // a block of it was sent
+  // One file being resynced by one thread.
+  struct FileState {
+    const FileJob* job = nullptr;
+    int io_fd = -1;
+    bool saved = false;  // its peer copy is saved (or needs no saving)
+    bool sent = false;   // a block of it was sent
+    std::vector<char>* buf = nullptr;
+  };
+  // A BlockSums query in flight, with the local sums taken at its stream position.
+  struct Pending {
+    uint64_t off = 0, len = 0;
+    std::vector<uint64_t> mine;
+    std::shared_ptr<Reply> reply;
+  };
+
+  // Files are handed to `workers` threads (nbrei); with one, the walk runs them itself.
+  std::mutex q_mu;
+  std::condition_variable q_cv;       // work queued, room in the queue, or closing
+  std::condition_variable q_idle_cv;  // queue empty and nobody busy
+  std::deque<FileJob> queue;
+  int busy = 0;
+  bool closing = false;
+  std::vector<std::thread> threads;
+  void StartWorkers();
+  void StopWorkers();
+  void Submit(FileJob&& job);
+  void DrainWorkers();         // every job submitted so far is done
+  std::vector<char> walk_buf;  // chunk reads of the jobs the walk runs itself
   // Split brain: the peer saves its entry parent/name (its path: rel) before it changes. False: the
   // run is failed (nothing may be changed unsaved).
   bool SaveOnPeer(uint64_t parent_rid, const std::string& name, const std::string& rel);
@@ -323,10 +355,14 @@ struct ResyncEngine::Run {
   void ReconcileEntries(Inode* dir, const std::string& rel, const std::vector<LocalEntry>& local,
                         bool peer_empty, std::map<std::string, EntryWork>* work);
   void WalkDir(Inode* dir, const std::string& rel, bool compare, bool peer_empty, int depth);
-  void ResyncFile(Inode* file, const FileJob& job);
-  // Before the first change of the current file (split brain): saves the peer's copy. False: failed.
-  bool BeforeFileChange();
-  bool CompareChunk(Inode* file, int io_fd, uint64_t off, uint64_t len);
+  void RunJob(FileJob& job, std::vector<char>* buf);
+  void ResyncFile(FileState& fs);
+  // Before the first change of the file (split brain): saves the peer's copy. False: failed.
+  bool BeforeFileChange(FileState& fs);
+  // Ships the query for [off, off+len) and reads the local sums at the same stream position.
+  bool AskChunk(FileState& fs, uint64_t off, uint64_t len, Pending* out);
+  // Waits for the answer and sends the blocks that differ (or reports them). False: stop the file.
+  bool FinishChunk(FileState& fs, Pending& p);
   void Pace();
 };
 
@@ -340,10 +376,12 @@ Inode* ResyncEngine::Run::Acquire(Inode* parent, const std::string& name, bool b
     close(fd);
     return nullptr;
   }
-  bool created = false;
+  bool created = false;  // (a kernel lookup binds only new handles; the resync always does)
   Inode* inode = host->resync_table().LookupOrInsert(fd, st, parent->rid, name, &created);
-  if (created && bind) {
-    // As a kernel lookup does: the peer learns the handle before anything names it.
+  if (bind) {
+    // As a kernel lookup does: the peer learns the handle before anything names it. Also when the
+    // handle exists here already: the peer may not know it (a re-bind that failed on the new
+    // session, a rename the resync just made there). Binding again is harmless.
     proto::Op op;
     auto* b = op.mutable_bind();
     b->set_rid(inode->rid);
@@ -629,17 +667,21 @@ void ResyncEngine::Run::WalkDir(Inode* dir, const std::string& rel, bool compare
       if (!full && !w.whole && rec == snap.files.end()) continue;
       Inode* child = Acquire(dir, l.name, /*bind=*/true, /*ns_held=*/false);
       if (child == nullptr) continue;
+      if (child->type != S_IFREG) {
+        Release(child, /*ns_held=*/false);
+        continue;
+      }
       FileJob job;
+      job.file = child;
       job.rec = rec == snap.files.end() ? nullptr : &rec->second;
       job.whole = full || w.whole;
       job.rel = path;
       job.parent_rid = dir->rid;
       job.name = l.name;
       job.save_first = quarantine && !w.created;
-      job.peer = w.peer ? &*w.peer : nullptr;
+      job.peer = w.peer;
       job.listed_ctime = l.st.st_ctim;
-      if (child->type == S_IFREG) ResyncFile(child, job);
-      Release(child, /*ns_held=*/false);
+      Submit(std::move(job));
     }
   }
   if (compare && !Stopped() && !verify) {
@@ -654,6 +696,56 @@ void ResyncEngine::Run::WalkDir(Inode* dir, const std::string& rel, bool compare
       Fix(std::move(op));
     }
   }
+}
+
+void ResyncEngine::Run::StartWorkers() {
+  closing = false;
+  for (int i = 1; i < opt.workers; ++i) {
+    threads.emplace_back([this] {
+      std::vector<char> buf;
+      std::unique_lock<std::mutex> lock(q_mu);
+      while (true) {
+        q_cv.wait(lock, [this] { return closing || !queue.empty(); });
+        if (queue.empty()) return;  // closing
+        FileJob job = std::move(queue.front());
+        queue.pop_front();
+        ++busy;
+        q_cv.notify_all();  // room in the queue
+        lock.unlock();
+        RunJob(job, &buf);
+        lock.lock();
+        --busy;
+        if (queue.empty() && busy == 0) q_idle_cv.notify_all();
+      }
+    });
+  }
+}
+
+void ResyncEngine::Run::StopWorkers() {
+  {
+    std::lock_guard<std::mutex> lock(q_mu);
+    closing = true;
+  }
+  q_cv.notify_all();
+  for (auto& t : threads) t.join();
+  threads.clear();
+}
+
+void ResyncEngine::Run::Submit(FileJob&& job) {
+  if (threads.empty()) {
+    RunJob(job, &walk_buf);
+    return;
+  }
+  std::unique_lock<std::mutex> lock(q_mu);
+  // Bounded: the walk runs at most a few files ahead of the workers.
+  q_cv.wait(lock, [this] { return queue.size() < 2 * threads.size(); });
+  queue.push_back(std::move(job));
+  q_cv.notify_all();
+}
+
+void ResyncEngine::Run::DrainWorkers() {
+  std::unique_lock<std::mutex> lock(q_mu);
+  q_idle_cv.wait(lock, [this] { return queue.empty() && busy == 0; });
 }
 
 void ResyncEngine::Run::Pace() {
@@ -673,105 +765,116 @@ void ResyncEngine::Run::Pace() {
   }
 }
 
-// Compares [off, off+len) of the file (a chunk) with the peer and sends the blocks that differ.
-bool ResyncEngine::Run::CompareChunk(Inode* file, int io_fd, uint64_t off, uint64_t len) {
+bool ResyncEngine::Run::AskChunk(FileState& fs, uint64_t off, uint64_t len, Pending* out) {
   const uint32_t bs = opt.block_size;
-  std::vector<uint64_t> mine;
-  std::shared_ptr<Reply> reply;
+  Inode* file = fs.job->file;
+  out->off = off;
+  out->len = len;
+  out->mine.clear();
+  proto::Op query;
+  auto* q = query.mutable_block_sums();
+  q->set_rid(file->rid);
+  q->set_offset(off);
+  q->set_length(len);
+  q->set_block_size(bs);
+  // The local sums and the query take the same stream position: the data lock orders the
+  // application's writes of this file (shipped and applied under it).
+  std::lock_guard<std::mutex> lock(file->data_mu);
+  out->reply = Ask(std::move(query));
+  if (out->reply == nullptr) return false;
+  ssize_t n = pread(fs.io_fd, fs.buf->data(), len, static_cast<off_t>(off));
+  if (n < 0) n = 0;
+  for (ssize_t at = 0; at < n; at += bs)
+    out->mine.push_back(XXH3_64bits(fs.buf->data() + at, std::min<size_t>(bs, static_cast<size_t>(n - at))));
+  return true;
+}
+
+bool ResyncEngine::Run::FinishChunk(FileState& fs, Pending& p) {
+  const uint32_t bs = opt.block_size;
+  Inode* file = fs.job->file;
   for (int attempt = 0;; ++attempt) {
-    if (Stopped()) return false;
-    if (attempt == 5) {
+    bool retry = false;
+    if (Await(p.reply, &retry)) break;
+    if (!retry) return !Stopped();  // a peer error is counted; the next pass sees it again
+    // The answer was lost in a reconnect: ask again, local sums included (one stream position).
+    if (attempt == 4) {
       Fail("the peer's block sums were lost 5 times in a row");
       return false;
     }
-    mine.clear();
-    proto::Op query;
-    {
-      // The local sums and the query take the same stream position: the data lock orders the
-      // application's writes of this file (shipped and applied under it).
-      std::lock_guard<std::mutex> lock(file->data_mu);
-      auto* q = query.mutable_block_sums();
-      q->set_rid(file->rid);
-      q->set_offset(off);
-      q->set_length(len);
-      q->set_block_size(bs);
-      reply = Ask(std::move(query));
-      if (reply == nullptr) return false;
-      ssize_t n = pread(io_fd, buf.data(), len, static_cast<off_t>(off));
-      if (n < 0) n = 0;
-      for (ssize_t at = 0; at < n; at += bs) {
-        mine.push_back(XXH3_64bits(buf.data() + at, std::min<size_t>(bs, static_cast<size_t>(n - at))));
-      }
-    }
-    bool retry = false;
-    if (Await(reply, &retry)) break;
-    if (!retry) return !Stopped();  // a peer error is counted; the next pass sees it again
-    // The answer was lost in a reconnect: ask again, local sums included (one stream position).
+    if (Stopped() || !AskChunk(fs, p.off, p.len, &p)) return false;
   }
-  const proto::Ack& ack = reply->ack;
-  AddProgress(len, 0, 8ull * static_cast<uint64_t>(ack.sums_size()) + 32);
-  // Coalesce differing blocks into writes of up to a chunk.
-  size_t i = 0;
-  while (i < mine.size() && !Stopped()) {
-    auto differs = [&](size_t k) {
-      return k >= static_cast<size_t>(ack.sums_size()) || ack.sums(static_cast<int>(k)) != mine[k];
-    };
+  const proto::Ack& ack = p.reply->ack;
+  AddProgress(p.len, 0, 8ull * static_cast<uint64_t>(ack.sums_size()) + 32);
+  auto differs = [&](size_t k) {
+    return k >= static_cast<size_t>(ack.sums_size()) || ack.sums(static_cast<int>(k)) != p.mine[k];
+  };
+  // Differing blocks, coalesced into writes of up to a chunk.
+  for (size_t i = 0; i < p.mine.size() && !Stopped();) {
     if (!differs(i)) {
       ++i;
       continue;
     }
     size_t j = i + 1;
-    while (j < mine.size() && differs(j)) ++j;
-    const uint64_t from = off + i * bs;
-    const uint64_t bytes = std::min<uint64_t>((j - i) * uint64_t{bs}, off + len - from);
+    while (j < p.mine.size() && differs(j)) ++j;
+    const uint64_t from = p.off + i * bs;
+    const uint64_t bytes = std::min<uint64_t>((j - i) * uint64_t{bs}, p.off + p.len - from);
+    i = j;
     if (verify) {
-      Differ(
-          job->rel + ": bytes " + std::to_string(from) + ".." + std::to_string(from + bytes - 1) + " differ",
-          file->ino);
-      i = j;
+      Differ(fs.job->rel + ": bytes " + std::to_string(from) + ".." + std::to_string(from + bytes - 1) +
+                 " differ",
+             file->ino);
       continue;
     }
-    if (!BeforeFileChange()) return false;
+    if (!BeforeFileChange(fs)) return false;
     {
       std::lock_guard<std::mutex> lock(file->data_mu);
-      ssize_t n = pread(io_fd, buf.data(), bytes, static_cast<off_t>(from));
+      ssize_t n = pread(fs.io_fd, fs.buf->data(), bytes, static_cast<off_t>(from));
       if (n > 0) {
         proto::Op op;
         auto* w = op.mutable_write();
         w->set_rid(file->rid);
         w->set_offset(from);
-        w->set_data(buf.data(), static_cast<size_t>(n));
+        w->set_data(fs.buf->data(), static_cast<size_t>(n));
         Fix(std::move(op));
-        file_sent = true;
+        fs.sent = true;
         AddProgress(0, static_cast<uint64_t>(n), static_cast<uint64_t>(n));
       }
     }
     Pace();
-    i = j;
   }
   return true;
 }
 
-bool ResyncEngine::Run::BeforeFileChange() {
-  if (job_saved) return true;
-  job_saved = true;
-  return SaveOnPeer(job->parent_rid, job->name, job->rel);
+bool ResyncEngine::Run::BeforeFileChange(FileState& fs) {
+  if (fs.saved) return true;
+  fs.saved = true;
+  return SaveOnPeer(fs.job->parent_rid, fs.job->name, fs.job->rel);
 }
 
-void ResyncEngine::Run::ResyncFile(Inode* file, const FileJob& file_job) {
-  job = &file_job;
-  job_saved = !file_job.save_first;
-  file_sent = false;
+void ResyncEngine::Run::RunJob(FileJob& job, std::vector<char>* buf) {
+  FileState fs;
+  fs.job = &job;
+  fs.saved = !job.save_first;
+  fs.buf = buf;
+  UniqueFd io(open(ProcPath(job.file->fd).buf, O_RDONLY | O_CLOEXEC | O_NOATIME));
+  if (!io) io.Reset(open(ProcPath(job.file->fd).buf, O_RDONLY | O_CLOEXEC));
+  if (!io) {
+    Fail(std::string("cannot open ") + job.rel + " to resync it: " + strerror(errno));
+  } else {
+    fs.io_fd = io.get();
+    ResyncFile(fs);
+  }
+  Release(job.file, /*ns_held=*/false);
+  job.file = nullptr;
+}
+
+void ResyncEngine::Run::ResyncFile(FileState& fs) {
+  const FileJob& file_job = *fs.job;
+  Inode* file = file_job.file;
   const replicator::RecordedFile* rec = file_job.rec;
   const bool whole = file_job.whole;
-  UniqueFd io(open(ProcPath(file->fd).buf, O_RDONLY | O_CLOEXEC | O_NOATIME));
-  if (!io) io.Reset(open(ProcPath(file->fd).buf, O_RDONLY | O_CLOEXEC));
-  if (!io) {
-    Fail(std::string("cannot open a file to resync: ") + strerror(errno));
-    return;
-  }
   struct stat st;
-  if (fstat(io.get(), &st) != 0) return;
+  if (fstat(fs.io_fd, &st) != 0) return;
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   const uint64_t zs = snap.zone_size ? snap.zone_size : (1 << 20);
   // Ranges to compare, in order, clipped at the current size (appends meanwhile are replicated live).
@@ -797,20 +900,38 @@ void ResyncEngine::Run::ResyncFile(Inode* file, const FileJob& file_job) {
     engine->progress_.set_bytes_total(engine->progress_.bytes_total() + total);
     engine->progress_.set_files_total(engine->progress_.files_total() + 1);
   }
-  buf.resize(opt.chunk_size);
+  fs.buf->resize(opt.chunk_size);
+  // Up to `window` queries of this file in flight: the peer reads and hashes chunk k+1 while this
+  // side compares chunk k.
+  std::deque<Pending> window;
+  bool stop = false;
   for (auto [from, to] : ranges) {
-    for (uint64_t off = from; off < to && !Stopped(); off += opt.chunk_size) {
-      if (!CompareChunk(file, io.get(), off, std::min<uint64_t>(opt.chunk_size, to - off))) return;
+    for (uint64_t off = from; off < to && !stop && !Stopped(); off += opt.chunk_size) {
+      Pending& p = window.emplace_back();
+      if (!AskChunk(fs, off, std::min<uint64_t>(opt.chunk_size, to - off), &p)) {
+        window.pop_back();
+        stop = true;
+        break;
+      }
+      if (static_cast<int>(window.size()) >= std::max(1, opt.window)) {
+        stop = !FinishChunk(fs, window.front());
+        window.pop_front();
+      }
     }
   }
+  // Every query shipped is waited for (its reply holder goes with it), even when stopping.
+  for (; !window.empty(); window.pop_front()) {
+    if (!stop) stop = !FinishChunk(fs, window.front());
+  }
+  if (stop) return;
   if (Stopped()) return;
   {
     // Size (the peer's copy may be longer), mode, owner and times as they stand now; nothing to send
     // when the peer's listed attributes already match and no block differed.
     std::lock_guard<std::mutex> lock(file->data_mu);
-    if (fstat(io.get(), &st) == 0) {
-      const proto::DirEntry* t = file_job.peer;
-      const bool same = t != nullptr && !file_sent && static_cast<uint64_t>(st.st_size) == t->size() &&
+    if (fstat(fs.io_fd, &st) == 0) {
+      const proto::DirEntry* t = file_job.peer ? &*file_job.peer : nullptr;
+      const bool same = t != nullptr && !fs.sent && static_cast<uint64_t>(st.st_size) == t->size() &&
                         st.st_uid == t->uid() && st.st_gid == t->gid() && (st.st_mode & 07777) == t->mode() &&
                         SameTime(st.st_mtim, t->mtime());
       // Verify compares attributes only of a file untouched since both listings (same ctime): a file
@@ -819,10 +940,10 @@ void ResyncEngine::Run::ResyncFile(Inode* file, const FileJob& file_job) {
                              st.st_ctim.tv_nsec == file_job.listed_ctime.tv_nsec;
       if (verify) {
         if (t != nullptr && !same && untouched)
-          Differ(job->rel + ": size, mode, owner or mtime differ (" + std::to_string(st.st_size) +
+          Differ(file_job.rel + ": size, mode, owner or mtime differ (" + std::to_string(st.st_size) +
                      " bytes here, " + std::to_string(t->size()) + " there)",
                  file->ino);
-      } else if (!same && BeforeFileChange()) {
+      } else if (!same && BeforeFileChange(fs)) {
         proto::Op op;
         auto* sa = op.mutable_setattr();
         sa->set_rid(file->rid);
@@ -957,6 +1078,7 @@ bool ResyncEngine::Passes(Run* run, uint64_t id) {
     run->tree = run->full || run->snap.tree;
     const uint64_t errors_before = run->fix_errors.load();
     run->WalkDir(root, "", run->tree || run->snap.dirs.count(root->ino) != 0, false, 0);
+    run->DrainWorkers();
     run->WaitFixes();
     if (run->Stopped()) return false;
     if (const uint64_t refused = run->fix_errors.load() - errors_before; refused > 0) {
@@ -987,8 +1109,11 @@ bool ResyncEngine::Attempt(bool full, std::string why, uint64_t id, bool* lost) 
   Begin(&run, id, &why);
   HLOG_INFO("resync %llu starts: %s (%s)", (unsigned long long)id,
             run.full ? "full checksum compare" : "incremental", why.c_str());
+  run.StartWorkers();
   bool ok = !run.Stopped() && Passes(&run, id);
-  if (!ok && run.error.empty()) run.Fail(cancel_.load() ? "cancelled" : "replication link lost");
+  run.DrainWorkers();
+  run.StopWorkers();
+  if (!ok && !run.failed.load()) run.Fail(cancel_.load() ? "cancelled" : "replication link lost");
   if (!run.lost.load()) {
     proto::Op end;
     auto* e = end.mutable_resync_mark();
@@ -1010,10 +1135,10 @@ bool ResyncEngine::Attempt(bool full, std::string why, uint64_t id, bool* lost) 
               (unsigned long long)p.files_done(), p.elapsed_s());
   } else {
     HLOG_WARN("resync %llu failed: %s (the record keeps what is left)", (unsigned long long)id,
-              run.error.c_str());
+              run.Error().c_str());
   }
   std::lock_guard<std::mutex> lock(mu_);
-  progress_.set_error(run.error);
+  progress_.set_error(run.Error());
   return ok;
 }
 
@@ -1024,18 +1149,22 @@ void ResyncEngine::VerifyMain(bool repair, uint64_t id) {
   run.full = run.tree = true;
   HLOG_INFO("verify %llu starts%s", (unsigned long long)id,
             repair ? " (repair: differences are recorded)" : "");
+  run.StartWorkers();
   run.WalkDir(host_->resync_table().root(), "", true, false, 0);
+  run.DrainWorkers();
+  run.StopWorkers();
   run.WaitFixes();
-  if (run.error.empty() && run.lost.load()) run.Fail("replication link lost");
-  if (run.error.empty() && cancel_.load()) run.Fail("cancelled");
-  if (run.error.empty() && run.fix_errors.load() > 0) run.Fail("the peer could not answer every query");
+  if (!run.failed.load() && run.lost.load()) run.Fail("replication link lost");
+  if (!run.failed.load() && cancel_.load()) run.Fail("cancelled");
+  if (!run.failed.load() && run.fix_errors.load() > 0) run.Fail("the peer could not answer every query");
+  const std::string error = run.Error();
   std::lock_guard<std::mutex> lock(mu_);
   progress_.set_elapsed_s(std::chrono::duration<double>(Clock::now() - started_).count());
-  progress_.set_error(run.error);
-  progress_.set_phase(run.error.empty() ? "done" : "failed");
+  progress_.set_error(error);
+  progress_.set_phase(error.empty() ? "done" : "failed");
   HLOG_INFO("verify %llu %s: %llu bytes compared, %llu differences%s", (unsigned long long)id,
-            run.error.empty() ? "done" : "failed", (unsigned long long)progress_.bytes_done(),
-            (unsigned long long)progress_.differences(), run.error.empty() ? "" : (": " + run.error).c_str());
+            error.empty() ? "done" : "failed", (unsigned long long)progress_.bytes_done(),
+            (unsigned long long)progress_.differences(), error.empty() ? "" : (": " + error).c_str());
   running_ = false;
 }
 

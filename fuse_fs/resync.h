@@ -59,7 +59,8 @@ class ResyncHost {
 struct ResyncOptions {
   uint32_t block_size = 64 << 10;  // checksum granularity (what is sent when one byte differs)
   uint64_t chunk_size = 1 << 20;   // one BlockSums query
-  int window = 8;                  // queries of one file in flight at once
+  int window = 4;                  // queries of one file in flight at once
+  int workers = 3;                 // files resynced at once (nbrei)
   int max_passes = 4;
   uint64_t max_rate_bps = 0;  // 0: unlimited (reiallowedbw)
 };

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <google/protobuf/descriptor.h>
 #include <liburing.h>
 #include <linux/fs.h>
 #include <pthread.h>
@@ -89,6 +90,12 @@ const char* BadBlockSums(const proto::BlockSums& b) {
   if (b.length() > kBlockSumsMaxLength) return "length above 64 MiB";
   if (b.offset() > static_cast<uint64_t>(INT64_MAX) - b.length()) return "range beyond the largest offset";
   return nullptr;
+}
+
+// For log lines: the operation's kind as named in replication.proto.
+const char* OpKindName(const proto::Op& op) {
+  const auto* field = proto::Op::descriptor()->FindFieldByNumber(static_cast<int>(op.body_case()));
+  return field != nullptr ? field->name().c_str() : "empty";
 }
 
 timespec ToTimespec(const proto::Timespec& t) {
@@ -242,12 +249,12 @@ class ApplierImpl final : public Applier {
   }
 
   // With stats_mu_ held.
-  void RememberErrorLocked(uint64_t seq, int err) {
+  void RememberErrorLocked(uint64_t seq, int err, const char* kind) {
     // Every error ack leaves this copy behind the primary's until a resync: worth a warning, but
     // bounded (a flood of them would otherwise fill the log).
     if (stats_.error_acks < 20 || stats_.error_acks % 1000 == 0) {
-      HLOG_WARN("op seq %llu could not be applied: %s (error acks so far: %llu)", (unsigned long long)seq,
-                strerror(err), (unsigned long long)stats_.error_acks + 1);
+      HLOG_WARN("op seq %llu (%s) could not be applied: %s (error acks so far: %llu)",
+                (unsigned long long)seq, kind, strerror(err), (unsigned long long)stats_.error_acks + 1);
     }
     ++stats_.error_acks;
     recent_errors_.emplace_back(seq, err);
@@ -479,7 +486,7 @@ void ApplierImpl::FinishOp(const proto::Op& op, int err, bool deferred, std::vec
     ack.set_error(err);
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.ops_applied;
-    if (err != 0) RememberErrorLocked(op.seq(), err);
+    if (err != 0) RememberErrorLocked(op.seq(), err, OpKindName(op));
   }
   if (err != 0) {
     HLOG_DEBUG("apply seq %llu (op kind %d): %s", (unsigned long long)op.seq(), (int)op.body_case(),
@@ -1193,7 +1200,7 @@ void ApplierImpl::Durable(uint64_t seq, int err) {
   {
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.ops_applied;
-    if (err != 0) RememberErrorLocked(seq, err);
+    if (err != 0) RememberErrorLocked(seq, err, "flush");
     if (stats_.flushes_in_flight > 0) --stats_.flushes_in_flight;
   }
   if (cb != nullptr) cb(ctx, seq, err);

@@ -469,7 +469,13 @@ void ShipperImpl::CompleteLocked(uint64_t seq, const ShipResult& result, std::ve
   Entry& e = q_[seq - front_seq_];
   if (e.done) return;
   e.done = true;
-  if (result.outcome == ShipOutcome::kPeerError) {
+  if (result.outcome == ShipOutcome::kPeerError && e.op.has_bind()) {
+    // A handle the peer cannot bind (the entry is not there: a new session re-binding names the
+    // peer lacks, before a resync makes them). Nothing changed; what later names the handle fails
+    // and is counted then.
+    HLOG_DEBUG("peer could not bind rid %llu: %s", (unsigned long long)e.op.bind().rid(),
+               strerror(result.peer_errno));
+  } else if (result.outcome == ShipOutcome::kPeerError) {
     if (peer_errors_ < 20 || peer_errors_ % 1000 == 0) {
       const bool marks = e.note.rid != 0 || e.note.namespace_change || e.note.meta_count > 0;
       HLOG_WARN("peer could not apply op seq %llu (rid %llu): %s%s", (unsigned long long)seq,

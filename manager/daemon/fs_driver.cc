@@ -53,7 +53,8 @@ Status FsDriver::Spawn(const FsDir& d) {
   }
   if (d.direct_io_all) args.insert(args.end(), {"--direct-io", "all"});
   if (!launch_.state_dir.empty()) args.insert(args.end(), {"--state-dir", launch_.state_dir});
-  args.insert(args.end(), {"--zone-size", std::to_string(launch_.zone_size)});
+  args.insert(args.end(), {"--zone-size", std::to_string(launch_.zone_size), "--resync-workers",
+                           std::to_string(launch_.resync_workers)});
   if (launch_.resync_rate_bps != 0)
     args.insert(args.end(), {"--resync-rate", std::to_string(launch_.resync_rate_bps)});
   std::vector<char*> argv;

@@ -31,6 +31,7 @@ struct FsLaunch {
   std::string state_dir;         // --state-dir: the record of what the peer may lack (module state dir)
   uint64_t zone_size = 1 << 20;  // --zone-size (ruzone_blocksize)
   uint64_t resync_rate_bps = 0;  // --resync-rate (reiallowedbw), 0: unlimited
+  int resync_workers = 3;        // --resync-workers (nbrei)
 };
 
 // A resync into this node as its hamirror-fs (secondary) reports it, per directory.

@@ -251,6 +251,7 @@ Status Node::Init() {
   launch.state_dir = cfg.hamirror.state_dir;
   launch.zone_size = cfg.rfs.ruzone_blocksize;
   launch.resync_rate_bps = cfg.rfs.reiallowedbw_kbps * 1024;
+  launch.resync_workers = cfg.rfs.nbrei;
   fs_ = std::make_unique<FsDriver>(std::move(dirs), std::move(launch), log_);
 
   heartbeat::HeartbeatConfig hc;
