@@ -202,7 +202,10 @@ std::vector<Action> NodeMachine::Step(uint64_t now_ms, const Event& event) {
                  [this](const EvCheckFailed& e) { OnCheckFailed(e); },
                  [this](const EvResyncDone& e) { OnResyncDone(e); },
                  [this](const EvDataLinkLost&) {
-                   if (state_ == NodeState::kPrim && !handing_over_) ChangePrimToAlone("data link lost");
+                   if (state_ == NodeState::kPrim && !handing_over_) {
+                     ChangePrimToAlone("data link lost");
+                     link_retry_at_ = now_ + cfg_.resync_retry_ms;  // the link failed: not at once
+                   }
                    if (state_ == NodeState::kAlone && linked_) {
                      linked_ = false;  // link again later (the resync into the peer stopped)
                      link_retry_at_ = now_ + cfg_.resync_retry_ms;
@@ -391,8 +394,7 @@ void NodeMachine::ChangePrimToAlone(const char* why) {
   BumpGeneration();
   Persist();
   Emit(ActSetFsRole{FsRole::kAlone});
-  linked_ = false;
-  link_retry_at_ = now_ + cfg_.resync_retry_ms;
+  linked_ = false;  // linked again as soon as the peer waits for a resync
   SetState(NodeState::kAlone, readiness_);
 }
 
