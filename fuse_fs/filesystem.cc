@@ -20,6 +20,7 @@
 #include "common/log.h"
 #include "common/unique_fd.h"
 #include "fuse_fs/pending_reply.h"
+#include "replicator/node_kind.h"
 
 namespace hamirror::fs {
 namespace {
@@ -59,19 +60,6 @@ int OpenEntry(int parent_fd, const char* name, int* fd, struct stat* st) {
     return err;
   }
   return 0;
-}
-
-proto::NodeKind KindOf(mode_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFREG: return proto::NODE_KIND_FILE;
-    case S_IFDIR: return proto::NODE_KIND_DIR;
-    case S_IFLNK: return proto::NODE_KIND_SYMLINK;
-    case S_IFIFO: return proto::NODE_KIND_FIFO;
-    case S_IFSOCK: return proto::NODE_KIND_SOCKET;
-    case S_IFCHR: return proto::NODE_KIND_CHAR;
-    case S_IFBLK: return proto::NODE_KIND_BLOCK;
-    default: return proto::NODE_KIND_UNSPECIFIED;
-  }
 }
 
 struct DirHandle {
@@ -789,7 +777,7 @@ int Filesystem::EnterNewNode(fuse_req_t req, Inode& parent, const char* name, co
     mk->set_parent(parent.rid);
     mk->set_name(name);
     mk->set_rid(inode->rid);
-    mk->set_kind(KindOf(st.st_mode));
+    mk->set_kind(replicator::NodeKindOf(st.st_mode));
     mk->set_mode(st.st_mode & 07777);
     mk->set_uid(st.st_uid);
     mk->set_gid(st.st_gid);

@@ -22,6 +22,7 @@
 
 #include "common/log.h"
 #include "common/unique_fd.h"
+#include "replicator/node_kind.h"
 
 namespace hamirror::fs {
 namespace {
@@ -42,19 +43,6 @@ void ToProto(const struct timespec& ts, proto::Timespec* out) {
 
 bool SameTime(const struct timespec& a, const proto::Timespec& b) {
   return a.tv_sec == b.sec() && static_cast<uint32_t>(a.tv_nsec) == b.nsec();
-}
-
-proto::NodeKind KindOf(mode_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFREG: return proto::NODE_KIND_FILE;
-    case S_IFDIR: return proto::NODE_KIND_DIR;
-    case S_IFLNK: return proto::NODE_KIND_SYMLINK;
-    case S_IFIFO: return proto::NODE_KIND_FIFO;
-    case S_IFSOCK: return proto::NODE_KIND_SOCKET;
-    case S_IFCHR: return proto::NODE_KIND_CHAR;
-    case S_IFBLK: return proto::NODE_KIND_BLOCK;
-    default: return proto::NODE_KIND_UNSPECIFIED;
-  }
 }
 
 // The answer to one query shipped on the stream. Shared between the waiting engine and the shipper's
@@ -165,7 +153,7 @@ bool SameXattrs(const LocalEntry& l, const proto::DirEntry& t) {
 // The entry must be removed and made again on the peer: another kind, another symlink target or
 // another device.
 bool MustReplace(const LocalEntry& l, const proto::DirEntry& t) {
-  if (KindOf(l.st.st_mode) != t.kind()) return true;
+  if (replicator::NodeKindOf(l.st.st_mode) != t.kind()) return true;
   if (S_ISLNK(l.st.st_mode) && l.link_target != t.symlink_target()) return true;
   if ((S_ISCHR(l.st.st_mode) || S_ISBLK(l.st.st_mode)) && static_cast<uint64_t>(l.st.st_rdev) != t.rdev())
     return true;
@@ -467,7 +455,7 @@ void ResyncEngine::Run::CreateOnPeer(Inode* parent, const LocalEntry& l, Inode* 
   m->set_parent(parent->rid);
   m->set_name(l.name);
   m->set_rid(child->rid);
-  m->set_kind(KindOf(l.st.st_mode));
+  m->set_kind(replicator::NodeKindOf(l.st.st_mode));
   m->set_mode(l.st.st_mode & 07777);
   m->set_uid(l.st.st_uid);
   m->set_gid(l.st.st_gid);

@@ -27,6 +27,7 @@
 #include <unordered_map>
 
 #include "common/log.h"
+#include "replicator/node_kind.h"
 #include "replicator/quarantine.h"
 
 namespace hamirror::replicator {
@@ -66,19 +67,6 @@ int64_t WallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
-}
-
-proto::NodeKind KindOf(mode_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFREG: return proto::NODE_KIND_FILE;
-    case S_IFDIR: return proto::NODE_KIND_DIR;
-    case S_IFLNK: return proto::NODE_KIND_SYMLINK;
-    case S_IFIFO: return proto::NODE_KIND_FIFO;
-    case S_IFSOCK: return proto::NODE_KIND_SOCKET;
-    case S_IFCHR: return proto::NODE_KIND_CHAR;
-    case S_IFBLK: return proto::NODE_KIND_BLOCK;
-    default: return proto::NODE_KIND_UNSPECIFIED;
-  }
 }
 
 // Why a BlockSums request is out of bounds (a protocol violation), or nullptr.
@@ -937,7 +925,7 @@ int ApplierImpl::DescribeEntry(int dir_fd, const std::string& name, proto::Ack* 
   if (fstatat(dir_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   proto::DirEntry* e = answer->add_entries();
   e->set_name(name);
-  e->set_kind(KindOf(st.st_mode));
+  e->set_kind(NodeKindOf(st.st_mode));
   e->set_mode(st.st_mode & 07777);
   e->set_uid(st.st_uid);
   e->set_gid(st.st_gid);

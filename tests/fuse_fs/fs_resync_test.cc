@@ -544,6 +544,45 @@ TEST_CASE("resync: after the secondary was away, an incremental resync sends wha
   REQUIRE(pair.secondary.Stop().ok());
 }
 
+TEST_CASE("resync: files' mode, owner and times changed while the peer was away", "[fuse_fs][resync]") {
+  // Recorded per file (no tree rescan): the resync must still find them, in subdirectories too.
+  ResyncPair pair;
+  REQUIRE(pair.Start().ok());
+  std::string why;
+  bool done = pair.WaitResyncDone(0, 60s, &why);
+  INFO(why);
+  REQUIRE(done);
+  const uint64_t first_id = pair.Primary().resync().id();
+  REQUIRE(mkdir(pair.A("d").c_str(), 0755) == 0);
+  REQUIRE(mkdir(pair.A("d/e").c_str(), 0755) == 0);
+  REQUIRE(MakeFile(pair.A("d/e/f"), 300 * kKiB, 91));
+  REQUIRE(MakeFile(pair.A("g"), 10 * kKiB, 92));
+  REQUIRE(MakeFile(pair.A("d/h"), 10 * kKiB, 93));
+  REQUIRE(WaitUntil([&] { return pair.Primary().in_sync(); }, 10s));
+  FsStatus st;
+  REQUIRE(pair.primary.SetRole(hamirror::proto::FS_ROLE_ALONE, "", &st).ok());
+  REQUIRE(chmod(pair.A("d/e/f").c_str(), 0600) == 0);
+  REQUIRE(chown(pair.A("g").c_str(), 1234, 4321) == 0);
+  const struct timespec times[2] = {{1500000000, 5}, {1500000000, 123456789}};
+  REQUIRE(utimensat(AT_FDCWD, pair.A("d/h").c_str(), times, 0) == 0);
+  REQUIRE(pair.primary.GetStatus(&st).ok());
+  INFO("primary while alone: " << st.ShortDebugString());
+  CHECK(st.record().files() >= 3);
+  REQUIRE(pair.Compare() != "");
+  REQUIRE(pair.primary.SetRole(hamirror::proto::FS_ROLE_PRIMARY, pair.Addr(), &st).ok());
+  done = pair.WaitResyncDone(first_id, 60s, &why);
+  INFO(why);
+  REQUIRE(done);
+  FsStatus p = pair.Primary();
+  PrintResync("metadata while alone", p);
+  CHECK(!p.resync().full());
+  CHECK(p.resync().bytes_sent() == 0);  // nothing but metadata changed
+  REQUIRE(pair.Compare() == "");
+  CHECK(WaitUntil([&] { return pair.Primary().in_sync(); }, 10s));
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+}
+
 TEST_CASE("resync: a file replaced by a rename while the peer was away, same size and mtime",
           "[fuse_fs][resync]") {
   // Files unpacked from an archive share their mtime (whole seconds) and often their size. A rename
