@@ -345,6 +345,9 @@ struct ResyncEngine::Run {
   void WalkDir(Inode* dir, const std::string& rel, bool compare, bool peer_empty, int depth);
   void RunJob(FileJob& job, std::vector<char>* buf);
   void ResyncFile(FileState& fs);
+  // The file's size, mode, owner and times on the peer as they stand here now (or, verifying,
+  // reported when they differ).
+  void FinishAttributes(FileState& fs);
   // Before the first change of the file (split brain): saves the peer's copy. False: failed.
   bool BeforeFileChange(FileState& fs);
   // Ships the query for [off, off+len) and reads the local sums at the same stream position.
@@ -856,63 +859,35 @@ void ResyncEngine::Run::RunJob(FileJob& job, std::vector<char>* buf) {
   job.file = nullptr;
 }
 
-void ResyncEngine::Run::ResyncFile(FileState& fs) {
-  const FileJob& file_job = *fs.job;
-  Inode* file = file_job.file;
-  const replicator::RecordedFile* rec = file_job.rec;
-  const bool whole = file_job.whole;
-  struct stat st;
-  if (fstat(fs.io_fd, &st) != 0) return;
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
-  const uint64_t zs = snap.zone_size ? snap.zone_size : (1 << 20);
-  // Ranges to compare, in order, clipped at the current size (appends meanwhile are replicated live).
+namespace {
+// The byte ranges of a file to compare, in order, clipped at its current size (appends meanwhile are
+// replicated live): all of it, or the zones and tail its record entry names.
+std::vector<std::pair<uint64_t, uint64_t>> RangesToCompare(const replicator::RecordedFile* rec, bool whole,
+                                                           uint64_t size, uint64_t zs) {
   std::vector<std::pair<uint64_t, uint64_t>> ranges;
   if (whole || (rec != nullptr && rec->whole)) {
     ranges.emplace_back(0, size);
-  } else if (rec != nullptr) {
-    for (uint64_t z : rec->zones) {
-      if (rec->tail_from_zone != UINT64_MAX && z >= rec->tail_from_zone) break;
-      if (z * zs >= size) break;
-      if (!ranges.empty() && ranges.back().second == z * zs)
-        ranges.back().second = std::min(size, (z + 1) * zs);
-      else
-        ranges.emplace_back(z * zs, std::min(size, (z + 1) * zs));
-    }
-    if (rec->tail_from_zone != UINT64_MAX && rec->tail_from_zone * zs < size)
-      ranges.emplace_back(rec->tail_from_zone * zs, size);
+    return ranges;
   }
-  uint64_t total = 0;
-  for (auto& r : ranges) total += r.second - r.first;
-  {
-    std::lock_guard<std::mutex> lock(engine->mu_);
-    engine->progress_.set_bytes_total(engine->progress_.bytes_total() + total);
-    engine->progress_.set_files_total(engine->progress_.files_total() + 1);
+  if (rec == nullptr) return ranges;
+  for (uint64_t z : rec->zones) {
+    if (rec->tail_from_zone != UINT64_MAX && z >= rec->tail_from_zone) break;
+    if (z * zs >= size) break;
+    if (!ranges.empty() && ranges.back().second == z * zs)
+      ranges.back().second = std::min(size, (z + 1) * zs);
+    else
+      ranges.emplace_back(z * zs, std::min(size, (z + 1) * zs));
   }
-  fs.buf->resize(opt.chunk_size);
-  // Up to `window` queries of this file in flight: the peer reads and hashes chunk k+1 while this
-  // side compares chunk k.
-  std::deque<Pending> window;
-  bool stop = false;
-  for (auto [from, to] : ranges) {
-    for (uint64_t off = from; off < to && !stop && !Stopped(); off += opt.chunk_size) {
-      Pending& p = window.emplace_back();
-      if (!AskChunk(fs, off, std::min<uint64_t>(opt.chunk_size, to - off), &p)) {
-        window.pop_back();
-        stop = true;
-        break;
-      }
-      if (static_cast<int>(window.size()) >= std::max(1, opt.window)) {
-        stop = !FinishChunk(fs, window.front());
-        window.pop_front();
-      }
-    }
-  }
-  // Every query shipped is waited for (its reply holder goes with it), even when stopping.
-  for (; !window.empty(); window.pop_front()) {
-    if (!stop) stop = !FinishChunk(fs, window.front());
-  }
-  if (stop) return;
-  if (Stopped()) return;
+  if (rec->tail_from_zone != UINT64_MAX && rec->tail_from_zone * zs < size)
+    ranges.emplace_back(rec->tail_from_zone * zs, size);
+  return ranges;
+}
+}  // namespace
+
+void ResyncEngine::Run::FinishAttributes(FileState& fs) {
+  const FileJob& file_job = *fs.job;
+  Inode* file = file_job.file;
+  struct stat st;
   {
     // Size (the peer's copy may be longer), mode, owner and times as they stand now; nothing to send
     // when the peer's listed attributes already match and no block differed.
@@ -944,6 +919,46 @@ void ResyncEngine::Run::ResyncFile(FileState& fs) {
       }
     }
   }
+}
+
+void ResyncEngine::Run::ResyncFile(FileState& fs) {
+  const FileJob& file_job = *fs.job;
+  struct stat st;
+  if (fstat(fs.io_fd, &st) != 0) return;
+  const auto ranges = RangesToCompare(file_job.rec, file_job.whole, static_cast<uint64_t>(st.st_size),
+                                      snap.zone_size ? snap.zone_size : (1 << 20));
+  uint64_t total = 0;
+  for (auto& r : ranges) total += r.second - r.first;
+  {
+    std::lock_guard<std::mutex> lock(engine->mu_);
+    engine->progress_.set_bytes_total(engine->progress_.bytes_total() + total);
+    engine->progress_.set_files_total(engine->progress_.files_total() + 1);
+  }
+  fs.buf->resize(opt.chunk_size);
+  // Up to `window` queries of this file in flight: the peer reads and hashes chunk k+1 while this
+  // side compares chunk k.
+  std::deque<Pending> window;
+  bool stop = false;
+  for (auto [from, to] : ranges) {
+    for (uint64_t off = from; off < to && !stop && !Stopped(); off += opt.chunk_size) {
+      Pending& p = window.emplace_back();
+      if (!AskChunk(fs, off, std::min<uint64_t>(opt.chunk_size, to - off), &p)) {
+        window.pop_back();
+        stop = true;
+        break;
+      }
+      if (static_cast<int>(window.size()) >= std::max(1, opt.window)) {
+        stop = !FinishChunk(fs, window.front());
+        window.pop_front();
+      }
+    }
+  }
+  // Every query shipped is waited for (its reply holder goes with it), even when stopping.
+  for (; !window.empty(); window.pop_front()) {
+    if (!stop) stop = !FinishChunk(fs, window.front());
+  }
+  if (stop || Stopped()) return;
+  FinishAttributes(fs);
   std::lock_guard<std::mutex> lock(engine->mu_);
   engine->progress_.set_files_done(engine->progress_.files_done() + 1);
 }
