@@ -5,6 +5,8 @@
 #   local_fsync     the same with innodb_flush_method=fsync (what a FUSE layer that drops O_DIRECT on its
 #                   backing files amounts to; passthrough_ll needs it): separates that effect from FUSE's
 #   hamirror        a hamirror-fs primary mount replicating synchronously to a secondary on 127.0.0.1
+#   hamirror_alone  a hamirror-fs `alone` mount (no peer): the write path without replication, i.e. FUSE
+#                   plus what the node records for a later resync (docs/reintegration.md, the record)
 #   passthrough_ll  libfuse's passthrough_ll example (Debian's libfuse3-dev docs), built here, default
 #                   options (multithreaded); no replication
 #   bindfs          bindfs, default options; no replication
@@ -17,7 +19,8 @@
 #   of halting; see mariadb-lib.sh and docs/benchmarks.md: without it this VM can add ~4 ms of wake-up
 #   latency to every lone sync write)
 #   BENCH_DIR=/var/tmp/hamirror-bench HAMIRROR_FS=build/bin/hamirror-fs
-#   HAMIRROR_FS_ALT=path/to/another/hamirror-fs with target hamirror_alt: A/B of two builds in one run
+#   HAMIRROR_FS_ALT=path/to/another/hamirror-fs with targets hamirror_alt and hamirror_alone_alt: A/B of
+#   two builds in one run
 #   PT_FLUSH_METHOD=fsync (passthrough_ll hands O_DIRECT to its backing files with unaligned buffers and
 #   MariaDB's default O_DIRECT then fails with EINVAL; see docs/benchmarks.md)
 # Default runtime: 5 targets x 3 rounds x ~52 s ≈ 13 min. Run as root. Not part of ctest.
@@ -62,6 +65,13 @@ setup_target() {
     hamirror_alt)  # another hamirror-fs build, for A/B comparisons in one run
       HAMIRROR_FS=$HAMIRROR_FS_ALT hm_pair_start "$d" || return 1
       DATADIR=$d/primary/data ;;
+    hamirror_alone | hamirror_alone_alt)  # no peer; the control socket's directory holds the record
+      local bin=$HAMIRROR_FS
+      [ "$name" = hamirror_alone_alt ] && bin=$HAMIRROR_FS_ALT
+      mkdir -p "$d/alone"
+      fuse_start "$d/alone" "$d/alone.log" "$bin" alone --dir "$d/alone" --control "$d/alone.ctl" ||
+        { tail -20 "$d/alone.log" >&2; return 1; }
+      DATADIR=$d/alone/data ;;
     passthrough_ll | bindfs)
       mkdir -p "$d/src" "$d/mnt"
       if [ "$name" = passthrough_ll ]; then
@@ -78,7 +88,7 @@ teardown_target() {
   local name=$1 d=$2
   case $name in
     hamirror | hamirror_alt) hm_pair_stop || hm_log "$name: a daemon did not stop cleanly" ;;
-    passthrough_ll | bindfs) fuse_stop ;;
+    passthrough_ll | bindfs | hamirror_alone | hamirror_alone_alt) fuse_stop ;;
   esac
   rm -rf "$d"
 }
@@ -116,8 +126,11 @@ run_one() {
 active=()
 for t in $TARGETS; do
   if [ "$t" = passthrough_ll ] && ! build_passthrough_ll; then continue; fi
-  if [ "$t" = hamirror ] && ! bench_have_hamirror; then continue; fi
-  if [ "$t" = hamirror_alt ] && [ ! -x "${HAMIRROR_FS_ALT:-}" ]; then hm_log "hamirror_alt: set HAMIRROR_FS_ALT; target skipped"; continue; fi
+  if { [ "$t" = hamirror ] || [ "$t" = hamirror_alone ]; } && ! bench_have_hamirror; then continue; fi
+  if { [ "$t" = hamirror_alt ] || [ "$t" = hamirror_alone_alt ]; } && [ ! -x "${HAMIRROR_FS_ALT:-}" ]; then
+    hm_log "$t: set HAMIRROR_FS_ALT; target skipped"
+    continue
+  fi
   if [ "$t" = bindfs ] && ! command -v bindfs >/dev/null; then hm_log "bindfs not installed; target skipped"; continue; fi
   active+=("$t")
 done

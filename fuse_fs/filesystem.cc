@@ -192,7 +192,7 @@ Status Filesystem::ExpectResync(bool quarantine, bool full) {
   if (quarantine && options_.quarantine_dir.empty())
     return Status::InvalidArgument("no quarantine directory");
   quarantine_next_ = quarantine;
-  full_next_ = full;
+  if (full) full_next_ = true;  // until a resync into this node ends well (a retry stays full)
   if (quarantine)
     HLOG_WARN(
         "the next resync into this node saves what it changes to %s (split brain: this side is discarded)",

@@ -424,31 +424,8 @@ bool Node::Apply(const core::Action& a) {
         log_->Info(std::string("fs role ") + core::ToString(f->role));
       }
     }
-  } else if (std::holds_alternative<core::ActStartResync>(a) && fs_->empty()) {
-    // No replicated directory (<rfs> is optional): nothing to bring up to date, and no fs would ever
-    // report a resync (WatchResync does not even run): done at once, else SECOND never gets ready.
-    log_->Info("resync requested: no replicated directory, nothing to resync");
-    Post(core::EvResyncDone{true});
   } else if (std::holds_alternative<core::ActStartResync>(a)) {
-    // The peer's hamirror-fs (the source) runs the resync into ours; ours reports it. Done is what
-    // it reports after this point, never before (WatchResync).
-    // In a split brain this side is the one discarded (`second` typed here): what the resync changes
-    // is saved first (docs/reintegration.md). Refused: nothing may be overwritten unsaved.
-    const bool quarantine = machine_->persisted().split_brain;
-    const bool full = fullsync_pending_.exchange(false);
-    if (full) log_->Info("resync: full compare (second fullsync)");
-    if (Status s = fs_->ExpectResync(quarantine, full); !s.ok()) {
-      log_->Error("resync: " + s.ToString() + (quarantine ? ": not resyncing without the quarantine" : ""));
-      if (quarantine) {
-        Post(core::EvResyncDone{false});
-        return true;
-      }
-    }
-    std::vector<ResyncTargetView> now = fs_->ResyncTargets();
-    std::lock_guard<std::mutex> lock(resync_mu_);
-    resync_waiting_ = true;
-    resync_baseline_ = std::move(now);
-    log_->Info("resync requested: waiting for the peer's hamirror-fs to bring this copy up to date");
+    StartResyncWait();
   } else if (std::holds_alternative<core::ActStopResync>(a)) {
     std::lock_guard<std::mutex> lock(resync_mu_);
     resync_waiting_ = false;
@@ -810,36 +787,68 @@ void Node::MonitorLoop() {
     }
     if (!fs_->empty() && now >= next_fs) {
       next_fs = now + milliseconds(2000);
-      proto::StateReply tmp;
-      fs_->FillStatus(&tmp);
-      bool fs_went_alone = false;
-      for (const auto& f : tmp.fs()) fs_went_alone |= f.running() && f.role() == proto::FS_ROLE_ALONE;
-      // hamirror-fs drops to alone by itself when the peer stops acknowledging (sendtimeout): tell
-      // the machine, once per link, so PRIM becomes ALONE (and an ALONE node links again later).
-      if (fs_went_alone && fs_linked_.exchange(false)) {
-        log_->Warning("hamirror-fs replicates no more (alone): data link lost");
-        Post(core::EvDataLinkLost{});
-      }
-      // PRIM claims a synchronous peer: the fs must back it (its record empty, its last resync done).
-      // A peer that could not apply something (its disk full...) or a local write that failed after
-      // shipping leaves the peer behind: PRIM becomes ALONE, and the peer is resynced when it can.
-      std::string behind;
-      for (const auto& f : tmp.fs()) {
-        if (f.running() && f.role() == proto::FS_ROLE_PRIMARY && !f.in_sync() &&
-            f.resync().phase() != "running")
-          behind = f.dir() + ": " + std::to_string(f.record().zones()) + " zones, " +
-                   std::to_string(f.record().files()) + " files recorded, " +
-                   std::to_string(f.peer_errors()) + " peer errors";
-      }
-      not_in_sync_polls = behind.empty() ? 0 : not_in_sync_polls + 1;
-      if (state == core::NodeState::kPrim && ready && not_in_sync_polls >= 2 && fs_linked_.exchange(false)) {
-        log_->Warning("the peer's copy is behind (" + behind + "): no longer a synchronous mirror");
-        Post(core::EvDataLinkLost{});
-      }
-      std::lock_guard<std::mutex> lock(snap_mu_);
-      fs_status_.assign(tmp.fs().begin(), tmp.fs().end());
+      WatchFs(state == core::NodeState::kPrim && ready, &not_in_sync_polls);
     }
   }
+}
+
+void Node::WatchFs(bool prim_ready, int* not_in_sync_polls) {
+  proto::StateReply tmp;
+  fs_->FillStatus(&tmp);
+  bool fs_went_alone = false;
+  for (const auto& f : tmp.fs()) fs_went_alone |= f.running() && f.role() == proto::FS_ROLE_ALONE;
+  // hamirror-fs drops to alone by itself when the peer stops acknowledging (sendtimeout): tell
+  // the machine, once per link, so PRIM becomes ALONE (and an ALONE node links again later).
+  if (fs_went_alone && fs_linked_.exchange(false)) {
+    log_->Warning("hamirror-fs replicates no more (alone): data link lost");
+    Post(core::EvDataLinkLost{});
+  }
+  // PRIM claims a synchronous peer: the fs must back it (its record empty, its last resync done).
+  // A peer that could not apply something (its disk full...) or a local write that failed after
+  // shipping leaves the peer behind: PRIM becomes ALONE, and the peer is resynced when it can.
+  std::string behind;
+  for (const auto& f : tmp.fs()) {
+    if (f.running() && f.role() == proto::FS_ROLE_PRIMARY && !f.in_sync() && f.resync().phase() != "running")
+      behind = f.dir() + ": " + std::to_string(f.record().zones()) + " zones, " +
+               std::to_string(f.record().files()) + " files recorded, " + std::to_string(f.peer_errors()) +
+               " peer errors";
+  }
+  *not_in_sync_polls = behind.empty() ? 0 : *not_in_sync_polls + 1;
+  if (prim_ready && *not_in_sync_polls >= 2 && fs_linked_.exchange(false)) {
+    log_->Warning("the peer's copy is behind (" + behind + "): no longer a synchronous mirror");
+    Post(core::EvDataLinkLost{});
+  }
+  std::lock_guard<std::mutex> lock(snap_mu_);
+  fs_status_.assign(tmp.fs().begin(), tmp.fs().end());
+}
+
+void Node::StartResyncWait() {
+  if (fs_->empty()) {
+    // No replicated directory (<rfs> is optional): nothing to bring up to date, and no fs would ever
+    // report a resync (WatchResync does not even run): done at once, else SECOND never gets ready.
+    log_->Info("resync requested: no replicated directory, nothing to resync");
+    Post(core::EvResyncDone{true});
+    return;
+  }
+  // The peer's hamirror-fs (the source) runs the resync into ours; ours reports it. Done is what it
+  // reports after this point, never before (WatchResync). In a split brain this side is the one
+  // discarded (`second` typed here): what the resync changes is saved first (docs/reintegration.md);
+  // without that, nothing may be overwritten.
+  const bool quarantine = machine_->persisted().split_brain;
+  const bool full = fullsync_pending_.exchange(false);
+  if (full) log_->Info("resync: full compare (second fullsync)");
+  if (Status s = fs_->ExpectResync(quarantine, full); !s.ok()) {
+    log_->Error("resync: " + s.ToString() + (quarantine ? ": not resyncing without the quarantine" : ""));
+    if (quarantine) {
+      Post(core::EvResyncDone{false});
+      return;
+    }
+  }
+  std::vector<ResyncTargetView> now = fs_->ResyncTargets();
+  std::lock_guard<std::mutex> lock(resync_mu_);
+  resync_waiting_ = true;
+  resync_baseline_ = std::move(now);
+  log_->Info("resync requested: waiting for the peer's hamirror-fs to bring this copy up to date");
 }
 
 void Node::WatchResync() {

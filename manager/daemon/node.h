@@ -72,8 +72,13 @@ class Node : public admin::NodeControl {
   void StepLocked(const Event& ev);
   // False: a persist failed (the caller skips what follows).
   bool Apply(const manager::core::Action& a);
+  // ActStartResync: tells the fs what to expect, notes what it reports now (WatchResync waits for news).
+  void StartResyncWait();
   // Monitor thread: turns what this node's hamirror-fs reports of a resync into it into EvResyncDone.
   void WatchResync();
+  // Monitor thread: polls every hamirror-fs; a link it dropped, or a peer it reports behind while
+  // PRIM (prim_ready), becomes EvDataLinkLost. *not_in_sync_polls: consecutive polls not in sync.
+  void WatchFs(bool prim_ready, int* not_in_sync_polls);
   void RunScriptAsync(manager::core::Script script, bool force);
   void ProbeWitnessAsync(uint64_t probe_id);
   bool MakeStatus(manager::core::PeerStatus* out);  // heartbeat thread; false while a step runs
