@@ -150,5 +150,13 @@ for t in "${active[@]}"; do
   m=$(median ${TPS[$t]:-})
   echo "| $t | $(echo ${TPS[$t]:-none} | sed 's/ / \/ /g') | $m | $(ratio "$m" "$local_median") |"
 done
+# A/B of two builds: each hamirror target against its _alt twin.
+ab=
+for t in hamirror hamirror_alone; do
+  if [ -n "${TPS[$t]:-}" ] && [ -n "${TPS[${t}_alt]:-}" ]; then
+    ab="$ab $t / ${t}_alt $(ratio "$(median ${TPS[$t]})" "$(median ${TPS[${t}_alt]})");"
+  fi
+done
+[ -n "$ab" ] && echo && echo "median tps ratios (HAMIRROR_FS / HAMIRROR_FS_ALT):${ab%;}"
 [ "$HM_HWM" -gt 0 ] && echo && echo "hamirror-fs primary peak RSS (VmHWM) under sysbench: $(( HM_HWM / 1024 )) MiB"
 exit 0

@@ -9,6 +9,7 @@
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -89,6 +90,15 @@ int PwriteAll(int fd, const char* buf, size_t size, off_t off, size_t* done) {
 
 }  // namespace
 
+std::string StateFileStem(const std::string& dir) {
+  std::string base = dir.substr(dir.find_last_of('/') + 1);
+  if (base.empty()) base = "root";
+  char hash[17];
+  snprintf(hash, sizeof(hash), "%016llx",
+           static_cast<unsigned long long>(XXH3_64bits(dir.data(), dir.size())));
+  return "fs-" + base + "-" + hash;
+}
+
 const char* RoleName(Role role) {
   switch (role) {
     case Role::kPrimary: return "primary";
@@ -121,6 +131,13 @@ Status Filesystem::Start(Role role) {
   {
     std::lock_guard<std::mutex> change(role_change_mu_);
     if (options_.record_path.empty()) return Status::InvalidArgument("no record path (--state-dir)");
+    // Two hamirror-fs on one record would each take the other's zones for their own.
+    const std::string lock_path = options_.record_path + ".lock";
+    record_lock_.Reset(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+    if (!record_lock_) return Status::FromErrno("open " + lock_path, errno);
+    if (flock(record_lock_.get(), LOCK_EX | LOCK_NB) != 0)
+      return Status::InvalidArgument("record " + options_.record_path +
+                                     " is in use by another hamirror-fs (" + lock_path + " is locked)");
     replicator::ZoneRecordOptions ro;
     ro.path = options_.record_path;
     ro.zone_size = options_.zone_size;

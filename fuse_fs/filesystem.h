@@ -19,6 +19,7 @@
 #include <string>
 
 #include "common/status.h"
+#include "common/unique_fd.h"
 #include "fuse_fs/inode_table.h"
 #include "fuse_fs/resync.h"
 #include "proto/fs_control.pb.h"
@@ -34,6 +35,10 @@ struct RecordSpan;
 
 enum class Role { kPrimary, kSecondary, kAlone };
 const char* RoleName(Role role);
+
+// Names this directory's files in a state directory: "fs-<basename>-<16 hex digits of a hash of the
+// whole path>", so that two replicated directories with one basename never share a record.
+std::string StateFileStem(const std::string& dir);
 
 struct FsOptions {
   std::string dir;     // the replicated directory (mount point)
@@ -191,6 +196,7 @@ class Filesystem : private ResyncHost {
   std::unique_ptr<replicator::ReplicationServer> server_;
   std::mutex role_change_mu_;                       // one role change at a time
   std::unique_ptr<replicator::ZoneRecord> record_;  // outlives role changes
+  UniqueFd record_lock_;                            // flock'ed <record>.lock: one hamirror-fs per record
   std::unique_ptr<ResyncEngine> resync_;
   std::unique_ptr<ResyncEngine> verify_;      // the same walk, comparing only (never with resync_)
   std::atomic<bool> quarantine_next_{false};  // secondary: see ExpectResync

@@ -32,12 +32,6 @@
 namespace hamirror::fs {
 namespace {
 
-// fs-<basename of the directory>.record ("fs-root.record" for /).
-std::string RecordFileName(const std::string& dir) {
-  std::string base = dir.substr(dir.find_last_of('/') + 1);
-  return "fs-" + (base.empty() ? std::string("root") : base) + ".record";
-}
-
 int Fail(const Status& s) {
   fprintf(stderr, "hamirror-fs: error: %s\n", s.ToString().c_str());
   return 1;
@@ -91,8 +85,9 @@ int Run(Cli& cli) {
   if (cli.control.empty()) cli.control = DefaultControlSocket(dir);
   if (mkdir(cli.state_dir.c_str(), 0700) < 0 && errno != EEXIST)
     return Fail(Status::FromErrno("mkdir " + cli.state_dir, errno));
-  cli.options.record_path = cli.state_dir + "/" + RecordFileName(dir);
-  cli.options.quarantine_dir = cli.state_dir + "/quarantine/" + dir.substr(dir.find_last_of('/') + 1);
+  const std::string stem = StateFileStem(dir);
+  cli.options.record_path = cli.state_dir + "/" + stem + ".record";
+  cli.options.quarantine_dir = cli.state_dir + "/quarantine/" + stem;
 
   // Modes come from the kernel with the caller's umask applied already.
   umask(0);

@@ -17,7 +17,7 @@ packages=(
   libsystemd-dev libssl-dev openssl
   # runtime and test tools
   iproute2 iputils-ping iputils-arping attr acl procps psmisc netcat-openbsd python3 util-linux
-  mariadb-server mariadb-client libmariadb-dev sysbench fio bindfs
+  mariadb-server mariadb-client libmariadb-dev sysbench fio bindfs rsync
   # profiling the data path (docs/benchmarks.md, "Data-path tuning")
   linux-perf
 )

@@ -50,6 +50,13 @@ uint64_t Seed() {
   return seed;
 }
 
+// prefix + n (not "literal" + std::to_string(n): GCC 12 warns falsely, -Wrestrict).
+std::string Name(const char* prefix, uint64_t n) {
+  std::string s(prefix);
+  s += std::to_string(n);
+  return s;
+}
+
 std::string RandomBytes(std::mt19937_64& rng, size_t n) {
   std::string out(n, '\0');
   size_t i = 0;
@@ -714,12 +721,12 @@ TEST_CASE("resync: namespace and data changes all over the tree while a full res
   // truncates, xattrs, writes to open files...).
   ResyncPair pair;
   for (int d = 0; d < 4; ++d) {
-    const std::string dir = "d" + std::to_string(d);
+    const std::string dir = Name("d", d);
     REQUIRE(mkdir(pair.A(dir).c_str(), 0755) == 0);
     REQUIRE(mkdir(pair.B(dir).c_str(), 0755) == 0);
     REQUIRE(mkdir(pair.A(dir + "/w").c_str(), 0755) == 0);
     for (int f = 0; f < 4; ++f) {
-      const std::string file = dir + "/f" + std::to_string(f);
+      const std::string file = dir + Name("/f", f);
       REQUIRE(MakeFile(pair.A(file), 4 * kMiB, 100 + d * 10 + f));
       REQUIRE(MakeFile(pair.B(file), 4 * kMiB - 4096 * f, 200 + d * 10 + f));  // stale
     }
@@ -735,7 +742,7 @@ TEST_CASE("resync: namespace and data changes all over the tree while a full res
     threads.emplace_back([&, t] {
       // Rounds in fresh subdirectories of d1/w and d3/w, bounded.
       for (int round = 0; round < 10 && !stop.load(); ++round) {
-        const std::string root = pair.A("d" + std::to_string(2 * t + 1) + "/w/r" + std::to_string(round));
+        const std::string root = pair.A(Name("d", 2 * t + 1) + Name("/w/r", round));
         if (mkdir(root.c_str(), 0755) != 0) break;
         summaries[t] = RunRandomWorkload(root, seed * 7 + static_cast<uint64_t>(t * 1000 + round), 60);
       }
@@ -783,7 +790,7 @@ TEST_CASE("resync: after the primary crashed under load, its record asks for the
   INFO(why);
   REQUIRE(done);
   const uint64_t first_id = pair.Primary().resync().id();
-  for (int i = 0; i < 4; ++i) REQUIRE(MakeFile(pair.A("load" + std::to_string(i)), 16 * kMiB, 30 + i));
+  for (int i = 0; i < 4; ++i) REQUIRE(MakeFile(pair.A(Name("load", i)), 16 * kMiB, 30 + i));
   REQUIRE(mkdir(pair.A("dir").c_str(), 0755) == 0);
 
   const uint64_t seed = Seed();
@@ -794,16 +801,16 @@ TEST_CASE("resync: after the primary crashed under load, its record asks for the
     for (int n = 0; !stop.load(); ++n) {
       bool ok = true;
       switch (rng() % 10) {
-        case 0: ok = WriteText(pair.A("dir/new" + std::to_string(n)), RandomBytes(rng, rng() % 20000)); break;
+        case 0: ok = WriteText(pair.A(Name("dir/new", n)), RandomBytes(rng, rng() % 20000)); break;
         case 1: {
-          const std::string from = pair.A("dir/new" + std::to_string(rng() % (n + 1)));
-          (void)rename(from.c_str(), pair.A("dir/renamed" + std::to_string(n)).c_str());
+          const std::string from = pair.A(Name("dir/new", rng() % (n + 1)));
+          (void)rename(from.c_str(), pair.A(Name("dir/renamed", n)).c_str());
           break;
         }
-        case 2: (void)unlink(pair.A("dir/new" + std::to_string(rng() % (n + 1))).c_str()); break;
+        case 2: (void)unlink(pair.A(Name("dir/new", rng() % (n + 1))).c_str()); break;
         default: {
           const std::string d = RandomBytes(rng, 4096 + rng() % kMiB);
-          ok = PwriteFile(pair.A("load" + std::to_string(rng() % 4)), d, rng() % (20 * kMiB));
+          ok = PwriteFile(pair.A(Name("load", rng() % 4)), d, rng() % (20 * kMiB));
         }
       }
       if (!ok) break;  // the mount died

@@ -1,0 +1,121 @@
+// Faults that leave the peer's copy behind are recorded, reported ("not in sync") and repaired by a
+// resync, never hidden: a full disk on the secondary, a full disk on the primary after shipping.
+// Each directory lives on a small tmpfs of its own, remounted larger to give the space back.
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "tests/fuse_fs/fs_fixture.h"
+#include "tests/support/tree_compare.h"
+
+using namespace hamirror::test;
+using namespace std::chrono_literals;
+using hamirror::proto::FsStatus;
+
+namespace {
+
+// A pair whose directories are each on their own tmpfs (size in MiB), mounted before hamirror-fs.
+// The trees are compared through the two mounts (each shows its real directory underneath).
+class TmpfsPair {
+ public:
+  TmpfsPair(int primary_mib, int secondary_mib) {
+    for (int i = 0; i < 2; ++i) {
+      const std::string t = tmp_.Sub(i == 0 ? "ta" : "tb");
+      REQUIRE(mkdir(t.c_str(), 0755) == 0);
+      const std::string opts = "size=" + std::to_string(i == 0 ? primary_mib : secondary_mib) + "m";
+      REQUIRE(mount("tmpfs", t.c_str(), "tmpfs", 0, opts.c_str()) == 0);
+      const std::string d = t + "/d";
+      REQUIRE(mkdir(d.c_str(), 0755) == 0);
+    }
+    addr_ = "127.0.0.1:" + std::to_string(PickFreePort());
+    REQUIRE(secondary
+                .Start(Dir(1), tmp_.Sub("s.sock"), {"secondary", "--listen", addr_, "--insecure"},
+                       tmp_.Sub("s.log"))
+                .ok());
+    REQUIRE(
+        primary
+            .Start(Dir(0), tmp_.Sub("p.sock"), {"primary", "--peer", addr_, "--insecure"}, tmp_.Sub("p.log"))
+            .ok());
+    FsStatus st;
+    REQUIRE(WaitUntil([&] { return primary.GetStatus(&st).ok() && st.in_sync(); }, 20s));
+  }
+  ~TmpfsPair() {
+    primary.Kill();
+    secondary.Kill();
+    for (int i = 0; i < 2; ++i) {
+      umount2(tmp_.Sub(i == 0 ? "ta" : "tb").c_str(), MNT_DETACH);
+    }
+  }
+  std::string Dir(int i) const { return tmp_.Sub(i == 0 ? "ta/d" : "tb/d"); }
+  void Grow(int i, int mib) {
+    const std::string opts = "size=" + std::to_string(mib) + "m";
+    REQUIRE(mount("tmpfs", tmp_.Sub(i == 0 ? "ta" : "tb").c_str(), "tmpfs", MS_REMOUNT, opts.c_str()) == 0);
+  }
+  // `hamirror-fs ctl` on the primary's control socket: exit code.
+  int Ctl(const std::vector<std::string>& args, std::string* out) {
+    std::vector<std::string> argv = {FsBinary(), "ctl", "--control", tmp_.Sub("p.sock")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    int code = -1;
+    REQUIRE(RunCommand(argv, 120s, &code, out).ok());
+    return code;
+  }
+  std::string Logs() {
+    return "--- primary:\n" + primary.LogTail() + "\n--- secondary:\n" + secondary.LogTail();
+  }
+
+  TempDir tmp_;
+  std::string addr_;
+  FsProcess primary, secondary;
+};
+
+// Writes `mib` MiB to path with dd; true if every byte was written.
+bool WriteMiB(const std::string& path, int mib) {
+  int code = -1;
+  std::string out;
+  RunCommand({"dd", "if=/dev/urandom", "of=" + path, "bs=1M", "count=" + std::to_string(mib), "status=none"},
+             60s, &code, &out);
+  return code == 0;
+}
+
+}  // namespace
+
+TEST_CASE("faults: a full disk on the secondary is recorded, reported and repaired by a resync",
+          "[fuse_fs][resync][faults]") {
+  TmpfsPair pair(/*primary_mib=*/64, /*secondary_mib=*/8);
+  // The application's writes succeed (the primary's copy is the reference)...
+  REQUIRE(WriteMiB(pair.Dir(0) + "/big", 16));
+  // ...but the peer could not apply them all: the pair is not in sync, and the record says what.
+  FsStatus st;
+  REQUIRE(WaitUntil(
+      [&] { return pair.primary.GetStatus(&st).ok() && !st.in_sync() && st.record().zones() > 0; }, 10s));
+  CHECK(st.peer_errors() > 0);
+  CHECK_FALSE(CompareTrees(pair.Dir(0), pair.Dir(1)).empty());
+  // Space comes back; a resync (the manager asks for it through a new link) repairs the copy.
+  pair.Grow(1, 64);
+  std::string out;
+  INFO(out << pair.Logs());
+  REQUIRE(pair.Ctl({"resync", "--wait", "--timeout", "60"}, &out) == 0);
+  REQUIRE(pair.primary.GetStatus(&st).ok());
+  CHECK(st.in_sync());
+  CHECK(CompareTrees(pair.Dir(0), pair.Dir(1)) == "");
+}
+
+TEST_CASE("faults: a full disk on the primary after shipping: the peer's extra data is resynced away",
+          "[fuse_fs][resync][faults]") {
+  TmpfsPair pair(/*primary_mib=*/8, /*secondary_mib=*/64);
+  // The application is told ENOSPC; the peer applied what was shipped before the local write failed.
+  CHECK_FALSE(WriteMiB(pair.Dir(0) + "/big", 16));
+  FsStatus st;
+  REQUIRE(WaitUntil(
+      [&] { return pair.primary.GetStatus(&st).ok() && !st.in_sync() && st.record().files() > 0; }, 10s));
+  INFO(pair.Logs());
+  std::string out;
+  REQUIRE(pair.Ctl({"resync", "--wait", "--timeout", "60"}, &out) == 0);
+  REQUIRE(pair.primary.GetStatus(&st).ok());
+  CHECK(st.in_sync());
+  CHECK(CompareTrees(pair.Dir(0), pair.Dir(1)) == "");
+}
