@@ -938,8 +938,15 @@ void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
   struct stat st;
   Inode* src = nullptr;
   Inode* dst = nullptr;
-  if (fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) src = table_.Find(st.st_dev, st.st_ino);
-  if (fstatat(newparent.fd, newname, &st, AT_SYMLINK_NOFOLLOW) == 0) dst = table_.Find(st.st_dev, st.st_ino);
+  uint64_t moved[2] = {0, 0};
+  if (fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    src = table_.Find(st.st_dev, st.st_ino);
+    if (S_ISREG(st.st_mode)) moved[0] = st.st_ino;
+  }
+  if (fstatat(newparent.fd, newname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    dst = table_.Find(st.st_dev, st.st_ino);
+    if (S_ISREG(st.st_mode) && (flags & RENAME_EXCHANGE)) moved[1] = st.st_ino;
+  }
   if (renameat2(parent.fd, name, newparent.fd, newname, flags) < 0) {
     int err = errno;
     ns.unlock();
@@ -966,7 +973,11 @@ void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
   if (&newparent != &parent && fstatat(newparent.fd, "", &pst, AT_EMPTY_PATH) == 0) {
     AddTimeFix(&op, newparent.rid, pst.st_mtim);
   }
-  Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
+  PendingReply* p = PendingReply::New(req, PendingReply::Kind::kErrno, 1);
+  p->span.record = record_.get();
+  p->span.moved_inos[0] = moved[0];
+  p->span.moved_inos[1] = moved[1];
+  Ship(std::move(op), p);
 }
 
 namespace {

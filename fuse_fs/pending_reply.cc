@@ -23,6 +23,9 @@ void RecordSpan::Finish(bool acked) {
     // (tree) anyway.
     Status s = meta_ino != 0 ? record->MarkMeta(meta_ino)
                              : record->MarkTree("a namespace or metadata change did not reach the peer");
+    for (uint64_t ino : moved_inos) {
+      if (ino != 0 && s.ok()) s = record->MarkFile(ino);
+    }
     if (!s.ok()) HLOG_ERROR("cannot record a change the peer lacks: %s", s.ToString().c_str());
   }
   record = nullptr;

@@ -33,6 +33,9 @@ struct RecordSpan {
   // Not a data range: a metadata change (mode, owner, times) of this regular file; 0: anything else
   // (a namespace change, an xattr...), which marks the whole tree.
   uint64_t meta_ino = 0;
+  // Files a rename moved (two for RENAME_EXCHANGE): the peer's file of that name may be another one
+  // with the same size and mtime, so each is compared whole by the next resync.
+  uint64_t moved_inos[2] = {0, 0};
   // Tells the record how the peer's half ended, then forgets the span.
   void Finish(bool acked);
 };

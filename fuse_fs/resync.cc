@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <tuple>
 #include <vector>
 
@@ -290,6 +291,7 @@ struct ResyncEngine::Run {
     bool whole = false;                   // compare all its data (new, replaced, size or mtime differ)
     bool created = false;                 // made on the peer by this resync (nothing of the peer's to save)
     bool skip = false;                    // verify: missing or replaced on the peer (reported already)
+    bool linked = false;                  // another name of a file this pass handles already
     std::optional<proto::DirEntry> peer;  // the peer's entry as listed (reconciled directories)
   };
   // One regular file to resync. Self-contained: a worker may run it after the walk moved on.
@@ -332,12 +334,27 @@ struct ResyncEngine::Run {
   void Submit(FileJob&& job);
   void DrainWorkers();         // every job submitted so far is done
   std::vector<char> walk_buf;  // chunk reads of the jobs the walk runs itself
+
+  // Regular files with more than one name, this pass: the first name met keeps a lookup reference
+  // (its rid stays bound on the peer) so that the others are made as hard links of it there.
+  struct LinkGroup {
+    Inode* first = nullptr;
+    uint64_t peer_ino = 0;  // the peer's inode of the first name (0: made by this resync)
+  };
+  std::map<ino_t, LinkGroup> links;
+  std::set<ino_t> submitted;  // multiply linked files already handed to a job this pass
+  // A local file's link structure differs from the peer's entry: replace the entry.
+  bool LinksDiffer(const LocalEntry& l, const proto::DirEntry& t) const;
+  // Makes the local name l (a further name of a group met before) a hard link on the peer.
+  void LinkOnPeer(Inode* dir, const LocalEntry& l, const LinkGroup& g);
+  void ReleaseLinks();
   // Split brain: the peer saves its entry parent/name (its path: rel) before it changes. False: the
   // run is failed (nothing may be changed unsaved).
   bool SaveOnPeer(uint64_t parent_rid, const std::string& name, const std::string& rel);
   void RemoveOnPeer(uint64_t parent_rid, const proto::DirEntry& t, const std::string& rel, int depth);
   void CreateOnPeer(Inode* parent, const LocalEntry& l, Inode* child);
   void FixMetadata(uint64_t rid, const LocalEntry& l, const proto::DirEntry& t);
+  void ReconcileRoot(Inode* root, const proto::DirEntry& peer_self);
   void MatchRenames(Inode* dir, const std::vector<LocalEntry>& local,
                     std::map<std::string, proto::DirEntry>* peer);
   void ReconcileEntries(Inode* dir, const std::string& rel, const std::vector<LocalEntry>& local,
@@ -546,6 +563,45 @@ void ResyncEngine::Run::MatchRenames(Inode* dir, const std::vector<LocalEntry>& 
   }
 }
 
+bool ResyncEngine::Run::LinksDiffer(const LocalEntry& l, const proto::DirEntry& t) const {
+  if (!S_ISREG(l.st.st_mode)) return false;
+  if (t.nlink() != l.st.st_nlink) return true;
+  auto g = links.find(l.st.st_ino);
+  // Another name of a group met before must be the same file on the peer as the first name.
+  return g != links.end() && g->second.peer_ino != 0 && t.ino() != g->second.peer_ino;
+}
+
+void ResyncEngine::Run::LinkOnPeer(Inode* dir, const LocalEntry& l, const LinkGroup& g) {
+  proto::Op op;
+  auto* k = op.mutable_link();
+  k->set_rid(g.first->rid);
+  k->set_new_parent(dir->rid);
+  k->set_new_name(l.name);
+  Fix(std::move(op));
+}
+
+void ResyncEngine::Run::ReleaseLinks() {
+  for (auto& [ino, g] : links) Release(g.first, /*ns_held=*/false);
+  links.clear();
+  submitted.clear();
+}
+
+// The replicated directory's own mode, owner and xattrs (its mtime is set after its entries).
+void ResyncEngine::Run::ReconcileRoot(Inode* root, const proto::DirEntry& peer_self) {
+  LocalEntry l;
+  l.name = ".";
+  if (fstatat(root->fd, "", &l.st, AT_EMPTY_PATH) != 0) return;
+  ReadXattrs(root->fd, &l.xattrs);
+  const bool differs = l.st.st_uid != peer_self.uid() || l.st.st_gid != peer_self.gid() ||
+                       (l.st.st_mode & 07777) != peer_self.mode() || !SameXattrs(l, peer_self);
+  if (!differs) return;
+  if (verify) {
+    Differ(".: mode, owner or xattrs of the replicated directory differ", 0);
+    return;
+  }
+  FixMetadata(root->rid, l, peer_self);
+}
+
 // With the namespace lock held: makes the peer's entries of `dir` (path rel, "" for the root) those of
 // `local`. *work: what each entry of `local` still needs (see EntryWork).
 void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
@@ -556,6 +612,7 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
   if (!peer_empty) {
     proto::Op list;
     list.mutable_list_dir()->set_rid(dir->rid);
+    list.mutable_list_dir()->set_include_self(dir->rid == 1);  // the root is nobody's entry
     proto::Ack answer;
     if (!Query(list, &answer)) {
       if (!Stopped()) Fail("peer could not list a directory (rid " + std::to_string(dir->rid) + ")");
@@ -563,6 +620,10 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
     }
     AddProgress(0, 0, static_cast<uint64_t>(answer.ByteSizeLong()));
     for (proto::DirEntry& e : *answer.mutable_entries()) peer.emplace(e.name(), std::move(e));
+  }
+  if (auto self = peer.find("."); self != peer.end()) {
+    ReconcileRoot(dir, self->second);
+    peer.erase(self);
   }
   if (!verify) MatchRenames(dir, local, &peer);
   for (const auto& [name, t] : peer) {
@@ -575,26 +636,45 @@ void ResyncEngine::Run::ReconcileEntries(Inode* dir, const std::string& rel,
   for (const LocalEntry& l : local) {
     if (Stopped()) return;
     auto it = peer.find(l.name);
-    if (verify && (it == peer.end() || MustReplace(l, it->second))) {
-      Differ(path_of(l.name) +
-                 (it == peer.end() ? ": missing on the peer" : ": another kind or target on the peer"),
+    const bool replace = it != peer.end() && (MustReplace(l, it->second) || LinksDiffer(l, it->second));
+    if (verify && (it == peer.end() || replace)) {
+      Differ(path_of(l.name) + (it == peer.end() ? ": missing on the peer"
+                                                 : ": another kind, target or link structure on the peer"),
              0);
       (*work)[l.name].skip = true;
       continue;
     }
-    if (it != peer.end() && MustReplace(l, it->second)) {
+    if (replace) {
       RemoveOnPeer(dir->rid, it->second, path_of(l.name), 0);
       it = peer.end();
+    }
+    const bool multi = S_ISREG(l.st.st_mode) && l.st.st_nlink > 1;
+    auto group = multi ? links.find(l.st.st_ino) : links.end();
+    if (it == peer.end() && group != links.end()) {
+      LinkOnPeer(dir, l, group->second);
+      (*work)[l.name].linked = true;
+      continue;
     }
     if (it == peer.end()) {
       Inode* child = Acquire(dir, l.name, /*bind=*/false, /*ns_held=*/true);
       if (child == nullptr) continue;  // gone meanwhile: nothing to create
       CreateOnPeer(dir, l, child);
-      Release(child, /*ns_held=*/true);
-      (*work)[l.name] = EntryWork{true, true, false, std::nullopt};
+      if (multi)
+        links[l.st.st_ino] = LinkGroup{child, 0};  // the reference is kept for the other names
+      else
+        Release(child, /*ns_held=*/true);
+      (*work)[l.name] = EntryWork{true, true, false, false, std::nullopt};
       continue;
     }
     const proto::DirEntry& t = it->second;
+    if (multi && group != links.end()) {
+      (*work)[l.name].linked = true;  // the same file as a name met before, there as here
+      continue;
+    }
+    if (multi) {
+      Inode* first = Acquire(dir, l.name, /*bind=*/true, /*ns_held=*/true);
+      if (first != nullptr) links[l.st.st_ino] = LinkGroup{first, t.ino()};
+    }
     if (S_ISREG(l.st.st_mode)) (*work)[l.name].peer = t;
     if (S_ISREG(l.st.st_mode) &&
         (static_cast<uint64_t>(l.st.st_size) != t.size() || !SameTime(l.st.st_mtim, t.mtime()))) {
@@ -645,7 +725,8 @@ void ResyncEngine::Run::WalkDir(Inode* dir, const std::string& rel, bool compare
   for (const LocalEntry& l : local) {
     if (Stopped()) return;
     const EntryWork& w = work[l.name];
-    if (w.skip) continue;
+    if (w.skip || w.linked) continue;
+    if (S_ISREG(l.st.st_mode) && l.st.st_nlink > 1 && !submitted.insert(l.st.st_ino).second) continue;
     const std::string path = rel.empty() ? l.name : rel + "/" + l.name;
     if (S_ISDIR(l.st.st_mode)) {
       const bool child_compare = tree || snap.dirs.count(l.st.st_ino) != 0 || w.created;
@@ -1082,6 +1163,7 @@ bool ResyncEngine::Passes(Run* run, uint64_t id) {
     const uint64_t errors_before = run->fix_errors.load();
     run->WalkDir(root, "", run->tree || run->snap.dirs.count(root->ino) != 0, false, 0);
     run->DrainWorkers();
+    run->ReleaseLinks();
     run->WaitFixes();
     if (run->Stopped()) return false;
     if (const uint64_t refused = run->fix_errors.load() - errors_before; refused > 0) {
@@ -1155,6 +1237,7 @@ void ResyncEngine::VerifyMain(bool repair, uint64_t id) {
   run.StartWorkers();
   run.WalkDir(host_->resync_table().root(), "", true, false, 0);
   run.DrainWorkers();
+  run.ReleaseLinks();
   run.StopWorkers();
   run.WaitFixes();
   if (!run.failed.load() && run.lost.load()) run.Fail("replication link lost");

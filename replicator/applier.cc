@@ -911,6 +911,7 @@ int ApplierImpl::DoListDir(const proto::ListDir& l, proto::Ack* answer) {
   closedir(dir);
   if (err != 0) return err;
   std::sort(names.begin(), names.end());
+  if (l.include_self()) names.insert(names.begin(), ".");
   answer->mutable_entries()->Reserve(static_cast<int>(names.size()));
   for (const std::string& name : names) {
     err = DescribeEntry(r->path_fd, name, answer);
@@ -934,6 +935,7 @@ int ApplierImpl::DescribeEntry(int dir_fd, const std::string& name, proto::Ack* 
   e->mutable_mtime()->set_nsec(static_cast<uint32_t>(st.st_mtim.tv_nsec));
   e->set_rdev(st.st_rdev);
   e->set_nlink(static_cast<uint32_t>(st.st_nlink));
+  e->set_ino(st.st_ino);
   int err = 0;
   if (S_ISLNK(st.st_mode)) {
     std::string* target = e->mutable_symlink_target();
