@@ -10,6 +10,7 @@
 // away (data, namespace, metadata-only changes; renames over look-alikes); live writes and a randomized
 // workload during a resync; a primary crash under load (the record on disk and after restart); a
 // damaged record (full compare); a resync interrupted by the death of either side.
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/stat.h>
@@ -274,7 +275,19 @@ class ResyncPair {
   std::string Addr() const { return "127.0.0.1:" + std::to_string(port_); }
   std::string PrimaryLog() const { return tmp_.Sub("primary.log"); }
   std::string SecondaryLog() const { return tmp_.Sub("secondary.log"); }
-  std::string PrimaryRecord() const { return tmp_.Sub("fs-a.record"); }
+  // The primary's record file: <state dir>/fs-a[-<hash of the path>].record (state dir: the control
+  // socket's directory).
+  std::string PrimaryRecord() const {
+    std::string found;
+    if (DIR* d = opendir(tmp_.path().c_str())) {
+      while (const dirent* e = readdir(d)) {
+        const std::string n = e->d_name;
+        if (n.rfind("fs-a", 0) == 0 && n.size() > 7 && n.compare(n.size() - 7, 7, ".record") == 0) found = n;
+      }
+      closedir(d);
+    }
+    return found.empty() ? "" : tmp_.Sub(found);
+  }
   std::string Logs() const {
     return "--- primary.log:\n" + FileTail(PrimaryLog(), 6000) + "\n--- secondary.log:\n" +
            FileTail(SecondaryLog(), 6000);
