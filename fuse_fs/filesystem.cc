@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -142,6 +143,7 @@ Status Filesystem::Start(Role role) {
     ro.path = options_.record_path;
     ro.zone_size = options_.zone_size;
     if (Status s = replicator::ZoneRecord::Open(ro, &record_); !s.ok()) return s;
+    if (Status s = CheckRecordIdentity(); !s.ok()) return s;
     replicator::RecordSnapshot snap = record_->Snapshot();
     if (snap.full)
       HLOG_WARN("record %s: %s: the next resync compares everything", ro.path.c_str(),
@@ -176,6 +178,42 @@ Status Filesystem::Start(Role role) {
     role_.store(role);
   }
   if (role == Role::kPrimary) StartResyncIfConnected("replication stream up");
+  return Status::Ok();
+}
+
+Status Filesystem::CheckRecordIdentity() {
+  // The record names files by inode number: it describes one file system. Another one under the
+  // same path (restored from a backup, a new disk) would make it name the wrong files.
+  struct stat st;
+  struct statfs sfs;
+  if (fstat(table_.root()->fd, &st) != 0 || fstatfs(table_.root()->fd, &sfs) != 0)
+    return Status::FromErrno("stat " + options_.dir, errno);
+  int fsid[2];
+  memcpy(fsid, &sfs.f_fsid, sizeof(fsid));
+  char id[128];
+  snprintf(id, sizeof(id), "dev %llu ino %llu fsid %08x%08x\n", (unsigned long long)st.st_dev,
+           (unsigned long long)st.st_ino, (unsigned)fsid[0], (unsigned)fsid[1]);
+  const std::string path = options_.record_path + ".id";
+  std::string old;
+  if (FILE* f = fopen(path.c_str(), "re")) {
+    char buf[128] = {};
+    if (fgets(buf, sizeof(buf), f) != nullptr) old = buf;
+    fclose(f);
+  }
+  if (old == id) return Status::Ok();
+  if (!old.empty()) {
+    HLOG_WARN("record %s describes another file system (%s, now %s): the next resync compares everything",
+              options_.record_path.c_str(), old.substr(0, old.size() - 1).c_str(), id);
+    if (Status s = record_->MarkFull("the directory is another file system than the record describes");
+        !s.ok())
+      return s;
+  }
+  // Written after the mark: a crash in between leaves the old identity, so the mark is made again.
+  const std::string tmp = path + ".tmp";
+  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd || write(fd.get(), id, strlen(id)) != static_cast<ssize_t>(strlen(id)) || fsync(fd.get()) != 0 ||
+      rename(tmp.c_str(), path.c_str()) != 0)
+    return Status::FromErrno("write " + path, errno ? errno : EIO);
   return Status::Ok();
 }
 

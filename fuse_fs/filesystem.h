@@ -153,6 +153,9 @@ class Filesystem : private ResyncHost {
   // The peer may hold data of this file that this node does not (a local apply failed after shipping).
   void RecordPeerAhead(Inode& inode);
   Status RebindAll(replicator::Shipper* shipper);
+  // The record describes the file system now under the directory (<record>.id); else it is marked
+  // full (its inode numbers would name other files).
+  Status CheckRecordIdentity();
   // A shipper to peer (empty: alone).
   Status MakeShipper(const std::string& peer, std::unique_ptr<replicator::Shipper>* out);
   void FillEntry(Inode* inode, const struct stat& st, fuse_entry_param* e);

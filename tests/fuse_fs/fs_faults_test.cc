@@ -119,3 +119,26 @@ TEST_CASE("faults: a full disk on the primary after shipping: the peer's extra d
   CHECK(st.in_sync());
   CHECK(CompareTrees(pair.Dir(0), pair.Dir(1)) == "");
 }
+
+TEST_CASE("faults: a record kept for another file system under the same path leads to a full compare",
+          "[fuse_fs][resync][faults]") {
+  TmpfsPair pair(/*primary_mib=*/16, /*secondary_mib=*/16);
+  REQUIRE(pair.primary.Stop().ok());
+  // A new file system under the same path (a restore, a new disk): its inode numbers are not the
+  // ones the record names.
+  const std::string ta = pair.tmp_.Sub("ta");
+  REQUIRE(umount2(ta.c_str(), 0) == 0);
+  REQUIRE(mount("tmpfs", ta.c_str(), "tmpfs", 0, "size=16m") == 0);
+  REQUIRE(mkdir(pair.Dir(0).c_str(), 0755) == 0);
+  REQUIRE(WriteMiB(pair.Dir(0) + "/restored", 2));
+  REQUIRE(pair.primary
+              .Start(pair.Dir(0), pair.tmp_.Sub("p.sock"), {"primary", "--peer", pair.addr_, "--insecure"},
+                     pair.tmp_.Sub("p2.log"))
+              .ok());
+  FsStatus st;
+  INFO(pair.Logs());
+  REQUIRE(WaitUntil([&] { return pair.primary.GetStatus(&st).ok() && st.in_sync(); }, 20s));
+  CHECK(st.resync().full());
+  CHECK(st.resync().reason().find("another file system") != std::string::npos);
+  CHECK(CompareTrees(pair.Dir(0), pair.Dir(1)) == "");
+}
