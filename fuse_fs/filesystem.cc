@@ -309,9 +309,9 @@ Status Filesystem::SetRole(Role role, const std::string& peer) {
     return Status::InvalidArgument(std::string("cannot switch from ") + RoleName(cur) +
                                    " to secondary in place: unmount and start a secondary");
   }
-  if (role == Role::kAlone) {
-    if (cur == Role::kSecondary)
-      return Status::InvalidArgument("secondary -> alone: ask for primary without a peer");
+  if (role == Role::kAlone && cur == Role::kSecondary) {
+    role = Role::kPrimary;  // secondary -> alone (a failover): primary without a peer, below
+  } else if (role == Role::kAlone) {
     resync_->Cancel();
     verify_->Cancel();
     std::shared_lock<std::shared_mutex> lock(shipper_mu_);

@@ -1129,6 +1129,14 @@ void ResyncEngine::Progress(proto::FsResync* out) const {
 // The start mark: the target is inconsistent from here until the end mark. Its answer says whether its
 // own record asks for more (it ended as a primary uncleanly). Returns the resync's kind and reason.
 void ResyncEngine::Begin(Run* run, uint64_t id, std::string* why) {
+  {
+    // Each attempt counts its own work (a retry compares again).
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::string phase = progress_.phase();
+    progress_.Clear();
+    progress_.set_phase(phase);
+    started_ = Clock::now();
+  }
   proto::Op begin;
   auto* b = begin.mutable_resync_mark();
   b->set_id(id);

@@ -410,7 +410,7 @@ uint64_t ZoneRecord::QueueText(uint8_t type, const std::string& text) {
 uint64_t ZoneRecord::BeginZonesLocked(uint64_t ino, uint64_t first, uint64_t last, bool sticky) {
   uint64_t need = 0;
   uint64_t use = ++use_clock_;
-  uint64_t ver = ++version_clock_;
+  const uint64_t ver = sticky ? ++version_clock_ : 0;
   for (uint64_t z = first; z <= last; ++z) {
     auto [it, inserted] = zones_.try_emplace(ZoneKey{ino, z});
     Zone& zone = it->second;
@@ -421,10 +421,13 @@ uint64_t ZoneRecord::BeginZonesLocked(uint64_t ino, uint64_t first, uint64_t las
     }
     if (sticky) {
       zone.sticky = true;
+      zone.version = ver;  // marked again: a resync that saw it before must not forget it
     } else {
+      // A replicated write does not make the zone newer for ForgetResynced: the peer gets it (if it
+      // does not, End() marks the zone sticky with a new version). Else a zone the application keeps
+      // writing (a log's tail) could never be forgotten by a resync.
       ++zone.inflight;
     }
-    zone.version = ver;
     zone.last_use = use;
     Account(zone, +1);
     need = std::max(need, zone.lsn);
@@ -436,10 +439,10 @@ uint64_t ZoneRecord::BeginTailLocked(uint64_t ino, uint64_t first, bool sticky) 
   File& f = files_[ino];
   if (sticky) {
     f.sticky_tail = std::min(f.sticky_tail, first);
+    f.tail_version = ++version_clock_;
   } else {
-    ++f.active_tails[first];
+    ++f.active_tails[first];  // (no new version: see BeginZonesLocked)
   }
-  f.tail_version = ++version_clock_;
   if (f.disk_tail > first) {
     f.disk_tail = first;
     f.disk_tail_lsn = Queue(kTailEntry, 0, ino, first);

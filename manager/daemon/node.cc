@@ -541,7 +541,8 @@ void Node::UpdateSnapshot() {
   l->set_state(ToProto(machine_->state()));
   l->set_sub_state(ToProto(machine_->readiness()));
   std::string reason = machine_->wait_reason();
-  if (machine_->split_brain()) reason += reason.empty() ? "split brain" : "; split brain";
+  if (machine_->split_brain() && reason.find("split brain") == std::string::npos)
+    reason += reason.empty() ? "split brain" : "; split brain";
   l->set_reason(reason);
   l->set_data_uptodate(machine_->persisted().data == core::DataState::kUpToDate);
   l->set_known(true);

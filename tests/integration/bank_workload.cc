@@ -57,7 +57,7 @@ void BankWorkload::ClientLoop(int thread_index) {
   std::uniform_int_distribution<int> amount(1, 100);
   uint64_t seq = 0;
   while (!stop_) {
-    const uint64_t id = (static_cast<uint64_t>(thread_index + 1) << 40) | ++seq;
+    const uint64_t id = (static_cast<uint64_t>(thread_index + 1 + options_.first_client_id) << 40) | ++seq;
     int a = account(rng), b = account(rng);
     if (a == b) continue;
     const int amt = amount(rng);

@@ -23,6 +23,9 @@ struct BankOptions {
   int accounts = 50;
   int64_t initial_balance = 1000;
   int threads = 4;
+  // Transfer ids are ((thread index + 1 + first_client_id) << 40) | sequence. A second workload on the
+  // same tables (no Setup) needs its own range, else its first INSERT hits an id already committed.
+  int first_client_id = 0;
 };
 
 struct BankReport {
