@@ -33,8 +33,8 @@
 #   RENAME=1 (0: no rename in the change; with a rename the incremental resync walks the whole tree)
 #   WAIT_S=900 (bound on every wait for a resync) BENCH_DIR=/var/tmp/hamirror-bench
 #   HAMIRROR_FS=build/bin/hamirror-fs KEEP_CPUS_AWAKE=1
-# Disk: the data set plus up to three copies of it at once under BENCH_DIR. Default runtime ≈ 3 min per
-# round. Run as root. Not part of ctest.
+# Disk: the data set plus up to three copies of it at once under BENCH_DIR. Default runtime ≈ 40 s per
+# round on the development VM (≈ 2 min in all). Run as root. Not part of ctest.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=lib.sh

@@ -682,7 +682,9 @@ TEST_CASE("zone_record: a Begin on a recorded zone does not wait for another thr
       static_cast<unsigned long long>(syncs), us[us.size() / 2], p99);
   CHECK(failures == 0);
   CHECK(syncs >= 40);
-  CHECK(p99 < 200);  // an fdatasync here takes 0.2-4 ms
+  // An fdatasync here takes 0.2-4 ms: a Begin that waited for them would have a median of that order.
+  // (Not the p99: on 2 busy vCPUs a thread can lose its CPU for a scheduler tick at any moment.)
+  CHECK(us[us.size() / 2] < 50);
 }
 
 TEST_CASE("zone_record: hot path cost", "[zone_record][perf]") {
