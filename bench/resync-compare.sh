@@ -30,7 +30,9 @@
 #
 # Knobs (env): FILES=8 FILE_MB=128 SUBDIRS=3 CHANGE_MB=64 ROUNDS=3 DROP_CACHES=1 VERIFY=1
 #   TARGETS="full_resync plain_copy incremental rsync_inplace full_compare" SEND_TIMEOUT_MS=1000
-#   RENAME=1 (0: no rename in the change; with a rename the incremental resync walks the whole tree)
+#   NAMESPACE=1 (0: the change is the data writes only, no rename and no new file; a namespace change
+#   made alone has the incremental resync walk the whole tree and compare every file whose mtime
+#   differs in full)
 #   WAIT_S=900 (bound on every wait for a resync) BENCH_DIR=/var/tmp/hamirror-bench
 #   HAMIRROR_FS=build/bin/hamirror-fs KEEP_CPUS_AWAKE=1
 # Disk: the data set plus up to three copies of it at once under BENCH_DIR. Default runtime ≈ 40 s per
@@ -49,7 +51,7 @@ DROP_CACHES=${DROP_CACHES:-1}
 VERIFY=${VERIFY:-1}
 TARGETS=${TARGETS:-full_resync plain_copy incremental rsync_inplace full_compare}
 SEND_TIMEOUT_MS=${SEND_TIMEOUT_MS:-1000}
-RENAME=${RENAME:-1}
+NAMESPACE=${NAMESPACE:-1}
 WAIT_S=${WAIT_S:-900}
 TOTAL_MB=$(( FILES * FILE_MB ))
 [ "$(id -u)" -eq 0 ] || hm_die "run as root (FUSE mounts, drop_caches)"
@@ -164,13 +166,13 @@ make_dataset() {
   done
 }
 
-# The file round R renames (RENAME=1), and R's change: CHANGE_MB distinct (file, MiB) pairs, seeded by
-# R, never in the renamed file (so that it keeps its size and mtime: a pure rename); the same list for
-# every target.
+# The file round R renames (NAMESPACE=1), and R's change: CHANGE_MB distinct (file, MiB) pairs, seeded
+# by R, never in the renamed file (so that it keeps its size and mtime: a pure rename); the same list
+# for every target.
 renamed_file() { echo $(( ($1 - 1) % FILES )); }
 make_changes() {
   local skip=-1
-  [ "$RENAME" = 1 ] && [ "$FILES" -gt 1 ] && skip=$(renamed_file "$1")
+  [ "$NAMESPACE" = 1 ] && [ "$FILES" -gt 1 ] && skip=$(renamed_file "$1")
   python3 - "$1" "$FILES" "$FILE_MB" "$SUBDIRS" "$CHANGE_MB" "$skip" <<'EOF'
 import random, sys
 r, files, file_mb, subdirs, change_mb, skip = map(int, sys.argv[1:])
@@ -183,19 +185,18 @@ for slot in sorted(random.Random(r).sample(slots, change_mb)):
 EOF
 }
 
-# apply_changes ROOT ROUND: the round's 1 MiB writes (fresh random data, conv=notrunc), then (RENAME=1)
-# the rename of one untouched data file within its directory, f<i>.dat -> f<i>.moved.dat (the suffix
-# kept: rsync --fuzzy only matches similar names with the same suffix), then one new 1 MiB file. ROOT
-# may be a mount.
+# apply_changes ROOT ROUND: the round's 1 MiB writes (fresh random data, conv=notrunc), then
+# (NAMESPACE=1) the rename of one untouched data file within its directory, f<i>.dat -> f<i>.moved.dat
+# (the suffix kept: rsync --fuzzy only matches similar names with the same suffix), and one new 1 MiB
+# file. ROOT may be a mount.
 apply_changes() {
   local root=$1 round=$2 path mb f
   while read -r path mb; do
     dd if=/dev/urandom of="$root/$path" bs=1M count=1 seek="$mb" conv=notrunc status=none || return 1
   done <"$W/changes-r$round"
-  if [ "$RENAME" = 1 ]; then
-    f=$(renamed_file "$round")
-    mv "$root/d$(( f % SUBDIRS ))/f$f.dat" "$root/d$(( f % SUBDIRS ))/f$f.moved.dat" || return 1
-  fi
+  [ "$NAMESPACE" = 1 ] || return 0
+  f=$(renamed_file "$round")
+  mv "$root/d$(( f % SUBDIRS ))/f$f.dat" "$root/d$(( f % SUBDIRS ))/f$f.moved.dat" || return 1
   head -c 1M /dev/urandom >"$root/d0/new-r$round.dat" || return 1
 }
 
@@ -275,6 +276,9 @@ run_incremental() {
   local round=$1 T=$W/t t0 t1 old
   mkdir -p "$T"
   cp -a "$W/master" "$T/pri" && cp -a "$W/master" "$T/sec" || return 1
+  # The copies on disk first: the resync's end mark waits for the secondary's syncfs, which would
+  # otherwise flush 2 GiB here and outlast the short send timeout (the primary would go alone).
+  sync
   PORT=$(free_port)
   sec_start "$T/sec" "$T" || return 1
   pri_start "$T/pri" "$T" --send-timeout-ms "$SEND_TIMEOUT_MS"
@@ -391,7 +395,7 @@ med() { local vals=${V[$1]:-}; [ -n "$vals" ] || { echo n/a; return; }; median $
 
 echo
 echo "## resync vs copy vs rsync, $START, $(uname -r), $(rsync --version 2>/dev/null | head -1 | awk '{print "rsync " $3}')"
-echo "data set $FILES x $FILE_MB MiB random files ($TOTAL_MB MiB) in $SUBDIRS dirs; change: $CHANGE_MB x 1 MiB writes at random MiB offsets + $RENAME rename + 1 new 1 MiB file; rounds=$ROUNDS drop_caches=$DROP_CACHES keep_cpus_awake=$KEEP_CPUS_AWAKE verify=$VERIFY"
+echo "data set $FILES x $FILE_MB MiB random files ($TOTAL_MB MiB) in $SUBDIRS dirs; change: $CHANGE_MB x 1 MiB writes at random MiB offsets$([ "$NAMESPACE" = 1 ] && echo " + 1 rename + 1 new 1 MiB file"); rounds=$ROUNDS drop_caches=$DROP_CACHES keep_cpus_awake=$KEEP_CPUS_AWAKE verify=$VERIFY"
 echo
 echo "| measurement | per round | median |"
 echo "|---|---|---|"

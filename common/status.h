@@ -10,7 +10,8 @@
 
 namespace hamirror {
 
-class Status {
+// [[nodiscard]]: a failure is handled, returned or explicitly dropped with (void) and a reason.
+class [[nodiscard]] Status {
  public:
   enum class Code {
     kOk = 0,

@@ -275,7 +275,7 @@ Status Filesystem::Verify(bool repair) {
   return verify_->StartVerify(repair);
 }
 
-Status Filesystem::RebindAll(replicator::Shipper* shipper) {
+void Filesystem::RebindAll(replicator::Shipper* shipper) {
   // Called with the namespace lock held exclusively: names cannot change underneath. An inode whose
   // recorded name no longer leads to it (changed underneath while secondary) is skipped: operations on
   // it will be refused by the peer and recorded dirty.
@@ -298,7 +298,6 @@ Status Filesystem::RebindAll(replicator::Shipper* shipper) {
   }
   HLOG_INFO("re-bound %zu live inodes for the new session (%zu skipped: name changed underneath)", bound,
             skipped);
-  return Status::Ok();
 }
 
 Status Filesystem::SetRole(Role role, const std::string& peer) {

@@ -152,7 +152,7 @@ class Filesystem : private ResyncHost {
                        bool direct, bool count_write);
   // The peer may hold data of this file that this node does not (a local apply failed after shipping).
   void RecordPeerAhead(Inode& inode);
-  Status RebindAll(replicator::Shipper* shipper);
+  void RebindAll(replicator::Shipper* shipper);
   // The record describes the file system now under the directory (<record>.id); else it is marked
   // full (its inode numbers would name other files).
   Status CheckRecordIdentity();

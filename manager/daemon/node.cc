@@ -182,7 +182,7 @@ Status Node::Init() {
   for (const auto& v : vips_) {
     if (vip::Held(v)) {
       log_->Warning("removing VIP " + v.addr + " left over from a previous run");
-      vip::Remove(v);
+      if (Status s = vip::Remove(v); !s.ok()) log_->Error("VIP " + v.addr + ": " + s.ToString());
     }
   }
 
@@ -337,7 +337,9 @@ void Node::Run() {
   link_->Stop();
   // Release the VIP if the machine still holds it (non-graceful exit): never leave an orphan address.
   if (machine_->vip_held()) {
-    for (const auto& v : vips_) vip::Remove(v);
+    for (const auto& v : vips_) {
+      if (Status s = vip::Remove(v); !s.ok()) log_->Error("VIP " + v.addr + ": " + s.ToString());
+    }
   }
   ReapWorkers(true);
 }
@@ -777,7 +779,8 @@ void Node::MonitorLoop() {
       for (size_t i = 0; i < vips_.size(); ++i) {
         if (vip_held_[i] && !vip::Held(vips_[i])) {
           log_->Warning("VIP " + vips_[i].addr + " vanished from its interface: adding it again");
-          vip::Add(vips_[i]);
+          if (Status s = vip::Add(vips_[i]); !s.ok())
+            log_->Error("VIP " + vips_[i].addr + ": " + s.ToString());
         }
       }
     }

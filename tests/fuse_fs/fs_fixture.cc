@@ -46,11 +46,11 @@ Status FsProcess::Stop(std::chrono::milliseconds timeout) {
   if (!daemon_.running()) return Status::Ok();
   Status s = daemon_.Stop(timeout);
   if (!s.ok()) {
-    Unmount(dir_);
+    (void)Unmount(dir_);  // best effort: the stop failed already
     return Status::Internal(s.ToString() + "\n" + daemon_.LogTail());
   }
   if (IsMountedAs(dir_)) {
-    Unmount(dir_);
+    (void)Unmount(dir_);  // best effort: reported below
     return Status::Internal(dir_ + " still mounted after a clean stop");
   }
   return Status::Ok();
@@ -58,7 +58,7 @@ Status FsProcess::Stop(std::chrono::milliseconds timeout) {
 
 void FsProcess::Kill() {
   daemon_.Kill();
-  if (!dir_.empty()) Unmount(dir_);
+  if (!dir_.empty()) (void)Unmount(dir_);  // best effort: a dead mount, lazily
 }
 
 FsProcess::~FsProcess() {

@@ -271,7 +271,7 @@ void UnmountTree(const std::string& dir) {
   for (const auto& [mp, type] : Mounts()) {
     if (mp == dir || mp.rfind(dir + "/", 0) == 0) below.push_back(mp);
   }
-  for (auto it = below.rbegin(); it != below.rend(); ++it) Unmount(*it);
+  for (auto it = below.rbegin(); it != below.rend(); ++it) (void)Unmount(*it);  // best effort, deepest first
 }
 
 int PickFreePort() {
