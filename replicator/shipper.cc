@@ -81,7 +81,6 @@ class ShipperImpl final : public Shipper {
   void GoAlone(const std::string& reason) override;
   ShipperStats Stats() const override;
   const DirtyZones& dirty() const override { return dirty_; }
-  void RecordDirty(const DirtyNote& note) override { dirty_.Record(note); }
 
  private:
   enum class Link { kDown, kHandshake, kUp };

@@ -93,10 +93,10 @@ class Shipper {
   virtual void GoAlone(const std::string& reason) = 0;
 
   virtual ShipperStats Stats() const = 0;
+  // What this shipper knows the peer lacks (in memory, by rid: its own contract, tested here).
+  // hamirror-fs keeps the persistent, crash-safe record by inode (zone_record.h) from each op's
+  // outcome, which is what a resync uses.
   virtual const DirtyZones& dirty() const = 0;
-  // Records a range the peer may hold while this node does not: the caller shipped an operation
-  // before applying it locally (to overlap both) and the local apply then failed. Thread-safe.
-  virtual void RecordDirty(const DirtyNote& note) = 0;
 };
 
 }  // namespace hamirror::replicator

@@ -49,7 +49,7 @@ class TmpfsPair {
     primary.Kill();
     secondary.Kill();
     for (int i = 0; i < 2; ++i) {
-      close(under_[i]);
+      if (under_[i] >= 0) close(under_[i]);
       umount2(tmp_.Sub(i == 0 ? "ta" : "tb").c_str(), MNT_DETACH);
     }
   }
@@ -141,6 +141,8 @@ TEST_CASE("faults: a record kept for another file system under the same path lea
   // A new file system under the same path (a restore, a new disk): its inode numbers are not the
   // ones the record names.
   const std::string ta = pair.tmp_.Sub("ta");
+  close(pair.under_[0]);  // the old file system must not stay busy
+  pair.under_[0] = -1;
   REQUIRE(umount2(ta.c_str(), 0) == 0);
   REQUIRE(mount("tmpfs", ta.c_str(), "tmpfs", 0, "size=16m") == 0);
   REQUIRE(mkdir(pair.Dir(0).c_str(), 0755) == 0);
