@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/fuse_fs/file_util.h"
 #include "tests/fuse_fs/fs_fixture.h"
 #include "tests/support/tree_compare.h"
 
@@ -45,73 +46,6 @@ constexpr uint64_t kBig = 8 * kMiB;     // 3 big files: 24 MiB
 using Clock = std::chrono::steady_clock;
 
 double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-std::string Name(const char* prefix, uint64_t n) {
-  std::string s(prefix);
-  s += std::to_string(n);
-  return s;
-}
-
-std::string RandomBytes(std::mt19937_64& rng, size_t n) {
-  std::string out(n, '\0');
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const uint64_t v = rng();
-    memcpy(&out[i], &v, 8);
-  }
-  for (; i < n; ++i) out[i] = static_cast<char>(rng());
-  return out;
-}
-
-bool MakeFile(const std::string& path, uint64_t size, uint64_t seed, mode_t mode = 0644) {
-  int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, mode);
-  if (fd < 0) return false;
-  std::mt19937_64 rng(seed);
-  bool ok = true;
-  for (uint64_t off = 0; off < size && ok;) {
-    const std::string chunk = RandomBytes(rng, static_cast<size_t>(std::min<uint64_t>(kMiB, size - off)));
-    ok =
-        pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(off)) == static_cast<ssize_t>(chunk.size());
-    off += chunk.size();
-  }
-  ok = fchmod(fd, mode) == 0 && ok;
-  return close(fd) == 0 && ok;
-}
-
-bool PwriteFile(const std::string& path, const std::string& data, uint64_t off) {
-  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok =
-      pwrite(fd, data.data(), data.size(), static_cast<off_t>(off)) == static_cast<ssize_t>(data.size());
-  return close(fd) == 0 && ok;
-}
-
-bool CopyFile(const std::string& from, const std::string& to) {
-  std::error_code ec;
-  return std::filesystem::copy_file(from, to, std::filesystem::copy_options::overwrite_existing, ec) && !ec;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::string out;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
-  char buf[1 << 16];
-  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return out;
-}
-
-// The data bytes a resync must send to make the file `to` equal to `from`: every 64 KiB block of
-// `from` whose bytes `to` does not hold at the same offset (all of it when `to` is missing).
-uint64_t DifferingBytes(const std::string& from, const std::string& to) {
-  const std::string a = ReadAll(from), b = ReadAll(to);
-  uint64_t n = 0;
-  for (size_t off = 0; off < a.size(); off += kBlock) {
-    const size_t len = std::min<size_t>(kBlock, a.size() - off);
-    if (off + len > b.size() || a.compare(off, len, b, off, len) != 0) n += len;
-  }
-  return n;
-}
 
 // Every regular file below root (relative paths).
 std::vector<std::string> Files(const std::string& root) {

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/fuse_fs/file_util.h"
 #include "tests/fuse_fs/fs_fixture.h"
 #include "tests/support/tree_compare.h"
 
@@ -39,12 +40,6 @@ constexpr int kDirs = 100;
 using Clock = std::chrono::steady_clock;
 double Secs(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-std::string Name(const char* prefix, uint64_t n) {
-  std::string s(prefix);
-  s += std::to_string(n);
-  return s;
-}
-
 void Fill(std::mt19937_64& rng, char* p, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -59,36 +54,6 @@ bool WriteFile(const std::string& path, const char* data, size_t n) {
   if (fd < 0) return false;
   bool ok = n == 0 || write(fd, data, n) == static_cast<ssize_t>(n);
   return close(fd) == 0 && ok;
-}
-
-bool PwriteFile(const std::string& path, const std::string& data, uint64_t off) {
-  int fd = open(path.c_str(), O_WRONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  bool ok =
-      pwrite(fd, data.data(), data.size(), static_cast<off_t>(off)) == static_cast<ssize_t>(data.size());
-  return close(fd) == 0 && ok;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::string out;
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return out;
-  char buf[1 << 16];
-  for (ssize_t n; (n = read(fd, buf, sizeof(buf))) > 0;) out.append(buf, static_cast<size_t>(n));
-  close(fd);
-  return out;
-}
-
-// The bytes a resync must send to make `to` equal to `from`: every 64 KiB block of `from` whose bytes
-// `to` does not hold at the same offset (all of it when `to` is missing).
-uint64_t DifferingBytes(const std::string& from, const std::string& to) {
-  const std::string a = ReadAll(from), b = ReadAll(to);
-  uint64_t n = 0;
-  for (size_t off = 0; off < a.size(); off += kBlock) {
-    const size_t len = std::min<size_t>(kBlock, a.size() - off);
-    if (off + len > b.size() || a.compare(off, len, b, off, len) != 0) n += len;
-  }
-  return n;
 }
 
 }  // namespace
