@@ -1,8 +1,11 @@
 #include "manager/cli/format.h"
 
 #include <dirent.h>
-#include <google/protobuf/util/json_util.h>
+#include <time.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <sstream>
 #include <vector>
@@ -40,18 +43,84 @@ const char* SubStateName(proto::SubState sub) {
   }
 }
 
+bool UseColour(int fd) {
+  const char* no_colour = getenv("NO_COLOR");
+  return isatty(fd) != 0 && (no_colour == nullptr || *no_colour == '\0');
+}
+
+std::string FormatDuration(uint64_t ms) {
+  char buf[32];
+  const uint64_t s = ms / 1000;
+  if (ms < 1000)
+    snprintf(buf, sizeof buf, "%llums", static_cast<unsigned long long>(ms));
+  else if (ms < 10000)
+    snprintf(buf, sizeof buf, "%.1fs", static_cast<double>(ms) / 1000);
+  else if (s < 60)
+    snprintf(buf, sizeof buf, "%llus", static_cast<unsigned long long>(s));
+  else if (s < 3600)
+    snprintf(buf, sizeof buf, "%llum%02llus", static_cast<unsigned long long>(s / 60),
+             static_cast<unsigned long long>(s % 60));
+  else if (s < 86400)
+    snprintf(buf, sizeof buf, "%lluh%02llum", static_cast<unsigned long long>(s / 3600),
+             static_cast<unsigned long long>(s % 3600 / 60));
+  else
+    snprintf(buf, sizeof buf, "%llud%02lluh", static_cast<unsigned long long>(s / 86400),
+             static_cast<unsigned long long>(s % 86400 / 3600));
+  return buf;
+}
+
+std::string ProgressBar(double fraction) {
+  constexpr int kWidth = 30;
+  const int filled = std::clamp(static_cast<int>(fraction * kWidth), 0, kWidth);
+  std::string bar(kWidth + 2, '.');
+  bar.front() = '[';
+  bar.back() = ']';
+  std::fill_n(bar.begin() + 1, filled, '#');
+  return bar;
+}
+
 namespace {
 
-std::string NodeLine(const proto::NodeView& v, bool is_peer) {
-  std::ostringstream o;
-  o << (is_peer ? "peer   " : "local  ") << (v.node().empty() ? "?" : v.node()) << ": ";
-  if (is_peer && !v.known()) {
-    o << "UNKNOWN (not heard)";
-    return o.str();
+// ANSI colours, used only when the caller asked for them.
+enum class Colour { kNone, kGreen, kYellow, kRed };
+
+class Painter {
+ public:
+  explicit Painter(bool on) : on_(on) {}
+  std::string operator()(const std::string& text, Colour c) const {
+    if (!on_ || c == Colour::kNone) return text;
+    const char* code = c == Colour::kGreen ? "\033[32m" : c == Colour::kYellow ? "\033[33m" : "\033[1;31m";
+    return code + text + "\033[0m";
   }
-  o << StateName(v.state());
-  if (const char* sub = SubStateName(v.sub_state()); *sub) o << " (" << sub << ")";
-  if (!v.reason().empty()) o << "  " << v.reason();
+
+ private:
+  bool on_;
+};
+
+Colour StateColour(const proto::NodeView& v) {
+  if (!v.known()) return Colour::kRed;
+  switch (v.state()) {
+    case proto::NODE_STATE_PRIM:
+    case proto::NODE_STATE_SECOND:
+      return v.sub_state() == proto::SUB_STATE_TRANSIENT ? Colour::kYellow : Colour::kGreen;
+    case proto::NODE_STATE_ALONE:
+    case proto::NODE_STATE_WAIT: return Colour::kYellow;
+    default: return Colour::kRed;
+  }
+}
+
+std::string StateText(const proto::NodeView& v) {
+  if (!v.known()) return "UNKNOWN (not heard)";
+  std::string s = StateName(v.state());
+  if (const char* sub = SubStateName(v.sub_state()); *sub) s += std::string(" (") + sub + ")";
+  return s;
+}
+
+std::string NodeLine(const proto::NodeView& v, bool is_peer, const Painter& paint) {
+  std::ostringstream o;
+  o << (is_peer ? "peer   " : "local  ") << (v.node().empty() ? "?" : v.node()) << ": "
+    << paint(StateText(v), StateColour(v));
+  if (v.known() && !v.reason().empty()) o << "  " << v.reason();
   return o.str();
 }
 
@@ -64,6 +133,149 @@ const char* RoleName(proto::FsRole r) {
   }
 }
 
+const char* DataName(proto::DataState d) {
+  switch (d) {
+    case proto::DATA_STATE_UP_TO_DATE: return "up to date";
+    case proto::DATA_STATE_OUTDATED: return "outdated";
+    case proto::DATA_STATE_INCONSISTENT: return "inconsistent";
+    default: return "unknown";
+  }
+}
+
+// ---- The two nodes side by side --------------------------------------------------------------
+
+constexpr size_t kLabelWidth = 14, kColumnWidth = 28;
+
+struct Cell {
+  std::string text;
+  Colour colour = Colour::kNone;
+};
+
+// Pads by the visible text, then paints: colours never shift the columns.
+std::string Row(const std::string& label, const Cell& local, const Cell& peer, const Painter& paint) {
+  std::string line = label + std::string(kLabelWidth - std::min(kLabelWidth - 1, label.size()), ' ');
+  line += paint(local.text, local.colour);
+  if (!peer.text.empty()) {
+    line += std::string(kColumnWidth - std::min(kColumnWidth - 1, local.text.size()), ' ');
+    line += paint(peer.text, peer.colour);
+  }
+  return line + "\n";
+}
+
+std::string AgeText(const proto::NodeView& v) {
+  if (!v.known()) return "-";
+  return (v.state_age_at_least() ? ">= " : "") + FormatDuration(v.state_age_ms());
+}
+
+std::string GenerationText(const proto::NodeView& v) {
+  if (!v.known()) return "-";
+  return std::to_string(v.generation()) +
+         (v.generation_author().empty() ? "" : " (" + v.generation_author() + ")");
+}
+
+Cell SplitBrainCell(const proto::NodeView& v) {
+  if (!v.known()) return {"-"};
+  return v.split_brain() ? Cell{"YES", Colour::kRed} : Cell{"no"};
+}
+
+// The local view, always known (`known` speaks of the peer).
+proto::NodeView LocalView(const proto::StateReply& r) {
+  proto::NodeView l = r.local();
+  l.set_known(true);
+  return l;
+}
+
+std::string NodeTable(const proto::StateReply& r, const Painter& paint) {
+  const proto::NodeView l = LocalView(r);
+  const auto& p = r.peer();
+  std::string o = Row("", {"local " + l.node()}, {"peer " + p.node()}, paint);
+  o += Row("state", {StateText(l), StateColour(l)}, {StateText(p), StateColour(p)}, paint);
+  o += Row("in state", {AgeText(l)}, {AgeText(p)}, paint);
+  const auto data = [](const proto::NodeView& v) {
+    return !v.known()
+               ? Cell{"-"}
+               : Cell{DataName(v.data_state()),
+                      v.data_state() == proto::DATA_STATE_UP_TO_DATE ? Colour::kNone : Colour::kYellow};
+  };
+  o += Row("data", data(l), data(p), paint);
+  o += Row("generation", {GenerationText(l)}, {GenerationText(p)}, paint);
+  o += Row("split-brain", SplitBrainCell(l), SplitBrainCell(p), paint);
+  if (!l.reason().empty()) o += Row("reason", {l.reason()}, {}, paint);
+  return o;
+}
+
+// ---- Resources -------------------------------------------------------------------------------
+
+std::string VipLines(const proto::StateReply& r, const Painter& paint) {
+  std::string where;
+  Colour colour = Colour::kNone;
+  switch (r.vip_holder()) {
+    case proto::VIP_HOLDER_LOCAL: where = "held by this node (" + r.local().node() + ")"; break;
+    case proto::VIP_HOLDER_PEER:
+      where = "held by the peer (" + r.peer().node() + ", " + StateName(r.peer().state()) + ")";
+      break;
+    case proto::VIP_HOLDER_NONE:
+      where = "held by no node";
+      colour = Colour::kYellow;
+      break;
+    default: where = "unknown (not held here, peer not heard)"; colour = Colour::kYellow;
+  }
+  std::string o;
+  for (const auto& v : r.vips()) {
+    // This node's own view wins over the holder deduced from the states (e.g. while adding it).
+    const std::string text = v.held() ? "held by this node (" + r.local().node() + ")" : where;
+    o += "vip " + v.addr() + (v.interface().empty() ? "" : " on " + v.interface()) + ": " +
+         paint(text, v.held() ? Colour::kNone : colour) + "\n";
+  }
+  return o;
+}
+
+std::string LocalTime(uint64_t unix_ms) {
+  const time_t t = static_cast<time_t>(unix_ms / 1000);
+  struct tm tm;
+  char buf[32];
+  if (localtime_r(&t, &tm) == nullptr || strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm) == 0) return "?";
+  return buf;
+}
+
+std::string FailoverLine(const proto::StateReply& r) {
+  if (!r.has_last_failover()) return "last failover: none recorded on this node\n";
+  const auto& f = r.last_failover();
+  return "last failover: " + LocalTime(f.at_unix_ms()) + " (" + FormatDuration(f.ago_ms()) + " ago), took " +
+         FormatDuration(f.duration_ms()) + " to " + StateName(f.state()) + ": " + f.reason() + "\n";
+}
+
+std::string HeartbeatLines(const proto::StateReply& r, const Painter& paint) {
+  std::ostringstream o;
+  for (const auto& h : r.heartbeats()) {
+    o << "heartbeat " << h.network() << " (" << h.peer_addr()
+      << "): " << (h.up() ? paint("up", Colour::kGreen) : paint("down", Colour::kRed));
+    o << ", last packet "
+      << (h.last_seen_ms_ago() > 0 ? FormatDuration(h.last_seen_ms_ago()) + " ago" : "never");
+    o << ", received " << h.received() << ", sent " << h.sent();
+    if (h.send_errors() > 0) o << " (" << h.send_errors() << " send errors)";
+    o << "\n";
+  }
+  if (r.has_heartbeat_drops()) {
+    const auto& d = r.heartbeat_drops();
+    o << "heartbeat drops: garbage " << d.garbage() << ", wrong cluster " << d.wrong_cluster() << ", bad tag "
+      << d.bad_tag() << ", wrong node " << d.wrong_node() << ", replayed " << d.replayed() << ", bad payload "
+      << d.bad_payload() << "\n";
+  }
+  return o.str();
+}
+
+// The running resync into the peer, with its bar.
+std::string ResyncRunning(const proto::FsResync& rs) {
+  const double frac = rs.bytes_total() ? static_cast<double>(rs.bytes_done()) / rs.bytes_total() : 0.0;
+  std::ostringstream o;
+  o << "  resync " << (rs.full() ? "full" : "incremental") << " " << ProgressBar(frac) << " "
+    << static_cast<int>(std::min(frac, 1.0) * 100) << "% " << rs.bytes_done() << "/" << rs.bytes_total()
+    << " bytes, sent " << rs.bytes_sent() << ", files " << rs.files_done() << "/" << rs.files_total() << ", "
+    << rs.rate_bps() / 1024 << " KiB/s, ETA " << rs.eta_s() << " s, pass " << rs.pass() << "\n";
+  return o.str();
+}
+
 // The resync lines of one replicated directory: into the peer (primary) or into this node.
 std::string FormatResync(const proto::FsInfo& f) {
   std::ostringstream o;
@@ -73,13 +285,7 @@ std::string FormatResync(const proto::FsInfo& f) {
     o << "  record: " << (rec.full() ? "full compare" : "tree rescan") << " needed (" << rec.reason()
       << ")\n";
   if (rs.phase() == "running") {
-    const double frac = rs.bytes_total() ? static_cast<double>(rs.bytes_done()) / rs.bytes_total() : 0.0;
-    const int width = 30, filled = static_cast<int>(frac * width);
-    o << "  resync " << (rs.full() ? "full" : "incremental") << " [" << std::string(filled, '#')
-      << std::string(width - filled, '.') << "] " << static_cast<int>(frac * 100) << "% " << rs.bytes_done()
-      << "/" << rs.bytes_total() << " bytes, sent " << rs.bytes_sent() << ", files " << rs.files_done() << "/"
-      << rs.files_total() << ", " << rs.rate_bps() / 1024 << " KiB/s, ETA " << rs.eta_s() << " s, pass "
-      << rs.pass() << "\n";
+    o << ResyncRunning(rs);
   } else if (rs.phase() == "done" || rs.phase() == "failed") {
     o << "  resync " << rs.phase() << " (" << (rs.full() ? "full" : "incremental") << ", " << rs.reason()
       << "): compared " << rs.bytes_done() << " bytes, sent " << rs.bytes_sent() << ", " << rs.files_done()
@@ -91,82 +297,72 @@ std::string FormatResync(const proto::FsInfo& f) {
       << " bytes, " << v.files_done() << " files, " << v.differences() << " differences"
       << (v.error().empty() ? "" : ", error: " + v.error()) << "\n";
   }
-  if (f.role() == proto::FS_ROLE_SECONDARY && !f.resync_target().phase().empty() &&
-      f.resync_target().phase() != "none")
-    o << "  resync into this node: " << f.resync_target().phase() << " (id " << f.resync_target().id()
-      << ")\n";
+  const auto& t = f.resync_target();
+  if (f.role() == proto::FS_ROLE_SECONDARY && !t.phase().empty() && t.phase() != "none") {
+    o << "  resync into this node: " << t.phase() << " (id " << t.id();
+    if (t.phase() == "running" && t.bytes_total() > 0) o << ", " << t.bytes_total() << " bytes to compare";
+    o << ")\n";
+  }
   return o.str();
 }
 
-}  // namespace
-
-std::string FormatState(const proto::StateReply& r, bool verbose) {
+std::string FsLine(const proto::FsInfo& f, const Painter& paint) {
   std::ostringstream o;
-  o << "module " << r.module() << "\n"
-    << NodeLine(r.local(), false) << "\n"
-    << NodeLine(r.peer(), true) << "\n";
-  if (!verbose) return o.str();
-  o << "data   " << (r.local().data_uptodate() ? "up to date" : "not up to date");
-  if (r.peer().known()) o << "; peer's " << (r.peer().data_uptodate() ? "up to date" : "not up to date");
+  o << "fs " << f.dir() << ": ";
+  if (!f.running()) {
+    o << paint("not running", Colour::kRed);
+  } else {
+    o << RoleName(f.role()) << ", peer " << (f.peer_connected() ? "connected" : "not connected")
+      << ", dirty files " << f.dirty_files() << " zones " << f.dirty_zones()
+      << (f.namespace_dirty() ? ", namespace dirty" : "");
+    // Never silent: an op the peer could not apply means its copy is behind (resync needed).
+    if (f.peer_errors() > 0)
+      o << ", " << paint("PEER ERRORS " + std::to_string(f.peer_errors()), Colour::kRed)
+        << " (peer copy behind)";
+    if (f.reconnects() > 0) o << ", reconnects " << f.reconnects();
+    if (f.role() == proto::FS_ROLE_PRIMARY)
+      o << (f.in_sync() ? ", in sync" : ", " + paint("NOT in sync", Colour::kYellow));
+  }
+  if (!f.last_error().empty()) o << " (" << f.last_error() << ")";
   o << "\n";
-  for (const auto& h : r.heartbeats()) {
-    o << "heartbeat " << h.network() << " (" << h.peer_addr() << "): " << (h.up() ? "up" : "down");
-    if (h.last_seen_ms_ago() > 0) o << ", last seen " << h.last_seen_ms_ago() << " ms ago";
-    o << ", received " << h.received() << ", sent " << h.sent();
-    if (h.send_errors() > 0) o << " (" << h.send_errors() << " send errors)";
-    o << "\n";
-  }
-  if (r.has_heartbeat_drops()) {
-    const auto& d = r.heartbeat_drops();
-    o << "heartbeat drops: garbage " << d.garbage() << ", wrong cluster " << d.wrong_cluster() << ", bad tag "
-      << d.bad_tag() << ", wrong node " << d.wrong_node() << ", replayed " << d.replayed() << ", bad payload "
-      << d.bad_payload() << "\n";
-  }
-  for (const auto& v : r.vips())
-    o << "vip " << v.addr() << (v.interface().empty() ? "" : " on " + v.interface()) << ": "
-      << (v.held() ? "held" : "not held") << "\n";
-  for (const auto& f : r.fs()) {
-    o << "fs " << f.dir() << ": ";
-    if (!f.running()) {
-      o << "not running";
-    } else {
-      o << RoleName(f.role()) << ", peer " << (f.peer_connected() ? "connected" : "not connected")
-        << ", dirty files " << f.dirty_files() << " zones " << f.dirty_zones()
-        << (f.namespace_dirty() ? ", namespace dirty" : "");
-      // Never silent: an op the peer could not apply means its copy is behind (resync needed).
-      if (f.peer_errors() > 0) o << ", PEER ERRORS " << f.peer_errors() << " (peer copy behind)";
-      if (f.reconnects() > 0) o << ", reconnects " << f.reconnects();
-      if (f.role() == proto::FS_ROLE_PRIMARY) o << (f.in_sync() ? ", in sync" : ", NOT in sync");
-    }
-    if (!f.last_error().empty()) o << " (" << f.last_error() << ")";
-    o << "\n";
-    if (f.running()) o << FormatResync(f);
-  }
+  if (f.running()) o << FormatResync(f);
+  return o.str();
+}
+
+std::string WatchLines(const proto::StateReply& r, const Painter& paint) {
+  std::ostringstream o;
   for (const auto& p : r.processes()) {
     o << "errd " << p.name() << ": " << p.count() << " running (atleast " << p.atleast();
     if (p.atmax() >= 0) o << ", atmax " << p.atmax();
     o << ") "
       << (!p.active() ? "not watched in this state"
           : p.ok()    ? "ok"
-                      : "FAILED")
+                      : paint("FAILED", Colour::kRed))
       << ", action " << p.action() << "\n";
   }
   for (const auto& c : r.checkers())
-    o << "check " << c.kind() << " " << c.name() << ": " << (c.ok() ? "ok" : "FAILED")
+    o << "check " << c.kind() << " " << c.name() << ": " << (c.ok() ? "ok" : paint("FAILED", Colour::kRed))
       << (c.detail().empty() ? "" : " (" + c.detail() + ")") << "\n";
-  o << "restarts " << r.loop_count() << "/" << r.maxloop() << " (maxloop)\n";
-  o << "hamirrord pid " << r.pid() << ", up " << r.uptime_s() << " s\n";
   return o.str();
 }
 
-std::string FormatStateJson(const proto::StateReply& reply) {
-  std::string out;
-  google::protobuf::util::JsonPrintOptions opt;
-  opt.add_whitespace = true;
-  opt.always_print_primitive_fields = true;
-  opt.preserve_proto_field_names = true;
-  (void)google::protobuf::util::MessageToJsonString(reply, &out, opt);
-  return out;
+}  // namespace
+
+std::string FormatState(const proto::StateReply& r, bool verbose, bool colour) {
+  const Painter paint(colour);
+  if (!verbose)
+    return "module " + r.module() + "\n" + NodeLine(LocalView(r), false, paint) + "\n" +
+           NodeLine(r.peer(), true, paint) + "\n";
+  std::string o = "module " + r.module() + "  (hamirrord pid " + std::to_string(r.pid()) + ", up " +
+                  FormatDuration(r.uptime_s() * 1000) + ")\n";
+  o += NodeTable(r, paint);
+  o += VipLines(r, paint);
+  o += FailoverLine(r);
+  o += HeartbeatLines(r, paint);
+  for (const auto& f : r.fs()) o += FsLine(f, paint);
+  o += WatchLines(r, paint);
+  o += "restarts " + std::to_string(r.loop_count()) + "/" + std::to_string(r.maxloop()) + " (maxloop)\n";
+  return o;
 }
 
 std::string ResolveSocket(const std::string& socket_opt, const std::string& module_opt, std::string* error) {

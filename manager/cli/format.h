@@ -1,6 +1,7 @@
 // Rendering of admin replies for the `hamirror` CLI, kept apart from I/O so it is unit-tested.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "proto/admin.pb.h"
@@ -12,10 +13,22 @@ int StateExitCode(proto::NodeState state);
 const char* StateName(proto::NodeState state);
 const char* SubStateName(proto::SubState sub);
 
-// Human text for `state` (one summary line per node) and `state -v` (plus resources).
-std::string FormatState(const proto::StateReply& reply, bool verbose);
-// `state --json`.
+// Colours for output on `fd`: only on a terminal, and not when NO_COLOR is set and not empty.
+bool UseColour(int fd);
+
+// Human text for `state` (one summary line per node) and `state -v` (both nodes side by side, the
+// last failover, VIP holder, heartbeats, fs and resync with a progress bar, watchdog, checkers).
+// `colour`: ANSI colours (UseColour); without it the text has no escape sequence.
+std::string FormatState(const proto::StateReply& reply, bool verbose, bool colour = false);
+// `state --json`: every field of the reply under its proto name, enum values in lower case without
+// their type prefix ("prim", "second", "up_to_date"), 64-bit numbers as numbers, an unset message
+// as null (manager/cli/state_json.cc; fields documented in docs/operations.md).
 std::string FormatStateJson(const proto::StateReply& reply);
+
+// "850ms", "4.1s", "12s", "3m05s", "2h04m", "3d02h".
+std::string FormatDuration(uint64_t ms);
+// "[#########.....................]": a fraction in [0, 1] (clamped), 30 characters inside.
+std::string ProgressBar(double fraction);
 
 // Where the CLI finds the admin socket: explicit --socket, else -m MODULE, else $HAMIRROR_SOCKET
 // (exported to user scripts by hamirrord), else $SAFEMODULE, else the only socket in /run/hamirror.

@@ -1,5 +1,5 @@
 // hamirror: command line over the admin API of hamirrord, with SafeKit's verbs.
-//   hamirror [-m MODULE | --socket PATH] state [-v] [-lq] [--json]
+//   hamirror [-m MODULE | --socket PATH] state [-v] [-lq] [--json] [-w [--interval S] [--count N]]
 //   hamirror start|stop|restart|forcestop|prim|second [fullsync] [--wait]|primforce|swap
 //   hamirror resync [--wait];  hamirror verify [--repair] [--no-wait]
 //   hamirror log [-f] [-n N];  hamirror printi|printw|printe MSG...
@@ -13,12 +13,14 @@
 #include <CLI/CLI.hpp>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
 #include "manager/admin/client.h"
 #include "manager/cli/format.h"
 #include "manager/cli/wait.h"
+#include "manager/cli/watch.h"
 #ifdef HAMIRROR_HAVE_CONFIG
 #include "manager/config/config.h"
 #endif
@@ -82,6 +84,13 @@ int main(int argc, char** argv) {
   state->add_flag("-v,--verbose", verbose, "resources: heartbeats, VIP, fs, resync, watchdog, checkers");
   state->add_flag("--lq,-q", lq, "quiet; exit code STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4");
   state->add_flag("--json", json, "full state as JSON");
+  bool watch = false;
+  double interval_s = 2;
+  uint64_t watch_count = 0;
+  state->add_flag("-w,--watch", watch, "refresh the -v screen in place until Ctrl-C (like crm_mon)");
+  state->add_option("--interval", interval_s, "with -w: seconds between refreshes (default 2)")
+      ->check(CLI::Range(0.1, 3600.0));
+  state->add_option("--count", watch_count, "with -w: stop after N refreshes");
 
   struct Simple {
     const char* name;
@@ -171,6 +180,17 @@ int main(int argc, char** argv) {
     stub = admin::ConnectUnix(socket);
   }
 
+  if (state->parsed() && watch && !lq) {
+    const bool colour = cli::UseColour(STDOUT_FILENO);
+    cli::WatchOptions wo{isatty(STDOUT_FILENO) != 0,
+                         std::chrono::milliseconds(std::llround(interval_s * 1000)), watch_count};
+    return cli::WatchState(
+        cli::FetchFromStub(stub.get(), true),
+        [&](const proto::StateReply& r) {
+          return json ? cli::FormatStateJson(r) : cli::FormatState(r, true, colour);
+        },
+        std::cout, wo);
+  }
   if (state->parsed()) {
     grpc::ClientContext ctx;
     ctx.set_deadline(Deadline(5));
@@ -184,7 +204,8 @@ int main(int argc, char** argv) {
       return ReportRpcError(s, socket);
     }
     if (lq) return cli::StateExitCode(rep.local().state());
-    std::cout << (json ? cli::FormatStateJson(rep) : cli::FormatState(rep, verbose));
+    std::cout << (json ? cli::FormatStateJson(rep)
+                       : cli::FormatState(rep, verbose, cli::UseColour(STDOUT_FILENO)));
     return 0;
   }
 

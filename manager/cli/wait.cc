@@ -12,16 +12,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string Bar(double fraction) {
-  constexpr int kWidth = 30;
-  const int filled = std::clamp(static_cast<int>(fraction * kWidth), 0, kWidth);
-  std::string bar(kWidth + 2, '.');
-  bar.front() = '[';
-  bar.back() = ']';
-  std::fill_n(bar.begin() + 1, filled, '#');
-  return bar;
-}
-
 void Show(std::ostream& out, const WaitOptions& o, const std::string& line) {
   if (o.tty)
     out << "\r\033[K" << line << std::flush;
@@ -87,8 +77,8 @@ int WaitVerify(const FetchState& fetch, const proto::StateReply& before, std::os
       differences += v.differences();
     }
     std::ostringstream o;
-    o << "verify " << Bar(total ? static_cast<double>(done) / total : 0) << " " << done / (1 << 20) << "/"
-      << total / (1 << 20) << " MiB compared, " << differences << " differences";
+    o << "verify " << ProgressBar(total ? static_cast<double>(done) / total : 0) << " " << done / (1 << 20)
+      << "/" << total / (1 << 20) << " MiB compared, " << differences << " differences";
     *line = o.str();
     if (!all_ended) return -1;
     std::ostringstream report;

@@ -161,6 +161,7 @@ void NodeMachine::SetState(NodeState s, Readiness r) {
     Emit(ActRemoveVip{});
     vip_ = false;
   }
+  if (s != state_) state_since_ = now_;
   state_ = s;
   readiness_ = r;
   if (s != NodeState::kWait) wait_reason_.clear();
@@ -318,6 +319,7 @@ void NodeMachine::QueueStop(bool force, bool then_start) {
     Persist();
     Log(1, "data marked outdated: the peer carries on without us");
   }
+  failover_cause_.reset();
   ops_.clear();
   QueueLeaveRole();
   // Force: stop scripts are run with force straight away (forcestop).
@@ -353,6 +355,7 @@ void NodeMachine::AddVipIfAllowed() {
 
 void NodeMachine::QueueBecomeAlone() {
   bool force = want_primforce_;
+  const std::string how = force ? "; primforce typed" : want_prim_ ? "; prim typed" : "";
   want_prim_ = want_primforce_ = false;
   SetIntent(false);
   Then([this, force] {
@@ -366,14 +369,17 @@ void NodeMachine::QueueBecomeAlone() {
     AddVipIfAllowed();
   });
   ThenScript(Script::kStartPrim);
-  Then([this] {
-    if (IsServingState(state_)) SetState(state_, Readiness::kReady);
+  Then([this, how] {
+    if (!IsServingState(state_)) return;
+    SetState(state_, Readiness::kReady);
+    FinishFailover(how);
   });
 }
 
 void NodeMachine::QueueBecomeSecond() {
   SetIntent(false);
   discard_mine_ = false;
+  failover_cause_.reset();  // the peer serves
   Then([this] {
     Emit(ActSetFsRole{FsRole::kSecondary});
     p_.last_role = Role::kSecond;
@@ -420,6 +426,7 @@ void NodeMachine::QueueHandover() {
 void NodeMachine::QueueTakeOver() {
   Log(1, "swap: taking over from " + cfg_.peer);
   swap_request_ = false;
+  failover_cause_ = FailoverCause{now_, "swap: " + cfg_.peer + " handed over"};
   SetState(NodeState::kSecond, Readiness::kTransient);
   ThenScript(Script::kStopSecond);
   Then([this] {
@@ -433,7 +440,9 @@ void NodeMachine::QueueTakeOver() {
   });
   ThenScript(Script::kStartPrim);
   Then([this] {
-    if (IsServingState(state_)) SetState(state_, Readiness::kReady);
+    if (!IsServingState(state_)) return;
+    SetState(state_, Readiness::kReady);
+    FinishFailover("");
   });
 }
 
@@ -473,6 +482,26 @@ void NodeMachine::MarkSplitBrain() {
              "): no automatic promotion; prim keeps this side, second discards it");
 }
 
+void NodeMachine::NoteFailoverCause(std::string reason) {
+  if (IsServingState(state_) || state_ == NodeState::kStop || failover_cause_) return;  // the first cause
+  failover_cause_ = FailoverCause{now_, std::move(reason)};
+}
+
+void NodeMachine::FinishFailover(const std::string& how) {
+  if (!failover_cause_) return;
+  last_failover_ = Failover{failover_cause_->detected_ms, now_, failover_cause_->reason + how, state_};
+  ++failovers_;
+  failover_cause_.reset();
+  Log(1, "failover done in " + std::to_string(now_ - last_failover_->detected_ms) +
+             " ms: " + last_failover_->reason);
+}
+
+std::optional<uint64_t> NodeMachine::peer_state_since_ms(bool* entered) const {
+  if (!peer_connected_ || !peer_) return std::nullopt;
+  *entered = peer_state_entered_;
+  return peer_state_since_;
+}
+
 void NodeMachine::SetIntent(bool on) {
   if (on == want_serve_) return;
   want_serve_ = on;
@@ -497,12 +526,14 @@ void NodeMachine::OnPeerStatus(const PeerStatus& st) {
     Log(1, "peer " + cfg_.peer + " restarted (new incarnation)");
   }
   bool was_connected = peer_connected_;
+  const NodeState prev_state = peer_ ? peer_->state : NodeState::kStop;
   peer_ = st;
   last_heard_ = now_;
   peer_connected_ = true;
   echo_seq_ = st.seq;
   echo_inc_ = st.incarnation;
   if (!was_connected) Log(1, "peer " + cfg_.peer + " reachable (" + ToString(st.state) + ")");
+  NotePeerState(was_connected, prev_state);
 
   // Echo lease: the peer, not serving, has seen our heartbeat `echo_seq`; it will not take over
   // before heartbeat_timeout_ms after that, so we may serve until its send time + lease_ms.
@@ -538,10 +569,24 @@ void NodeMachine::OnPeerStatus(const PeerStatus& st) {
   }
 }
 
+// Time in state of the peer, and a failover cause when a serving peer stops serving.
+void NodeMachine::NotePeerState(bool was_connected, NodeState prev_state) {
+  if (!was_connected || peer_->state != prev_state) {
+    peer_state_since_ = now_;
+    peer_state_entered_ = was_connected;
+  }
+  if (IsServingState(peer_->state))
+    failover_cause_.reset();
+  else if (was_connected && IsServingState(prev_state) && !peer_->handing_over)
+    NoteFailoverCause("peer " + cfg_.peer + " left " + ToString(prev_state) + " (now " +
+                      ToString(peer_->state) + ")");
+}
+
 void NodeMachine::OnPeerLost() {
   if (!peer_connected_) return;
   peer_connected_ = false;
   Log(2, "peer " + cfg_.peer + " lost: no heartbeat on any network");
+  NoteFailoverCause("peer " + cfg_.peer + " lost (no heartbeat on any network)");
   SetIntent(false);
   if (state_ == NodeState::kAlone) linked_ = false;  // link again when it is back
   if (state_ == NodeState::kPrim && !handing_over_) ChangePrimToAlone("peer lost");

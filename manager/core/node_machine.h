@@ -85,6 +85,12 @@
 // secondary is forwarded in its status (`swap_request`). defaultprim=<node>: the primary starts a swap
 // by itself when that node is SECOND ready. lastprim: on a tie both-WAIT, the last primary wins.
 //
+// Failover record (for `state -v`): a node that is not serving notes a cause when the peer is lost,
+// when the peer leaves PRIM/ALONE while connected (not handing over), or when it takes over in a swap;
+// if it then becomes serving and its start_prim finishes, that is a failover (last_failover(): cause
+// time, done time, reason). The cause is dropped when the node becomes SECOND, stops, or the peer
+// serves again.
+//
 // Every Command gets exactly one CommandReply in the same Step: accepted (it takes effect) or refused
 // with a reason. `prim`/`second` typed on a node already in that role are accepted as no-ops.
 //
@@ -165,6 +171,14 @@ struct Persisted {
   bool split_brain = false;  // both wrote since they parted: no automatic promotion until resolved
   uint64_t incarnation = 0;  // bumped by every NodeMachine construction (orders heartbeats)
   bool operator==(const Persisted&) const = default;
+};
+
+// A failover this node completed (see the file comment). Times are the caller's now_ms.
+struct Failover {
+  uint64_t detected_ms = 0;  // the peer seen lost, seen leaving PRIM/ALONE, or the swap begun
+  uint64_t done_ms = 0;      // start_prim finished
+  std::string reason;
+  NodeState state = NodeState::kAlone;  // ALONE or PRIM
 };
 
 enum class DefaultPrimKind : uint8_t { kAlone, kNode, kLastPrim };
@@ -294,6 +308,16 @@ class NodeMachine {
   bool split_brain() const { return p_.split_brain; }
   const std::string& wait_reason() const { return wait_reason_; }  // why WAIT, for `state -v`
 
+  // now_ms of the step where this node entered its current state (readiness changes do not count).
+  uint64_t state_since_ms() const { return state_since_; }
+  // While connected: when this node saw the peer enter the state it last reported. *entered is false
+  // when the peer was already in that state when (re)heard: the time is then a lower bound.
+  std::optional<uint64_t> peer_state_since_ms(bool* entered) const;
+  // The last failover since construction (the daemon keeps it across restarts); failovers() counts
+  // them, so that a caller sees a new one.
+  const std::optional<Failover>& last_failover() const { return last_failover_; }
+  uint64_t failovers() const { return failovers_; }
+
   bool want_serve() const { return want_serve_; }
   uint64_t incarnation() const { return incarnation_; }
   // Checker/errd failures counted against maxloop at now_ms (within loop_interval), for `state -v`.
@@ -318,6 +342,7 @@ class NodeMachine {
   bool Busy() const { return script_running_ || !ops_.empty(); }
 
   void OnPeerStatus(const PeerStatus& st);
+  void NotePeerState(bool was_connected, NodeState prev_state);
   void OnPeerLost();
   void OnCommand(const EvCommand& c);
   void OnScriptDone(const EvScriptDone& d);
@@ -343,6 +368,8 @@ class NodeMachine {
   void BumpGeneration();
   void SetIntent(bool on);
   void MarkSplitBrain();
+  void NoteFailoverCause(std::string reason);
+  void FinishFailover(const std::string& how);
   void Accept(uint64_t id);
   void Refuse(uint64_t id, std::string reason);
 
@@ -412,6 +439,18 @@ class NodeMachine {
   uint64_t link_retry_at_ = 0;
   std::string wait_reason_;
   std::deque<uint64_t> failures_;  // times of CheckFailed, for maxloop
+
+  // For `state -v`: time in state, and the failover record.
+  uint64_t state_since_ = 0;
+  uint64_t peer_state_since_ = 0;
+  bool peer_state_entered_ = false;
+  struct FailoverCause {
+    uint64_t detected_ms = 0;
+    std::string reason;
+  };
+  std::optional<FailoverCause> failover_cause_;
+  std::optional<Failover> last_failover_;
+  uint64_t failovers_ = 0;
 };
 
 }  // namespace hamirror::manager::core

@@ -3,6 +3,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -28,6 +29,30 @@ proto::NodeState ToProto(core::NodeState s) {
     case core::NodeState::kSecond: return proto::NODE_STATE_SECOND;
   }
   return proto::NODE_STATE_UNKNOWN;
+}
+
+proto::DataState ToProto(core::DataState d) {
+  switch (d) {
+    case core::DataState::kUnknown: return proto::DATA_STATE_UNKNOWN;
+    case core::DataState::kUpToDate: return proto::DATA_STATE_UP_TO_DATE;
+    case core::DataState::kOutdated: return proto::DATA_STATE_OUTDATED;
+    case core::DataState::kInconsistent: return proto::DATA_STATE_INCONSISTENT;
+  }
+  return proto::DATA_STATE_UNKNOWN;
+}
+
+// The persisted facts a NodeView shows (this node's, or the peer's as last heard).
+void FillData(const core::Persisted& p, proto::NodeView* v) {
+  v->set_data_uptodate(p.data == core::DataState::kUpToDate);
+  v->set_data_state(ToProto(p.data));
+  v->set_generation(p.current.counter);
+  v->set_generation_author(p.current.author);
+  v->set_split_brain(p.split_brain);
+}
+
+uint64_t WallMs() {
+  return std::chrono::duration_cast<milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 proto::SubState ToProto(core::Readiness r) {
@@ -191,6 +216,10 @@ Status Node::Init() {
   core::Persisted persisted;
   Status ls = store_->Load(&persisted);
   if (!ls.ok() && ls.code() != Status::Code::kNotFound) return ls;
+  failover_store_ = std::make_unique<FailoverStore>(cfg.hamirror.state_dir + "/last_failover");
+  if (proto::Failover f; failover_store_->Load(&f).ok()) {
+    last_failover_ = f;
+  }  // else none yet, or unreadable: only `state -v` misses it, not worth refusing to start
   log_->Info(std::string("data ") + core::ToString(persisted.data) + ", generation " +
              std::to_string(persisted.current.counter) + ":" + persisted.current.author);
 
@@ -381,7 +410,22 @@ void Node::StepLocked(const Event& ev) {
                core::ToString(machine_->state()), core::ToString(machine_->readiness()),
                core::ToString(ev).c_str());
   }
+  if (machine_->failovers() != failovers_seen_) RecordFailover();
   if (!actions.empty() || !std::holds_alternative<core::EvTick>(ev)) UpdateSnapshot();
+}
+
+void Node::RecordFailover() {
+  failovers_seen_ = machine_->failovers();
+  const core::Failover& done = *machine_->last_failover();
+  proto::Failover f;
+  f.set_at_unix_ms(WallMs() - std::min(WallMs(), NowMs() - std::min(NowMs(), done.done_ms)));
+  f.set_duration_ms(done.done_ms - done.detected_ms);
+  f.set_reason(done.reason);
+  f.set_state(ToProto(done.state));
+  if (Status s = failover_store_->Save(f); !s.ok())
+    log_->Warning("last failover not stored (shown until hamirrord restarts): " + s.ToString());
+  std::lock_guard<std::mutex> lock(snap_mu_);
+  last_failover_ = f;
 }
 
 bool Node::Apply(const core::Action& a) {
@@ -546,20 +590,50 @@ void Node::UpdateSnapshot() {
   if (machine_->split_brain() && reason.find("split brain") == std::string::npos)
     reason += reason.empty() ? "split brain" : "; split brain";
   l->set_reason(reason);
-  l->set_data_uptodate(machine_->persisted().data == core::DataState::kUpToDate);
+  FillData(machine_->persisted(), l);
   l->set_known(true);
   auto* p = r.mutable_peer();
   p->set_node(peer_);
+  bool peer_entered = false;
+  const std::optional<uint64_t> peer_since = machine_->peer_state_since_ms(&peer_entered);
   if (auto ps = machine_->last_peer_status(); ps && machine_->peer_connected()) {
     p->set_known(true);
     p->set_state(ToProto(ps->state));
     p->set_sub_state(ToProto(ps->readiness));
-    p->set_data_uptodate(ps->data.data == core::DataState::kUpToDate);
+    FillData(ps->data, p);
+    p->set_split_brain(ps->split_brain);
   }
   r.set_maxloop(opt_.cfg.service.maxloop);
   r.set_loop_count(static_cast<uint32_t>(machine_->loop_count(NowMs())));
   std::lock_guard<std::mutex> lock(snap_mu_);
   snapshot_ = std::move(r);
+  local_state_since_ms_ = machine_->state_since_ms();
+  peer_state_since_ms_ = peer_since.value_or(0);
+  peer_state_entered_ = peer_entered;
+}
+
+void Node::FillTimes(proto::StateReply* reply) {
+  const uint64_t now = NowMs();
+  reply->mutable_local()->set_state_age_ms(now - std::min(now, local_state_since_ms_));
+  if (reply->peer().known()) {
+    reply->mutable_peer()->set_state_age_ms(now - std::min(now, peer_state_since_ms_));
+    reply->mutable_peer()->set_state_age_at_least(!peer_state_entered_);
+  }
+  if (last_failover_) {
+    *reply->mutable_last_failover() = *last_failover_;
+    reply->mutable_last_failover()->set_ago_ms(WallMs() - std::min(WallMs(), last_failover_->at_unix_ms()));
+  }
+  const auto serving = [](proto::NodeState s) {
+    return s == proto::NODE_STATE_PRIM || s == proto::NODE_STATE_ALONE;
+  };
+  proto::VipHolder holder = proto::VIP_HOLDER_UNKNOWN;
+  if (vips_.empty())
+    holder = proto::VIP_HOLDER_NO_VIP;
+  else if (std::find(vip_held_.begin(), vip_held_.end(), true) != vip_held_.end())
+    holder = proto::VIP_HOLDER_LOCAL;
+  else if (reply->peer().known())
+    holder = serving(reply->peer().state()) ? proto::VIP_HOLDER_PEER : proto::VIP_HOLDER_NONE;
+  reply->set_vip_holder(holder);
 }
 
 void Node::FillState(bool verbose, proto::StateReply* reply) {
@@ -567,6 +641,7 @@ void Node::FillState(bool verbose, proto::StateReply* reply) {
   *reply = snapshot_;
   reply->set_pid(getpid());
   reply->set_uptime_s(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start_).count());
+  FillTimes(reply);
   if (!verbose) return;
   for (const auto& n : link_->Networks()) {
     auto* h = reply->add_heartbeats();

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -22,6 +23,7 @@
 #include "manager/admin/node_control.h"
 #include "manager/config/config.h"
 #include "manager/core/node_machine.h"
+#include "manager/daemon/failover_store.h"
 #include "manager/daemon/fs_driver.h"
 #include "manager/daemon/heartbeat_bridge.h"
 #include "manager/daemon/state_store.h"
@@ -83,6 +85,10 @@ class Node : public admin::NodeControl {
   void ProbeWitnessAsync(uint64_t probe_id);
   bool MakeStatus(manager::core::PeerStatus* out);  // heartbeat thread; false while a step runs
   void UpdateSnapshot();
+  // A failover the machine just completed: stored (<statedir>/last_failover) and shown by FillState.
+  void RecordFailover();
+  // Time in state, last failover and VIP holder of the reply (under snap_mu_).
+  void FillTimes(proto::StateReply* reply);
   void MonitorLoop();  // errd + checkers + VIP check + fs status, off the event loop
   void ReapWorkers(bool all);
 
@@ -91,6 +97,8 @@ class Node : public admin::NodeControl {
   std::string peer_;
   std::unique_ptr<manager::core::NodeMachine> machine_;
   std::unique_ptr<StateStore> store_;
+  std::unique_ptr<FailoverStore> failover_store_;
+  uint64_t failovers_seen_ = 0;  // machine_->failovers() already recorded (event loop)
   std::unique_ptr<HeartbeatBridge> link_;
   // Held by the event loop for a whole step (core step + its actions), so that a heartbeat never
   // carries a state whose persisted facts are not stored yet; the heartbeat thread only try-locks it.
@@ -130,6 +138,11 @@ class Node : public admin::NodeControl {
   std::vector<proto::CheckerStatus> checker_status_;  // under snap_mu_
   std::vector<proto::FsInfo> fs_status_;              // under snap_mu_
   std::vector<bool> vip_held_;                        // under snap_mu_
+  // Under snap_mu_: NowMs() when the local node / the peer entered its state (peer: 0 = not heard;
+  // peer_state_entered_ false = already in it when heard), and the last failover (unset: none).
+  uint64_t local_state_since_ms_ = 0, peer_state_since_ms_ = 0;
+  bool peer_state_entered_ = false;
+  std::optional<proto::Failover> last_failover_;
 
   // A resync into this node (ActStartResync until EvResyncDone or ActStopResync): what the fs reported
   // when it was asked for, so that only a resync reported after that counts.

@@ -12,6 +12,10 @@
 
 namespace hamirror::daemon {
 
+// Replaces `path` by `text` atomically: temp file, fsync, rename, fsync of the directory (created 0700
+// when missing).
+Status WriteFileAtomic(const std::string& path, const std::string& text);
+
 class StateStore {
  public:
   explicit StateStore(std::string path) : path_(std::move(path)) {}

@@ -2,6 +2,7 @@
 #include <sys/wait.h>
 
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <mutex>
@@ -21,6 +22,7 @@ class FakeNode : public NodeControl {
   }
   void FillState(bool verbose, proto::StateReply* r) override {
     std::lock_guard<std::mutex> lock(mu);
+    ++state_calls;
     r->set_module("m");
     r->mutable_local()->set_node("n1");
     r->mutable_local()->set_state(state);
@@ -43,6 +45,7 @@ class FakeNode : public NodeControl {
 
   std::mutex mu;
   proto::NodeState state = proto::NODE_STATE_WAIT;
+  int state_calls = 0;
   Command last = Command::kStart;
 
  private:
@@ -101,11 +104,12 @@ TEST_CASE("cli: verbs against a running admin server", "[cli]") {
   }
   Run r = Cli(s + "state -v");
   CHECK(r.rc == 0);
-  CHECK(r.out.find("local  n1: SECOND (Ready)") != std::string::npos);
+  CHECK(r.out.find("\nstate         SECOND (Ready)") != std::string::npos);
   CHECK(r.out.find("vip 198.18.0.50: held") != std::string::npos);
+  CHECK(r.out.find('\033') == std::string::npos);  // not a terminal: no colour
   r = Cli(s + "state --json");
   CHECK(r.rc == 0);
-  CHECK(r.out.find("\"state\": \"NODE_STATE_SECOND\"") != std::string::npos);
+  CHECK(r.out.find("\"state\": \"second\"") != std::string::npos);
 
   CHECK(Cli(s + "second fullsync").rc == 0);
   CHECK(node.last == Command::kSecondFullsync);
@@ -148,4 +152,41 @@ TEST_CASE("cli: state -v shows the mirror's peer errors and reconnects only when
   INFO(out);
   CHECK(out.find("PEER ERRORS 3 (peer copy behind)") != std::string::npos);
   CHECK(out.find("reconnects 2") != std::string::npos);
+}
+
+TEST_CASE("cli: state -w --count 2 prints two snapshots one interval apart, then exits", "[cli]") {
+  char tmpl[] = "/tmp/hamirror-cli-XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  std::string dir = tmpl;
+  FakeNode node(dir);
+  AdminServerOptions opt;
+  opt.unix_path = dir + "/m.sock";
+  std::unique_ptr<AdminServer> server;
+  REQUIRE(AdminServer::Start(opt, &node, &server).ok());
+  const std::string s = "--socket " + opt.unix_path + " ";
+
+  const auto t0 = std::chrono::steady_clock::now();
+  Run r = Cli(s + "state -w --interval 0.3 --count 2");
+  const auto took = std::chrono::steady_clock::now() - t0;
+  INFO(r.out);
+  CHECK(r.rc == 0);
+  CHECK(took >= std::chrono::milliseconds(300));
+  size_t screens = 0;
+  for (size_t p = r.out.find("hamirror state -w: "); p != std::string::npos;
+       p = r.out.find("hamirror state -w: ", p + 1))
+    ++screens;
+  CHECK(screens == 2);
+  CHECK(r.out.find("every 0.3 s") != std::string::npos);
+  CHECK(r.out.find("\nstate         WAIT (Ready)") != std::string::npos);  // the -v screen
+  CHECK(r.out.find('\033') == std::string::npos);                          // a pipe: appended, not redrawn
+  {
+    std::lock_guard<std::mutex> lock(node.mu);
+    CHECK(node.state_calls == 2);
+  }
+  r = Cli(s + "state -w --count 1 --json");
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("\"state\": \"wait\"") != std::string::npos);
+  CHECK(Cli(s + "state -w --interval 0 --count 1").rc == 64);  // bounded below
+  server->Shutdown();
+  std::filesystem::remove_all(dir);
 }

@@ -437,3 +437,74 @@ TEST_CASE("a restarted peer (new incarnation, lower seq) is heard at once; its o
   CHECK(hb.echo_incarnation == 200);
   CHECK(hb.echo_seq == 4);
 }
+
+// ---- For `state -v`: time in state and the failover record ----------------------------------
+
+TEST_CASE("state -v facts: a crashed primary's secondary records the failover: when, why, how long",
+          "[core]") {
+  auto s = MakeSim();
+  BringUp(*s);
+  // Coming up is no failover: A went ALONE on `prim` with B connected and not serving.
+  CHECK_FALSE(s->machine(A)->last_failover().has_value());
+  CHECK_FALSE(s->machine(B)->last_failover().has_value());
+  const uint64_t crash = s->now();
+  s->Crash(A);
+  INFO(Dump(*s));
+  WAIT_FOR(*s, Is(*s, B, NodeState::kAlone), kHeartbeatTimeoutMs + 2000);
+  const auto& f = s->machine(B)->last_failover();
+  REQUIRE(f.has_value());
+  CHECK(s->machine(B)->failovers() == 1);
+  CHECK(f->reason == "peer A lost (no heartbeat on any network)");
+  CHECK(f->state == NodeState::kAlone);
+  CHECK(f->detected_ms >= crash + kHeartbeatTimeoutMs);  // detected when the heartbeats timed out
+  CHECK(f->done_ms > f->detected_ms);                    // ... done when start_prim finished
+  CHECK(f->done_ms <= s->now());
+  // B's time in ALONE counts from when it entered ALONE (before start_prim ended), not from Ready.
+  CHECK(s->machine(B)->state_since_ms() > f->detected_ms);
+  CHECK(s->machine(B)->state_since_ms() < f->done_ms);
+  bool entered = true;
+  CHECK_FALSE(s->machine(B)->peer_state_since_ms(&entered).has_value());  // the peer is not heard
+}
+
+TEST_CASE("state -v facts: the peer's time in state counts from the change this node saw", "[core]") {
+  auto s = MakeSim();
+  s->Command(A, Command::kStart);
+  s->Command(B, Command::kStart);
+  s->RunFor(2000);
+  bool entered = true;
+  auto since = s->machine(A)->peer_state_since_ms(&entered);
+  REQUIRE(since.has_value());
+  CHECK_FALSE(entered);  // B was already WAIT when A first heard it: a lower bound
+  BringUp(*s);
+  since = s->machine(A)->peer_state_since_ms(&entered);
+  REQUIRE(since.has_value());
+  CHECK(entered);  // A saw B enter SECOND
+  CHECK(*since >= s->machine(B)->state_since_ms());
+  CHECK(*since <= s->now());
+  // Readiness changes do not restart the clock: SECOND transient -> ready kept B's entry time.
+  CHECK(s->machine(B)->state() == NodeState::kSecond);
+  const uint64_t b_since = s->machine(B)->state_since_ms();
+  s->RunFor(1000);
+  CHECK(s->machine(B)->state_since_ms() == b_since);
+}
+
+TEST_CASE("state -v facts: a swap is recorded on the node that took over, a stop on the survivor", "[core]") {
+  auto s = MakeSim();
+  BringUp(*s);
+  REQUIRE(s->Command(A, Command::kSwap).accepted);
+  INFO(Dump(*s));
+  WAIT_FOR(*s, Is(*s, B, NodeState::kPrim) && Is(*s, A, NodeState::kSecond), 6000);
+  REQUIRE(s->machine(B)->last_failover().has_value());
+  CHECK(s->machine(B)->last_failover()->reason == "swap: A handed over");
+  CHECK(s->machine(B)->last_failover()->state == NodeState::kPrim);
+  CHECK(s->machine(B)->last_failover()->done_ms > s->machine(B)->last_failover()->detected_ms);
+  CHECK_FALSE(s->machine(A)->last_failover().has_value());  // A handed over: no failover of its own
+
+  // The primary B is stopped: A takes over (connected, B left PRIM).
+  s->RunFor(500);
+  REQUIRE(s->Command(B, Command::kStop).accepted);
+  WAIT_FOR(*s, Is(*s, A, NodeState::kAlone), 6000);
+  REQUIRE(s->machine(A)->last_failover().has_value());
+  CHECK(s->machine(A)->last_failover()->reason.rfind("peer B left PRIM (now ", 0) == 0);
+  CHECK(s->machine(B)->failovers() == 1);  // stopping recorded nothing on B
+}
