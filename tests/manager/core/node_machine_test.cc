@@ -475,7 +475,10 @@ TEST_CASE("state -v facts: the peer's time in state counts from the change this 
   auto since = s->machine(A)->peer_state_since_ms(&entered);
   REQUIRE(since.has_value());
   CHECK_FALSE(entered);  // B was already WAIT when A first heard it: a lower bound
-  BringUp(*s);
+  REQUIRE(s->Command(A, Command::kPrim).accepted);
+  REQUIRE(s->Command(B, Command::kSecond).accepted);
+  INFO(Dump(*s));
+  WAIT_FOR(*s, Is(*s, A, NodeState::kPrim) && Is(*s, B, NodeState::kSecond), 5000);
   since = s->machine(A)->peer_state_since_ms(&entered);
   REQUIRE(since.has_value());
   CHECK(entered);  // A saw B enter SECOND

@@ -22,6 +22,28 @@ using namespace hamirror::test;
 using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 
+namespace {
+
+// `field` of the top-level object `object` ("local", "peer", "last_failover") in node i's
+// `state -v --json` (quotes removed; "" when absent).
+std::string StateField(const Cluster& c, int i, const std::string& object, const std::string& field) {
+  const std::string j = c.Cli(i, "state -v --json").output;
+  const size_t begin = j.find("\n  \"" + object + "\": {");
+  const size_t end = j.find("\n  }", begin);
+  if (begin == std::string::npos || end == std::string::npos) return "";
+  size_t p = j.find("\"" + field + "\": ", begin);
+  if (p == std::string::npos || p > end) return "";
+  p += field.size() + 4;
+  if (j[p] == '"') return j.substr(p + 1, j.find('"', p + 1) - p - 1);
+  return j.substr(p, j.find_first_of(",\n", p) - p);
+}
+
+uint64_t StateNumber(const Cluster& c, int i, const std::string& object, const std::string& field) {
+  return std::strtoull(StateField(c, i, object, field).c_str(), nullptr, 10);
+}
+
+}  // namespace
+
 TEST_CASE("failover: kill the primary node then restart it and swap back", "[netns][daemon]") {
   if (!IsRoot()) {
     WARN("needs root (network namespaces); skipped");
@@ -61,6 +83,25 @@ TEST_CASE("failover: kill the primary node then restart it and swap back", "[net
   CHECK(failover_ms <= 5000);
   CHECK(c.WaitState(2, "ALONE (Ready)", 5s));
   CHECK(c.HoldsVip(2));
+  {
+    // The survivor's state -v: the failover with its reason and how long it took; time in state grows.
+    INFO(c.Cli(2, "state -v").output << c.Cli(2, "state -v --json").output);
+    CHECK(StateField(c, 2, "last_failover", "reason") == "peer n1 lost (no heartbeat on any network)");
+    CHECK(StateField(c, 2, "last_failover", "state") == "alone");
+    const uint64_t took = StateNumber(c, 2, "last_failover", "duration_ms");
+    CHECK(took > 0);
+    CHECK(took < static_cast<uint64_t>(failover_ms));  // the heartbeat timeout comes before it
+    CHECK(StateField(c, 2, "local", "state") == "alone");
+    CHECK(StateField(c, 2, "peer", "known") == "false");
+    CHECK(c.Cli(2, "state -v --json").output.find("\"vip_holder\": \"local\"") != std::string::npos);
+    const uint64_t age = StateNumber(c, 2, "local", "state_age_ms");
+    CHECK(age > 0);
+    CHECK(Cluster::WaitFor([&] { return StateNumber(c, 2, "local", "state_age_ms") > age; }, 3s));
+    const std::string v = c.Cli(2, "state -v").output;
+    std::cout << "STATE -v on the survivor:\n" << v;
+    CHECK(v.find("last failover: ") != std::string::npos);
+    CHECK(v.find("to ALONE: peer n1 lost") != std::string::npos);
+  }
 
   // The killed node comes back: it drops the stale VIP at start and rejoins as SECOND.
   c.StartDaemon(1);
@@ -74,8 +115,7 @@ TEST_CASE("failover: kill the primary node then restart it and swap back", "[net
   // (swap needs the secondary ready with data up to date, as n2 last heard it).
   REQUIRE(Cluster::WaitFor(
       [&] {
-        return c.State(2, true) == "SECOND (Ready)" &&
-               c.Cli(2, "state -v").output.find("peer's up to date") != std::string::npos;
+        return c.State(2, true) == "SECOND (Ready)" && StateField(c, 2, "peer", "data_state") == "up_to_date";
       },
       5s));
   CommandResult swap = c.Cli(2, "swap");
@@ -86,10 +126,20 @@ TEST_CASE("failover: kill the primary node then restart it and swap back", "[net
   CHECK(Cluster::WaitFor([&] { return c.Fetch() == "n1"; }, 10s));
   CHECK(c.HoldsVip(1));
   CHECK_FALSE(c.HoldsVip(2));
+  // The swap is n1's last failover; n2 saw n1 enter PRIM (an exact time in state, not a lower bound).
+  CHECK(StateField(c, 1, "last_failover", "reason") == "swap: n2 handed over");
+  CHECK(StateField(c, 1, "last_failover", "state") == "prim");
+  CHECK(StateField(c, 2, "peer", "state") == "prim");
+  CHECK(StateField(c, 2, "peer", "state_age_at_least") == "false");
+  CHECK(StateField(c, 2, "last_failover", "reason") == "peer n1 lost (no heartbeat on any network)");
 
   // Graceful daemon exit stops the module: the VIP is released.
   CHECK(c.StopDaemon(1));
   CHECK_FALSE(c.HoldsVip(1));
+  // The last failover is kept across a restart of hamirrord.
+  c.StartDaemon(1);
+  CHECK(StateField(c, 1, "last_failover", "reason") == "swap: n2 handed over");
+  CHECK(c.StopDaemon(1));
   CHECK(c.StopDaemon(2));
 }
 
@@ -155,12 +205,13 @@ TEST_CASE("errd stopstart: after maxloop failures the peer takes over", "[netns]
   CHECK(c.HoldsVip(2));
   CHECK_FALSE(c.HoldsVip(1));
   CHECK(c.Cli(1, "log -n 200").output.find("stopstart") != std::string::npos);
+  // n2 took over because n1 left PRIM (connected, not lost): its last failover says so.
+  CHECK(StateField(c, 2, "last_failover", "reason").rfind("peer n1 left PRIM (now ", 0) == 0);
 
   // Swap back so that n1 serves again (once n2 has heard that n1 is ready and up to date).
   REQUIRE(Cluster::WaitFor(
       [&] {
-        return c.State(2, true) == "SECOND (Ready)" &&
-               c.Cli(2, "state -v").output.find("peer's up to date") != std::string::npos;
+        return c.State(2, true) == "SECOND (Ready)" && StateField(c, 2, "peer", "data_state") == "up_to_date";
       },
       10s));
   CommandResult swap = c.Cli(2, "swap");

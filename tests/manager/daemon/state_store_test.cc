@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <fstream>
 
+#include "manager/daemon/failover_store.h"
 #include "tests/support/daemon.h"
 
 using namespace hamirror::daemon;
@@ -55,4 +56,25 @@ TEST_CASE("state store: split_brain and incarnation persist; version-1 files sti
   CHECK_FALSE(q.split_brain);
   std::ofstream(dir + "/node.state", std::ios::trunc) << "hamirror-state-2 1 4 n2 3 - 1 2 0\n";
   CHECK(store.Load(&q).code() == hamirror::Status::Code::kCorruption);
+}
+
+TEST_CASE("failover store: the last failover survives a restart; a corrupt file is said so", "[daemon]") {
+  hamirror::test::TempDir tmp("hamirror-store");
+  const std::string path = tmp.path() + "/last_failover";
+  FailoverStore store(path);
+  hamirror::proto::Failover f;
+  CHECK(store.Load(&f).code() == hamirror::Status::Code::kNotFound);
+  f.set_at_unix_ms(1764000000123);
+  f.set_duration_ms(4200);
+  f.set_reason("peer n1 lost (no heartbeat\non any network)");
+  f.set_state(hamirror::proto::NODE_STATE_ALONE);
+  REQUIRE(store.Save(f).ok());
+  hamirror::proto::Failover g;
+  REQUIRE(store.Load(&g).ok());
+  CHECK(g.at_unix_ms() == 1764000000123);
+  CHECK(g.duration_ms() == 4200);
+  CHECK(g.reason() == "peer n1 lost (no heartbeat on any network)");  // kept on one line
+  CHECK(g.state() == hamirror::proto::NODE_STATE_ALONE);
+  std::ofstream(path) << "hamirror-failover-1 12 3 99 bad state";
+  CHECK(store.Load(&g).code() == hamirror::Status::Code::kCorruption);
 }
