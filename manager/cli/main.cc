@@ -87,10 +87,12 @@ int main(int argc, char** argv) {
   bool watch = false;
   double interval_s = 2;
   uint64_t watch_count = 0;
-  state->add_flag("-w,--watch", watch, "refresh the -v screen in place until Ctrl-C (like crm_mon)");
+  auto* watch_flag =
+      state->add_flag("-w,--watch", watch, "refresh the -v screen in place until Ctrl-C (like crm_mon)");
   state->add_option("--interval", interval_s, "with -w: seconds between refreshes (default 2)")
-      ->check(CLI::Range(0.1, 3600.0));
-  state->add_option("--count", watch_count, "with -w: stop after N refreshes");
+      ->check(CLI::Range(0.1, 3600.0))
+      ->needs(watch_flag);
+  state->add_option("--count", watch_count, "with -w: stop after N refreshes")->needs(watch_flag);
 
   struct Simple {
     const char* name;

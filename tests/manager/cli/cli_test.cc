@@ -187,6 +187,7 @@ TEST_CASE("cli: state -w --count 2 prints two snapshots one interval apart, then
   CHECK(r.rc == 0);
   CHECK(r.out.find("\"state\": \"wait\"") != std::string::npos);
   CHECK(Cli(s + "state -w --interval 0 --count 1").rc == 64);  // bounded below
+  CHECK(Cli(s + "state --count 2").rc == 64);                  // only with -w
   server->Shutdown();
   std::filesystem::remove_all(dir);
 }
