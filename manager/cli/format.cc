@@ -222,10 +222,18 @@ std::string VipLines(const proto::StateReply& r, const Painter& paint) {
   }
   std::string o;
   for (const auto& v : r.vips()) {
-    // This node's own view wins over the holder deduced from the states (e.g. while adding it).
-    const std::string text = v.held() ? "held by this node (" + r.local().node() + ")" : where;
-    o += "vip " + v.addr() + (v.interface().empty() ? "" : " on " + v.interface()) + ": " +
-         paint(text, v.held() ? Colour::kNone : colour) + "\n";
+    // Each address's own flag wins: this node may hold some and have failed to add another.
+    std::string text = where;
+    Colour c = colour;
+    if (v.held()) {
+      text = "held by this node (" + r.local().node() + ")";
+      c = Colour::kNone;
+    } else if (r.vip_holder() == proto::VIP_HOLDER_LOCAL) {
+      text = "NOT held: this node serves but could not add it (see the log)";
+      c = Colour::kRed;
+    }
+    o += "vip " + v.addr() + (v.interface().empty() ? "" : " on " + v.interface()) + ": " + paint(text, c) +
+         "\n";
   }
   return o;
 }

@@ -124,6 +124,9 @@ TEST_CASE("state -v: an unknown peer, the VIP on the peer or nowhere, no failove
   CHECK(out.find("last failover: none recorded on this node") != std::string::npos);
   r.set_vip_holder(proto::VIP_HOLDER_NONE);
   CHECK(cli::FormatState(r, true).find("eth0: held by no node") != std::string::npos);
+  r.set_vip_holder(proto::VIP_HOLDER_LOCAL);  // serving, but this address could not be added
+  CHECK(cli::FormatState(r, true).find("eth0: NOT held: this node serves but could not add it") !=
+        std::string::npos);
   r.mutable_peer()->Clear();
   r.mutable_peer()->set_node("n2");
   r.set_vip_holder(proto::VIP_HOLDER_UNKNOWN);
