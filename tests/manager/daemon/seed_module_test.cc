@@ -127,13 +127,14 @@ TEST_CASE("daemon: the seed's SafeKit MySQL module runs, its safekit lines reach
   CommandResult prim = m.Cli("prim");  // the peer never comes: this node's data is the reference
   INFO(prim.output);
   REQUIRE(prim.status == 0);
-  // start_prim: clean_mysql, then start_MySQL, each announcing itself through $SAFE/safekit printw.
+  // ALONE once the peer has been silent for the seed's whole <heart timeout> (30 s) since the start;
+  // then start_prim: clean_mysql, then start_MySQL, each announcing itself through $SAFE/safekit printw.
   const bool started = Cluster::WaitFor(
       [&] {
         const std::string log = ReadAll(m.log());
         return Has(log, " W Starting MySQL Server") && Has(log, "MySQL server start failed");
       },
-      20s);
+      60s);
   const std::string log = ReadAll(m.log());
   INFO(log);
   CHECK(started);
