@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/run_dir.h"
 #include "fuse_fs/filesystem.h"
 #include "proto/fs_control.grpc.pb.h"
 
@@ -70,7 +71,7 @@ std::string DefaultControlSocket(const std::string& dir) {
   size_t slash = base.rfind('/');
   if (slash != std::string::npos) base = base.substr(slash + 1);
   if (base.empty() || base == "/") base = "root";
-  return "/run/hamirror/fs-" + base + ".sock";
+  return RunDir() + "/" + kFsControlSubdir + "/" + base + ".sock";
 }
 
 namespace {
@@ -92,9 +93,10 @@ Status ControlServer::Start(const std::string& socket_path, Filesystem* fs,
   if (socket_path.size() >= sizeof(sockaddr_un::sun_path)) {
     return Status::InvalidArgument("control socket path too long: " + socket_path);
   }
-  size_t slash = socket_path.rfind('/');
-  if (slash != std::string::npos && slash > 0) {
-    std::string parent = socket_path.substr(0, slash);
+  // Every missing level of the parent (the default's is /run/hamirror/fs).
+  for (size_t slash = socket_path.find('/', 1); slash != std::string::npos;
+       slash = socket_path.find('/', slash + 1)) {
+    const std::string parent = socket_path.substr(0, slash);
     if (mkdir(parent.c_str(), 0700) < 0 && errno != EEXIST)
       return Status::FromErrno("mkdir " + parent, errno);
   }

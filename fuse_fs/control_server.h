@@ -15,7 +15,7 @@ namespace hamirror::fs {
 
 class Filesystem;
 
-// /run/hamirror/fs-<basename of dir>.sock
+// RunDir()/fs/<basename of dir>.sock (/run/hamirror/fs/...: apart from the modules' admin sockets)
 std::string DefaultControlSocket(const std::string& dir);
 
 class ControlServer {

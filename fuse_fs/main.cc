@@ -7,6 +7,8 @@
 // control socket's directory when --control is given, else /var/lib/hamirror), --zone-size BYTES.
 //
 // Runs in the foreground. SIGTERM/SIGINT unmount cleanly once in-flight requests are answered.
+// Exit codes (common/exit_codes.h): 0 clean unmount, 1 failed (or ctl: refused), 2 ctl: unreachable,
+// 64 usage error.
 #define FUSE_USE_VERSION 314
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
@@ -23,7 +25,9 @@
 #include <string>
 #include <vector>
 
+#include "common/exit_codes.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "fuse_fs/control_client.h"
 #include "fuse_fs/control_server.h"
 #include "fuse_fs/filesystem.h"
@@ -164,9 +168,10 @@ int main(int argc, char** argv) {
   Cli cli;
   CLI::App app{"hamirror-fs: FUSE overlay that replicates a directory synchronously to a peer"};
   app.require_subcommand(1, 1);
+  app.set_version_flag("--version", hamirror::VersionLine("hamirror-fs"));
   auto add_common = [&cli](CLI::App* sub, bool tls) {
     sub->add_option("--dir", cli.options.dir, "directory to replicate (mounted over)")->required();
-    sub->add_option("--control", cli.control, "control socket (default /run/hamirror/fs-<basename>.sock)");
+    sub->add_option("--control", cli.control, "control socket (default /run/hamirror/fs/<basename>.sock)");
     sub->add_option("--node-name", cli.options.node_name, "this node's name (default: hostname)");
     sub->add_option("--threads", cli.threads, "maximum FUSE worker threads")->check(CLI::Range(2, 256));
     sub->add_flag("--debug", cli.debug, "libfuse debug output");
@@ -227,12 +232,12 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e) == 0 ? 0 : 2;
+    return app.exit(e) == 0 ? hamirror::kExitOk : hamirror::kExitUsage;
   }
   if (ctl_cmd->parsed()) {
     if (ctl.verb == "role" && (ctl.role.empty() || (ctl.role == "primary" && ctl.peer.empty()))) {
       fprintf(stderr, "hamirror-fs ctl: role needs primary --peer HOST:PORT, or alone\n");
-      return 2;
+      return hamirror::kExitUsage;
     }
     return hamirror::fs::RunCtl(ctl);
   }

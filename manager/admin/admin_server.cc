@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "common/log.h"
+#include "common/run_dir.h"
 #include "proto/admin.grpc.pb.h"
 
 namespace hamirror::admin {
@@ -37,7 +38,7 @@ const char* CommandName(Command cmd) {
   return "?";
 }
 
-std::string DefaultSocketPath(const std::string& module) { return "/run/hamirror/" + module + ".sock"; }
+std::string DefaultSocketPath(const std::string& module) { return RunDir() + "/" + module + ".sock"; }
 
 namespace {
 

@@ -25,7 +25,7 @@ class Server;
 
 namespace hamirror::admin {
 
-std::string DefaultSocketPath(const std::string& module);  // /run/hamirror/<module>.sock
+std::string DefaultSocketPath(const std::string& module);  // RunDir()/<module>.sock (common/run_dir.h)
 
 struct AdminServerOptions {
   std::string unix_path;      // empty: no unix socket

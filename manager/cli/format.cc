@@ -8,19 +8,19 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sstream>
-#include <vector>
 
-#include "manager/admin/admin_server.h"
+#include "common/exit_codes.h"
 
 namespace hamirror::cli {
 
 int StateExitCode(proto::NodeState state) {
   switch (state) {
-    case proto::NODE_STATE_WAIT: return 1;
-    case proto::NODE_STATE_ALONE: return 2;
-    case proto::NODE_STATE_PRIM: return 3;
-    case proto::NODE_STATE_SECOND: return 4;
-    default: return 0;
+    case proto::NODE_STATE_STOP: return kStateStop;
+    case proto::NODE_STATE_WAIT: return kStateWait;
+    case proto::NODE_STATE_ALONE: return kStateAlone;
+    case proto::NODE_STATE_PRIM: return kStatePrim;
+    case proto::NODE_STATE_SECOND: return kStateSecond;
+    default: return kStateUnknown;
   }
 }
 
@@ -371,26 +371,6 @@ std::string FormatState(const proto::StateReply& r, bool verbose, bool colour) {
   o += WatchLines(r, paint);
   o += "restarts " + std::to_string(r.loop_count()) + "/" + std::to_string(r.maxloop()) + " (maxloop)\n";
   return o;
-}
-
-std::string ResolveSocket(const std::string& socket_opt, const std::string& module_opt, std::string* error) {
-  if (!socket_opt.empty()) return socket_opt;
-  if (!module_opt.empty()) return admin::DefaultSocketPath(module_opt);
-  if (const char* s = getenv("HAMIRROR_SOCKET"); s && *s) return s;
-  if (const char* m = getenv("SAFEMODULE"); m && *m) return admin::DefaultSocketPath(m);
-  std::vector<std::string> socks;
-  if (DIR* d = opendir("/run/hamirror")) {
-    while (dirent* e = readdir(d)) {
-      std::string n = e->d_name;
-      if (n.size() > 5 && n.compare(n.size() - 5, 5, ".sock") == 0) socks.push_back("/run/hamirror/" + n);
-    }
-    closedir(d);
-  }
-  if (socks.size() == 1) return socks[0];
-  *error = socks.empty()
-               ? "no hamirrord is running (no socket in /run/hamirror); give -m MODULE or --socket PATH"
-               : "several modules are running; choose one with -m MODULE";
-  return "";
 }
 
 }  // namespace hamirror::cli

@@ -8,7 +8,8 @@
 
 namespace hamirror::cli {
 
-// SafeKit's `state -lq` exit codes: STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4 (UNKNOWN: 0).
+// SafeKit's `state -lq` exit codes: STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4; 5 for a state it cannot
+// tell (common/exit_codes.h).
 int StateExitCode(proto::NodeState state);
 const char* StateName(proto::NodeState state);
 const char* SubStateName(proto::SubState sub);
@@ -29,10 +30,5 @@ std::string FormatStateJson(const proto::StateReply& reply);
 std::string FormatDuration(uint64_t ms);
 // "[#########.....................]": a fraction in [0, 1] (clamped), 30 characters inside.
 std::string ProgressBar(double fraction);
-
-// Where the CLI finds the admin socket: explicit --socket, else -m MODULE, else $HAMIRROR_SOCKET
-// (exported to user scripts by hamirrord), else $SAFEMODULE, else the only socket in /run/hamirror.
-// Returns "" and sets *error when it cannot decide.
-std::string ResolveSocket(const std::string& socket_opt, const std::string& module_opt, std::string* error);
 
 }  // namespace hamirror::cli

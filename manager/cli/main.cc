@@ -4,8 +4,11 @@
 //   hamirror resync [--wait];  hamirror verify [--repair] [--no-wait]
 //   hamirror log [-f] [-n N];  hamirror printi|printw|printe MSG...
 //   hamirror confcheck MODULE_DIR [--cluster FILE]   (no daemon needed)
-// Exit codes: 0 ok/accepted, 1 refused, 2 daemon unreachable or call failed, 64 usage;
-// `state -lq`: STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4 (daemon not running counts as STOP).
+//   hamirror --version
+// Invoked as `safekit` (the link next to it, for SafeKit's module scripts) it is the same command;
+// options such as -m may follow the verb, as SafeKit writes them (`safekit state -m mysql -lq`).
+// Exit codes (common/exit_codes.h): 0 ok/accepted, 1 refused, 2 daemon unreachable or call failed,
+// 64 usage; `state -lq`: STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4, 5 unknown (cli/discovery.h).
 #include <grpcpp/grpcpp.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -17,7 +20,10 @@
 #include <cstdio>
 #include <iostream>
 
+#include "common/exit_codes.h"
+#include "common/version.h"
 #include "manager/admin/client.h"
+#include "manager/cli/discovery.h"
 #include "manager/cli/format.h"
 #include "manager/cli/wait.h"
 #include "manager/cli/watch.h"
@@ -28,9 +34,6 @@
 namespace {
 
 using namespace hamirror;
-constexpr int kExitRefused = 1;
-constexpr int kExitUnreachable = 2;
-constexpr int kExitUsage = 64;
 bool g_over_tcp = false;  // --tcp: no socket file to look at when explaining errors
 
 std::chrono::system_clock::time_point Deadline(int seconds) {
@@ -67,11 +70,19 @@ int ReportReply(const grpc::Status& s, const proto::CommandReply& rep, const std
   return 0;
 }
 
+// "safekit" when invoked through that name, else "hamirror".
+std::string ProgramName(const char* argv0) {
+  const std::string a = argv0 ? argv0 : "";
+  return a.substr(a.rfind('/') + 1) == "safekit" ? "safekit" : "hamirror";
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"hamirror: control a hamirror module (two-node HA mirror)", "hamirror"};
+  CLI::App app{"hamirror: control a hamirror module (two-node HA mirror)", ProgramName(argv[0])};
   app.require_subcommand(1);
+  app.set_version_flag("--version", VersionLine("hamirror"));
+  app.fallthrough();  // before the verbs: they inherit it, so -m, --socket ... may follow the verb
   std::string socket_opt, module_opt;
   app.add_option("-m,--module", module_opt, "module name (socket /run/hamirror/MODULE.sock)");
   app.add_option("--socket", socket_opt, "admin socket path");
@@ -82,7 +93,7 @@ int main(int argc, char** argv) {
   auto* state = app.add_subcommand("state", "state of the local node and its peer");
   bool verbose = false, lq = false, json = false;
   state->add_flag("-v,--verbose", verbose, "resources: heartbeats, VIP, fs, resync, watchdog, checkers");
-  state->add_flag("--lq,-q", lq, "quiet; exit code STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4");
+  state->add_flag("--lq,-q", lq, "quiet; exit code STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4, 5 unknown");
   state->add_flag("--json", json, "full state as JSON");
   bool watch = false;
   double interval_s = 2;
@@ -160,27 +171,25 @@ int main(int argc, char** argv) {
 #endif
   }
 
-  std::string error;
   std::unique_ptr<proto::Admin::Stub> stub;
-  std::string socket;
+  cli::SocketChoice target;
   if (!tcp_opt.empty()) {
-    socket = tcp_opt;
     g_over_tcp = true;
-    stub =
-        admin::ConnectTls(tcp_opt, tls_dir + "/ca.pem", tls_dir + "/node.pem", tls_dir + "/node.key", &error);
-    if (!stub) {
-      std::cerr << "hamirror: " << error << "\n";
-      return kExitUnreachable;
-    }
+    target.kind = cli::SocketChoice::kChosen;
+    target.path = tcp_opt;
+    target.on_disk = false;
+    stub = admin::ConnectTls(tcp_opt, tls_dir + "/ca.pem", tls_dir + "/node.pem", tls_dir + "/node.key",
+                             &target.error);
   } else {
-    socket = cli::ResolveSocket(socket_opt, module_opt, &error);
-    if (socket.empty()) {
-      if (state->parsed() && lq) return 0;  // nothing running: STOP
-      std::cerr << "hamirror: " << error << "\n";
-      return kExitUnreachable;
-    }
-    stub = admin::ConnectUnix(socket);
+    target = cli::ChooseSocket(socket_opt, module_opt);
+    if (target.kind == cli::SocketChoice::kChosen) stub = admin::ConnectUnix(target.path);
   }
+  if (state->parsed() && lq) return cli::QuietState(target, stub.get(), std::cerr);
+  if (!stub) {
+    std::cerr << "hamirror: " << target.error << "\n";
+    return kExitUnreachable;
+  }
+  const std::string& socket = target.path;
 
   if (state->parsed() && watch && !lq) {
     const bool colour = cli::UseColour(STDOUT_FILENO);
@@ -200,12 +209,7 @@ int main(int argc, char** argv) {
     req.set_verbose(verbose || json);
     proto::StateReply rep;
     grpc::Status s = stub->State(&ctx, req, &rep);
-    if (!s.ok()) {
-      struct stat st;
-      if (lq && stat(socket.c_str(), &st) != 0 && errno == ENOENT) return 0;  // not running: module stopped
-      return ReportRpcError(s, socket);
-    }
-    if (lq) return cli::StateExitCode(rep.local().state());
+    if (!s.ok()) return ReportRpcError(s, socket);
     std::cout << (json ? cli::FormatStateJson(rep)
                        : cli::FormatState(rep, verbose, cli::UseColour(STDOUT_FILENO)));
     return 0;

@@ -7,6 +7,8 @@
 // stderr and to the module log (default /var/log/hamirror/<module>.log) that `hamirror log` shows.
 // Refuses to start on any configuration error, printing every one of them.
 // SIGTERM/SIGINT: stop the module (stop scripts, VIP released), then exit; a second one exits now.
+// Exit codes (common/exit_codes.h): 0 clean exit, 1 could not start (e.g. another hamirrord serves the
+// module), 64 usage error, 78 configuration error.
 #include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -17,7 +19,9 @@
 #include <iostream>
 #include <thread>
 
+#include "common/exit_codes.h"
 #include "common/log.h"
+#include "common/version.h"
 #include "manager/admin/admin_server.h"
 #include "manager/config/config.h"
 #include "manager/daemon/node.h"
@@ -63,7 +67,12 @@ int main(int argc, char** argv) {
       "also serve the admin API on HOST:PORT with mutual TLS (certificates from the module's tlsdir: "
       "ca.pem, node.pem, node.key)");
   app.add_flag("--debug", debug, "debug logging on stderr");
-  CLI11_PARSE(app, argc, argv);
+  app.set_version_flag("--version", VersionLine("hamirrord"));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? kExitOk : kExitUsage;
+  }
 
   SetLogComponent("hamirrord");
   if (debug) SetLogLevel(LogLevel::kDebug);
@@ -74,7 +83,7 @@ int main(int argc, char** argv) {
   for (const auto& d : diags) std::cerr << d.ToString() << "\n";
   if (!st.ok()) {
     std::cerr << "hamirrord: " << st.ToString() << "; not starting\n";
-    return 1;
+    return kExitConfig;
   }
   if (node_name.empty()) {
     char host[256] = {};
@@ -91,7 +100,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<admin::ModuleLog> log;
   if (Status s = admin::ModuleLog::Open(log_path, true, &log); !s.ok()) {
     std::cerr << "hamirrord: " << s.ToString() << "\n";
-    return 1;
+    return kExitRefused;
   }
 
   // Signals are taken by a dedicated thread; every other thread (and, via subprocess, no child)
@@ -117,7 +126,8 @@ int main(int argc, char** argv) {
             std::to_string(getpid()));
   if (Status s = node.Init(); !s.ok()) {
     log->Error("hamirrord: " + s.ToString() + "; not starting");
-    return 1;
+    // InvalidArgument: what cluster.xml and the module say does not fit this node (configuration).
+    return s.code() == Status::Code::kInvalidArgument ? kExitConfig : kExitRefused;
   }
   admin::AdminServerOptions aopt;
   aopt.unix_path = socket_path;
@@ -130,7 +140,7 @@ int main(int argc, char** argv) {
   std::unique_ptr<admin::AdminServer> server;
   if (Status s = admin::AdminServer::Start(aopt, &node, &server); !s.ok()) {
     log->Error("hamirrord: admin API: " + s.ToString() + "; not starting");
-    return 1;
+    return kExitRefused;
   }
   std::thread sig_thread([&node, sigs] {
     for (;;) {

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "common/log.h"
+#include "common/run_dir.h"
 #include "manager/heartbeat/heartbeat_key.h"
 #include "manager/process/checkers.h"
 #include "manager/process/proc_scan.h"
@@ -266,7 +267,7 @@ Status Node::Init() {
     FsDir d;
     d.dir = r.dir;
     std::string base = r.dir.substr(r.dir.rfind('/') + 1);
-    d.control = opt_.run_dir + "/fs-" + base + ".sock";
+    d.control = opt_.run_dir + "/" + kFsControlSubdir + "/" + base + ".sock";
     d.listen = self_flow + ":" + std::to_string(cfg.hamirror.replication_port);
     d.peer = peer_flow + ":" + std::to_string(cfg.hamirror.replication_port);
     d.log_path = opt_.log_dir + "/fs-" + base + ".log";

@@ -39,7 +39,7 @@ struct NodeOptions {
   std::string admin_socket;  // exported to scripts (HAMIRROR_SOCKET)
   std::string safe_dir;      // where the hamirror CLI lives (SAFE)
   std::string fs_bin;        // hamirror-fs binary
-  std::string run_dir;       // fs control sockets
+  std::string run_dir;       // the admin socket's directory; fs control sockets go in its fs/
   std::string log_dir;       // fs logs
 };
 

@@ -37,6 +37,6 @@ TEST_CASE("CheckMountPoint accepts a plain directory and canonicalizes it", "[fu
 }
 
 TEST_CASE("Default control socket is named after the directory", "[fuse_fs]") {
-  REQUIRE(hamirror::fs::DefaultControlSocket("/var/lib/mysql") == "/run/hamirror/fs-mysql.sock");
-  REQUIRE(hamirror::fs::DefaultControlSocket("/var/lib/mysql/") == "/run/hamirror/fs-mysql.sock");
+  REQUIRE(hamirror::fs::DefaultControlSocket("/var/lib/mysql") == "/run/hamirror/fs/mysql.sock");
+  REQUIRE(hamirror::fs::DefaultControlSocket("/var/lib/mysql/") == "/run/hamirror/fs/mysql.sock");
 }

@@ -27,7 +27,7 @@ TEST_CASE("hamirrord: a bad configuration is refused with file, line and reason"
   int st = pclose(p);
   INFO(out);
   CHECK(WIFEXITED(st));
-  CHECK(WEXITSTATUS(st) == 1);
+  CHECK(WEXITSTATUS(st) == 78);  // EX_CONFIG
   CHECK(out.find(dir + "/m/conf/userconfig.xml:3: invalid value 'abc' for attribute 'pulse'") !=
         std::string::npos);
   CHECK(out.find("not starting") != std::string::npos);
