@@ -1,0 +1,65 @@
+#include "manager/daemon/address_check.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "common/unique_fd.h"
+
+namespace hamirror::daemon {
+
+bool AddressIsLocal(const std::string& addr, std::string* error) {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
+  auto* v6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  if (inet_pton(AF_INET, addr.c_str(), &v4->sin_addr) == 1) {
+    v4->sin_family = AF_INET;
+    len = sizeof *v4;
+  } else if (inet_pton(AF_INET6, addr.c_str(), &v6->sin6_addr) == 1) {
+    v6->sin6_family = AF_INET6;
+    len = sizeof *v6;
+  } else {
+    *error = addr + ": not a numeric address";
+    return false;
+  }
+  UniqueFd fd(socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) {
+    *error = std::string("socket: ") + std::strerror(errno);
+    return false;
+  }
+  if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0) return true;
+  // Anything but "no such address here" (e.g. a tentative IPv6 address) is not proof of absence.
+  if (errno != EADDRNOTAVAIL) {
+    *error = addr + ": " + std::strerror(errno);
+    return true;
+  }
+  return false;
+}
+
+Status CheckNodeIsLocal(const config::Cluster& cluster, const std::string& node) {
+  std::string addrs;
+  bool known = false;
+  for (const config::Lan& lan : cluster.lans) {
+    const config::ClusterNode* n = lan.FindNode(node);
+    if (n == nullptr) continue;
+    known = true;
+    std::string error;
+    if (AddressIsLocal(n->addr, &error)) return Status::Ok();
+    addrs += (addrs.empty() ? "" : ", ") + n->addr + " (lan " + lan.name + ")";
+  }
+  if (!known) {
+    std::string names;
+    for (const std::string& n : cluster.NodeNames()) names += (names.empty() ? "" : ", ") + n;
+    return Status::InvalidArgument("node '" + node + "' is not in " + cluster.file + " (nodes: " + names +
+                                   "); give this host's node with --node");
+  }
+  return Status::InvalidArgument("node '" + node + "' is not on this host: none of its addresses in " +
+                                 cluster.file + " (" + addrs +
+                                 ") is configured here; is --node (default: the host name) right?");
+}
+
+}  // namespace hamirror::daemon
