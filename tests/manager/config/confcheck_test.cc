@@ -16,10 +16,11 @@ TEST_CASE("confcheck exits 0 on a valid module", "[config][unit]") {
   m.WriteScript("stop_prim");
   m.WriteUserconfig(
       "<safe><service mode=\"mirror\">\n"
-      "<heart><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
+      "<heart keyfile=\"@KEY@\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
       "<vip><interface_list><interface><real_interface><virtual_addr addr=\"198.18.0.100\"/>"
       "</real_interface></interface></interface_list></vip>\n"
       "<rfs><replicated dir=\"@DATA@\"/></rfs>\n"
+      "<hamirror tlsdir=\"@TLS@\"/>\n"
       "</service></safe>\n");
   std::ostringstream out;
   CHECK(RunConfcheck(m.module_dir(), m.cluster_file(), out) == 0);
