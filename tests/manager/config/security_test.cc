@@ -53,8 +53,9 @@ bool Has(const std::string& text, const std::string& needle) { return text.find(
 
 TEST_CASE("security: <rfs> without TLS files is an error at the <rfs> line naming the files", "[config][unit]") {
   TempModule m;
-  const std::string root = m.root() + "/fsroot";  // empty: no /etc/hamirror/tls there
-  std::filesystem::create_directories(root);
+  const std::string root = m.root() + "/fsroot";  // no /etc/hamirror/tls there
+  WriteFile(root + m.key_file(), std::string(32, 'k'), 0600);
+  std::filesystem::create_directories(root + m.data_dir());
   m.WriteUserconfig(Userconfig(" keyfile=\"@KEY@\"", ""));
   Loaded l = Load(m, root);
   INFO(l.text);
@@ -115,7 +116,7 @@ TEST_CASE("security: <rfs> without TLS files is an error at the <rfs> line namin
 TEST_CASE("security: without <rfs> no TLS file is needed", "[config][unit]") {
   TempModule m;
   const std::string root = m.root() + "/fsroot";
-  std::filesystem::create_directories(root);
+  WriteFile(root + m.key_file(), std::string(32, 'k'), 0600);
   m.WriteUserconfig(Userconfig(" keyfile=\"@KEY@\"", nullptr));
   Loaded l = Load(m, root);
   INFO(l.text);
@@ -125,11 +126,12 @@ TEST_CASE("security: without <rfs> no TLS file is needed", "[config][unit]") {
 
 TEST_CASE("security: the heartbeat key file must exist unless auth=\"derived\"", "[config][unit]") {
   TempModule m;
+  // No <rfs> here: only the key matters. Default paths are looked up under root, keyfile= as given.
   const std::string root = m.root() + "/fsroot";
-  TempModule::WriteSecurityFiles(root + "/etc/hamirror/tls", m.key_file());
+  std::filesystem::create_directories(root);
 
   SECTION("default path, missing: error at <heart>") {
-    m.WriteUserconfig(Userconfig("", ""));
+    m.WriteUserconfig(Userconfig("", nullptr));
     Loaded l = Load(m, root);
     INFO(l.text);
     CHECK_FALSE(l.status.ok());
@@ -141,7 +143,7 @@ TEST_CASE("security: the heartbeat key file must exist unless auth=\"derived\"",
   }
   SECTION("default path, present") {
     WriteFile(root + "/etc/hamirror/mysql/heartbeat.key", std::string(32, 'k'), 0600);
-    m.WriteUserconfig(Userconfig("", ""));
+    m.WriteUserconfig(Userconfig("", nullptr));
     Loaded l = Load(m, root);
     INFO(l.text);
     CHECK(l.status.ok());
@@ -149,8 +151,8 @@ TEST_CASE("security: the heartbeat key file must exist unless auth=\"derived\"",
   }
   SECTION("keyfile: used, and too short a key is an error with its path") {
     WriteFile(m.key_file(), "0123456789\n", 0600);
-    m.WriteUserconfig(Userconfig(" keyfile=\"@KEY@\"", ""));
-    Loaded l = Load(m, root);
+    m.WriteUserconfig(Userconfig(" keyfile=\"@KEY@\"", nullptr));
+    Loaded l = Load(m, "");
     INFO(l.text);
     CHECK_FALSE(l.status.ok());
     CHECK(Has(l.text, m.userconfig() + ":2: heartbeat key file not usable: " + m.key_file() +
@@ -158,15 +160,15 @@ TEST_CASE("security: the heartbeat key file must exist unless auth=\"derived\"",
   }
   SECTION("a key readable by others is a warning") {
     ::chmod(m.key_file().c_str(), 0644);
-    m.WriteUserconfig(Userconfig(" keyfile=\"@KEY@\"", ""));
-    Loaded l = Load(m, root);
+    m.WriteUserconfig(Userconfig(" keyfile=\"@KEY@\"", nullptr));
+    Loaded l = Load(m, "");
     INFO(l.text);
     CHECK(l.status.ok());
     CHECK(Has(l.text, ":2: warning: " + m.key_file() + " is readable by other users (mode 0644)"));
     CHECK(l.cfg.heart.key_file == m.key_file());
   }
   SECTION("auth=\"derived\" opts out, with a warning") {
-    m.WriteUserconfig(Userconfig(" auth=\"derived\"", ""));
+    m.WriteUserconfig(Userconfig(" auth=\"derived\"", nullptr));
     Loaded l = Load(m, root);
     INFO(l.text);
     CHECK(l.status.ok());
@@ -176,13 +178,13 @@ TEST_CASE("security: the heartbeat key file must exist unless auth=\"derived\"",
                                        "from cluster.xml"));
   }
   SECTION("bad values") {
-    m.WriteUserconfig(Userconfig(" auth=\"none\"", ""));
+    m.WriteUserconfig(Userconfig(" auth=\"none\"", nullptr));
     CHECK(Has(Load(m, root).text, ":2: invalid value 'none' for attribute 'auth' on <heart>: expected one of "
                                   "keyfile, derived"));
-    m.WriteUserconfig(Userconfig(" keyfile=\"heartbeat.key\"", ""));
+    m.WriteUserconfig(Userconfig(" keyfile=\"heartbeat.key\"", nullptr));
     CHECK(Has(Load(m, root).text, ":2: invalid value 'heartbeat.key' for attribute 'keyfile' on <heart>: "
                                   "expected an absolute path"));
-    m.WriteUserconfig(Userconfig(" auth=\"derived\" keyfile=\"@KEY@\"", ""));
+    m.WriteUserconfig(Userconfig(" auth=\"derived\" keyfile=\"@KEY@\"", nullptr));
     CHECK(Has(Load(m, root).text, ":2: auth=\"derived\" uses no key file: remove keyfile or auth"));
   }
 }
