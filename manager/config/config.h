@@ -101,14 +101,14 @@ struct Heartbeat {
 struct HeartConfig {
   Millis pulse{700};                     // interval between two heartbeats sent on each network
   Millis timeout{30000};                 // peer lost when every network has been silent this long
+  std::vector<Heartbeat> heartbeats;     // at least one; exactly one has flow == true
+  const Heartbeat& FlowNetwork() const;  // the heartbeat with flow == true
   // keyfile="PATH": the shared heartbeat key (same file on both nodes, >= 16 bytes). Always set after
   // load; default /etc/hamirror/<module>/heartbeat.key. Must exist unless derived_key.
   std::string key_file;
   // auth="derived" (explicit opt-out): no key file, the key is derived from cluster.xml (weaker:
   // anyone who can read cluster.xml can forge heartbeats). Default auth="keyfile".
   bool derived_key = false;
-  std::vector<Heartbeat> heartbeats;     // at least one; exactly one has flow == true
-  const Heartbeat& FlowNetwork() const;  // the heartbeat with flow == true
 };
 
 struct VirtualAddr {

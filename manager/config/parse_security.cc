@@ -76,8 +76,8 @@ void CheckTls(Element& service, const ParseEnv& env, const ModuleConfig& cfg) {
   std::string what = "replication link (TLS) not usable: ";
   if (!missing.empty()) what += "missing " + missing + " in " + dir;
   if (!other.empty()) what += (missing.empty() ? "in " + dir + ": " : "; ") + other;
-  service.ctx()->Error(line, what + "; " + kCertsHint +
-                                 ", or set encryption=\"off\" on <rfs> to replicate in clear");
+  service.ctx()->Error(
+      line, what + "; " + kCertsHint + ", or set encryption=\"off\" on <rfs> to replicate in clear");
 }
 
 void CheckHeartbeatKey(Element& service, const ParseEnv& env, const ModuleConfig& cfg) {

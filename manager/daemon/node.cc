@@ -158,8 +158,9 @@ Status Node::Init() {
   const std::string cluster_xml = ReadAll(cfg.cluster.file);
   heartbeat::HeartbeatKey key;
   if (cfg.heart.derived_key) {
-    log_->Warning("auth=\"derived\": heartbeat key derived from cluster.xml (anyone who can read it can forge "
-                  "heartbeats)");
+    log_->Warning(
+        "auth=\"derived\": heartbeat key derived from cluster.xml (anyone who can read it can forge "
+        "heartbeats)");
     key = heartbeat::HeartbeatKey::DeriveFromConfig(cluster_xml, cfg.module_name);
   } else if (Status ks = heartbeat::HeartbeatKey::FromFile(cfg.heart.key_file, &key); !ks.ok()) {
     return ks;

@@ -131,13 +131,13 @@ TEST_CASE("cli: confcheck prints every problem, each with its line", "[cli][conf
   TempModule m;
   WriteValidModule(m);
   m.WriteUserconfig(
-      "<safe><service mode=\"mirror\">\n"                              // 1
+      "<safe><service mode=\"mirror\">\n"                                                // 1
       "<heart keyfile=\"@KEY@\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"  // 2
-      "<vip><interface_list><interface><real_interface>\n"                             // 3
-      "<virtual_addr addr=\"not-an-address\"/>\n"                                      // 4
-      "</real_interface></interface></interface_list></vip>\n"                         // 5
-      "<rfs bogus=\"1\"><replicated dir=\"@DATA@\"/></rfs>\n"                          // 6
-      "<hamirror tlsdir=\"@TLS@\"/>\n"                                                  // 7
+      "<vip><interface_list><interface><real_interface>\n"                               // 3
+      "<virtual_addr addr=\"not-an-address\"/>\n"                                        // 4
+      "</real_interface></interface></interface_list></vip>\n"                           // 5
+      "<rfs bogus=\"1\"><replicated dir=\"@DATA@\"/></rfs>\n"                            // 6
+      "<hamirror tlsdir=\"@TLS@\"/>\n"                                                   // 7
       "</service></safe>\n");
   const Result r = Confcheck(m);
   INFO(r.out);
@@ -193,12 +193,16 @@ namespace {
 
 // The valid module with `heart` and `rfs` attributes added, its TLS directory at @TLS@ (line 5).
 std::string SecurityUserconfig(const std::string& heart_attrs, const std::string& rfs_attrs) {
-  return "<safe><service mode=\"mirror\">\n"                                                    // 1
-         "<heart" + heart_attrs + "><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"  // 2
+  return "<safe><service mode=\"mirror\">\n"  // 1
+         "<heart" +
+         heart_attrs +
+         "><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"  // 2
          "<vip><interface_list><interface><real_interface><virtual_addr addr=\"198.18.0.100\"/>"
-         "</real_interface></interface></interface_list></vip>\n"                               // 3
-         "<rfs" + rfs_attrs + "><replicated dir=\"@DATA@\"/></rfs>\n"                           // 4
-         "<hamirror tlsdir=\"@TLS@\"/>\n"                                                        // 5
+         "</real_interface></interface></interface_list></vip>\n"  // 3
+         "<rfs" +
+         rfs_attrs +
+         "><replicated dir=\"@DATA@\"/></rfs>\n"  // 4
+         "<hamirror tlsdir=\"@TLS@\"/>\n"         // 5
          "</service></safe>\n";
 }
 
@@ -214,7 +218,8 @@ TEST_CASE("cli: confcheck refuses a replication link without TLS files unless en
   Result r = Confcheck(m);
   INFO(r.out);
   CHECK(r.rc != 0);
-  CHECK(Has(r.out, m.userconfig() + ":5: replication link (TLS) not usable: missing ca.pem, node.pem, node.key in " +
+  CHECK(Has(r.out, m.userconfig() +
+                       ":5: replication link (TLS) not usable: missing ca.pem, node.pem, node.key in " +
                        m.tls_dir()));
   CHECK(Has(r.out, "hamirror-certs"));
   CHECK(Has(r.out, "encryption=\"off\""));
@@ -224,17 +229,20 @@ TEST_CASE("cli: confcheck refuses a replication link without TLS files unless en
   r = Confcheck(m);
   INFO(r.out);
   CHECK(r.rc == 0);
-  CHECK(Has(r.out, m.userconfig() + ":4: warning: encryption=\"off\" on <rfs>: the replication link runs in clear"));
+  CHECK(Has(r.out,
+            m.userconfig() + ":4: warning: encryption=\"off\" on <rfs>: the replication link runs in clear"));
   CHECK(Has(r.out, "configuration OK: module mysql (1 warning(s))"));
 
   m.WriteUserconfig(SecurityUserconfig(" keyfile=\"@KEY@\"", " encryption=\"maybe\""));
   r = Confcheck(m);
   INFO(r.out);
   CHECK(r.rc != 0);
-  CHECK(Has(r.out, m.userconfig() + ":4: invalid value 'maybe' for attribute 'encryption' on <rfs>: expected on or off"));
+  CHECK(Has(r.out, m.userconfig() +
+                       ":4: invalid value 'maybe' for attribute 'encryption' on <rfs>: expected on or off"));
 }
 
-TEST_CASE("cli: confcheck refuses a missing heartbeat key unless auth is derived", "[cli][confcheck][security]") {
+TEST_CASE("cli: confcheck refuses a missing heartbeat key unless auth is derived",
+          "[cli][confcheck][security]") {
   TempModule m;
   WriteValidModule(m);
   const std::string missing = m.root() + "/no-such.key";
@@ -251,7 +259,8 @@ TEST_CASE("cli: confcheck refuses a missing heartbeat key unless auth is derived
   r = Confcheck(m);
   INFO(r.out);
   CHECK(r.rc == 0);
-  CHECK(Has(r.out, m.userconfig() + ":2: warning: auth=\"derived\" on <heart>: the heartbeat key is derived"));
+  CHECK(
+      Has(r.out, m.userconfig() + ":2: warning: auth=\"derived\" on <heart>: the heartbeat key is derived"));
   CHECK(Has(r.out, "configuration OK: module mysql (1 warning(s))"));
 
   // Too short to be a key: named with its path.

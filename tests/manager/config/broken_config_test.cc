@@ -11,7 +11,8 @@ namespace {
 
 using testing::TempModule;
 
-constexpr const char* kHeart = "<heart keyfile=\"@KEY@\"><heartbeat name=\"default\" ident=\"flow\"/></heart>";
+constexpr const char* kHeart =
+    "<heart keyfile=\"@KEY@\"><heartbeat name=\"default\" ident=\"flow\"/></heart>";
 constexpr const char* kRfs = "<rfs><replicated dir=\"@DATA@\"/></rfs>";
 
 // Line 1 <safe>, line 2 <service ...>, line 3 <heart>, body from line 4.

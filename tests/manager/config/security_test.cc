@@ -49,9 +49,12 @@ Loaded Load(const TempModule& m, const std::string& path_root) {
   return l;
 }
 
-bool Has(const std::string& text, const std::string& needle) { return text.find(needle) != std::string::npos; }
+bool Has(const std::string& text, const std::string& needle) {
+  return text.find(needle) != std::string::npos;
+}
 
-TEST_CASE("security: <rfs> without TLS files is an error at the <rfs> line naming the files", "[config][unit]") {
+TEST_CASE("security: <rfs> without TLS files is an error at the <rfs> line naming the files",
+          "[config][unit]") {
   TempModule m;
   const std::string root = m.root() + "/fsroot";  // no /etc/hamirror/tls there
   WriteFile(root + m.key_file(), std::string(32, 'k'), 0600);
@@ -61,8 +64,9 @@ TEST_CASE("security: <rfs> without TLS files is an error at the <rfs> line namin
   INFO(l.text);
   CHECK_FALSE(l.status.ok());
   CHECK(l.errors == 1);
-  CHECK(Has(l.text, m.userconfig() + ":3: replication link (TLS) not usable: missing ca.pem, node.pem, node.key in " +
-                        root + "/etc/hamirror/tls; generate them with `hamirror-certs --out DIR NODE1 NODE2`"));
+  CHECK(Has(l.text,
+            m.userconfig() + ":3: replication link (TLS) not usable: missing ca.pem, node.pem, node.key in " +
+                root + "/etc/hamirror/tls; generate them with `hamirror-certs --out DIR NODE1 NODE2`"));
   CHECK(Has(l.text, "or set encryption=\"off\" on <rfs> to replicate in clear"));
 
   SECTION("only what is missing is named; an unusable file says why") {
@@ -88,7 +92,8 @@ TEST_CASE("security: <rfs> without TLS files is an error at the <rfs> line namin
     l = Load(m, root);
     INFO(l.text);
     CHECK(l.status.ok());
-    CHECK(Has(l.text, ":3: warning: " + root + "/etc/hamirror/tls/node.key is readable by other users (mode 0644)"));
+    CHECK(Has(l.text,
+              ":3: warning: " + root + "/etc/hamirror/tls/node.key is readable by other users (mode 0644)"));
   }
   SECTION("with <hamirror tlsdir> the error points at tlsdir") {
     m.WriteUserconfig(Userconfig(" keyfile=\"@KEY@\"", "", "<hamirror tlsdir=\"/nonexistent/tls\"/>"));
@@ -104,7 +109,8 @@ TEST_CASE("security: <rfs> without TLS files is an error at the <rfs> line namin
     CHECK(l.status.ok());
     CHECK_FALSE(l.cfg.rfs.encryption);
     REQUIRE(l.warnings == 1);
-    CHECK(Has(l.text, m.userconfig() + ":3: warning: encryption=\"off\" on <rfs>: the replication link runs in clear"));
+    CHECK(Has(l.text, m.userconfig() +
+                          ":3: warning: encryption=\"off\" on <rfs>: the replication link runs in clear"));
   }
   SECTION("encryption takes on or off only") {
     m.WriteUserconfig(Userconfig(" keyfile=\"@KEY@\"", " encryption=\"tls\""));
@@ -136,8 +142,9 @@ TEST_CASE("security: the heartbeat key file must exist unless auth=\"derived\"",
     INFO(l.text);
     CHECK_FALSE(l.status.ok());
     CHECK(l.errors == 1);
-    CHECK(Has(l.text, m.userconfig() + ":2: heartbeat key file " + root +
-                          "/etc/hamirror/mysql/heartbeat.key does not exist; create it with `hamirror-certs`"));
+    CHECK(
+        Has(l.text, m.userconfig() + ":2: heartbeat key file " + root +
+                        "/etc/hamirror/mysql/heartbeat.key does not exist; create it with `hamirror-certs`"));
     CHECK(Has(l.text, "or set auth=\"derived\" on <heart>"));
     CHECK(l.cfg.heart.key_file == "/etc/hamirror/mysql/heartbeat.key");
   }
@@ -174,16 +181,19 @@ TEST_CASE("security: the heartbeat key file must exist unless auth=\"derived\"",
     CHECK(l.status.ok());
     CHECK(l.cfg.heart.derived_key);
     REQUIRE(l.warnings == 1);
-    CHECK(Has(l.text, m.userconfig() + ":2: warning: auth=\"derived\" on <heart>: the heartbeat key is derived "
-                                       "from cluster.xml"));
+    CHECK(Has(l.text, m.userconfig() +
+                          ":2: warning: auth=\"derived\" on <heart>: the heartbeat key is derived "
+                          "from cluster.xml"));
   }
   SECTION("bad values") {
     m.WriteUserconfig(Userconfig(" auth=\"none\"", nullptr));
-    CHECK(Has(Load(m, root).text, ":2: invalid value 'none' for attribute 'auth' on <heart>: expected one of "
-                                  "keyfile, derived"));
+    CHECK(Has(Load(m, root).text,
+              ":2: invalid value 'none' for attribute 'auth' on <heart>: expected one of "
+              "keyfile, derived"));
     m.WriteUserconfig(Userconfig(" keyfile=\"heartbeat.key\"", nullptr));
-    CHECK(Has(Load(m, root).text, ":2: invalid value 'heartbeat.key' for attribute 'keyfile' on <heart>: "
-                                  "expected an absolute path"));
+    CHECK(Has(Load(m, root).text,
+              ":2: invalid value 'heartbeat.key' for attribute 'keyfile' on <heart>: "
+              "expected an absolute path"));
     m.WriteUserconfig(Userconfig(" auth=\"derived\" keyfile=\"@KEY@\"", nullptr));
     CHECK(Has(Load(m, root).text, ":2: auth=\"derived\" uses no key file: remove keyfile or auth"));
   }

@@ -115,8 +115,10 @@ TEST_CASE("the seed without TLS files or heartbeat key is refused, saying what t
   const std::string text = Dump(diags);
   INFO(text);
   // <rfs> is at line 32, <heart> at line 6 of the seed.
-  CHECK(text.find(m.userconfig() + ":32: replication link (TLS) not usable: missing ca.pem, node.pem, "
-                                   "node.key in " + opts.path_root + "/etc/hamirror/tls") != std::string::npos);
+  CHECK(text.find(m.userconfig() +
+                  ":32: replication link (TLS) not usable: missing ca.pem, node.pem, "
+                  "node.key in " +
+                  opts.path_root + "/etc/hamirror/tls") != std::string::npos);
   CHECK(text.find(m.userconfig() + ":6: heartbeat key file " + opts.path_root +
                   "/etc/hamirror/mysql/heartbeat.key does not exist") != std::string::npos);
 }

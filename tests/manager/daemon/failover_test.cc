@@ -249,7 +249,8 @@ TEST_CASE("fs data path: writes on the primary reach the secondary which serves 
     const std::string tlsdir = c.Pki() + "/n" + std::to_string(i);
     CHECK(cmd.find(std::string("--tls-cert") + '\0' + tlsdir + "/node.pem") != std::string::npos);
     CHECK(cmd.find(std::string("--tls-ca") + '\0' + tlsdir + "/ca.pem") != std::string::npos);
-    CHECK(cmd.find(std::string("--tls-server-name") + '\0' + "n" + std::to_string(3 - i)) != std::string::npos);
+    CHECK(cmd.find(std::string("--tls-server-name") + '\0' + "n" + std::to_string(3 - i)) !=
+          std::string::npos);
     CHECK(cmd.find("--insecure") == std::string::npos);
   }
   CHECK(c.Cli(1, "state -v").output.find("primary, peer connected") != std::string::npos);

@@ -20,14 +20,15 @@ TEST_CASE("hamirrord refuses a --node whose addresses are not on this host (exit
   Cluster c({});
   // n2's own module, run in n1's namespace: only the --node is wrong.
   const std::string sock = c.Dir(1) + "/wrong.sock";
-  CommandResult r = c.lab().node(1).Exec(
-      ShellQuote(HAMIRRORD_BIN) + " --module " + ShellQuote(c.Dir(2) + "/hmtest") + " --cluster " +
-      ShellQuote(c.ClusterFile()) + " --node n2 --socket " + ShellQuote(sock) + " --log " +
-      ShellQuote(c.Dir(1) + "/wrong.log") + " 2>&1");
+  CommandResult r =
+      c.lab().node(1).Exec(ShellQuote(HAMIRRORD_BIN) + " --module " + ShellQuote(c.Dir(2) + "/hmtest") +
+                           " --cluster " + ShellQuote(c.ClusterFile()) + " --node n2 --socket " +
+                           ShellQuote(sock) + " --log " + ShellQuote(c.Dir(1) + "/wrong.log") + " 2>&1");
   INFO(r.output);
   CHECK(r.status == 78);
-  CHECK(r.output.find("hamirrord: node 'n2' is not on this host: none of its addresses in " + c.ClusterFile() +
-                      " (" + NetLab::NodeAddr(2, 0) + " (lan default)) is configured here") != std::string::npos);
+  CHECK(r.output.find("hamirrord: node 'n2' is not on this host: none of its addresses in " +
+                      c.ClusterFile() + " (" + NetLab::NodeAddr(2, 0) +
+                      " (lan default)) is configured here") != std::string::npos);
   CHECK(r.output.find("not starting") != std::string::npos);
   CHECK_FALSE(std::filesystem::exists(sock));
   CHECK_FALSE(std::filesystem::exists(c.Dir(1) + "/wrong.log"));  // refused before opening its log

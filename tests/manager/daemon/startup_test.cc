@@ -63,10 +63,16 @@ TEST_CASE("hamirrord: a bad configuration is refused with file, line and reason"
 TEST_CASE("hamirrord: no TLS files and no heartbeat key without an opt-out: refused, exit 78",
           "[daemon][security]") {
   auto userconfig = [](const std::string& dir, const std::string& heart, const std::string& rfs) {
-    return "<safe>\n<service mode=\"mirror\">\n"                                                     // 1-2
-           "  <heart" + heart + "><heartbeat name=\"default\"/></heart>\n"                          // 3
-           "  <rfs" + rfs + "><replicated dir=\"" + dir + "/data\"/></rfs>\n"                       // 4
-           "  <hamirror tlsdir=\"" + dir + "/tls\" statedir=\"" + dir + "/state\"/>\n"               // 5
+    return "<safe>\n<service mode=\"mirror\">\n"  // 1-2
+           "  <heart" +
+           heart +
+           "><heartbeat name=\"default\"/></heart>\n"  // 3
+           "  <rfs" +
+           rfs + "><replicated dir=\"" + dir +
+           "/data\"/></rfs>\n"  // 4
+           "  <hamirror tlsdir=\"" +
+           dir + "/tls\" statedir=\"" + dir +
+           "/state\"/>\n"  // 5
            "</service>\n</safe>\n";
   };
   const std::string dir = MakeScratch("");
@@ -75,9 +81,10 @@ TEST_CASE("hamirrord: no TLS files and no heartbeat key without an opt-out: refu
   Run r = RunDaemon(dir);
   INFO(r.out);
   CHECK(r.status == kExitConfigError);
-  CHECK(r.out.find(uc + ":5: replication link (TLS) not usable: missing ca.pem, node.pem, node.key in " + dir +
-                   "/tls") != std::string::npos);
-  CHECK(r.out.find(uc + ":3: heartbeat key file " + dir + "/heartbeat.key does not exist") != std::string::npos);
+  CHECK(r.out.find(uc + ":5: replication link (TLS) not usable: missing ca.pem, node.pem, node.key in " +
+                   dir + "/tls") != std::string::npos);
+  CHECK(r.out.find(uc + ":3: heartbeat key file " + dir + "/heartbeat.key does not exist") !=
+        std::string::npos);
   CHECK(r.out.find("2 error(s) in configuration; not starting") != std::string::npos);
   CHECK_FALSE(std::filesystem::exists(dir + "/s.sock"));
   CHECK_FALSE(std::filesystem::exists(dir + "/state"));  // nothing started
