@@ -1,3 +1,4 @@
+// Does this host hold one of a node's addresses? Asked of the kernel by binding to each.
 #include "manager/daemon/address_check.h"
 
 #include <arpa/inet.h>
@@ -11,7 +12,7 @@
 
 namespace hamirror::daemon {
 
-bool AddressIsLocal(const std::string& addr, std::string* error) {
+bool AddressIsLocal(const std::string& addr) {
   sockaddr_storage ss{};
   socklen_t len = 0;
   auto* v4 = reinterpret_cast<sockaddr_in*>(&ss);
@@ -23,21 +24,14 @@ bool AddressIsLocal(const std::string& addr, std::string* error) {
     v6->sin6_family = AF_INET6;
     len = sizeof *v6;
   } else {
-    *error = addr + ": not a numeric address";
-    return false;
+    return false;  // cluster.xml holds numeric addresses only (checked by the loader)
   }
   UniqueFd fd(socket(ss.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0));
-  if (!fd.valid()) {
-    *error = std::string("socket: ") + std::strerror(errno);
-    return false;
-  }
+  if (!fd.valid()) return false;  // e.g. IPv6 disabled: no such address here either
   if (bind(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) == 0) return true;
-  // Anything but "no such address here" (e.g. a tentative IPv6 address) is not proof of absence.
-  if (errno != EADDRNOTAVAIL) {
-    *error = addr + ": " + std::strerror(errno);
-    return true;
-  }
-  return false;
+  // Only EADDRNOTAVAIL proves absence; anything else (a link-local address wanting a scope id, ...)
+  // is left to the heartbeat sockets to report.
+  return errno != EADDRNOTAVAIL;
 }
 
 Status CheckNodeIsLocal(const config::Cluster& cluster, const std::string& node) {
@@ -47,8 +41,7 @@ Status CheckNodeIsLocal(const config::Cluster& cluster, const std::string& node)
     const config::ClusterNode* n = lan.FindNode(node);
     if (n == nullptr) continue;
     known = true;
-    std::string error;
-    if (AddressIsLocal(n->addr, &error)) return Status::Ok();
+    if (AddressIsLocal(n->addr)) return Status::Ok();
     addrs += (addrs.empty() ? "" : ", ") + n->addr + " (lan " + lan.name + ")";
   }
   if (!known) {

@@ -10,9 +10,9 @@
 
 namespace hamirror::daemon {
 
-// True when `addr` (numeric IPv4/IPv6) can be bound on this host: a UDP socket bound to it with
-// port 0. Only EADDRNOTAVAIL means "not here"; other failures are reported in *error.
-bool AddressIsLocal(const std::string& addr, std::string* error);
+// True when `addr` (numeric IPv4/IPv6) is on this host: a UDP socket can be bound to it (port 0).
+// Only EADDRNOTAVAIL (or no socket of that family at all) means "not here".
+bool AddressIsLocal(const std::string& addr);
 
 // InvalidArgument naming the node, its addresses and "not on this host" when none of the addresses
 // of `node` in cluster.xml (on any lan) is local; InvalidArgument too when the node is not there.
