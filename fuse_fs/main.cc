@@ -198,6 +198,10 @@ int main(int argc, char** argv) {
       auto* ca =
           sub->add_option("--tls-ca", cli.options.tls.ca, "PEM CA of the peers")->check(CLI::ExistingFile);
       auto* insecure = sub->add_flag("--insecure", cli.options.tls.insecure, "plaintext replication link");
+      auto* server_name = sub->add_option("--tls-server-name", cli.options.tls.server_name,
+                                          "name the peer's certificate must carry when it differs from the "
+                                          "--peer host (hamirrord passes the peer's node name)");
+      server_name->needs(ca);
       cert->needs(key, ca);
       key->needs(cert, ca);
       ca->needs(cert, key);

@@ -29,6 +29,13 @@ inline constexpr const char* kDefaultClusterFile = "/etc/hamirror/cluster.xml";
 // Relative to the module directory.
 inline constexpr const char* kUserconfigRelPath = "conf/userconfig.xml";
 inline constexpr const char* kScriptsRelDir = "bin";
+// Defaults of <hamirror tlsdir> and <heart keyfile> (the latter is kDefaultKeyDir/<module>/heartbeat.key).
+inline constexpr const char* kDefaultTlsDir = "/etc/hamirror/tls";
+inline constexpr const char* kDefaultKeyDir = "/etc/hamirror";
+// The files of a TLS directory: the cluster's CA and this node's certificate and private key.
+inline constexpr const char* kTlsCaFile = "ca.pem";
+inline constexpr const char* kTlsCertFile = "node.pem";
+inline constexpr const char* kTlsKeyFile = "node.key";
 
 struct Diagnostic {
   enum Severity { kError, kWarning };
@@ -96,6 +103,12 @@ struct HeartConfig {
   Millis timeout{30000};                 // peer lost when every network has been silent this long
   std::vector<Heartbeat> heartbeats;     // at least one; exactly one has flow == true
   const Heartbeat& FlowNetwork() const;  // the heartbeat with flow == true
+  // keyfile="PATH": the shared heartbeat key (same file on both nodes, >= 16 bytes). Always set after
+  // load; default /etc/hamirror/<module>/heartbeat.key. Must exist unless derived_key.
+  std::string key_file;
+  // auth="derived" (explicit opt-out): no key file, the key is derived from cluster.xml (weaker:
+  // anyone who can read cluster.xml can forge heartbeats). Default auth="keyfile".
+  bool derived_key = false;
 };
 
 struct VirtualAddr {
@@ -168,6 +181,9 @@ struct ReplicatedDir {
 };
 
 struct RfsConfig {
+  // encryption="off" (explicit opt-out): the replication link runs in clear (hamirror-fs --insecure).
+  // Default "on": mutual TLS with the files of HamirrorSettings::tls_dir, which must then exist.
+  bool encryption = true;
   AsyncMode async = AsyncMode::kNone;
   int nbrei = 3;                              // parallel reintegration workers
   std::uint64_t reiallowedbw_kbps = 0;        // reintegration bandwidth cap in KB/s; 0 = unlimited
@@ -276,13 +292,15 @@ struct ModuleConfig {
 };
 
 struct LoadOptions {
-  // Prepended to absolute paths when checking that they exist (replicated dirs), so tests can
-  // load a production configuration ("/var/lib/mysql") against a scratch tree. Empty in production.
+  // Prepended to absolute paths when checking that they exist (replicated dirs, TLS files, heartbeat
+  // key), so tests can load a production configuration ("/var/lib/mysql") against a scratch tree.
+  // Empty in production.
   std::string path_root;
 };
 
 // Loads MODULE_DIR/conf/userconfig.xml against cluster_file (kDefaultClusterFile if empty),
-// checks bin/ scripts and replicated directories. Appends every problem to *diags (may be
+// checks bin/ scripts, replicated directories and the security files (TLS files when <rfs> has
+// encryption on, the heartbeat key unless auth="derived"). Appends every problem to *diags (may be
 // nullptr). Returns InvalidArgument("N error(s) in configuration") when any error was found.
 Status LoadModule(const std::string& module_dir, const std::string& cluster_file, ModuleConfig* out,
                   std::vector<Diagnostic>* diags);

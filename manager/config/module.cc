@@ -106,7 +106,10 @@ Status LoadModule(const std::string& module_dir, const std::string& cluster_file
   CheckScripts(out->module_dir + "/" + kScriptsRelDir, &out->scripts, diags, &errors);
 
   if (out->hamirror.state_dir.empty()) out->hamirror.state_dir = "/var/lib/hamirror/" + out->module_name;
-  if (out->hamirror.tls_dir.empty()) out->hamirror.tls_dir = "/etc/hamirror/tls";
+  if (out->hamirror.tls_dir.empty()) out->hamirror.tls_dir = kDefaultTlsDir;
+  if (out->heart.key_file.empty()) {
+    out->heart.key_file = std::string(kDefaultKeyDir) + "/" + out->module_name + "/heartbeat.key";
+  }
 
   errors = 0;
   for (std::size_t i = first_diag; i < diags->size(); ++i) {

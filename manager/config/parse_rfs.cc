@@ -81,6 +81,7 @@ void ParseReplicated(Element& e, const ParseEnv& env, RfsConfig* out) {
 
 void ParseRfs(Element& e, const ParseEnv& env, RfsConfig* out) {
   e.CheckAttributes({
+      {"encryption"},
       {"async"},
       {"nbrei"},
       {"sendtimeout"},
@@ -94,6 +95,7 @@ void ParseRfs(Element& e, const ParseEnv& env, RfsConfig* out) {
        "hamirror's dirty-zone record is crash-safe, so no file is re-copied on the strength of its mtime"},
   });
   e.CheckChildren({"replicated"});
+  e.OnOff("encryption", &out->encryption);
   e.Enum("async", {{"second", AsyncMode::kSecond}, {"none", AsyncMode::kNone}}, &out->async);
   e.Int("nbrei", 1, 64, &out->nbrei);
   if (e.Duration("sendtimeout", std::chrono::seconds(1), &out->sendtimeout) &&

@@ -172,11 +172,23 @@ void ParseService(Element& e, const ParseEnv& env, ModuleConfig* out) {
     Element c(e.ctx(), n);
     ParseHamirror(c, &out->hamirror);
   }
+  CheckSecurityFiles(e, env, out);
 }
 
 void ParseHeart(Element& e, const ParseEnv& env, HeartConfig* out) {
-  e.CheckAttributes({{"pulse"}, {"timeout"}});
+  e.CheckAttributes({{"pulse"}, {"timeout"}, {"keyfile"}, {"auth"}});
   e.CheckChildren({"heartbeat"});
+  if (auto v = e.Get("keyfile")) {
+    if (!v->starts_with('/')) {
+      e.BadValue("keyfile", *v, "expected an absolute path");
+    } else {
+      out->key_file = *v;
+    }
+  }
+  e.Enum<bool>("auth", {{"keyfile", false}, {"derived", true}}, &out->derived_key);
+  if (out->derived_key && e.Has("keyfile")) {
+    e.Error("auth", "auth=\"derived\" uses no key file: remove keyfile or auth");
+  }
   e.Duration("pulse", Millis(1), &out->pulse);
   e.Duration("timeout", Millis(1), &out->timeout);
   if (out->pulse < Millis(10) || out->pulse > Millis(60000)) {

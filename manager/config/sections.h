@@ -27,6 +27,9 @@ void ParseCheck(Element& e, const ParseEnv& env, ModuleConfig* out);
 void ParseSplitBrain(Element& e, ModuleConfig* out);
 void ParseUser(Element& e, UserConfig* out);
 void ParseHamirror(Element& e, HamirrorSettings* out);
+// After the whole <service> e is parsed: sets the defaults of tlsdir and keyfile and checks that the
+// TLS files (when <rfs> has encryption on) and the heartbeat key (unless auth="derived") are usable.
+void CheckSecurityFiles(Element& e, const ParseEnv& env, ModuleConfig* out);
 
 // Shared helpers.
 // The single child `name` of e, or an empty node; reports duplicates.

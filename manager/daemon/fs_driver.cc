@@ -42,13 +42,16 @@ Status FsDriver::Spawn(const FsDir& d) {
   // options a later switch to primary needs.
   std::vector<std::string> args = {launch_.fs_bin, "secondary", "--listen", d.listen,      "--dir",
                                    d.dir,          "--control", d.control,  "--node-name", launch_.node_name};
-  const std::string ca = launch_.tls_dir + "/ca.pem", cert = launch_.tls_dir + "/node.pem",
-                    key = launch_.tls_dir + "/node.key";
-  if (access(ca.c_str(), R_OK) == 0 && access(cert.c_str(), R_OK) == 0 && access(key.c_str(), R_OK) == 0) {
+  if (launch_.encryption) {
+    // The configuration loader checked the files; should they be gone since, hamirror-fs refuses to
+    // start (never a fallback to clear text).
+    const std::string ca = launch_.tls_dir + "/ca.pem", cert = launch_.tls_dir + "/node.pem",
+                      key = launch_.tls_dir + "/node.key";
     args.insert(args.end(), {"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca});
+    // The peer is dialled by address; its certificate names the node (hamirror-certs).
+    if (!launch_.peer_name.empty()) args.insert(args.end(), {"--tls-server-name", launch_.peer_name});
   } else {
-    log_->Warning("no TLS files in " + launch_.tls_dir +
-                  " (ca.pem, node.pem, node.key): replication link in clear");
+    log_->Warning("encryption=\"off\" on <rfs>: replication link in clear (no TLS)");
     args.push_back("--insecure");
   }
   if (d.direct_io_all) args.insert(args.end(), {"--direct-io", "all"});

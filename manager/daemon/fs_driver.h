@@ -28,6 +28,8 @@ struct FsLaunch {
   std::string fs_bin;            // hamirror-fs binary
   std::string node_name;         // --node-name
   std::string tls_dir;           // ca.pem, node.pem, node.key for the replication link (mutual TLS)
+  bool encryption = true;        // false only on the explicit opt-out <rfs encryption="off">: --insecure
+  std::string peer_name;         // the name the peer's certificate must carry (--tls-server-name)
   std::string state_dir;         // --state-dir: the record of what the peer may lack (module state dir)
   uint64_t zone_size = 1 << 20;  // --zone-size (ruzone_blocksize)
   uint64_t resync_rate_bps = 0;  // --resync-rate (reiallowedbw), 0: unlimited

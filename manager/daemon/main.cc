@@ -5,7 +5,8 @@
 //
 // Runs in the foreground (systemd Type=notify: READY=1 once the admin socket answers). Logs to
 // stderr and to the module log (default /var/log/hamirror/<module>.log) that `hamirror log` shows.
-// Refuses to start on any configuration error, printing every one of them.
+// Refuses to start (exit 78) on any configuration error, printing every one of them: missing TLS files
+// or heartbeat key without an explicit opt-out included, and a --node none of whose addresses is here.
 // SIGTERM/SIGINT: stop the module (stop scripts, VIP released), then exit; a second one exits now.
 // Exit codes (common/exit_codes.h): 0 clean exit, 1 could not start (e.g. another hamirrord serves the
 // module), 64 usage error, 78 configuration error.
@@ -24,6 +25,7 @@
 #include "common/version.h"
 #include "manager/admin/admin_server.h"
 #include "manager/config/config.h"
+#include "manager/daemon/address_check.h"
 #include "manager/daemon/node.h"
 
 using namespace hamirror;
@@ -89,6 +91,10 @@ int main(int argc, char** argv) {
     char host[256] = {};
     gethostname(host, sizeof host - 1);
     node_name = host;
+  }
+  if (Status s = daemon::CheckNodeIsLocal(cfg.cluster, node_name); !s.ok()) {
+    std::cerr << "hamirrord: " << s.message() << "; not starting\n";
+    return kExitConfig;
   }
   if (socket_path.empty()) socket_path = admin::DefaultSocketPath(cfg.module_name);
   if (log_path.empty()) log_path = "/var/log/hamirror/" + cfg.module_name + ".log";

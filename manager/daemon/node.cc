@@ -179,16 +179,17 @@ Status Node::Init() {
   }
   if (nets.empty()) return Status::InvalidArgument("no heartbeat network configured");
 
-  // Key: a shared key file when present, else derived from cluster.xml (weaker, logged).
+  // Key: the shared key file, or (explicit auth="derived" only) derived from cluster.xml. The loader
+  // already refused a missing key file; one removed since is an error here, never a silent fallback.
   const std::string cluster_xml = ReadAll(cfg.cluster.file);
   heartbeat::HeartbeatKey key;
-  const std::string key_file = "/etc/hamirror/" + cfg.module_name + "/heartbeat.key";
-  Status ks = heartbeat::HeartbeatKey::FromFile(key_file, &key);
-  if (!ks.ok()) {
-    if (ks.code() != Status::Code::kNotFound) return ks;
-    log_->Warning("no " + key_file +
-                  ": heartbeat key derived from cluster.xml (anyone who can read it can forge heartbeats)");
+  if (cfg.heart.derived_key) {
+    log_->Warning(
+        "auth=\"derived\": heartbeat key derived from cluster.xml (anyone who can read it can forge "
+        "heartbeats)");
     key = heartbeat::HeartbeatKey::DeriveFromConfig(cluster_xml, cfg.module_name);
+  } else if (Status ks = heartbeat::HeartbeatKey::FromFile(cfg.heart.key_file, &key); !ks.ok()) {
+    return ks;
   }
   const uint64_t cluster_id = heartbeat::ComputeClusterId(cluster_xml, cfg.module_name);
 
@@ -278,6 +279,8 @@ Status Node::Init() {
   launch.fs_bin = opt_.fs_bin;
   launch.node_name = opt_.self;
   launch.tls_dir = cfg.hamirror.tls_dir;
+  launch.encryption = cfg.rfs.encryption;
+  launch.peer_name = peer_;
   launch.state_dir = cfg.hamirror.state_dir;
   launch.zone_size = cfg.rfs.ruzone_blocksize;
   launch.resync_rate_bps = cfg.rfs.reiallowedbw_kbps * 1024;

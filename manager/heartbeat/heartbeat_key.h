@@ -2,10 +2,12 @@
 // on one LAN apart.
 //
 // Key sources, strongest first:
-//   1. A key file (e.g. /etc/hamirror/<module>/heartbeat.key) with at least 16 bytes of secret,
-//      same content on both nodes, readable by root only. Its whole content is the key.
-//   2. If there is no key file: derived from cluster.xml's content and the module name. Anyone who
-//      can read cluster.xml (or guess it) can forge heartbeats, so the daemon logs a warning.
+//   1. A key file (<heart keyfile>, default /etc/hamirror/<module>/heartbeat.key) with at least 16
+//      bytes of secret, same content on both nodes, readable by root only. Its whole content is the
+//      key. The configuration requires it (hamirror-certs makes one).
+//   2. Only when the configuration opts out (<heart auth="derived">): derived from cluster.xml's
+//      content and the module name. Anyone who can read cluster.xml (or guess it) can forge
+//      heartbeats, so the daemon logs a warning.
 #pragma once
 
 #include <cstdint>
@@ -21,8 +23,8 @@ class HeartbeatKey {
   HeartbeatKey() = default;
   explicit HeartbeatKey(std::string secret) : secret_(std::move(secret)) {}
 
-  // Reads the key file. NotFound if it does not exist (caller may fall back to DeriveFromConfig),
-  // InvalidArgument if shorter than 16 bytes.
+  // Reads the key file. NotFound if it does not exist, InvalidArgument if shorter than 16 bytes
+  // (trailing whitespace not counted). The configuration loader checks with this too.
   static Status FromFile(const std::string& path, HeartbeatKey* key);
   // Weaker fallback; see above.
   static HeartbeatKey DeriveFromConfig(std::string_view cluster_xml, std::string_view module_name);

@@ -81,10 +81,11 @@ bool Has(const std::string& text, const std::string& needle) {
 // A module that loads cleanly against tests/manager/config/data/cluster.xml (lan "default").
 constexpr const char* kValidUserconfig =
     "<safe><service mode=\"mirror\">\n"
-    "<heart><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
+    "<heart keyfile=\"@KEY@\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
     "<vip><interface_list><interface><real_interface><virtual_addr addr=\"198.18.0.100\"/>"
     "</real_interface></interface></interface_list></vip>\n"
     "<rfs><replicated dir=\"@DATA@\"/></rfs>\n"
+    "<hamirror tlsdir=\"@TLS@\"/>\n"
     "</service></safe>\n";
 
 // A valid module: the valid userconfig, executable scripts and the example cluster.xml.
@@ -130,12 +131,13 @@ TEST_CASE("cli: confcheck prints every problem, each with its line", "[cli][conf
   TempModule m;
   WriteValidModule(m);
   m.WriteUserconfig(
-      "<safe><service mode=\"mirror\">\n"                              // 1
-      "<heart><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"  // 2
-      "<vip><interface_list><interface><real_interface>\n"             // 3
-      "<virtual_addr addr=\"not-an-address\"/>\n"                      // 4
-      "</real_interface></interface></interface_list></vip>\n"         // 5
-      "<rfs bogus=\"1\"><replicated dir=\"@DATA@\"/></rfs>\n"          // 6
+      "<safe><service mode=\"mirror\">\n"                                                // 1
+      "<heart keyfile=\"@KEY@\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"  // 2
+      "<vip><interface_list><interface><real_interface>\n"                               // 3
+      "<virtual_addr addr=\"not-an-address\"/>\n"                                        // 4
+      "</real_interface></interface></interface_list></vip>\n"                           // 5
+      "<rfs bogus=\"1\"><replicated dir=\"@DATA@\"/></rfs>\n"                            // 6
+      "<hamirror tlsdir=\"@TLS@\"/>\n"                                                   // 7
       "</service></safe>\n");
   const Result r = Confcheck(m);
   INFO(r.out);
@@ -182,4 +184,91 @@ TEST_CASE("cli: confcheck rejects a bad or missing cluster file", "[cli][confche
     CHECK(r.rc != 0);
     CHECK(Has(r.out, missing + ": cannot read file: No such file or directory"));
   }
+}
+
+// Secure by default (docs/operations.md, "Security"): what the replication link and the heartbeats
+// need must be there, or be given up explicitly.
+
+namespace {
+
+// The valid module with `heart` and `rfs` attributes added, its TLS directory at @TLS@ (line 5).
+std::string SecurityUserconfig(const std::string& heart_attrs, const std::string& rfs_attrs) {
+  return "<safe><service mode=\"mirror\">\n"  // 1
+         "<heart" +
+         heart_attrs +
+         "><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"  // 2
+         "<vip><interface_list><interface><real_interface><virtual_addr addr=\"198.18.0.100\"/>"
+         "</real_interface></interface></interface_list></vip>\n"  // 3
+         "<rfs" +
+         rfs_attrs +
+         "><replicated dir=\"@DATA@\"/></rfs>\n"  // 4
+         "<hamirror tlsdir=\"@TLS@\"/>\n"         // 5
+         "</service></safe>\n";
+}
+
+}  // namespace
+
+TEST_CASE("cli: confcheck refuses a replication link without TLS files unless encryption is off",
+          "[cli][confcheck][security]") {
+  TempModule m;
+  WriteValidModule(m);
+  for (const char* f : {"ca.pem", "node.pem", "node.key"}) ::unlink((m.tls_dir() + "/" + f).c_str());
+
+  m.WriteUserconfig(SecurityUserconfig(" keyfile=\"@KEY@\"", ""));
+  Result r = Confcheck(m);
+  INFO(r.out);
+  CHECK(r.rc != 0);
+  CHECK(Has(r.out, m.userconfig() +
+                       ":5: replication link (TLS) not usable: missing ca.pem, node.pem, node.key in " +
+                       m.tls_dir()));
+  CHECK(Has(r.out, "hamirror-certs"));
+  CHECK(Has(r.out, "encryption=\"off\""));
+  CHECK(Has(r.out, "configuration rejected"));
+
+  m.WriteUserconfig(SecurityUserconfig(" keyfile=\"@KEY@\"", " encryption=\"off\""));
+  r = Confcheck(m);
+  INFO(r.out);
+  CHECK(r.rc == 0);
+  CHECK(Has(r.out,
+            m.userconfig() + ":4: warning: encryption=\"off\" on <rfs>: the replication link runs in clear"));
+  CHECK(Has(r.out, "configuration OK: module mysql (1 warning(s))"));
+
+  m.WriteUserconfig(SecurityUserconfig(" keyfile=\"@KEY@\"", " encryption=\"maybe\""));
+  r = Confcheck(m);
+  INFO(r.out);
+  CHECK(r.rc != 0);
+  CHECK(Has(r.out, m.userconfig() +
+                       ":4: invalid value 'maybe' for attribute 'encryption' on <rfs>: expected on or off"));
+}
+
+TEST_CASE("cli: confcheck refuses a missing heartbeat key unless auth is derived",
+          "[cli][confcheck][security]") {
+  TempModule m;
+  WriteValidModule(m);
+  const std::string missing = m.root() + "/no-such.key";
+
+  m.WriteUserconfig(SecurityUserconfig(" keyfile=\"" + missing + "\"", ""));
+  Result r = Confcheck(m);
+  INFO(r.out);
+  CHECK(r.rc != 0);
+  CHECK(Has(r.out, m.userconfig() + ":2: heartbeat key file " + missing + " does not exist"));
+  CHECK(Has(r.out, "hamirror-certs"));
+  CHECK(Has(r.out, "auth=\"derived\""));
+
+  m.WriteUserconfig(SecurityUserconfig(" auth=\"derived\"", ""));
+  r = Confcheck(m);
+  INFO(r.out);
+  CHECK(r.rc == 0);
+  CHECK(
+      Has(r.out, m.userconfig() + ":2: warning: auth=\"derived\" on <heart>: the heartbeat key is derived"));
+  CHECK(Has(r.out, "configuration OK: module mysql (1 warning(s))"));
+
+  // Too short to be a key: named with its path.
+  hamirror::config::testing::WriteFile(m.key_file(), "short\n", 0600);
+  m.WriteUserconfig(SecurityUserconfig(" keyfile=\"@KEY@\"", ""));
+  r = Confcheck(m);
+  INFO(r.out);
+  CHECK(r.rc != 0);
+  CHECK(Has(r.out, m.userconfig() + ":2: heartbeat key file not usable: " + m.key_file() +
+                       ": heartbeat key must hold at least 16 bytes, has 5"));
 }

@@ -11,7 +11,8 @@ namespace {
 
 using testing::TempModule;
 
-constexpr const char* kHeart = "<heart><heartbeat name=\"default\" ident=\"flow\"/></heart>";
+constexpr const char* kHeart =
+    "<heart keyfile=\"@KEY@\"><heartbeat name=\"default\" ident=\"flow\"/></heart>";
 constexpr const char* kRfs = "<rfs><replicated dir=\"@DATA@\"/></rfs>";
 
 // Line 1 <safe>, line 2 <service ...>, line 3 <heart>, body from line 4.
@@ -237,7 +238,7 @@ TEST_CASE("a configuration using every element loads with the right values", "[c
 <macro name="VIP" value="198.18.0.100/24"/>
 <service mode="mirror" defaultprim="node2" failover="off" maxloop="5" loop_interval="2h" boot="on">
   <macro name="GW" value="198.18.0.254"/>
-  <heart pulse="1s" timeout="10s">
+  <heart pulse="1s" timeout="10s" keyfile="@KEY@">
     <heartbeat name="default"/>
     <heartbeat name="repl" ident="flow"/>
   </heart>
@@ -272,7 +273,7 @@ TEST_CASE("a configuration using every element loads with the right values", "[c
     <var name="MYSQL_PORT" value="3306"/>
   </user>
   <failover><![CDATA[ rule: if (heartbeat.* == down) then alone(); ]]></failover>
-  <hamirror heartport="5800" rfsport="5801" statedir="/var/lib/hamirror-test" splitbrainpolicy="discard-least-changes"/>
+  <hamirror heartport="5800" rfsport="5801" statedir="/var/lib/hamirror-test" tlsdir="@TLS@" splitbrainpolicy="discard-least-changes"/>
 </service>
 </safe>
 )");
@@ -353,7 +354,10 @@ TEST_CASE("a configuration using every element loads with the right values", "[c
   CHECK(cfg.hamirror.heartbeat_port == 5800);
   CHECK(cfg.hamirror.replication_port == 5801);
   CHECK(cfg.hamirror.state_dir == "/var/lib/hamirror-test");
-  CHECK(cfg.hamirror.tls_dir == "/etc/hamirror/tls");
+  CHECK(cfg.hamirror.tls_dir == m.tls_dir());
+  CHECK(cfg.rfs.encryption);
+  CHECK(cfg.heart.key_file == m.key_file());
+  CHECK_FALSE(cfg.heart.derived_key);
   CHECK(cfg.hamirror.splitbrain_policy == SplitBrainPolicy::kDiscardLeastChanges);
   CHECK(cfg.macros.size() == 2);
 }
@@ -366,7 +370,7 @@ TEST_CASE("settings without effect in hamirror are warnings, not errors", "[conf
       "addr=\"198.18.0.2\"/></lan></lans></cluster>\n");
   m.WriteUserconfig(Cfg("",
                         "<rfs locktimeout=\"100\" namespacepolicy=\"1\" syncdelta=\"60\">\n"
-                        "<replicated dir=\"@DATA@\"/></rfs>"));
+                        "<replicated dir=\"@DATA@\"/></rfs>\n<hamirror tlsdir=\"@TLS@\"/>"));
   ModuleConfig cfg;
   std::vector<Diagnostic> diags;
   REQUIRE(LoadModule(m.module_dir(), m.cluster_file(), &cfg, &diags).ok());

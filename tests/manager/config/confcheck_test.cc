@@ -16,10 +16,11 @@ TEST_CASE("confcheck exits 0 on a valid module", "[config][unit]") {
   m.WriteScript("stop_prim");
   m.WriteUserconfig(
       "<safe><service mode=\"mirror\">\n"
-      "<heart><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
+      "<heart keyfile=\"@KEY@\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
       "<vip><interface_list><interface><real_interface><virtual_addr addr=\"198.18.0.100\"/>"
       "</real_interface></interface></interface_list></vip>\n"
       "<rfs><replicated dir=\"@DATA@\"/></rfs>\n"
+      "<hamirror tlsdir=\"@TLS@\"/>\n"
       "</service></safe>\n");
   std::ostringstream out;
   CHECK(RunConfcheck(m.module_dir(), m.cluster_file(), out) == 0);
@@ -30,12 +31,13 @@ TEST_CASE("confcheck exits non-zero and prints every problem", "[config][unit]")
   TempModule m;
   m.WriteScript("start_prim", 0600);
   m.WriteUserconfig(
-      "<safe><service mode=\"mirror\">\n"                                                 // 1
-      "<heart pulse=\"700\" timeout=\"30000\"><heartbeat name=\"lan9\"/></heart>\n"       // 2
-      "<vip><interface_list><interface><real_interface>\n"                                // 3
-      "<virtual_addr addr=\"VIRTUAL_TO_BE_DEFINED\"/>\n"                                  // 4
-      "</real_interface></interface></interface_list></vip>\n"                            // 5
-      "<rfs acl=\"off\" bogus=\"1\"><replicated dir=\"/nonexistent/hamirror\"/></rfs>\n"  // 6
+      "<safe><service mode=\"mirror\">\n"                                                              // 1
+      "<heart pulse=\"700\" timeout=\"30000\" keyfile=\"@KEY@\"><heartbeat name=\"lan9\"/></heart>\n"  // 2
+      "<vip><interface_list><interface><real_interface>\n"                                             // 3
+      "<virtual_addr addr=\"VIRTUAL_TO_BE_DEFINED\"/>\n"                                               // 4
+      "</real_interface></interface></interface_list></vip>\n"                                         // 5
+      "<rfs acl=\"off\" bogus=\"1\"><replicated dir=\"/nonexistent/hamirror\"/></rfs>\n"               // 6
+      "<hamirror tlsdir=\"@TLS@\"/>\n"                                                                 // 7
       "</service></safe>\n");
   std::ostringstream out;
   CHECK(RunConfcheck(m.module_dir(), m.cluster_file(), out) == 1);

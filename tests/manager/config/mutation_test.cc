@@ -14,10 +14,17 @@ using testing::TempModule;
 
 TEST_CASE("damaged configurations are rejected consistently", "[config][unit]") {
   TempModule m;
-  // The seed, replicating the scratch data dir instead of /var/lib/mysql.
-  const std::string base =
-      testing::ReplaceAll(ReadFile(std::string(HAMIRROR_CONFIG_TEST_DATA) + "/seed_linux_userconfig.xml"),
-                          "/var/lib/mysql", m.data_dir());
+  // The seed, its directory, TLS files and heartbeat key under a scratch root.
+  const std::string base = ReadFile(std::string(HAMIRROR_CONFIG_TEST_DATA) + "/seed_linux_userconfig.xml");
+  LoadOptions opts;
+  opts.path_root = m.MakeFsRoot();
+  {
+    // Undamaged, it loads: the damage below is what gets rejected.
+    m.WriteUserconfig(base);
+    ModuleConfig cfg;
+    std::vector<Diagnostic> diags;
+    REQUIRE(LoadModule(m.module_dir(), m.cluster_file(), opts, &cfg, &diags).ok());
+  }
   std::mt19937 rng(12345);  // fixed: a failure must reproduce
   const std::string alphabet = "<>/=\"' %abcdefghijklmnopqrstuvwxyz0123456789.-_\n!?&;";
   int rejected = 0;
@@ -35,7 +42,7 @@ TEST_CASE("damaged configurations are rejected consistently", "[config][unit]") 
     m.WriteUserconfig(text);
     ModuleConfig cfg;
     std::vector<Diagnostic> diags;
-    const Status st = LoadModule(m.module_dir(), m.cluster_file(), &cfg, &diags);
+    const Status st = LoadModule(m.module_dir(), m.cluster_file(), opts, &cfg, &diags);
     int errors = 0;
     for (const Diagnostic& d : diags) {
       REQUIRE_FALSE(d.file.empty());

@@ -28,10 +28,10 @@ TEST_CASE("the seed's Linux userconfig.xml loads with the expected values", "[co
   m.WriteCluster(ReadFile(kDataDir + "/cluster.xml"));
   m.WriteScript("start_prim");
   m.WriteScript("stop_prim");
-  // The seed replicates /var/lib/mysql: check it exists under a scratch root, not on this host.
-  std::filesystem::create_directories(m.root() + "/fsroot/var/lib/mysql");
+  // The seed replicates /var/lib/mysql and uses the default TLS directory and heartbeat key: check
+  // them under a scratch root, not on this host.
   LoadOptions opts;
-  opts.path_root = m.root() + "/fsroot";
+  opts.path_root = m.MakeFsRoot();
 
   ModuleConfig cfg;
   std::vector<Diagnostic> diags;
@@ -96,6 +96,31 @@ TEST_CASE("the seed's Linux userconfig.xml loads with the expected values", "[co
   CHECK(cfg.scripts.start_second.empty());
   CHECK_FALSE(cfg.has_splitbrain);
   CHECK(cfg.hamirror.state_dir == "/var/lib/hamirror/mysql");
+  CHECK(cfg.rfs.encryption);
+  CHECK(cfg.hamirror.tls_dir == "/etc/hamirror/tls");
+  CHECK(cfg.heart.key_file == "/etc/hamirror/mysql/heartbeat.key");
+  CHECK_FALSE(cfg.heart.derived_key);
+}
+
+TEST_CASE("the seed without TLS files or heartbeat key is refused, saying what to do", "[config][unit]") {
+  TempModule m;
+  m.WriteUserconfig(ReadFile(kDataDir + "/seed_linux_userconfig.xml"));
+  m.WriteCluster(ReadFile(kDataDir + "/cluster.xml"));
+  LoadOptions opts;
+  opts.path_root = m.root() + "/empty-root";
+  std::filesystem::create_directories(opts.path_root + "/var/lib/mysql");
+  ModuleConfig cfg;
+  std::vector<Diagnostic> diags;
+  CHECK_FALSE(LoadModule(m.module_dir(), m.cluster_file(), opts, &cfg, &diags).ok());
+  const std::string text = Dump(diags);
+  INFO(text);
+  // <rfs> is at line 32, <heart> at line 6 of the seed.
+  CHECK(text.find(m.userconfig() +
+                  ":32: replication link (TLS) not usable: missing ca.pem, node.pem, "
+                  "node.key in " +
+                  opts.path_root + "/etc/hamirror/tls") != std::string::npos);
+  CHECK(text.find(m.userconfig() + ":6: heartbeat key file " + opts.path_root +
+                  "/etc/hamirror/mysql/heartbeat.key does not exist") != std::string::npos);
 }
 
 TEST_CASE("the seed as shipped is rejected only for its placeholder address", "[config][unit]") {
@@ -104,9 +129,8 @@ TEST_CASE("the seed as shipped is rejected only for its placeholder address", "[
   text = testing::ReplaceAll(text, "addr=\"198.18.0.100\"", "addr=\"VIRTUAL_TO_BE_DEFINED\"");
   m.WriteUserconfig(text);
   m.WriteCluster(ReadFile(kDataDir + "/cluster.xml"));
-  std::filesystem::create_directories(m.root() + "/fsroot/var/lib/mysql");
   LoadOptions opts;
-  opts.path_root = m.root() + "/fsroot";
+  opts.path_root = m.MakeFsRoot();
   ModuleConfig cfg;
   std::vector<Diagnostic> diags;
   CHECK_FALSE(LoadModule(m.module_dir(), m.cluster_file(), opts, &cfg, &diags).ok());

@@ -58,6 +58,7 @@ class TempModule {
     std::filesystem::create_directories(module_dir_ + "/bin");
     std::filesystem::create_directories(data_dir());
     WriteCluster(kTwoNodeCluster);
+    WriteSecurityFiles(tls_dir(), key_file());
   }
   ~TempModule() {
     std::error_code ec;
@@ -72,9 +73,33 @@ class TempModule {
   std::string cluster_file() const { return root_ + "/cluster.xml"; }
   std::string data_dir() const { return root_ + "/data"; }
 
-  // "@DATA@" in text becomes data_dir().
+  // A TLS directory and a heartbeat key made by the constructor, for a configuration that must load:
+  // <hamirror tlsdir="@TLS@"> and <heart keyfile="@KEY@">.
+  std::string tls_dir() const { return root_ + "/tls"; }
+  std::string key_file() const { return root_ + "/heartbeat.key"; }
+
+  // "@DATA@" in text becomes data_dir(), "@TLS@" tls_dir(), "@KEY@" key_file().
   void WriteUserconfig(const std::string& text) const {
-    WriteFile(userconfig(), ReplaceAll(text, "@DATA@", data_dir()));
+    WriteFile(userconfig(), ReplaceAll(ReplaceAll(ReplaceAll(text, "@DATA@", data_dir()), "@TLS@", tls_dir()),
+                                       "@KEY@", key_file()));
+  }
+
+  // Placeholder TLS files (ca.pem, node.pem, node.key) in tls_dir and a 32-byte heartbeat key: the
+  // loader checks that they are there and readable, not what they hold. Secrets get mode 0600.
+  static void WriteSecurityFiles(const std::string& tls_dir, const std::string& key_file) {
+    WriteFile(tls_dir + "/ca.pem", "-----BEGIN CERTIFICATE-----\n");
+    WriteFile(tls_dir + "/node.pem", "-----BEGIN CERTIFICATE-----\n");
+    WriteFile(tls_dir + "/node.key", "-----BEGIN PRIVATE KEY-----\n", 0600);
+    WriteFile(key_file, "0123456789abcdef0123456789abcdef", 0600);
+  }
+
+  // A scratch root (LoadOptions::path_root) for a production configuration with default paths:
+  // ROOT/var/lib/mysql, and the TLS files and heartbeat key of module `module` where the defaults are.
+  std::string MakeFsRoot(const std::string& module = "mysql") const {
+    const std::string fsroot = root_ + "/fsroot";
+    std::filesystem::create_directories(fsroot + "/var/lib/mysql");
+    WriteSecurityFiles(fsroot + "/etc/hamirror/tls", fsroot + "/etc/hamirror/" + module + "/heartbeat.key");
+    return fsroot;
   }
   void WriteCluster(const std::string& text) const { WriteFile(cluster_file(), text); }
   void WriteScript(const std::string& name, mode_t mode = 0755) const {

@@ -32,6 +32,11 @@ Cluster::Cluster(ModuleOptions mo) : lab_(NetLab::Options{.nodes = 2, .lans = 1}
                                         << "<node name=\"n1\" addr=\"" << NetLab::NodeAddr(1, 0) << "\"/>"
                                         << "<node name=\"n2\" addr=\"" << NetLab::NodeAddr(2, 0) << "\"/>"
                                         << "</lan></lans></cluster>\n";
+  // Secure as in production: a CA, each node's certificate and the heartbeat key, by hamirror-certs.
+  CommandResult certs = RunCommand(ShellQuote(HAMIRROR_CERTS_BIN) + " --out " + ShellQuote(Pki()) +
+                                   " --cluster " + ShellQuote(base_ + "/cluster.xml"));
+  INFO(certs.output);
+  REQUIRE(certs.ok());
   for (int i = 1; i <= 2; ++i) WriteModule(i, mo);
   if (mo.rfs) {
     // The real directory, seen past the FUSE mount that will cover Dir(i)/data: a bind mount made now,
@@ -241,7 +246,8 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
       << "<!DOCTYPE safe>\n<safe>\n"
       << "<service mode=\"mirror\" defaultprim=\"alone\" maxloop=\"" << mo.maxloop
       << "\" loop_interval=\"24\" failover=\"on\">\n"
-      << "  <heart pulse=\"300\" timeout=\"1500\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
+      << "  <heart pulse=\"300\" timeout=\"1500\" keyfile=\"" << Pki() << "/heartbeat.key\">"
+      << "<heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
       << "  <vip><interface_list><interface check=\"on\" arpreroute=\"on\"><real_interface>\n"
       << "    <virtual_addr addr=\"" << kVip << "\" where=\"one_side_alias\"/>\n"
       << "  </real_interface></interface></interface_list></vip>\n"
@@ -255,7 +261,7 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
               : "")
       << "  <user nicestoptimeout=\"10\" forcestoptimeout=\"10\" logging=\"userlog\">"
       << "<var name=\"NODE_NAME\" value=\"" << n << "\"/></user>\n"
-      << "  <hamirror statedir=\"" << Dir(i) << "/state\"/>\n"
+      << "  <hamirror statedir=\"" << Dir(i) << "/state\" tlsdir=\"" << Pki() << "/" << n << "\"/>\n"
       << "</service>\n</safe>\n";
   // The service: Debian's python3 (argv[0] renamed so <errd> finds this node's instance only).
   std::ofstream(m + "/bin/start_prim")

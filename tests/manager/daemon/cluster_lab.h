@@ -2,7 +2,7 @@
 // reintegration_test.cc: two node namespaces and a client on lan 0 (198.18.0.0/24), a VIP 198.18.0.50,
 // and a tiny HTTP service started by start_prim on the VIP (stopped by PID file in stop_prim) that
 // answers /node with the name of the node serving it. Optionally each node replicates <node dir>/data
-// through hamirror-fs (<rfs>).
+// through hamirror-fs (<rfs>), over mutual TLS with certificates made by hamirror-certs.
 //
 // Mounts: hamirrord and the hamirror-fs it starts share the test's mount namespace (only the network
 // namespace differs), so Dir(i)/data is node i's FUSE mount once its hamirror-fs runs. Under(i) is a
@@ -47,6 +47,10 @@ class Cluster {
   NetLab& lab() { return lab_; }
   std::string Dir(int i) const { return base_ + "/n" + std::to_string(i); }
   std::string Sock(int i) const { return Dir(i) + "/admin.sock"; }
+  std::string ClusterFile() const { return base_ + "/cluster.xml"; }
+  // What hamirror-certs made for the lab: ca.pem, heartbeat.key (both nodes' keyfile) and n1/, n2/
+  // (each node's tlsdir).
+  std::string Pki() const { return base_ + "/pki"; }
   // Node i's replicated directory underneath its FUSE mount (rfs only; see the file comment).
   std::string Under(int i) const { return Dir(i) + "/under"; }
 

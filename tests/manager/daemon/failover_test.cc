@@ -290,11 +290,19 @@ TEST_CASE("fs data path: writes on the primary reach the secondary which serves 
   c.FirstStart();
   REQUIRE(c.FsPid(1) > 0);
   REQUIRE(c.FsPid(2) > 0);
-  // The configuration's directio reaches hamirror-fs's command line.
+  // The configuration's directio reaches hamirror-fs's command line, and so do the lab's TLS files
+  // (secure by default): the link that connects below is mutual TLS, the peer checked by node name.
   for (int i = 1; i <= 2; ++i) {
     std::ifstream in("/proc/" + std::to_string(c.FsPid(i)) + "/cmdline");
     std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    INFO(cmd);
     CHECK(cmd.find(std::string("--direct-io\0all", 15)) != std::string::npos);
+    const std::string tlsdir = c.Pki() + "/n" + std::to_string(i);
+    CHECK(cmd.find(std::string("--tls-cert") + '\0' + tlsdir + "/node.pem") != std::string::npos);
+    CHECK(cmd.find(std::string("--tls-ca") + '\0' + tlsdir + "/ca.pem") != std::string::npos);
+    CHECK(cmd.find(std::string("--tls-server-name") + '\0' + "n" + std::to_string(3 - i)) !=
+          std::string::npos);
+    CHECK(cmd.find("--insecure") == std::string::npos);
   }
   CHECK(c.Cli(1, "state -v").output.find("primary, peer connected") != std::string::npos);
   CHECK(c.Cli(2, "state -v").output.find("secondary, peer connected") != std::string::npos);

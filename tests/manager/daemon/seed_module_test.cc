@@ -60,7 +60,14 @@ class SeedModule {
     std::string xml = ReadAll(kData + "/seed_linux_userconfig.xml");
     Replace(&xml, kSeedVip, kLabVip);
     Replace(&xml, "/var/lib/mysql\"", base_ + "/mysql-data\"");
-    Replace(&xml, "</service>", "  <hamirror statedir=\"" + base_ + "/state\"/>\n</service>");
+    // Secure as in production: certificates and heartbeat key from hamirror-certs, in scratch paths.
+    const CommandResult certs = RunCommand(ShellQuote(HAMIRROR_CERTS_BIN) + " --out " +
+                                           ShellQuote(base_ + "/pki") + " n1 n2 2>&1");
+    INFO(certs.output);
+    REQUIRE(certs.ok());
+    Replace(&xml, "<heart ", "<heart keyfile=\"" + base_ + "/pki/heartbeat.key\" ");
+    Replace(&xml, "</service>",
+            "  <hamirror statedir=\"" + base_ + "/state\" tlsdir=\"" + base_ + "/pki/n1\"/>\n</service>");
     std::ofstream(module_dir() + "/conf/userconfig.xml") << xml;
     for (const char* script : {"start_prim", "stop_prim"}) {
       const std::string to = module_dir() + "/bin/" + script;
