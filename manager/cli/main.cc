@@ -3,7 +3,7 @@
 //   hamirror start|stop|restart|forcestop|prim|second [fullsync] [--wait]|primforce|swap
 //   hamirror resync [--wait];  hamirror verify [--repair] [--no-wait]
 //   hamirror log [-f] [-n N];  hamirror printi|printw|printe MSG...
-//   hamirror confcheck MODULE_DIR [--cluster FILE]   (no daemon needed)
+//   hamirror confcheck MODULE_DIR [--cluster FILE]   (no daemon needed);  hamirror certs ARGS (hamirror-certs)
 //   hamirror --version
 // Invoked as `safekit` (the link next to it, for SafeKit's module scripts) it is the same command;
 // options such as -m may follow the verb, as SafeKit writes them (`safekit state -m mysql -lq`).
@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 
 #include "common/exit_codes.h"
@@ -76,9 +77,29 @@ std::string ProgramName(const char* argv0) {
   return a.substr(a.rfind('/') + 1) == "safekit" ? "safekit" : "hamirror";
 }
 
+// `hamirror certs ARGS...` is scripts/hamirror-certs, installed next to this binary: run it in place.
+int ExecCerts(int argc, char** argv) {
+  char self[4096];
+  const ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    std::cerr << "hamirror: cannot find my own binary to locate hamirror-certs: " << strerror(errno) << "\n";
+    return kExitUnreachable;
+  }
+  std::string dir(self, static_cast<size_t>(n));
+  dir.resize(dir.rfind('/'));
+  const std::string tool = dir + "/hamirror-certs";
+  std::vector<char*> args = {const_cast<char*>(tool.c_str())};
+  for (int i = 2; i < argc; ++i) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  execv(tool.c_str(), args.data());
+  std::cerr << "hamirror: cannot run " << tool << ": " << strerror(errno) << "\n";
+  return kExitUnreachable;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "certs") return ExecCerts(argc, argv);
   CLI::App app{"hamirror: control a hamirror module (two-node HA mirror)", ProgramName(argv[0])};
   app.require_subcommand(1);
   app.set_version_flag("--version", VersionLine("hamirror"));
@@ -149,6 +170,9 @@ int main(int argc, char** argv) {
   std::string conf_dir, conf_cluster;
   confcheck->add_option("module_dir", conf_dir, "module directory (conf/userconfig.xml, bin/)")->required();
   confcheck->add_option("--cluster", conf_cluster, "cluster.xml (default /etc/hamirror/cluster.xml)");
+
+  app.add_subcommand("certs", "make a CA, node certificates and the heartbeat key (hamirror-certs --help)")
+      ->prefix_command();
 
   // SafeKit spells the quiet state flag "-lq"; CLI11 would read it as -l -q. Rewrite it first.
   std::vector<std::string> args(argv + 1, argv + argc);

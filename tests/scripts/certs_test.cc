@@ -136,3 +136,15 @@ TEST_CASE("hamirror-certs usage errors exit 64 and write nothing", "[certs]") {
     CHECK_FALSE(std::filesystem::exists(out));
   }
 }
+
+TEST_CASE("hamirror certs runs hamirror-certs with its arguments", "[certs]") {
+  TempDir t;
+  const std::string out = t.path + "/pki";
+  Run r = Exec({HAMIRROR_CLI_BIN, "certs", "--out", out, "n1", "n2"});
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  CHECK(std::filesystem::exists(out + "/n1/node.pem"));
+  CHECK(std::filesystem::exists(out + "/heartbeat.key"));
+  r = Exec({HAMIRROR_CLI_BIN, "certs", "--out", out});  // its usage error, its exit code
+  CHECK(r.rc == 64);
+}
