@@ -140,7 +140,7 @@ void Cluster::StopFs(int i) {
   fs_pids_[i] = -1;
 }
 
-void Cluster::PowerOff(int i) {
+void Cluster::PowerOff(int i, bool keep_dead_mount) {
   const int fs = FsPid(i);
   KillService(i);
   if (fs > 0) kill(fs, SIGKILL);
@@ -148,7 +148,7 @@ void Cluster::PowerOff(int i) {
   // hamirror-fs is not our child (double fork): wait until it is gone (reaped by init).
   if (fs > 0) REQUIRE(WaitFor([&] { return kill(fs, 0) != 0; }, 10s));
   fs_pids_[i] = -1;
-  umount2((Dir(i) + "/data").c_str(), MNT_DETACH);
+  if (!keep_dead_mount) umount2((Dir(i) + "/data").c_str(), MNT_DETACH);
 }
 
 CommandResult Cluster::InFsMounts(int i, const std::string& cmd) {

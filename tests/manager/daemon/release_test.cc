@@ -1,0 +1,145 @@
+// A stopped module releases its data directory (root only, label "netns"; the lab is cluster_lab.h):
+// after `hamirror stop` and after hamirrord's clean exit the directory is no FUSE mount and local
+// programs write to it; `start` mounts it again; what was written by hand meanwhile reaches the peer
+// (the record was marked before the release); a dead mount left by a crash is cleaned when hamirrord
+// starts.
+//
+// Before: the directory stayed a read-only FUSE mount after `stop` and after hamirrord exited, and a
+// dead mount made hamirror-fs refuse to start ("already a hamirror mount" / "umount -l").
+#include <signal.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "common/fuse_mount.h"
+#include "tests/manager/daemon/cluster_lab.h"
+#include "tests/support/netns.h"
+#include "tests/support/tree_compare.h"
+
+using namespace hamirror::test;
+using namespace std::chrono_literals;
+using hamirror::MountProbe;
+
+namespace {
+
+bool Skip() {
+  if (!IsRoot()) {
+    WARN("needs root (network namespaces); skipped");
+    return true;
+  }
+  if (FsBin().empty() || access(FsBin().c_str(), X_OK) != 0) {
+    WARN("no hamirror-fs binary (set HAMIRROR_FS_BIN); skipped");
+    return true;
+  }
+  return false;
+}
+
+// What statfs() says of dir (the test shares the mount namespace of hamirrord and its hamirror-fs).
+std::string Probe(const std::string& dir) {
+  MountProbe p = MountProbe::kNotFuse;
+  hamirror::Status s = hamirror::ProbeMountWithin(dir, 3s, &p);
+  return s.ok() ? hamirror::ToString(p) : s.ToString();
+}
+
+const std::string kPlain = hamirror::ToString(MountProbe::kNotFuse);
+const std::string kLive = hamirror::ToString(MountProbe::kLive);
+const std::string kDead = hamirror::ToString(MountProbe::kDead);
+
+bool Released(const std::string& dir) {
+  return Probe(dir) == kPlain && hamirror::TopMountType(dir).find("fuse") == std::string::npos;
+}
+
+// A local program (not hamirror) writes into dir.
+bool WriteByHand(const std::string& dir, const std::string& name, const std::string& content) {
+  CommandResult r = RunCommand("mkdir -p " + ShellQuote(dir + "/by-hand") + " && printf %s " +
+                               ShellQuote(content) + " > " + ShellQuote(dir + "/by-hand/" + name) + " 2>&1");
+  INFO(r.output);
+  return r.ok();
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+}  // namespace
+
+TEST_CASE("release: stop frees the data directory, start mounts it again, hand writes reach the peer",
+          "[netns][daemon][fs]") {
+  if (Skip()) return;
+  Cluster c({.rfs = true});
+  c.FirstStart();
+  const std::string data = c.Dir(1) + "/data";
+  REQUIRE(Probe(data) == kLive);
+  std::ofstream(data + "/replicated-before") << "through the mount\n";
+
+  // n2 goes away with a clean record; n1 carries on alone, then is stopped.
+  c.PowerOff(2);
+  REQUIRE(c.WaitState(1, "ALONE (Ready)", 15s));
+  CommandResult stop = c.Cli(1, "stop");
+  INFO(stop.output);
+  REQUIRE(stop.status == 0);
+  REQUIRE(c.WaitState(1, "STOP (Ready)", 20s));
+  INFO(c.Log(1));
+  REQUIRE(Cluster::WaitFor([&] { return Released(data); }, 10s));
+  // A DBA's program works on the plain directory: these changes bypass hamirror-fs and its record.
+  REQUIRE(WriteByHand(data, "while-stopped", "written while the module was stopped\n"));
+  REQUIRE(ReadFile(c.Under(1) + "/by-hand/while-stopped") == "written while the module was stopped\n");
+
+  // Started again: mounted again (n1 alone), then n2 returns and is resynced from n1.
+  REQUIRE(c.Cli(1, "start").status == 0);
+  REQUIRE(c.WaitState(1, "WAIT (Ready)", 10s));
+  REQUIRE(c.Cli(1, "prim").status == 0);
+  REQUIRE(c.WaitState(1, "ALONE (Ready)", 15s));
+  CHECK(Probe(data) == kLive);
+  CHECK(ReadFile(data + "/by-hand/while-stopped") == "written while the module was stopped\n");
+  c.StartDaemon(2);
+  REQUIRE(c.Cli(2, "start").status == 0);
+  CommandResult second = c.Cli(2, "second");
+  INFO(second.output);
+  REQUIRE((second.status == 0 || second.output.find("is SECOND") != std::string::npos));
+  REQUIRE(c.WaitState(2, "SECOND (Ready)", 60s));
+  REQUIRE(c.WaitState(1, "PRIM (Ready)", 30s));
+  // Without the record's mark the resync would have sent only what n1's record named (nothing).
+  CHECK(ReadFile(c.Under(2) + "/by-hand/while-stopped") == "written while the module was stopped\n");
+  CHECK(CompareTrees(c.Under(1), c.Under(2)) == "");
+
+  // hamirrord's clean exit (SIGTERM) stops the module and releases the directory too.
+  REQUIRE(c.StopDaemon(1));
+  CHECK(Released(data));
+  REQUIRE(WriteByHand(data, "after-exit", "x"));
+}
+
+TEST_CASE("release: a dead mount left by a crash is cleaned when hamirrord starts", "[netns][daemon][fs]") {
+  if (Skip()) return;
+  Cluster c({.rfs = true});
+  const std::string data = c.Dir(1) + "/data";
+  c.StartDaemon(1);
+  REQUIRE(c.Cli(1, "start").status == 0);
+  REQUIRE(c.Cli(1, "prim").status == 0);
+  REQUIRE(c.WaitState(1, "ALONE (Ready)", 15s));
+  std::ofstream(data + "/written-alone") << "before the crash\n";
+  // Attributes of the mount's root cached the way an application's use caches them.
+  REQUIRE(std::filesystem::exists(data + "/written-alone"));
+
+  // Crash of the processes (not of the machine): the dead FUSE mount stays.
+  c.PowerOff(1, /*keep_dead_mount=*/true);
+  REQUIRE(Probe(data) == kDead);
+
+  c.StartDaemon(1);  // boot is off: the module stays STOP, its directory must be usable
+  REQUIRE(Cluster::WaitFor([&] { return Released(data); }, 10s));
+  CHECK(c.Log(1).find("dead FUSE mount") != std::string::npos);
+  CHECK(ReadFile(data + "/written-alone") == "before the crash\n");
+
+  REQUIRE(c.Cli(1, "start").status == 0);
+  REQUIRE(c.Cli(1, "prim").status == 0);
+  REQUIRE(c.WaitState(1, "ALONE (Ready)", 15s));
+  CHECK(Probe(data) == kLive);
+  CHECK(ReadFile(data + "/written-alone") == "before the crash\n");
+  REQUIRE(c.StopDaemon(1));
+  CHECK(Released(data));
+}
