@@ -119,6 +119,37 @@ TEST_CASE("release: stop frees the data directory, start mounts it again, hand w
   CHECK(ReadFile(c.Under(1) + "/by-hand/after-exit") == "x");
 }
 
+TEST_CASE("release: hand changes on a stopped node that returns as SECOND are overwritten by the resync",
+          "[netns][daemon][fs]") {
+  if (Skip()) return;
+  Cluster c({.rfs = true});
+  c.FirstStart();
+  const std::string data2 = c.Dir(2) + "/data";
+  std::filesystem::create_directory(c.Dir(1) + "/data/by-hand");
+  std::ofstream(c.Dir(1) + "/data/by-hand/kept") << "the primary's\n";
+  REQUIRE(Cluster::WaitFor([&] { return ReadFile(c.Under(2) + "/by-hand/kept") == "the primary's\n"; }, 5s));
+
+  CommandResult stop = c.Cli(2, "stop");
+  INFO(stop.output);
+  REQUIRE(stop.status == 0);
+  REQUIRE(c.WaitState(2, "STOP (Ready)", 20s));
+  REQUIRE(Cluster::WaitFor([&] { return Released(data2); }, 10s));
+  REQUIRE(c.WaitState(1, "ALONE (Ready)", 15s));
+  // Someone changes the stopped secondary's copy by hand: it is not the reference, and after the
+  // return the copies must be equal again (n1's record names nothing: n1 wrote nothing alone).
+  REQUIRE(WriteByHand(data2, "rogue", "only on n2\n"));
+  REQUIRE(WriteByHand(data2, "kept", "changed on n2\n"));
+
+  REQUIRE(c.Cli(2, "start").status == 0);
+  CommandResult second = c.Cli(2, "second");
+  INFO(second.output);
+  REQUIRE((second.status == 0 || second.output.find("is SECOND") != std::string::npos));
+  REQUIRE(c.WaitState(2, "SECOND (Ready)", 60s));
+  REQUIRE(c.WaitState(1, "PRIM (Ready)", 30s));
+  CHECK(CompareTrees(c.Under(1), c.Under(2)) == "");
+  CHECK(ReadFile(c.Under(2) + "/by-hand/kept") == "the primary's\n");
+}
+
 TEST_CASE("release: a dead mount left by a crash is cleaned when hamirrord starts", "[netns][daemon][fs]") {
   if (Skip()) return;
   Cluster c({.rfs = true});
