@@ -9,9 +9,7 @@
 
 namespace hamirror::fs {
 
-bool IsHamirrorMount(const std::string& canonical_path) {
-  return TopMountType(canonical_path) == kFsType;
-}
+bool IsHamirrorMount(const std::string& canonical_path) { return TopMountType(canonical_path) == kFsType; }
 
 Status CheckMountPoint(const std::string& dir, std::string* canonical) {
   // statfs first: stat() of a dead mount's root may be answered from the kernel's attribute cache
@@ -24,15 +22,16 @@ Status CheckMountPoint(const std::string& dir, std::string* canonical) {
     if (Status s = CanonicalMountPoint(dir, &path); !s.ok()) return s;
     const std::string type = TopMountType(path);
     if (type != kFsType) {
-      return Status::InvalidArgument(dir + " is a dead FUSE mount (" + (type.empty() ? "type unknown" : type) +
-                                     ", transport endpoint is not connected); unmount it first: umount -l " +
-                                     dir);
+      return Status::InvalidArgument(
+          dir + " is a dead FUSE mount (" + (type.empty() ? "type unknown" : type) +
+          ", transport endpoint is not connected); unmount it first: umount -l " + dir);
     }
     // Its hamirror-fs is gone (a crash, a kill): nothing can use it any more, take it away.
     if (Status s = DetachMount(path); !s.ok()) return s;
-    HLOG_WARN("%s was a dead hamirror mount (its hamirror-fs is gone): detached (lazy unmount); processes "
-              "that still hold files on it get errors until they close them",
-              path.c_str());
+    HLOG_WARN(
+        "%s was a dead hamirror mount (its hamirror-fs is gone): detached (lazy unmount); processes "
+        "that still hold files on it get errors until they close them",
+        path.c_str());
   }
   struct stat st;
   if (stat(dir.c_str(), &st) < 0) {

@@ -55,7 +55,8 @@ bool Released(const std::string& dir) {
 
 // A local program (not hamirror) writes into dir.
 bool WriteByHand(const std::string& dir, const std::string& name, const std::string& content) {
-  CommandResult r = RunCommand("printf %s " + ShellQuote(content) + " > " + ShellQuote(dir + "/by-hand/" + name) + " 2>&1");
+  CommandResult r =
+      RunCommand("printf %s " + ShellQuote(content) + " > " + ShellQuote(dir + "/by-hand/" + name) + " 2>&1");
   INFO(r.output);
   return r.ok();
 }
