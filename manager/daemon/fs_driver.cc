@@ -92,11 +92,15 @@ Status FsDriver::Release() {
       result = s;
       continue;
     }
-    MountProbe probe = MountProbe::kNotFuse;
-    Status ps = ProbeMountWithin(d.dir, std::chrono::seconds(2), &probe);
-    if (!ps.ok() || probe != MountProbe::kNotFuse) {
-      result = Status::Unavailable(d.dir + " is still a FUSE mount after its hamirror-fs stopped (" +
-                                   (ps.ok() ? std::string(ToString(probe)) : ps.ToString()) + ")");
+    // The mount table, not statfs: the directory may live on a FUSE file system itself (a container's
+    // fuse-overlayfs); what must be gone is a hamirror mount on it.
+    std::string canonical;
+    if (Status cs = CanonicalMountPoint(d.dir, &canonical); !cs.ok()) {
+      result = cs;
+      continue;
+    }
+    if (const std::string type = TopMountType(canonical); type == "fuse.hamirror") {
+      result = Status::Unavailable(d.dir + " is still a hamirror mount after its hamirror-fs stopped");
       continue;
     }
     log_->Info("released " + d.dir + ": hamirror-fs stopped, the directory is the plain local one");

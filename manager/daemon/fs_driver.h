@@ -54,7 +54,7 @@ class FsDriver {
   Status SetRole(manager::core::FsRole role);
   // Module stopped: every directory's hamirror-fs marks its record (writes made to the plain directory
   // are not recorded: the next resync rescans) and is stopped (SIGTERM: clean unmount), bounded; then
-  // the directory must be no FUSE mount any more. A hamirror-fs that cannot mark its record is left
+  // no hamirror mount may be left on the directory. A hamirror-fs that cannot mark its record is left
   // running (the caller keeps it mounted read-only instead).
   Status Release();
   // Detaches a dead FUSE mount (its daemon gone: "transport endpoint is not connected") from every
