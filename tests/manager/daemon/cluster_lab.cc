@@ -247,8 +247,9 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
       << "  </real_interface></interface></interface_list></vip>\n"
       << "  <errd polltimer=\"1\"><proc name=\"hmtestsvc-" << n << "\" atleast=\"1\" action=\""
       << mo.errd_action << "\" class=\"prim\"/></errd>\n"
-      << (mo.rfs ? "  <rfs async=\"none\"" + zone + "><replicated dir=\"" + Dir(i) +
-                       "/data\" mode=\"read_only\" directio=\"" + mo.directio + "\"/></rfs>\n"
+      << (mo.rfs ? "  <rfs async=\"none\"" + zone + (mo.keepmounted ? " keepmounted=\"on\"" : "") +
+                       "><replicated dir=\"" + Dir(i) + "/data\" mode=\"read_only\" directio=\"" +
+                       mo.directio + "\"/></rfs>\n"
                  : "")
       << (mo.witness
               ? "  <splitbrain ident=\"witness\" exec=\"ping\" arg=\"" + NetLab::ClientAddr() + "\"/>\n"

@@ -180,3 +180,23 @@ TEST_CASE("release: a dead mount left by a crash is cleaned when hamirrord start
   REQUIRE(c.StopDaemon(1));
   CHECK(Released(data));
 }
+
+TEST_CASE("release: keepmounted=on keeps a stopped module's directory mounted read-only",
+          "[netns][daemon][fs]") {
+  if (Skip()) return;
+  Cluster c({.rfs = true, .keepmounted = true});
+  const std::string data = c.Dir(1) + "/data";
+  c.StartDaemon(1);
+  REQUIRE(c.Cli(1, "start").status == 0);
+  REQUIRE(c.Cli(1, "prim").status == 0);
+  REQUIRE(c.WaitState(1, "ALONE (Ready)", 15s));
+  REQUIRE(std::filesystem::create_directory(data + "/by-hand"));
+  REQUIRE(WriteByHand(data, "while-alone", "x"));
+  REQUIRE(c.Cli(1, "stop").status == 0);
+  REQUIRE(c.WaitState(1, "STOP (Ready)", 20s));
+  INFO(c.Log(1));
+  CHECK(Probe(data) == kLive);
+  CHECK(ReadFile(data + "/by-hand/while-alone") == "x");
+  CHECK_FALSE(WriteByHand(data, "refused", "x"));  // read-only (hamirror-fs as secondary)
+  CHECK(c.Log(1).find("released") == std::string::npos);
+}
