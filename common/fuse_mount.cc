@@ -1,5 +1,6 @@
 #include "common/fuse_mount.h"
 
+#include <dirent.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <sys/mount.h>
@@ -100,6 +101,52 @@ std::string TopMountType(const std::string& canonical_path) {
     if (Unescape(f[4]) == canonical_path) type = f[dash + 1];
   }
   return type;
+}
+
+int TopMountId(const std::string& canonical_path) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  int id = -1;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::vector<std::string> f;
+    std::string w;
+    while (ls >> w) f.push_back(w);
+    if (f.size() < 5) continue;
+    if (Unescape(f[4]) == canonical_path) id = std::atoi(f[0].c_str());  // the last match is on top
+  }
+  return id;
+}
+
+std::vector<std::string> ProcessesWithFilesOn(int mount_id, size_t max_processes) {
+  std::vector<std::string> out;
+  if (mount_id < 0) return out;
+  const std::string want = "mnt_id:\t" + std::to_string(mount_id);
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return out;
+  while (dirent* e = readdir(proc)) {
+    if (out.size() >= max_processes) break;
+    const std::string pid = e->d_name;
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    DIR* fds = opendir(("/proc/" + pid + "/fdinfo").c_str());
+    if (fds == nullptr) continue;  // gone, or not ours to see
+    bool found = false;
+    while (dirent* fd = readdir(fds)) {
+      if (fd->d_name[0] == '.') continue;
+      std::ifstream info("/proc/" + pid + "/fdinfo/" + fd->d_name);
+      std::string l;
+      while (!found && std::getline(info, l)) found = l == want;
+      if (found) break;
+    }
+    closedir(fds);
+    if (!found) continue;
+    std::ifstream comm_in("/proc/" + pid + "/comm");
+    std::string comm;
+    std::getline(comm_in, comm);
+    out.push_back(pid + " (" + comm + ")");
+  }
+  closedir(proc);
+  return out;
 }
 
 Status CanonicalMountPoint(const std::string& dir, std::string* out) {

@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -38,6 +39,14 @@ std::string TopMountType(const std::string& canonical_path);
 // The absolute, symlink-free form of dir, computed without looking at dir itself (only at its parent):
 // works on a dead mount point, where realpath() fails with ENOTCONN.
 Status CanonicalMountPoint(const std::string& dir, std::string* out);
+
+// The mount id (first field of /proc/self/mountinfo) of the topmost mount at canonical_path; -1 if none.
+int TopMountId(const std::string& canonical_path);
+
+// "PID (comm)" of every process with an open file on mount `mount_id` (from /proc/*/fdinfo: works on
+// a dead mount, where stat() of the files fails), at most max_processes of them. Working directories
+// and memory maps are not seen.
+std::vector<std::string> ProcessesWithFilesOn(int mount_id, size_t max_processes = 20);
 
 // Lazy unmount (umount2 MNT_DETACH) of the mount on dir: new lookups see the directory underneath at
 // once; processes still holding files on the old mount keep them (dead ones fail with ENOTCONN) until

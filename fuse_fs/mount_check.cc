@@ -26,12 +26,15 @@ Status CheckMountPoint(const std::string& dir, std::string* canonical) {
           dir + " is a dead FUSE mount (" + (type.empty() ? "type unknown" : type) +
           ", transport endpoint is not connected); unmount it first: umount -l " + dir);
     }
-    // Its hamirror-fs is gone (a crash, a kill): nothing can use it any more, take it away.
+    // Its hamirror-fs is gone (a crash, a kill): nothing can use it any more, take it away. Who still
+    // holds files on it is only easy to tell before the detach.
+    std::string holders;
+    for (const auto& p : ProcessesWithFilesOn(TopMountId(path))) holders += (holders.empty() ? "" : ", ") + p;
     if (Status s = DetachMount(path); !s.ok()) return s;
     HLOG_WARN(
         "%s was a dead hamirror mount (its hamirror-fs is gone): detached (lazy unmount); processes "
-        "that still hold files on it get errors until they close them",
-        path.c_str());
+        "that still hold files on it get errors until they close them%s%s",
+        path.c_str(), holders.empty() ? " (none found)" : ": ", holders.c_str());
   }
   struct stat st;
   if (stat(dir.c_str(), &st) < 0) {

@@ -43,10 +43,17 @@ Status FsDriver::CleanDeadMount(const FsDir& d) {
   if (!s.ok()) return s;
   if (probe != MountProbe::kDead) return Status::Ok();
   // Its FUSE daemon is gone (a crash, a kill): the mount can serve nobody and hides the directory.
+  // Who still holds files on it is only easy to tell before the detach (the path leads there now).
+  std::string canonical, holders;
+  if (CanonicalMountPoint(d.dir, &canonical).ok()) {
+    for (const auto& p : ProcessesWithFilesOn(TopMountId(canonical)))
+      holders += (holders.empty() ? "" : ", ") + p;
+  }
   if (Status ds = DetachMount(d.dir); !ds.ok()) return ds;
   log_->Warning(d.dir + ": dead FUSE mount (transport endpoint is not connected) left by a crash: detached " +
-                "(lazy unmount); programs still holding files on it get errors until they close them " +
-                "(docs/operations.md \"A dead mount\")");
+                "(lazy unmount); programs still holding files on it get errors until they close them" +
+                (holders.empty() ? std::string(" (none found)") : ": " + holders + ": stop them") +
+                " (docs/operations.md \"A dead mount\")");
   return Status::Ok();
 }
 

@@ -17,6 +17,7 @@
 
 #include "common/fuse_mount.h"
 #include "tests/manager/daemon/cluster_lab.h"
+#include "tests/support/daemon.h"
 #include "tests/support/netns.h"
 #include "tests/support/tree_compare.h"
 
@@ -163,13 +164,28 @@ TEST_CASE("release: a dead mount left by a crash is cleaned when hamirrord start
   // Attributes of the mount's root cached the way an application's use caches them.
   REQUIRE(std::filesystem::exists(data + "/written-alone"));
 
+  // An application that keeps a file open (its name is what hamirrord reports before the detach).
+  Daemon holder;
+  REQUIRE(holder
+              .Start({"/bin/sh", "-c", "exec 3<" + ShellQuote(data + "/written-alone") + "; exec sleep 120"},
+                     c.Dir(1) + "/holder.log")
+              .ok());
+  REQUIRE(Cluster::WaitFor(
+      [&] {
+        return RunCommand("ls -l /proc/" + std::to_string(holder.pid()) + "/fd | grep -q written-alone").ok();
+      },
+      5s));
+
   // Crash of the processes (not of the machine): the dead FUSE mount stays.
   c.PowerOff(1, /*keep_dead_mount=*/true);
   REQUIRE(Probe(data) == kDead);
 
   c.StartDaemon(1);  // boot is off: the module stays STOP, its directory must be usable
   REQUIRE(Cluster::WaitFor([&] { return Released(data); }, 10s));
-  CHECK(c.Log(1).find("dead FUSE mount") != std::string::npos);
+  const std::string log = c.Log(1);
+  CHECK(log.find("dead FUSE mount") != std::string::npos);
+  CHECK(log.find(std::to_string(holder.pid()) + " (sleep)") != std::string::npos);
+  holder.Kill();
   CHECK(ReadFile(data + "/written-alone") == "before the crash\n");
 
   REQUIRE(c.Cli(1, "start").status == 0);
