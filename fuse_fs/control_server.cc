@@ -54,6 +54,14 @@ class ControlServer::Service final : public proto::FsControl::Service {
     return grpc::Status::OK;
   }
 
+  grpc::Status PrepareRelease(grpc::ServerContext*, const proto::PrepareReleaseRequest*,
+                              proto::FsStatus* out) override {
+    hamirror::Status s = fs_->PrepareRelease();
+    if (!s.ok()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.ToString());
+    *out = fs_->GetStatus();
+    return grpc::Status::OK;
+  }
+
   grpc::Status Resync(grpc::ServerContext*, const proto::ResyncRequest* req, proto::FsStatus* out) override {
     hamirror::Status s = fs_->Resync(req->full());
     if (!s.ok()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.ToString());

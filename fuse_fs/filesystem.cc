@@ -430,6 +430,22 @@ proto::FsStatus Filesystem::GetStatus() {
   return st;
 }
 
+Status Filesystem::PrepareRelease() {
+  std::lock_guard<std::mutex> change(role_change_mu_);
+  if (!record_) return Status::Unavailable("no record open");
+  if (Status s = record_->MarkTree(
+          "the directory was released (unmounted) while the module was stopped: changes made to it "
+          "meanwhile are unknown");
+      !s.ok())
+    return s;
+  // A secondary keeps its record closed (Start): a crash before the stop must not read back as unclean.
+  if (role_.load() == Role::kSecondary) {
+    if (Status s = record_->Close(); !s.ok()) return s;
+  }
+  HLOG_INFO("record %s marked tree: the directory is about to be released", options_.record_path.c_str());
+  return Status::Ok();
+}
+
 void Filesystem::Stop() {
   resync_->Cancel();
   verify_->Cancel();

@@ -86,6 +86,9 @@ class Filesystem : private ResyncHost {
   // Starts an online verify of the peer's copy (primary with a stream, no resync running): see
   // ResyncEngine::StartVerify. Its progress and findings: GetStatus().verify().
   Status Verify(bool repair);
+  // The manager will stop this process and leave the directory unmounted (module stopped): what is
+  // written to it meanwhile bypasses the record, so the record is marked `tree` (durable on return).
+  Status PrepareRelease();
   proto::FsStatus GetStatus();
   // After the FUSE loop ended: waits (bounded by the send timeout) for in-flight operations, then
   // stops the shipper / replication server.

@@ -1,80 +1,50 @@
 #include "fuse_fs/mount_check.h"
 
-#include <limits.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 
 #include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
-#include <vector>
+
+#include "common/fuse_mount.h"
+#include "common/log.h"
 
 namespace hamirror::fs {
-namespace {
 
-// mountinfo escapes space, tab, newline and backslash as \ooo.
-std::string Unescape(const std::string& s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '\\' && i + 3 < s.size()) {
-      int v = 0;
-      bool ok = true;
-      for (int k = 1; k <= 3; ++k) {
-        char c = s[i + k];
-        if (c < '0' || c > '7') ok = false;
-        v = v * 8 + (c - '0');
-      }
-      if (ok) {
-        out.push_back(static_cast<char>(v));
-        i += 3;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
-
-}  // namespace
-
-bool IsHamirrorMount(const std::string& canonical_path) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  bool top_is_ours = false;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::vector<std::string> f;
-    std::string w;
-    while (ls >> w) f.push_back(w);
-    if (f.size() < 7) continue;
-    size_t dash = 6;
-    while (dash < f.size() && f[dash] != "-") ++dash;
-    if (dash + 2 >= f.size()) continue;
-    if (Unescape(f[4]) != canonical_path) continue;
-    // Later lines are mounted on top of earlier ones: the last match is what the path shows.
-    top_is_ours = f[dash + 1] == kFsType || f[dash + 2] == kFsName;
-  }
-  return top_is_ours;
-}
+bool IsHamirrorMount(const std::string& canonical_path) { return TopMountType(canonical_path) == kFsType; }
 
 Status CheckMountPoint(const std::string& dir, std::string* canonical) {
+  // statfs first: stat() of a dead mount's root may be answered from the kernel's attribute cache
+  // (a primary caches for a day), which made a dead mount look alive.
+  MountProbe probe = MountProbe::kNotFuse;
+  Status ps = ProbeMount(dir, &probe);
+  if (!ps.ok()) return ps;
+  if (probe == MountProbe::kDead) {
+    std::string path;
+    if (Status s = CanonicalMountPoint(dir, &path); !s.ok()) return s;
+    const std::string type = TopMountType(path);
+    if (type != kFsType) {
+      return Status::InvalidArgument(
+          dir + " is a dead FUSE mount (" + (type.empty() ? "type unknown" : type) +
+          ", transport endpoint is not connected); unmount it first: umount -l " + dir);
+    }
+    // Its hamirror-fs is gone (a crash, a kill): nothing can use it any more, take it away. Who still
+    // holds files on it is only easy to tell before the detach.
+    std::string holders;
+    for (const auto& p : ProcessesWithFilesOn(TopMountId(path))) holders += (holders.empty() ? "" : ", ") + p;
+    if (Status s = DetachMount(path); !s.ok()) return s;
+    HLOG_WARN(
+        "%s was a dead hamirror mount (its hamirror-fs is gone): detached (lazy unmount); processes "
+        "that still hold files on it get errors until they close them%s%s",
+        path.c_str(), holders.empty() ? " (none found)" : ": ", holders.c_str());
+  }
   struct stat st;
   if (stat(dir.c_str(), &st) < 0) {
     int err = errno;
     if (err == ENOENT) return Status::NotFound("directory " + dir + " does not exist");
-    if (err == ENOTCONN) {
-      return Status::InvalidArgument(dir +
-                                     " is a dead FUSE mount (transport endpoint is not connected); "
-                                     "unmount it first: umount -l " +
-                                     dir);
-    }
     return Status::FromErrno("stat " + dir, err);
   }
   if (!S_ISDIR(st.st_mode)) return Status::InvalidArgument(dir + " is not a directory");
-  char buf[PATH_MAX];
-  if (realpath(dir.c_str(), buf) == nullptr) return Status::FromErrno("realpath " + dir, errno);
-  *canonical = buf;
+  if (Status s = CanonicalMountPoint(dir, canonical); !s.ok()) return s;
+  // statfs answered above: a hamirror mount here has a live hamirror-fs.
   if (IsHamirrorMount(*canonical)) {
     return Status::InvalidArgument(*canonical + " is already a hamirror mount; stop its hamirror-fs first");
   }

@@ -1,5 +1,6 @@
 // Checks that a directory can take a hamirror-fs mount: it exists, is a directory, and is not already
-// a hamirror mount (alive, or dead with "transport endpoint is not connected").
+// a live hamirror mount. A dead hamirror mount (its hamirror-fs killed: "transport endpoint is not
+// connected") is detached and the check goes on; a dead mount of another FUSE file system is refused.
 #pragma once
 
 #include <string>

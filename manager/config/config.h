@@ -192,6 +192,9 @@ struct RfsConfig {
   std::uint64_t ruzone_blocksize = 1u << 20;  // dirty-zone size in bytes (power of two, >= 4 KiB)
   int namespacepolicy = 0;                    // accepted for compatibility (warning when set)
   Millis syncdelta{0};                        // mtime grace period for modified-file detection after a crash
+  // keepmounted="on": a stopped module keeps its directories mounted read-only (hamirror-fs as
+  // secondary); "off" (default): hamirror-fs is stopped and the directories are the plain local ones.
+  bool keep_mounted = false;
   std::vector<ReplicatedDir> replicated;      // at least one when <rfs> is present
 };
 

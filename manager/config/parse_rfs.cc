@@ -87,6 +87,7 @@ void ParseRfs(Element& e, const ParseEnv& env, RfsConfig* out) {
       {"sendtimeout"},
       {"reiallowedbw"},
       {"ruzone_blocksize"},
+      {"keepmounted"},
       {"acl", "hamirror always replicates owners, modes and extended attributes (POSIX ACLs included)"},
       {"mountover", "hamirror always mounts its overlay over the replicated directory"},
       {"locktimeout", "hamirror takes no cluster-wide file locks"},
@@ -112,6 +113,7 @@ void ParseRfs(Element& e, const ParseEnv& env, RfsConfig* out) {
                  "expected a power of two between 4K and 1G (bytes, or with K/M/G)");
     }
   }
+  e.OnOff("keepmounted", &out->keep_mounted);
   bool ignored_bool;
   e.OnOff("acl", &ignored_bool);
   e.OnOff("mountover", &ignored_bool);

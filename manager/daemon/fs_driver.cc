@@ -10,6 +10,7 @@
 #include <chrono>
 #include <thread>
 
+#include "common/fuse_mount.h"
 #include "proto/fs_control.grpc.pb.h"
 
 namespace hamirror::daemon {
@@ -36,7 +37,86 @@ grpc::Status QueryStatus(const std::string& sock, proto::FsStatus* st, int timeo
 
 }  // namespace
 
+Status FsDriver::CleanDeadMount(const FsDir& d) {
+  MountProbe probe = MountProbe::kNotFuse;
+  Status s = ProbeMountWithin(d.dir, std::chrono::seconds(2), &probe);
+  if (!s.ok()) return s;
+  if (probe != MountProbe::kDead) return Status::Ok();
+  // Its FUSE daemon is gone (a crash, a kill): the mount can serve nobody and hides the directory.
+  // Who still holds files on it is only easy to tell before the detach (the path leads there now).
+  std::string canonical, holders;
+  if (CanonicalMountPoint(d.dir, &canonical).ok()) {
+    for (const auto& p : ProcessesWithFilesOn(TopMountId(canonical)))
+      holders += (holders.empty() ? "" : ", ") + p;
+  }
+  if (Status ds = DetachMount(d.dir); !ds.ok()) return ds;
+  log_->Warning(d.dir + ": dead FUSE mount (transport endpoint is not connected) left by a crash: detached " +
+                "(lazy unmount); programs still holding files on it get errors until they close them" +
+                (holders.empty() ? std::string(" (none found)") : ": " + holders + ": stop them") +
+                " (docs/operations.md \"A dead mount\")");
+  return Status::Ok();
+}
+
+Status FsDriver::CleanDeadMounts() {
+  Status result;
+  for (const auto& d : dirs_) {
+    if (Status s = CleanDeadMount(d); !s.ok()) {
+      log_->Error(d.dir + ": " + s.ToString());
+      result = s;
+    }
+  }
+  return result;
+}
+
+Status FsDriver::StopProcess(const FsDir& d, pid_t pid) {
+  if (pid > 0) kill(pid, SIGTERM);
+  for (int i = 0; i < 100; ++i) {  // up to 10 s for in-flight requests and the unmount
+    if (pid <= 0 || kill(pid, 0) != 0) return Status::Ok();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return Status::Timeout("hamirror-fs " + d.dir + " (pid " + std::to_string(pid) + ") did not exit");
+}
+
+Status FsDriver::Release() {
+  Status result;
+  for (const auto& d : dirs_) {
+    proto::FsStatus st;
+    if (QueryStatus(d.control, &st, 1000).ok()) {
+      grpc::ClientContext ctx;
+      ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+      grpc::Status g = Connect(d.control)->PrepareRelease(&ctx, proto::PrepareReleaseRequest(), &st);
+      if (!g.ok()) {
+        result = Status::Unavailable("hamirror-fs " + d.dir + ": mark the record before release: " +
+                                     g.error_message() + " (kept mounted)");
+        continue;
+      }
+      if (Status s = StopProcess(d, static_cast<pid_t>(st.pid())); !s.ok()) {
+        result = s;
+        continue;
+      }
+    }
+    if (Status s = CleanDeadMount(d); !s.ok()) {
+      result = s;
+      continue;
+    }
+    // The mount table, not statfs: the directory may live on a FUSE file system itself (a container's
+    // fuse-overlayfs); what must be gone is a hamirror mount on it.
+    std::string canonical;
+    if (Status cs = CanonicalMountPoint(d.dir, &canonical); !cs.ok()) {
+      result = cs;
+      continue;
+    }
+    if (const std::string type = TopMountType(canonical); type == "fuse.hamirror") {
+      result = Status::Unavailable(d.dir + " is still a hamirror mount after its hamirror-fs stopped");
+      continue;
+    }
+    log_->Info("released " + d.dir + ": hamirror-fs stopped, the directory is the plain local one");
+  }
+  return result;
+}
+
 Status FsDriver::Spawn(const FsDir& d) {
+  if (Status s = CleanDeadMount(d); !s.ok()) return s;
   // Always started as secondary (read-only to local programs, so nothing is written before the role
   // is set), then switched with SetRole: only the secondary/primary command lines take the TLS
   // options a later switch to primary needs.
@@ -107,15 +187,8 @@ Status FsDriver::SetRole(manager::core::FsRole role) {
     if (running && role == manager::core::FsRole::kSecondary && st.role() != proto::FS_ROLE_SECONDARY) {
       log_->Info("restarting hamirror-fs for " + d.dir + " as secondary (pid " + std::to_string(st.pid()) +
                  ")");
-      const pid_t pid = static_cast<pid_t>(st.pid());
-      if (pid > 0) kill(pid, SIGTERM);
-      bool gone = false;
-      for (int i = 0; i < 100 && !gone; ++i) {  // up to 10 s for in-flight requests and the unmount
-        gone = pid <= 0 || kill(pid, 0) != 0;
-        if (!gone) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      if (!gone) {
-        result = Status::Timeout("hamirror-fs " + d.dir + " (pid " + std::to_string(pid) + ") did not exit");
+      if (Status s = StopProcess(d, static_cast<pid_t>(st.pid())); !s.ok()) {
+        result = s;
         continue;
       }
       running = false;

@@ -1,7 +1,8 @@
 // FsDriver: drives hamirror-fs (one per replicated directory) through its control socket
 // (proto/fs_control.proto): role switches in place, status for `hamirror state -v`.
 // When no hamirror-fs answers for a directory, it is started (detached: it must outlive a manager
-// crash, or the application's files would vanish) in the requested role.
+// crash, or the application's files would vanish) in the requested role; a dead FUSE mount left on the
+// directory by a crash is detached first. Release() stops them and leaves the directories unmounted.
 #pragma once
 
 #include <memory>
@@ -53,6 +54,14 @@ class FsDriver {
   // role change). Runs on the event loop: heartbeat packets keep flowing from the heartbeat thread but
   // repeat the last status, so the peer's core hears no news meanwhile (far below production timeouts).
   Status SetRole(manager::core::FsRole role);
+  // Module stopped: every directory's hamirror-fs marks its record (writes made to the plain directory
+  // are not recorded: the next resync rescans) and is stopped (SIGTERM: clean unmount), bounded; then
+  // no hamirror mount may be left on the directory. A hamirror-fs that cannot mark its record is left
+  // running (the caller keeps it mounted read-only instead).
+  Status Release();
+  // Detaches a dead FUSE mount (its daemon gone: "transport endpoint is not connected") from every
+  // directory, logged. Live mounts are left alone.
+  Status CleanDeadMounts();
   // Status of every directory (1 s deadline each).
   void FillStatus(proto::StateReply* reply);
   // Tells every directory's hamirror-fs (secondary) that a resync into it is about to be asked for;
@@ -65,6 +74,9 @@ class FsDriver {
 
  private:
   Status Spawn(const FsDir& d);
+  Status CleanDeadMount(const FsDir& d);
+  // SIGTERM, then up to 10 s for in-flight requests and the unmount.
+  Status StopProcess(const FsDir& d, pid_t pid);
   std::vector<FsDir> dirs_;
   FsLaunch launch_;
   admin::ModuleLog* log_;

@@ -286,6 +286,10 @@ Status Node::Init() {
   launch.resync_rate_bps = cfg.rfs.reiallowedbw_kbps * 1024;
   launch.resync_workers = cfg.rfs.nbrei;
   fs_ = std::make_unique<FsDriver>(std::move(dirs), std::move(launch), log_);
+  // A mount left by a crash (its hamirror-fs killed) is cleaned now: the module is STOP, and a stopped
+  // module's directory is the plain one. A live hamirror-fs (this daemon crashed, not it) is kept: the
+  // application may still run on it.
+  if (Status s = fs_->CleanDeadMounts(); !s.ok()) log_->Error("data directory: " + s.ToString());
 
   heartbeat::HeartbeatConfig hc;
   hc.cluster_id = cluster_id;
@@ -463,6 +467,15 @@ bool Node::Apply(const core::Action& a) {
       vip_held_[i] = false;
     }
   } else if (auto* f = std::get_if<core::ActSetFsRole>(&a)) {
+    // The machine asks for secondary ("read-only while stopped") when the module reaches STOP; the
+    // state is still STOP after the step unless a start followed at once (restart, stopstart).
+    if (!fs_->empty() && f->role == core::FsRole::kSecondary && machine_->state() == core::NodeState::kStop &&
+        !opt_.cfg.rfs.keep_mounted) {
+      fs_linked_ = false;
+      Status s = fs_->Release();
+      if (s.ok()) return true;
+      log_->Error("release of the data directory: " + s.ToString() + ": kept mounted read-only instead");
+    }
     if (!fs_->empty()) {
       Status s = fs_->SetRole(f->role);
       fs_linked_ = s.ok() && f->role == core::FsRole::kPrimary;

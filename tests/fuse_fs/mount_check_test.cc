@@ -1,12 +1,15 @@
-// CheckMountPoint: clear errors before anything is mounted.
+// CheckMountPoint: clear errors before anything is mounted; common/fuse_mount on plain directories
+// (dead and live mounts: fs_cli_test.cc, tests/manager/daemon/release_test.cc).
 #include "fuse_fs/mount_check.h"
 
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <fstream>
 
+#include "common/fuse_mount.h"
 #include "fuse_fs/control_server.h"
 
 using hamirror::fs::CheckMountPoint;
@@ -39,4 +42,25 @@ TEST_CASE("CheckMountPoint accepts a plain directory and canonicalizes it", "[fu
 TEST_CASE("Default control socket is named after the directory", "[fuse_fs]") {
   REQUIRE(hamirror::fs::DefaultControlSocket("/var/lib/mysql") == "/run/hamirror/fs/mysql.sock");
   REQUIRE(hamirror::fs::DefaultControlSocket("/var/lib/mysql/") == "/run/hamirror/fs/mysql.sock");
+}
+
+TEST_CASE("fuse_mount: probe, mount type and canonical path of plain directories", "[fuse_fs]") {
+  char tmpl[] = "/tmp/hamirror-mc-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string dir = tmpl;
+  hamirror::MountProbe probe = hamirror::MountProbe::kLive;
+  REQUIRE(hamirror::ProbeMount(dir, &probe).ok());
+  CHECK(probe == hamirror::MountProbe::kNotFuse);
+  hamirror::Status missing = hamirror::ProbeMount(dir + "/missing", &probe);
+  CHECK(missing.code() == hamirror::Status::Code::kNotFound);
+  CHECK(hamirror::TopMountType(dir) == "");  // a plain directory is no mount point
+  CHECK(hamirror::TopMountType("/") != "");
+  REQUIRE(mkdir((dir + "/sub").c_str(), 0755) == 0);
+  REQUIRE(symlink("sub", (dir + "/link").c_str()) == 0);
+  std::string canonical;
+  REQUIRE(hamirror::CanonicalMountPoint(dir + "/./link/", &canonical).ok());
+  CHECK(canonical == dir + "/sub");
+  unlink((dir + "/link").c_str());
+  rmdir((dir + "/sub").c_str());
+  rmdir(tmpl);
 }

@@ -142,6 +142,8 @@ std::vector<BrokenCase> Cases() {
       {"directio not a mode", Cfg("", "<rfs>\n<replicated dir=\"@DATA@\" directio=\"fast\"/></rfs>"),
        Where::kUserconfig, 5,
        "'fast' for attribute 'directio' on <replicated>: expected one of odirect, all"},
+      {"keepmounted not on/off", Cfg("", "<rfs keepmounted=\"sometimes\"><replicated dir=\"@DATA@\"/></rfs>"),
+       Where::kUserconfig, 4, "'sometimes' for attribute 'keepmounted' on <rfs>"},
       {"rfs without replicated", Cfg("", "<rfs nbrei=\"2\"/>"), Where::kUserconfig, 4,
        "no <replicated> in <rfs>"},
       {"nbrei zero", Cfg("", "<rfs nbrei=\"0\"><replicated dir=\"@DATA@\"/></rfs>"), Where::kUserconfig, 4,
@@ -256,7 +258,7 @@ TEST_CASE("a configuration using every element loads with the right values", "[c
     <proc name="mysqld" atleast="1" atmax="1" action="stopstart" class="both"/>
     <proc nameregex="^mysqld_safe$" argregex="--datadir" atleast="1" action="stop" class="pre"/>
   </errd>
-  <rfs async="none" nbrei="4" sendtimeout="5s" reiallowedbw="20000" ruzone_blocksize="1M">
+  <rfs async="none" nbrei="4" sendtimeout="5s" reiallowedbw="20000" ruzone_blocksize="1M" keepmounted="on">
     <replicated dir="@DATA@/" mode="read_write" directio="all">
       <notreplicated path="tmp/"/>
       <notreplicated regexpath="\.pid$"/>
@@ -322,6 +324,7 @@ TEST_CASE("a configuration using every element loads with the right values", "[c
   CHECK(cfg.rfs.sendtimeout == std::chrono::seconds(5));
   CHECK(cfg.rfs.reiallowedbw_kbps == 20000);
   CHECK(cfg.rfs.ruzone_blocksize == 1u << 20);
+  CHECK(cfg.rfs.keep_mounted);
   REQUIRE(cfg.rfs.replicated.size() == 1);
   CHECK(cfg.rfs.replicated[0].dir == m.data_dir());
   CHECK_FALSE(cfg.rfs.replicated[0].read_only);

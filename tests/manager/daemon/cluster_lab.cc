@@ -145,7 +145,7 @@ void Cluster::StopFs(int i) {
   fs_pids_[i] = -1;
 }
 
-void Cluster::PowerOff(int i) {
+void Cluster::PowerOff(int i, bool keep_dead_mount) {
   const int fs = FsPid(i);
   KillService(i);
   if (fs > 0) kill(fs, SIGKILL);
@@ -153,7 +153,7 @@ void Cluster::PowerOff(int i) {
   // hamirror-fs is not our child (double fork): wait until it is gone (reaped by init).
   if (fs > 0) REQUIRE(WaitFor([&] { return kill(fs, 0) != 0; }, 10s));
   fs_pids_[i] = -1;
-  umount2((Dir(i) + "/data").c_str(), MNT_DETACH);
+  if (!keep_dead_mount) umount2((Dir(i) + "/data").c_str(), MNT_DETACH);
 }
 
 CommandResult Cluster::InFsMounts(int i, const std::string& cmd) {
@@ -253,8 +253,9 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
       << "  </real_interface></interface></interface_list></vip>\n"
       << "  <errd polltimer=\"1\"><proc name=\"hmtestsvc-" << n << "\" atleast=\"1\" action=\""
       << mo.errd_action << "\" class=\"prim\"/></errd>\n"
-      << (mo.rfs ? "  <rfs async=\"none\"" + zone + "><replicated dir=\"" + Dir(i) +
-                       "/data\" mode=\"read_only\" directio=\"" + mo.directio + "\"/></rfs>\n"
+      << (mo.rfs ? "  <rfs async=\"none\"" + zone + (mo.keepmounted ? " keepmounted=\"on\"" : "") +
+                       "><replicated dir=\"" + Dir(i) + "/data\" mode=\"read_only\" directio=\"" +
+                       mo.directio + "\"/></rfs>\n"
                  : "")
       << (mo.witness
               ? "  <splitbrain ident=\"witness\" exec=\"ping\" arg=\"" + NetLab::ClientAddr() + "\"/>\n"

@@ -30,6 +30,7 @@ struct ModuleOptions {
   const char* directio = "odirect";     // <replicated directio>
   const char* errd_action = "restart";  // action of the <errd> watch on the service
   const char* ruzone_blocksize = "";    // <rfs ruzone_blocksize> ("" = the configuration's default, 8M)
+  bool keepmounted = false;             // <rfs keepmounted="on">: stopped, the directory stays mounted
 };
 
 // hamirror-fs for the data-path cases: $HAMIRROR_FS_BIN, else the build's own (when built); "" if none.
@@ -68,8 +69,9 @@ class Cluster {
   int FsPid(int i);
   void StopFs(int i);
   // Power failure of node i: SIGKILL its service, its hamirror-fs and its daemon, then detach the dead
-  // FUSE mount (a rebooted machine has none). The next FsPid(i) learns the new hamirror-fs.
-  void PowerOff(int i);
+  // FUSE mount (a rebooted machine has none) unless keep_dead_mount (a crash of the processes only).
+  // The next FsPid(i) learns the new hamirror-fs.
+  void PowerOff(int i, bool keep_dead_mount = false);
   // Runs `cmd` in the mount namespace of node i's hamirror-fs (where its mount is visible).
   CommandResult InFsMounts(int i, const std::string& cmd);
 
