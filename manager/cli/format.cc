@@ -100,6 +100,12 @@ std::string FormatResync(const proto::FsInfo& f) {
 
 }  // namespace
 
+std::string FormatToggles(const proto::StateReply& r) {
+  auto on_off = [](bool b) { return b ? "on" : "off"; };
+  return std::string("boot ") + on_off(r.boot()) + ", failover " + on_off(r.failover()) + ", errd " +
+         (r.errd().empty() ? "?" : r.errd()) + ", checker " + on_off(r.checkers_enabled());
+}
+
 std::string FormatState(const proto::StateReply& r, bool verbose) {
   std::ostringstream o;
   o << "module " << r.module() << "\n"
@@ -155,6 +161,7 @@ std::string FormatState(const proto::StateReply& r, bool verbose) {
     o << "check " << c.kind() << " " << c.name() << ": " << (c.ok() ? "ok" : "FAILED")
       << (c.detail().empty() ? "" : " (" + c.detail() + ")") << "\n";
   o << "restarts " << r.loop_count() << "/" << r.maxloop() << " (maxloop)\n";
+  o << FormatToggles(r) << "\n";
   o << "hamirrord pid " << r.pid() << ", up " << r.uptime_s() << " s\n";
   return o.str();
 }

@@ -14,6 +14,8 @@ const char* SubStateName(proto::SubState sub);
 
 // Human text for `state` (one summary line per node) and `state -v` (plus resources).
 std::string FormatState(const proto::StateReply& reply, bool verbose);
+// "boot on, failover on, errd on, checker on": the runtime toggles (a line of `state -v`).
+std::string FormatToggles(const proto::StateReply& reply);
 // `state --json`.
 std::string FormatStateJson(const proto::StateReply& reply);
 

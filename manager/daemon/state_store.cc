@@ -44,15 +44,10 @@ Status StateStore::Load(manager::core::Persisted* out) const {
   return Status::Ok();
 }
 
-Status StateStore::Save(const manager::core::Persisted& p) const {
-  std::string dir = path_.substr(0, path_.rfind('/'));
+Status WriteFileDurably(const std::string& path, const std::string& text) {
+  std::string dir = path.substr(0, path.rfind('/'));
   MakeDirs(dir);
-  std::ostringstream o;
-  o << "hamirror-state-2 " << int(p.data) << ' ' << p.current.counter << ' ' << Name(p.current.author) << ' '
-    << p.base.counter << ' ' << Name(p.base.author) << ' ' << int(p.last_role) << ' '
-    << (p.split_brain ? 1 : 0) << ' ' << p.incarnation << '\n';
-  const std::string text = o.str();
-  const std::string tmp = path_ + ".tmp";
+  const std::string tmp = path + ".tmp";
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno("open " + tmp, errno);
   if (write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()) || fsync(fd) != 0) {
@@ -61,13 +56,21 @@ Status StateStore::Save(const manager::core::Persisted& p) const {
     return Status::FromErrno("write " + tmp, e);
   }
   close(fd);
-  if (rename(tmp.c_str(), path_.c_str()) != 0) return Status::FromErrno("rename " + tmp, errno);
+  if (rename(tmp.c_str(), path.c_str()) != 0) return Status::FromErrno("rename " + tmp, errno);
   int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
     fsync(dfd);
     close(dfd);
   }
   return Status::Ok();
+}
+
+Status StateStore::Save(const manager::core::Persisted& p) const {
+  std::ostringstream o;
+  o << "hamirror-state-2 " << int(p.data) << ' ' << p.current.counter << ' ' << Name(p.current.author) << ' '
+    << p.base.counter << ' ' << Name(p.base.author) << ' ' << int(p.last_role) << ' '
+    << (p.split_brain ? 1 : 0) << ' ' << p.incarnation << '\n';
+  return WriteFileDurably(path_, o.str());
 }
 
 }  // namespace hamirror::daemon

@@ -12,6 +12,10 @@
 
 namespace hamirror::daemon {
 
+// Replaces `path` with `text` crash-safely: temp file, fsync, rename, fsync of the directory (created
+// 0700 if missing). A crash leaves either the old content or the new one, never a mix.
+Status WriteFileDurably(const std::string& path, const std::string& text);
+
 class StateStore {
  public:
   explicit StateStore(std::string path) : path_(std::move(path)) {}

@@ -240,7 +240,7 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
   std::ofstream(m + "/conf/userconfig.xml")
       << "<!DOCTYPE safe>\n<safe>\n"
       << "<service mode=\"mirror\" defaultprim=\"alone\" maxloop=\"" << mo.maxloop
-      << "\" loop_interval=\"24\" failover=\"on\">\n"
+      << "\" loop_interval=\"24\" failover=\"on\" boot=\"" << (mo.boot ? "on" : "off") << "\">\n"
       << "  <heart pulse=\"300\" timeout=\"1500\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
       << "  <vip><interface_list><interface check=\"on\" arpreroute=\"on\"><real_interface>\n"
       << "    <virtual_addr addr=\"" << kVip << "\" where=\"one_side_alias\"/>\n"

@@ -1,0 +1,101 @@
+// Acceptance tests of SafeKit's runtime verbs in the two-node netns lab (cluster_lab.h; root, label
+// "netns"): errd off, stopstart, failover off/on, and boot/failover kept across a daemon restart.
+#include <signal.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+
+#include "tests/manager/daemon/cluster_lab.h"
+#include "tests/support/netns.h"
+
+using namespace hamirror::test;
+using namespace std::chrono_literals;
+
+namespace {
+bool Contains(const std::string& s, const std::string& what) { return s.find(what) != std::string::npos; }
+}  // namespace
+
+TEST_CASE("verbs: errd off leaves a killed application alone, stopstart, failover off then on",
+          "[netns][daemon]") {
+  if (!IsRoot()) {
+    WARN("needs root (network namespaces); skipped");
+    return;
+  }
+  Cluster c({});
+  c.FirstStart();
+
+  // errd off: the watched process is killed and nothing restarts it. The lab's errd polls every
+  // second and restarts within ~2 s when on (failover_test.cc): 4 s without a restart is a real answer.
+  CommandResult off = c.Cli(1, "errd off");
+  INFO(off.output);
+  REQUIRE(off.status == 0);
+  CHECK(Contains(c.Cli(1, "state -v").output, "errd off"));
+  const int svc = c.ServicePid(1);
+  REQUIRE(svc > 0);
+  kill(svc, SIGKILL);
+  auto restarted = [&] {
+    const int now = c.ServicePid(1);
+    return now > 0 && now != svc;
+  };
+  CHECK_FALSE(Cluster::WaitFor(restarted, 4s));
+  CHECK(c.State(1) == "PRIM (Ready)");
+  CHECK_FALSE(Contains(c.Log(1), "restarting locally"));
+  // errd on: watched again, the missing process is restarted.
+  REQUIRE(c.Cli(1, "errd on").status == 0);
+  CHECK(Cluster::WaitFor([&] { return restarted() && c.Fetch() == "n1"; }, 15s));
+
+  // stopstart on the primary: the peer takes over meanwhile, this node comes back as SECOND.
+  CommandResult ss = c.Cli(1, "stopstart");
+  INFO(ss.output);
+  REQUIRE(ss.status == 0);
+  REQUIRE(Cluster::WaitFor([&] { return c.Fetch() == "n2"; }, 20s));
+  REQUIRE(c.WaitState(1, "SECOND (Ready)", 30s));
+  REQUIRE(c.WaitState(2, "PRIM (Ready)", 10s));
+  CHECK_FALSE(c.HoldsVip(1));
+
+  // failover off on the secondary, then its primary dies: it goes WAIT and does not take the VIP.
+  // (Its data must be up to date first, else it would wait whatever failover says.)
+  REQUIRE(Cluster::WaitFor([&] { return Contains(c.Cli(1, "state -v").output, "data   up to date"); }, 5s));
+  REQUIRE(c.Cli(1, "failover off").status == 0);
+  CHECK(Contains(c.Cli(1, "state -v").output, "failover off"));
+  c.KillService(2);
+  c.KillDaemon(2);
+  REQUIRE(c.WaitState(1, "WAIT (Ready)", 10s));
+  // The lab's heartbeat timeout is 1.5 s: with failover on, n1 would serve within ~2 s of that.
+  CHECK_FALSE(Cluster::WaitFor([&] { return c.HoldsVip(1) || c.State(1) != "WAIT (Ready)"; }, 4s));
+  CHECK(Contains(c.Cli(1, "state").output, "failover is off"));
+  // failover on: it takes over now.
+  REQUIRE(c.Cli(1, "failover on").status == 0);
+  CHECK(c.WaitState(1, "ALONE (Ready)", 10s));
+  CHECK(Cluster::WaitFor([&] { return c.HoldsVip(1) && c.Fetch() == "n1"; }, 10s));
+  CHECK(c.StopDaemon(1));
+}
+
+TEST_CASE("verbs: boot and failover toggles are kept across a daemon restart", "[netns][daemon]") {
+  if (!IsRoot()) {
+    WARN("needs root (network namespaces); skipped");
+    return;
+  }
+  Cluster c({.boot = true});  // the configuration says boot="on"
+  c.StartDaemon(1);
+  REQUIRE(c.WaitState(1, "WAIT (Ready)", 10s));  // started by itself
+  REQUIRE(c.Cli(1, "boot off").status == 0);
+  REQUIRE(c.Cli(1, "failover off").status == 0);
+  CHECK(c.Cli(1, "boot status").output == "boot off\n");
+
+  // Restarted: the toggles win over the configuration; the module stays STOP.
+  REQUIRE(c.StopDaemon(1));
+  c.StartDaemon(1);
+  CHECK(c.State(1) == "STOP (Ready)");
+  CHECK_FALSE(Cluster::WaitFor([&] { return c.State(1) != "STOP (Ready)"; }, 2s));
+  CHECK(c.Cli(1, "boot status").output == "boot off\n");
+  CHECK(Contains(c.Cli(1, "state -v").output, "boot off, failover off"));
+
+  // boot on again: the next daemon starts the module by itself.
+  REQUIRE(c.Cli(1, "boot on").status == 0);
+  REQUIRE(c.StopDaemon(1));
+  c.StartDaemon(1);
+  CHECK(c.WaitState(1, "WAIT (Ready)", 10s));
+  CHECK(Contains(c.Cli(1, "state -v").output, "boot on, failover off"));
+  CHECK(c.StopDaemon(1));
+}
