@@ -1,6 +1,7 @@
 // Acceptance tests of SafeKit's runtime verbs in the two-node netns lab (cluster_lab.h; root, label
 // "netns"): errd off, stopstart, failover off/on, and boot/failover kept across a daemon restart.
 #include <signal.h>
+#include <unistd.h>
 
 #include <catch2/catch.hpp>
 #include <chrono>
@@ -98,4 +99,54 @@ TEST_CASE("verbs: boot and failover toggles are kept across a daemon restart", "
   CHECK(c.WaitState(1, "WAIT (Ready)", 10s));
   CHECK(Contains(c.Cli(1, "state -v").output, "boot on, failover off"));
   CHECK(c.StopDaemon(1));
+}
+
+TEST_CASE(
+    "verbs: swap nosync with replicated data: refused on the secondary, a swap without resync on "
+    "the primary",
+    "[netns][daemon]") {
+  if (!IsRoot()) {
+    WARN("needs root (network namespaces); skipped");
+    return;
+  }
+  if (FsBin().empty() || access(FsBin().c_str(), X_OK) != 0) {
+    WARN("no hamirror-fs binary (HAMIRROR_FS_BIN); skipped");
+    return;
+  }
+  Cluster c({.rfs = true});
+  c.FirstStart();
+  CommandResult w = c.InFsMounts(1, "head -c 300000 /dev/urandom > " + c.Dir(1) + "/data/f && sync");
+  INFO(w.output);
+  REQUIRE(w.ok());
+
+  CommandResult on_second = c.Cli(2, "swap nosync");
+  INFO(on_second.output);
+  CHECK(on_second.status == 1);
+  CHECK(Contains(on_second.output, "type it on the primary"));
+
+  // In sync (the primary's fs says so, its record is empty): accepted, and it is a plain swap.
+  REQUIRE(Cluster::WaitFor(
+      [&] {
+        const std::string v = c.Cli(1, "state -v").output;
+        return Contains(v, ", in sync") && Contains(v, "peer's up to date");
+      },
+      10s));
+  CommandResult swap = c.Cli(1, "swap nosync");
+  INFO(swap.output << c.Cli(1, "state -v").output);
+  REQUIRE(swap.status == 0);
+  REQUIRE(c.WaitState(2, "PRIM (Ready)", 20s));
+  REQUIRE(c.WaitState(1, "SECOND (Ready)", 20s));
+  CHECK(Cluster::WaitFor([&] { return c.Fetch() == "n2"; }, 10s));
+  // What the new primary's fs ran when its stream to n1 came up: nothing to compare, nothing sent.
+  std::string v2;
+  CHECK(Cluster::WaitFor(
+      [&] {
+        v2 = c.Cli(2, "state -v").output;
+        return Contains(v2, "  resync done");
+      },
+      10s));
+  INFO(v2);
+  CHECK(Contains(v2, "compared 0 bytes, sent 0, 0 files"));
+  CHECK(c.StopDaemon(1));
+  CHECK(c.StopDaemon(2));
 }
