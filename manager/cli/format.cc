@@ -149,17 +149,29 @@ std::string FormatState(const proto::StateReply& r, bool verbose) {
     if (f.running()) o << FormatResync(f);
   }
   for (const auto& p : r.processes()) {
-    o << "errd " << p.name() << ": " << p.count() << " running (atleast " << p.atleast();
+    o << "errd " << p.name() << ": ";
+    if (r.errd() == "off") {  // not polled: the counts would be stale
+      o << "not watched (errd off)\n";
+      continue;
+    }
+    o << p.count() << " running (atleast " << p.atleast();
     if (p.atmax() >= 0) o << ", atmax " << p.atmax();
     o << ") "
       << (!p.active() ? "not watched in this state"
           : p.ok()    ? "ok"
                       : "FAILED")
-      << ", action " << p.action() << "\n";
+      << ", action " << p.action() << (r.errd() == "suspended" ? " (errd suspended: not acted on)" : "")
+      << "\n";
   }
-  for (const auto& c : r.checkers())
-    o << "check " << c.kind() << " " << c.name() << ": " << (c.ok() ? "ok" : "FAILED")
-      << (c.detail().empty() ? "" : " (" + c.detail() + ")") << "\n";
+  // checkers_enabled is false from a daemon that predates the toggles too: trust it only with errd set.
+  const bool checkers_off = !r.errd().empty() && !r.checkers_enabled();
+  for (const auto& c : r.checkers()) {
+    o << "check " << c.kind() << " " << c.name() << ": ";
+    if (checkers_off && c.kind() != "splitbrain")
+      o << "not run (checker off)\n";
+    else
+      o << (c.ok() ? "ok" : "FAILED") << (c.detail().empty() ? "" : " (" + c.detail() + ")") << "\n";
+  }
   o << "restarts " << r.loop_count() << "/" << r.maxloop() << " (maxloop)\n";
   o << FormatToggles(r) << "\n";
   o << "hamirrord pid " << r.pid() << ", up " << r.uptime_s() << " s\n";

@@ -614,6 +614,11 @@ void Node::FillState(bool verbose, proto::StateReply* reply) {
   }
   for (const auto& f : fs_status_) *reply->add_fs() = f;
   for (const auto& pw : proc_status_) *reply->add_processes() = pw;
+  if (proc_status_.empty() && errd == kErrdOff) {
+    // Switched off before the first poll: still name what is not watched.
+    for (const auto& w : opt_.cfg.errd.procs)
+      reply->add_processes()->set_name(w.name.empty() ? w.nameregex : w.name);
+  }
   for (const auto& c : checker_status_) *reply->add_checkers() = c;
 }
 
@@ -686,7 +691,7 @@ admin::CommandResult Node::SetToggle(admin::Toggle what, admin::ToggleSetting ho
     case admin::Toggle::kChecker:
       checkers_on_ = on;
       log_->Info(std::string("checker ") + (on ? "on" : "off: <check> checkers not run until `checker on`"));
-      return admin::CommandResult::Accepted(on ? "checkers on" : "checkers off until `checker on`");
+      return admin::CommandResult::Accepted(on ? "checkers run" : "checkers not run until `checker on`");
     case admin::Toggle::kBoot:
     case admin::Toggle::kFailover: return SetStoredToggle(what, on);
   }
@@ -708,10 +713,10 @@ admin::CommandResult Node::SetErrd(admin::ToggleSetting how) {
       break;
   }
   errd_mode_ = mode;
-  const char* what = mode == kErrdOff         ? "errd off: processes not watched until `errd on`"
-                     : mode == kErrdSuspended ? "errd suspended: processes watched, failures not acted on"
-                                              : "errd on: processes watched";
-  log_->Info(what);
+  const char* what = mode == kErrdOff         ? "processes not watched until `errd on`"
+                     : mode == kErrdSuspended ? "processes watched, failures not acted on until `errd resume`"
+                                              : "processes watched";
+  log_->Info(std::string("errd ") + admin::ToggleSettingName(how) + ": " + what);
   return admin::CommandResult::Accepted(what);
 }
 

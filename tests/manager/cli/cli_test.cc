@@ -34,6 +34,18 @@ class FakeNode : public NodeControl {
       auto* v = r->add_vips();
       v->set_addr("198.18.0.50");
       v->set_held(true);
+      auto* c = r->add_checkers();
+      c->set_kind("tcp");
+      c->set_name("db");
+      c->set_ok(true);
+      auto* p = r->add_processes();
+      p->set_name("mysqld");
+      p->set_count(1);
+      p->set_atleast(1);
+      p->set_atmax(-1);
+      p->set_ok(true);
+      p->set_active(true);
+      p->set_action("restart");
     }
   }
   CommandResult Execute(Command cmd) override {
@@ -197,6 +209,9 @@ TEST_CASE("cli: SafeKit verbs stopstart, swap nosync, toggles and the rfs names"
   CHECK(Cli(s + "boot status").out == "boot off\n");
   r = Cli(s + "state -v");
   CHECK(r.out.find("boot off, failover on, errd suspended, checker off") != std::string::npos);
+  CHECK(r.out.find("check tcp db: not run (checker off)") != std::string::npos);
+  CHECK(r.out.find("errd mysqld: 1 running (atleast 1) ok, action restart (errd suspended: not acted on)") !=
+        std::string::npos);
 
   CHECK(Cli(s + "rfsverify --no-wait").rc == 0);
   CHECK(Cli(s + "rfsverify --repair --no-wait").rc == 0);

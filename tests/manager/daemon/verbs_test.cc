@@ -30,7 +30,9 @@ TEST_CASE("verbs: errd off leaves a killed application alone, stopstart, failove
   CommandResult off = c.Cli(1, "errd off");
   INFO(off.output);
   REQUIRE(off.status == 0);
-  CHECK(Contains(c.Cli(1, "state -v").output, "errd off"));
+  const std::string v_off = c.Cli(1, "state -v").output;
+  INFO(v_off);
+  CHECK(Contains(v_off, "errd hmtestsvc-n1: not watched (errd off)"));
   const int svc = c.ServicePid(1);
   REQUIRE(svc > 0);
   kill(svc, SIGKILL);
