@@ -124,7 +124,7 @@ TEST_CASE("failover off: the secondary goes WAIT when the primary is lost - prim
   WAIT_FOR(*s, Is(*s, B, NodeState::kAlone) && s->vip(B), 2000);
 }
 
-TEST_CASE("failover switched off at runtime: the secondary waits; switched on: it takes over", "[core]") {
+TEST_CASE("failover switched off at runtime: the secondary waits - switched on: it takes over", "[core]") {
   auto s = MakeSim();  // failover="on" in the configuration
   BringUp(*s);
   s->Deliver(B, EvSetFailover{false});
