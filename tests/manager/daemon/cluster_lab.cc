@@ -247,6 +247,10 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
       << "  </real_interface></interface></interface_list></vip>\n"
       << "  <errd polltimer=\"1\"><proc name=\"hmtestsvc-" << n << "\" atleast=\"1\" action=\""
       << mo.errd_action << "\" class=\"prim\"/></errd>\n"
+      << (mo.tcp_check
+              ? std::string("  <check><tcp ident=\"svc\" when=\"prim\" action=\"restart\"><to addr=\"") +
+                    kVip + "\" port=\"8080\" interval=\"1\" timeout=\"1\"/></tcp></check>\n"
+              : "")
       << (mo.rfs ? "  <rfs async=\"none\"" + zone + "><replicated dir=\"" + Dir(i) +
                        "/data\" mode=\"read_only\" directio=\"" + mo.directio + "\"/></rfs>\n"
                  : "")

@@ -31,6 +31,7 @@ struct ModuleOptions {
   const char* errd_action = "restart";  // action of the <errd> watch on the service
   const char* ruzone_blocksize = "";    // <rfs ruzone_blocksize> ("" = the configuration's default, 8M)
   bool boot = false;                    // <service boot="on">: hamirrord starts the module by itself
+  bool tcp_check = false;               // <check><tcp ident="svc"> on the service, every second
 };
 
 // hamirror-fs for the data-path cases: $HAMIRROR_FS_BIN, else the build's own (when built); "" if none.

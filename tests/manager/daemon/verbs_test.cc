@@ -1,5 +1,6 @@
 // Acceptance tests of SafeKit's runtime verbs in the two-node netns lab (cluster_lab.h; root, label
-// "netns"): errd off, stopstart, failover off/on, and boot/failover kept across a daemon restart.
+// "netns"): errd off, stopstart, failover off/on, boot/failover kept across a daemon restart, swap nosync,
+// checker off/on.
 #include <signal.h>
 #include <unistd.h>
 
@@ -151,4 +152,35 @@ TEST_CASE(
   CHECK(Contains(v2, "compared 0 bytes, sent 0, 0 files"));
   CHECK(c.StopDaemon(1));
   CHECK(c.StopDaemon(2));
+}
+
+TEST_CASE("verbs: checker off leaves a failing tcp checker alone, checker on acts on it", "[netns][daemon]") {
+  if (!IsRoot()) {
+    WARN("needs root (network namespaces); skipped");
+    return;
+  }
+  Cluster c({.maxloop = 10, .tcp_check = true});
+  c.StartDaemon(1);
+  // Off from the start: only the checker may react below, and only once it is on again.
+  REQUIRE(c.Cli(1, "checker off").status == 0);
+  REQUIRE(c.Cli(1, "errd off").status == 0);
+  REQUIRE(c.Cli(1, "start").status == 0);
+  REQUIRE(c.Cli(1, "prim").status == 0);
+  REQUIRE(c.WaitState(1, "ALONE (Ready)", 10s));
+  REQUIRE(Cluster::WaitFor([&] { return c.Fetch() == "n1"; }, 10s));
+  const int svc = c.ServicePid(1);
+  REQUIRE(svc > 0);
+  kill(svc, SIGKILL);
+  auto restarted = [&] {
+    const int now = c.ServicePid(1);
+    return now > 0 && now != svc;
+  };
+  // The checker connects every second: 4 s without a restart is a real answer.
+  CHECK_FALSE(Cluster::WaitFor(restarted, 4s));
+  CHECK(c.Fetch() == "");
+  CHECK(Contains(c.Cli(1, "state -v").output, "checker off"));
+  REQUIRE(c.Cli(1, "checker on").status == 0);
+  CHECK(Cluster::WaitFor([&] { return restarted() && c.Fetch() == "n1"; }, 15s));
+  CHECK(Contains(c.Log(1), "tcp checker svc failed"));
+  CHECK(c.StopDaemon(1));
 }
