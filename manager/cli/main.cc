@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
   for (const auto& t : ToggleVerbs()) {
     toggle_cmds[t.name] = app.add_subcommand(t.name, t.help);
     toggle_cmds[t.name]
-        ->add_option("setting", toggle_setting, "")
+        ->add_option("setting", toggle_setting, "what to set (or show: boot status)")
         ->required()
         ->check(CLI::IsMember(t.settings));
   }
