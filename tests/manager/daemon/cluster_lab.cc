@@ -245,7 +245,7 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
       << "  <vip><interface_list><interface check=\"on\" arpreroute=\"on\"><real_interface>\n"
       << "    <virtual_addr addr=\"" << kVip << "\" where=\"one_side_alias\"/>\n"
       << "  </real_interface></interface></interface_list></vip>\n"
-      << "  <errd polltimer=\"1\"><proc name=\"hmtestsvc-" << n << "\" atleast=\"1\" action=\""
+      << "  <errd polltimer=\"1\"><proc name=\"" << SvcName(i) << "\" atleast=\"1\" action=\""
       << mo.errd_action << "\" class=\"prim\"/></errd>\n"
       << (mo.tcp_check
               ? std::string("  <check><tcp ident=\"svc\" when=\"prim\" action=\"restart\"><to addr=\"") +
@@ -261,11 +261,11 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
       << "<var name=\"NODE_NAME\" value=\"" << n << "\"/></user>\n"
       << "  <hamirror statedir=\"" << Dir(i) << "/state\"/>\n"
       << "</service>\n</safe>\n";
-  // The service: Debian's python3 (argv[0] renamed so <errd> finds this node's instance only).
+  // The service: Debian's python3 (argv[0] renamed to SvcName(i) so <errd> finds this node's instance only).
   std::ofstream(m + "/bin/start_prim")
       << "#!/bin/bash\n"
       << "mkdir -p \"$SAFEVAR/www\" && echo \"$NODE_NAME\" > \"$SAFEVAR/www/node\"\n"
-      << "(exec -a hmtestsvc-$NODE_NAME /usr/bin/python3 -m http.server 8080 --bind " << kVip
+      << "(exec -a " << SvcName(i) << " /usr/bin/python3 -m http.server 8080 --bind " << kVip
       << " --directory \"$SAFEVAR/www\" >/dev/null 2>&1 </dev/null) &\n"
       << "echo $! > \"$SAFEVAR/svc.pid\"\n"
       << "hamirror printi \"service started, pid $!\"\n";

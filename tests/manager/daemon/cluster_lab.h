@@ -51,6 +51,11 @@ class Cluster {
   std::string Sock(int i) const { return Dir(i) + "/admin.sock"; }
   // Node i's replicated directory underneath its FUSE mount (rfs only; see the file comment).
   std::string Under(int i) const { return Dir(i) + "/under"; }
+  // argv[0] of node i's service, which its <errd> watches: unique per lab, so that a lab running at the
+  // same time on this host (another build tree) never counts as ours (the process table is shared).
+  std::string SvcName(int i) const {
+    return "hmtestsvc-" + base_.substr(base_.rfind('-') + 1) + "-n" + std::to_string(i);
+  }
 
   void StartDaemon(int i);
   // SIGKILL the daemon (it is our child: reaped by NetNamespace::Kill).

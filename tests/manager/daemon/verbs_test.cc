@@ -33,7 +33,7 @@ TEST_CASE("verbs: errd off leaves a killed application alone, stopstart, failove
   REQUIRE(off.status == 0);
   const std::string v_off = c.Cli(1, "state -v").output;
   INFO(v_off);
-  CHECK(Contains(v_off, "errd hmtestsvc-n1: not watched (errd off)"));
+  CHECK(Contains(v_off, "errd " + c.SvcName(1) + ": not watched (errd off)"));
   const int svc = c.ServicePid(1);
   REQUIRE(svc > 0);
   kill(svc, SIGKILL);
@@ -46,7 +46,31 @@ TEST_CASE("verbs: errd off leaves a killed application alone, stopstart, failove
   CHECK_FALSE(Contains(c.Log(1), "restarting locally"));
   // errd on: watched again, the missing process is restarted.
   REQUIRE(c.Cli(1, "errd on").status == 0);
-  CHECK(Cluster::WaitFor([&] { return restarted() && c.Fetch() == "n1"; }, 15s));
+  {
+    const bool ok = Cluster::WaitFor([&] { return restarted() && c.Fetch() == "n1"; }, 15s);
+    INFO(c.Log(1) << c.Cli(1, "state -v").output);
+    CHECK(ok);
+  }
+
+  // errd suspend: still polled (state -v shows the count), a failure is not acted on until resume.
+  REQUIRE(c.Cli(1, "errd suspend").status == 0);
+  const int svc2 = c.ServicePid(1);
+  REQUIRE(svc2 > 0);
+  kill(svc2, SIGKILL);
+  auto restarted2 = [&] {
+    const int now = c.ServicePid(1);
+    return now > 0 && now != svc2;
+  };
+  CHECK(Cluster::WaitFor(
+      [&] {
+        return Contains(
+            c.Cli(1, "state -v").output,
+            "errd " + c.SvcName(1) + ": 0 running (atleast 1) FAILED, action restart (errd suspended");
+      },
+      5s));
+  CHECK_FALSE(Cluster::WaitFor(restarted2, 3s));
+  REQUIRE(c.Cli(1, "errd resume").status == 0);
+  CHECK(Cluster::WaitFor([&] { return restarted2() && c.Fetch() == "n1"; }, 15s));
 
   // stopstart on the primary: the peer takes over meanwhile, this node comes back as SECOND.
   CommandResult ss = c.Cli(1, "stopstart");
