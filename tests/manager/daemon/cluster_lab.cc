@@ -241,7 +241,8 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
       << "<!DOCTYPE safe>\n<safe>\n"
       << "<service mode=\"mirror\" defaultprim=\"alone\" maxloop=\"" << mo.maxloop
       << "\" loop_interval=\"24\" failover=\"on\" boot=\"" << (mo.boot ? "on" : "off") << "\">\n"
-      << "  <heart pulse=\"300\" timeout=\"1500\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
+      << "  <heart pulse=\"300\" timeout=\"" << mo.heart_timeout_ms
+      << "\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
       << "  <vip><interface_list><interface check=\"on\" arpreroute=\"on\"><real_interface>\n"
       << "    <virtual_addr addr=\"" << kVip << "\" where=\"one_side_alias\"/>\n"
       << "  </real_interface></interface></interface_list></vip>\n"

@@ -32,6 +32,9 @@ struct ModuleOptions {
   const char* ruzone_blocksize = "";    // <rfs ruzone_blocksize> ("" = the configuration's default, 8M)
   bool boot = false;                    // <service boot="on">: hamirrord starts the module by itself
   bool tcp_check = false;               // <check><tcp ident="svc"> on the service, every second
+  // <heart timeout> (ms). Short for quick failovers; a role change of hamirror-fs blocks the daemon's
+  // event loop for up to ~1.5 s (docs/operations.md), so tests that switch roles in place want more.
+  int heart_timeout_ms = 1500;
 };
 
 // hamirror-fs for the data-path cases: $HAMIRROR_FS_BIN, else the build's own (when built); "" if none.
