@@ -735,15 +735,14 @@ admin::CommandResult Node::SetStoredToggle(admin::Toggle what, bool on) {
   }
   std::string note;
   if (boot) {
-    note = on ? "boot on: the module starts when hamirrord starts"
-              : "boot off: the module stays STOP "
-                "when hamirrord starts";
+    note = on ? "the module starts when hamirrord starts" : "the module stays STOP when hamirrord starts";
   } else {
     Post(core::EvSetFailover{on});
-    note =
-        on ? "failover on: a lost peer is taken over" : "failover off: a lost peer is not taken over (WAIT)";
+    note = on ? "a lost peer is taken over"
+              : "a lost peer is not taken over (WAIT until `prim` or `failover on`)";
   }
-  log_->Info(note + " (kept in " + toggle_store_->path() + ")");
+  log_->Info(std::string(admin::ToggleName(what)) + (on ? " on: " : " off: ") + note + " (kept in " +
+             toggle_store_->path() + ")");
   return admin::CommandResult::Accepted(note);
 }
 
