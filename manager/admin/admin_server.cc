@@ -34,6 +34,28 @@ const char* CommandName(Command cmd) {
     case Command::kPrimforce: return "primforce";
     case Command::kSwap: return "swap";
     case Command::kResync: return "resync";
+    case Command::kStopStart: return "stopstart";
+    case Command::kSwapNosync: return "swap nosync";
+  }
+  return "?";
+}
+
+const char* ToggleName(Toggle t) {
+  switch (t) {
+    case Toggle::kErrd: return "errd";
+    case Toggle::kChecker: return "checker";
+    case Toggle::kBoot: return "boot";
+    case Toggle::kFailover: return "failover";
+  }
+  return "?";
+}
+
+const char* ToggleSettingName(ToggleSetting s) {
+  switch (s) {
+    case ToggleSetting::kOn: return "on";
+    case ToggleSetting::kOff: return "off";
+    case ToggleSetting::kSuspend: return "suspend";
+    case ToggleSetting::kResume: return "resume";
   }
   return "?";
 }
@@ -109,6 +131,22 @@ class AdminServer::Service final : public proto::Admin::Service {
   grpc::Status Resync(grpc::ServerContext* c, const proto::CommandRequest*, proto::CommandReply* r) override {
     return Run(c, Command::kResync, r);
   }
+  grpc::Status StopStart(grpc::ServerContext* c, const proto::CommandRequest*,
+                         proto::CommandReply* r) override {
+    return Run(c, Command::kStopStart, r);
+  }
+  grpc::Status SwapNosync(grpc::ServerContext* c, const proto::CommandRequest*,
+                          proto::CommandReply* r) override {
+    return Run(c, Command::kSwapNosync, r);
+  }
+  grpc::Status Toggle(grpc::ServerContext* c, const proto::ToggleRequest* q,
+                      proto::CommandReply* r) override {
+    if (auto s = Authorize(c); !s.ok()) return s;
+    CommandResult res = ApplyToggle(*q);
+    r->set_accepted(res.accepted);
+    r->set_reason(res.reason);
+    return grpc::Status::OK;
+  }
   grpc::Status Verify(grpc::ServerContext* c, const proto::VerifyRequest* q,
                       proto::CommandReply* r) override {
     if (auto s = Authorize(c); !s.ok()) return s;
@@ -180,11 +218,27 @@ class AdminServer::Service final : public proto::Admin::Service {
     return grpc::Status::OK;
   }
 
-  grpc::Status NotYet(grpc::ServerContext* ctx, proto::CommandReply* rep) {
-    if (auto s = Authorize(ctx); !s.ok()) return s;
-    rep->set_accepted(false);
-    rep->set_reason("not implemented yet");
-    return grpc::Status::OK;
+  // Which settings each toggle takes: errd on|off|suspend|resume, the others on|off.
+  CommandResult ApplyToggle(const proto::ToggleRequest& q) {
+    admin::Toggle what;
+    switch (q.what()) {
+      case proto::ToggleRequest::TOGGLE_ERRD: what = admin::Toggle::kErrd; break;
+      case proto::ToggleRequest::TOGGLE_CHECKER: what = admin::Toggle::kChecker; break;
+      case proto::ToggleRequest::TOGGLE_BOOT: what = admin::Toggle::kBoot; break;
+      case proto::ToggleRequest::TOGGLE_FAILOVER: what = admin::Toggle::kFailover; break;
+      default: return CommandResult::Refused("toggle: unknown toggle");
+    }
+    ToggleSetting how;
+    switch (q.setting()) {
+      case proto::ToggleRequest::TOGGLE_ON: how = ToggleSetting::kOn; break;
+      case proto::ToggleRequest::TOGGLE_OFF: how = ToggleSetting::kOff; break;
+      case proto::ToggleRequest::TOGGLE_SUSPEND: how = ToggleSetting::kSuspend; break;
+      case proto::ToggleRequest::TOGGLE_RESUME: how = ToggleSetting::kResume; break;
+      default: return CommandResult::Refused(std::string(ToggleName(what)) + ": no setting given");
+    }
+    if (what != admin::Toggle::kErrd && (how == ToggleSetting::kSuspend || how == ToggleSetting::kResume))
+      return CommandResult::Refused(std::string(ToggleName(what)) + " takes on or off");
+    return control_->SetToggle(what, how);
   }
 
   AdminServer* owner_;

@@ -19,8 +19,16 @@ enum class Command {
   kSecondFullsync,
   kPrimforce,
   kSwap,
-  kResync  // on the secondary: resynchronise from the primary (what its record names)
+  kResync,      // on the secondary: resynchronise from the primary (what its record names)
+  kStopStart,   // module stop then start on this node (the peer takes over meanwhile)
+  kSwapNosync,  // swap, refused unless no resync would follow it
 };
+
+// Runtime toggles (`hamirror errd|checker|boot|failover ...`).
+enum class Toggle { kErrd, kChecker, kBoot, kFailover };
+enum class ToggleSetting { kOn, kOff, kSuspend, kResume };
+const char* ToggleName(Toggle t);
+const char* ToggleSettingName(ToggleSetting s);
 
 const char* CommandName(Command cmd);
 
@@ -41,6 +49,10 @@ class NodeControl {
   // `hamirror verify [--repair]`: starts an online verify of the peer's copy (primary only).
   virtual CommandResult Verify(bool /*repair*/) {
     return CommandResult::Refused("verify: not implemented here");
+  }
+  // `hamirror errd|checker|boot|failover`: applies one toggle (its value shows in StateReply 40-43).
+  virtual CommandResult SetToggle(Toggle what, ToggleSetting /*how*/) {
+    return CommandResult::Refused(std::string(ToggleName(what)) + ": not implemented here");
   }
   // `hamirror printi|printw|printe`: a line into the module log.
   virtual void Print(ModuleLog::Level level, const std::string& msg) = 0;

@@ -340,21 +340,40 @@ std::string FsLine(const proto::FsInfo& f, const Painter& paint) {
 std::string WatchLines(const proto::StateReply& r, const Painter& paint) {
   std::ostringstream o;
   for (const auto& p : r.processes()) {
-    o << "errd " << p.name() << ": " << p.count() << " running (atleast " << p.atleast();
+    o << "errd " << p.name() << ": ";
+    if (r.errd() == "off") {  // not polled: the counts would be stale
+      o << "not watched (errd off)\n";
+      continue;
+    }
+    o << p.count() << " running (atleast " << p.atleast();
     if (p.atmax() >= 0) o << ", atmax " << p.atmax();
     o << ") "
       << (!p.active() ? "not watched in this state"
           : p.ok()    ? "ok"
                       : paint("FAILED", Colour::kRed))
-      << ", action " << p.action() << "\n";
+      << ", action " << p.action() << (r.errd() == "suspended" ? " (errd suspended: not acted on)" : "")
+      << "\n";
   }
-  for (const auto& c : r.checkers())
-    o << "check " << c.kind() << " " << c.name() << ": " << (c.ok() ? "ok" : paint("FAILED", Colour::kRed))
-      << (c.detail().empty() ? "" : " (" + c.detail() + ")") << "\n";
+  // checkers_enabled is false from a daemon that predates the toggles too: trust it only with errd set.
+  const bool checkers_off = !r.errd().empty() && !r.checkers_enabled();
+  for (const auto& c : r.checkers()) {
+    o << "check " << c.kind() << " " << c.name() << ": ";
+    if (checkers_off && c.kind() != "splitbrain")
+      o << "not run (checker off)\n";
+    else
+      o << (c.ok() ? "ok" : paint("FAILED", Colour::kRed)) << (c.detail().empty() ? "" : " (" + c.detail() + ")")
+        << "\n";
+  }
   return o.str();
 }
 
 }  // namespace
+
+std::string FormatToggles(const proto::StateReply& r) {
+  auto on_off = [](bool b) { return b ? "on" : "off"; };
+  return std::string("boot ") + on_off(r.boot()) + ", failover " + on_off(r.failover()) + ", errd " +
+         (r.errd().empty() ? "?" : r.errd()) + ", checker " + on_off(r.checkers_enabled());
+}
 
 std::string FormatState(const proto::StateReply& r, bool verbose, bool colour) {
   const Painter paint(colour);
@@ -370,6 +389,7 @@ std::string FormatState(const proto::StateReply& r, bool verbose, bool colour) {
   for (const auto& f : r.fs()) o += FsLine(f, paint);
   o += WatchLines(r, paint);
   o += "restarts " + std::to_string(r.loop_count()) + "/" + std::to_string(r.maxloop()) + " (maxloop)\n";
+  o += FormatToggles(r) + "\n";
   return o;
 }
 

@@ -21,6 +21,8 @@ bool UseColour(int fd);
 // last failover, VIP holder, heartbeats, fs and resync with a progress bar, watchdog, checkers).
 // `colour`: ANSI colours (UseColour); without it the text has no escape sequence.
 std::string FormatState(const proto::StateReply& reply, bool verbose, bool colour = false);
+// "boot on, failover on, errd on, checker on": the runtime toggles (a line of `state -v`).
+std::string FormatToggles(const proto::StateReply& reply);
 // `state --json`: every field of the reply under its proto name, enum values in lower case without
 // their type prefix ("prim", "second", "up_to_date"), 64-bit numbers as numbers, an unset message
 // as null (manager/cli/state_json.cc; fields documented in docs/operations.md).

@@ -1,7 +1,8 @@
 // hamirror: command line over the admin API of hamirrord, with SafeKit's verbs.
 //   hamirror [-m MODULE | --socket PATH] state [-v] [-lq] [--json] [-w [--interval S] [--count N]]
-//   hamirror start|stop|restart|forcestop|prim|second [fullsync] [--wait]|primforce|swap
-//   hamirror resync [--wait];  hamirror verify [--repair] [--no-wait]
+//   hamirror start|stop|restart|stopstart|forcestop|prim|second [fullsync] [--wait]|primforce|swap [nosync]
+//   hamirror resync|rfssync [--wait];  hamirror verify|rfsverify [--repair] [--no-wait];  rfsdiff [--no-wait]
+//   hamirror errd on|off|suspend|resume;  checker on|off;  boot on|off|status;  failover on|off
 //   hamirror log [-f] [-n N];  hamirror printi|printw|printe MSG...
 //   hamirror confcheck MODULE_DIR [--cluster FILE]   (no daemon needed);  hamirror certs ARGS (hamirror-certs)
 //   hamirror --version
@@ -96,6 +97,58 @@ int ExecCerts(int argc, char** argv) {
   return kExitUnreachable;
 }
 
+// SafeKit's runtime toggles: `errd on|off|suspend|resume`, `checker|boot|failover on|off`.
+struct ToggleVerb {
+  const char* name;
+  const char* help;
+  proto::ToggleRequest::What what;
+  std::vector<std::string> settings;
+};
+
+const std::vector<ToggleVerb>& ToggleVerbs() {
+  static const std::vector<ToggleVerb> verbs = {
+      {"errd",
+       "process watchdog: off (not polled) until `errd on`; suspend/resume: polled, failures not acted on; "
+       "until hamirrord restarts",
+       proto::ToggleRequest::TOGGLE_ERRD,
+       {"on", "off", "suspend", "resume"}},
+      {"checker",
+       "<check> checkers (tcp, custom, ping, intf) run or not, until hamirrord restarts",
+       proto::ToggleRequest::TOGGLE_CHECKER,
+       {"on", "off"}},
+      {"boot",
+       "start the module when hamirrord starts (kept across restarts); status: show it",
+       proto::ToggleRequest::TOGGLE_BOOT,
+       {"on", "off", "status"}},
+      {"failover",
+       "automatic takeover of a lost peer (kept across restarts); off: WAIT instead",
+       proto::ToggleRequest::TOGGLE_FAILOVER,
+       {"on", "off"}}};
+  return verbs;
+}
+
+int RunToggle(proto::Admin::Stub& stub, const ToggleVerb& verb, const std::string& setting,
+              const std::string& socket) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(10));
+  if (setting == "status") {
+    proto::StateRequest req;
+    proto::StateReply rep;
+    grpc::Status s = stub.State(&ctx, req, &rep);
+    if (!s.ok()) return ReportRpcError(s, socket);
+    std::cout << verb.name << " " << (rep.boot() ? "on" : "off") << "\n";
+    return 0;
+  }
+  proto::ToggleRequest req;
+  req.set_what(verb.what);
+  req.set_setting(setting == "on"        ? proto::ToggleRequest::TOGGLE_ON
+                  : setting == "off"     ? proto::ToggleRequest::TOGGLE_OFF
+                  : setting == "suspend" ? proto::ToggleRequest::TOGGLE_SUSPEND
+                                         : proto::ToggleRequest::TOGGLE_RESUME);
+  proto::CommandReply rep;
+  return ReportReply(stub.Toggle(&ctx, req, &rep), rep, std::string(verb.name) + " " + setting, socket);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -134,15 +187,24 @@ int main(int argc, char** argv) {
       {"start", "start the module on this node"},
       {"stop", "stop the module on this node (stop scripts, release the VIP)"},
       {"restart", "stop_prim + start_prim (or stop_second + start_second) locally"},
+      {"stopstart", "module stop then start on this node (the peer takes over meanwhile)"},
       {"forcestop", "stop at once: stop scripts with `force`"},
       {"prim", "first start / after split brain: this node's data is the reference"},
       {"primforce", "become primary even with data not up to date (data loss risk)"},
-      {"swap", "planned switch of roles with the peer"},
+      {"swap", "planned switch of roles with the peer (no resync when both are in sync)"},
       {"resync", "on the secondary: resynchronise from the primary (what its record names)"}};
   std::map<std::string, CLI::App*> simple_cmds;
   for (const auto& s : simple) simple_cmds[s.name] = app.add_subcommand(s.name, s.help);
 
-  auto* second = app.add_subcommand("second", "become secondary; `fullsync` compares every block");
+  std::string swap_arg;
+  simple_cmds["swap"]
+      ->add_option("mode", swap_arg, "nosync: on the primary, refused if a resync would follow the swap")
+      ->check(CLI::IsMember({"nosync"}));
+  simple_cmds["resync"]->alias("rfssync");
+  auto* second = app.add_subcommand(
+      "second",
+      "become secondary; `fullsync`: the resync into this node compares every file of the replicated "
+      "directories by block checksums and copies the blocks that differ (not only what the record names)");
   std::string second_arg;
   second->add_option("mode", second_arg, "fullsync")->check(CLI::IsMember({"fullsync"}));
   bool wait = false;
@@ -153,6 +215,20 @@ int main(int argc, char** argv) {
   bool repair = false, no_wait = false;
   verify->add_flag("--repair", repair, "record what differs, so that the peer is resynced");
   verify->add_flag("--no-wait", no_wait, "start it and return (results in `state -v`)");
+  verify->alias("rfsverify");
+  auto* rfsdiff =
+      app.add_subcommand("rfsdiff", "verify without repair: list what differs between both copies");
+  rfsdiff->add_flag("--no-wait", no_wait, "start it and return (results in `state -v`)");
+
+  std::map<std::string, CLI::App*> toggle_cmds;
+  std::string toggle_setting;
+  for (const auto& t : ToggleVerbs()) {
+    toggle_cmds[t.name] = app.add_subcommand(t.name, t.help);
+    toggle_cmds[t.name]
+        ->add_option("setting", toggle_setting, "what to set (or show: boot status)")
+        ->required()
+        ->check(CLI::IsMember(t.settings));
+  }
 
   auto* log = app.add_subcommand("log", "module log");
   bool follow = false;
@@ -269,6 +345,9 @@ int main(int argc, char** argv) {
     return ReportReply(stub->Print(&ctx, req, &rep), rep, "print", socket);
   }
 
+  for (const auto& t : ToggleVerbs())
+    if (toggle_cmds[t.name]->parsed()) return RunToggle(*stub, t, toggle_setting, socket);
+
   // The verbose state, for the waits.
   cli::FetchState fetch = [&stub](proto::StateReply* out) {
     grpc::ClientContext c;
@@ -280,7 +359,8 @@ int main(int argc, char** argv) {
   cli::WaitOptions wait_options;
   wait_options.tty = isatty(STDOUT_FILENO) != 0;
   proto::StateReply before;
-  if ((wait || verify->parsed()) && !fetch(&before)) {
+  const bool verifying = verify->parsed() || rfsdiff->parsed();
+  if ((wait || verifying) && !fetch(&before)) {
     std::cerr << "hamirror: cannot reach hamirrord at " << socket << "\n";
     return kExitUnreachable;
   }
@@ -288,7 +368,7 @@ int main(int argc, char** argv) {
   ctx.set_deadline(Deadline(30));
   proto::CommandReply rep;
   proto::CommandRequest none;
-  if (verify->parsed()) {
+  if (verifying) {
     proto::VerifyRequest req;
     req.set_repair(repair);
     if (int rc = ReportReply(stub->Verify(&ctx, req, &rep), rep, "verify", socket); rc != 0 || no_wait)
@@ -305,13 +385,14 @@ int main(int argc, char** argv) {
   using Call = grpc::Status (proto::Admin::Stub::*)(grpc::ClientContext*, const proto::CommandRequest&,
                                                     proto::CommandReply*);
   const std::map<std::string, Call> calls = {
-      {"start", &proto::Admin::Stub::Start},     {"stop", &proto::Admin::Stub::Stop},
-      {"restart", &proto::Admin::Stub::Restart}, {"forcestop", &proto::Admin::Stub::Forcestop},
-      {"prim", &proto::Admin::Stub::Prim},       {"primforce", &proto::Admin::Stub::Primforce},
-      {"swap", &proto::Admin::Stub::Swap},       {"resync", &proto::Admin::Stub::Resync}};
+      {"start", &proto::Admin::Stub::Start},        {"stop", &proto::Admin::Stub::Stop},
+      {"restart", &proto::Admin::Stub::Restart},    {"forcestop", &proto::Admin::Stub::Forcestop},
+      {"prim", &proto::Admin::Stub::Prim},          {"primforce", &proto::Admin::Stub::Primforce},
+      {"swap", &proto::Admin::Stub::Swap},          {"resync", &proto::Admin::Stub::Resync},
+      {"stopstart", &proto::Admin::Stub::StopStart}};
   for (const auto& [name, cmd] : simple_cmds) {
     if (!cmd->parsed()) continue;
-    Call call = calls.at(name);
+    Call call = name == "swap" && swap_arg == "nosync" ? &proto::Admin::Stub::SwapNosync : calls.at(name);
     const int rc = ReportReply(((*stub).*call)(&ctx, none, &rep), rep, name, socket);
     if (rc != 0 || !wait || name != "resync") return rc;
     return cli::WaitSecondReady(fetch, before, std::cout, wait_options);

@@ -141,6 +141,7 @@ std::string ToString(const Event& e) {
           [](const EvCheckFailed& x) { return "check failed " + x.what; },
           [](const EvResyncDone& x) { return std::string("resync ") + (x.ok ? "done" : "failed"); },
           [](const EvDataLinkLost&) { return std::string("data link lost"); },
+          [](const EvSetFailover& x) { return std::string("failover ") + (x.on ? "on" : "off"); },
       },
       e);
 }
@@ -211,6 +212,12 @@ std::vector<Action> NodeMachine::Step(uint64_t now_ms, const Event& event) {
                      linked_ = false;  // link again later (the resync into the peer stopped)
                      link_retry_at_ = now_ + cfg_.resync_retry_ms;
                    }
+                 },
+                 [this](const EvSetFailover& e) {
+                   if (cfg_.failover == e.on) return;
+                   cfg_.failover = e.on;
+                   Log(1, std::string("failover ") + (e.on ? "on" : "off") +
+                              (e.on ? "" : ": a lost peer is not taken over without `prim`"));
                  },
              },
              event);

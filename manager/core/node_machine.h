@@ -55,8 +55,10 @@
 // Two connected nodes therefore cannot both promote, whatever the message loss, delay or reordering.
 // A `prim` that loses such a race is dropped (logged) and the node joins the winner as SECOND.
 // On peer loss: PRIM -> ALONE; SECOND ready -> ALONE if failover=on (WAIT if off); SECOND transient
-// -> WAIT (inconsistent). A started WAIT node with kUpToDate data and failover=on goes ALONE once the
-// peer has been silent for heartbeat_timeout_ms since it started or last heard it.
+// -> WAIT (inconsistent). failover can be switched at runtime (EvSetFailover): a WAIT node that stayed
+// put because it was off takes over at the next step once it is on (same conditions as above). A started WAIT
+// node with kUpToDate data and failover=on goes ALONE once the peer has been silent for heartbeat_timeout_ms
+// since it started or last heard it.
 //
 // Witness (`<splitbrain>`): when configured, a node may become serving without the peer only after a
 // ProbeWitness whose result was "reachable", and a serving node holds the VIP only under a lease:
@@ -248,8 +250,13 @@ struct EvResyncDone {
   bool ok = true;
 };
 struct EvDataLinkLost {};  // fs: the peer stopped acknowledging (sendtimeout); fs now writes alone
+// `hamirror failover on|off`: replaces Config::failover from now on (the daemon persists the choice and
+// passes it in Config::failover after a restart).
+struct EvSetFailover {
+  bool on = true;
+};
 using Event = std::variant<EvTick, EvPeerStatus, EvPeerLost, EvWitness, EvCommand, EvScriptDone,
-                           EvCheckFailed, EvResyncDone, EvDataLinkLost>;
+                           EvCheckFailed, EvResyncDone, EvDataLinkLost, EvSetFailover>;
 
 // ---- Actions ----
 struct ActRunScript {

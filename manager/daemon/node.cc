@@ -99,7 +99,9 @@ core::Command ToCore(admin::Command c) {
     case admin::Command::kSecondFullsync: return core::Command::kSecond;
     case admin::Command::kResync: return core::Command::kResync;
     case admin::Command::kPrimforce: return core::Command::kPrimForce;
-    case admin::Command::kSwap: return core::Command::kSwap;
+    case admin::Command::kSwap:
+    case admin::Command::kSwapNosync: return core::Command::kSwap;
+    case admin::Command::kStopStart: return core::Command::kStopStart;
   }
   return core::Command::kStart;
 }
@@ -225,6 +227,15 @@ Status Node::Init() {
   log_->Info(std::string("data ") + core::ToString(persisted.data) + ", generation " +
              std::to_string(persisted.current.counter) + ":" + persisted.current.author);
 
+  // Runtime toggles an operator set before (boot, failover) win over the configuration.
+  toggle_store_ = std::make_unique<ToggleStore>(cfg.hamirror.state_dir + "/toggles");
+  if (Status ts = toggle_store_->Load(&toggles_); !ts.ok()) return ts;
+  boot_ = toggles_.boot.value_or(cfg.service.boot);
+  failover_ = toggles_.failover.value_or(cfg.service.failover);
+  if (toggles_.boot || toggles_.failover)
+    log_->Info(std::string("toggles from ") + toggle_store_->path() + ": boot " + (boot_ ? "on" : "off") +
+               ", failover " + (failover_ ? "on" : "off"));
+
   core::Config cc;
   cc.self = opt_.self;
   cc.peer = peer_;
@@ -233,7 +244,7 @@ Status Node::Init() {
                        ? core::DefaultPrimKind::kLastPrim
                        : core::DefaultPrimKind::kAlone;
   cc.defaultprim_node = cfg.service.defaultprim_node;
-  cc.failover = cfg.service.failover;
+  cc.failover = failover_;
   cc.maxloop = cfg.service.maxloop;
   cc.loop_interval_ms = cfg.service.loop_interval.count();
   const uint64_t timeout = cfg.heart.timeout.count(), pulse = cfg.heart.pulse.count();
@@ -304,7 +315,11 @@ Status Node::Init() {
       [this] { Post(core::EvPeerLost{}); }, [this](core::PeerStatus* out) { return MakeStatus(out); });
   if (Status s = link_->Start(); !s.ok()) return s;
   monitor_ = std::thread([this] { MonitorLoop(); });
-  if (cfg.service.boot) Post(core::EvCommand{core::Command::kStart, 0});
+  if (boot_) {
+    Post(core::EvCommand{core::Command::kStart, 0});
+  } else {
+    log_->Info("boot off: the module stays STOP until `hamirror start`");
+  }
   UpdateSnapshot();
   return Status::Ok();
 }
@@ -656,6 +671,11 @@ void Node::FillTimes(proto::StateReply* reply) {
 void Node::FillState(bool verbose, proto::StateReply* reply) {
   std::lock_guard<std::mutex> lock(snap_mu_);
   *reply = snapshot_;
+  reply->set_boot(boot_.load());
+  reply->set_failover(failover_.load());
+  const int errd = errd_mode_.load();
+  reply->set_errd(errd == kErrdOff ? "off" : errd == kErrdSuspended ? "suspended" : "on");
+  reply->set_checkers_enabled(checkers_on_.load());
   reply->set_pid(getpid());
   reply->set_uptime_s(std::chrono::duration_cast<std::chrono::seconds>(Clock::now() - start_).count());
   FillTimes(reply);
@@ -686,10 +706,18 @@ void Node::FillState(bool verbose, proto::StateReply* reply) {
   }
   for (const auto& f : fs_status_) *reply->add_fs() = f;
   for (const auto& pw : proc_status_) *reply->add_processes() = pw;
+  if (proc_status_.empty() && errd == kErrdOff) {
+    // Switched off before the first poll: still name what is not watched.
+    for (const auto& w : opt_.cfg.errd.procs)
+      reply->add_processes()->set_name(w.name.empty() ? w.nameregex : w.name);
+  }
   for (const auto& c : checker_status_) *reply->add_checkers() = c;
 }
 
 admin::CommandResult Node::Execute(admin::Command cmd) {
+  if (cmd == admin::Command::kSwapNosync) {
+    if (std::string why = SwapNosyncRefusal(); !why.empty()) return admin::CommandResult::Refused(why);
+  }
   std::future<admin::CommandResult> fut;
   uint64_t id;
   {
@@ -725,6 +753,89 @@ admin::CommandResult Node::Verify(bool repair) {
   log_->Info(std::string("verify") + (repair ? " --repair" : "") + " started");
   if (Status s = fs_->Verify(repair); !s.ok()) return admin::CommandResult::Refused(s.ToString());
   return admin::CommandResult::Accepted("verify started: see `hamirror state -v`");
+}
+
+std::string Node::SwapNosyncRefusal() {
+  // Only the primary's hamirror-fs knows what the peer may lack (its record): typed elsewhere, nobody
+  // could promise that no resync follows.
+  if (state_.load() != static_cast<int>(core::NodeState::kPrim) || !ready_.load())
+    return "swap nosync: type it on the primary (PRIM, ready): only its hamirror-fs can tell that the "
+           "peer's copy needs no resync";
+  proto::StateReply now;
+  fs_->FillStatus(&now);  // fresh, not the last poll: the answer must hold at this instant
+  for (const auto& f : now.fs()) {
+    if (!f.running()) return "swap nosync: hamirror-fs of " + f.dir() + " is not running";
+    const bool clean = f.in_sync() && f.record().zones() == 0 && f.record().files() == 0 &&
+                       !f.record().full() && f.peer_errors() == 0;
+    if (!clean)
+      return "swap nosync: " + f.dir() + ": the peer's copy is not in sync (" +
+             std::to_string(f.record().zones()) + " zones, " + std::to_string(f.record().files()) +
+             " files recorded, " + std::to_string(f.peer_errors()) +
+             " peer errors): a resync would follow; use `swap` or wait until it is in sync";
+  }
+  return "";
+}
+
+admin::CommandResult Node::SetToggle(admin::Toggle what, admin::ToggleSetting how) {
+  const bool on = how == admin::ToggleSetting::kOn;
+  switch (what) {
+    case admin::Toggle::kErrd: return SetErrd(how);
+    case admin::Toggle::kChecker:
+      checkers_on_ = on;
+      log_->Info(std::string("checker ") + (on ? "on" : "off: <check> checkers not run until `checker on`"));
+      return admin::CommandResult::Accepted(on ? "checkers run" : "checkers not run until `checker on`");
+    case admin::Toggle::kBoot:
+    case admin::Toggle::kFailover: return SetStoredToggle(what, on);
+  }
+  return admin::CommandResult::Refused("unknown toggle");
+}
+
+admin::CommandResult Node::SetErrd(admin::ToggleSetting how) {
+  int mode = errd_mode_.load();
+  switch (how) {
+    case admin::ToggleSetting::kOn: mode = kErrdOn; break;
+    case admin::ToggleSetting::kOff: mode = kErrdOff; break;
+    case admin::ToggleSetting::kSuspend:
+      if (mode == kErrdOff) return admin::CommandResult::Refused("errd is off: nothing to suspend");
+      mode = kErrdSuspended;
+      break;
+    case admin::ToggleSetting::kResume:
+      if (mode == kErrdOff) return admin::CommandResult::Refused("errd is off: use `errd on`");
+      mode = kErrdOn;
+      break;
+  }
+  errd_mode_ = mode;
+  const char* what = mode == kErrdOff         ? "processes not watched until `errd on`"
+                     : mode == kErrdSuspended ? "processes watched, failures not acted on until `errd resume`"
+                                              : "processes watched";
+  log_->Info(std::string("errd ") + admin::ToggleSettingName(how) + ": " + what);
+  return admin::CommandResult::Accepted(what);
+}
+
+admin::CommandResult Node::SetStoredToggle(admin::Toggle what, bool on) {
+  const bool boot = what == admin::Toggle::kBoot;
+  {
+    std::lock_guard<std::mutex> lock(toggle_mu_);
+    Toggles next = toggles_;
+    (boot ? next.boot : next.failover) = on;
+    if (Status s = toggle_store_->Save(next); !s.ok()) {
+      log_->Error(std::string(admin::ToggleName(what)) + ": " + s.ToString());
+      return admin::CommandResult::Refused("cannot store it: " + s.ToString());
+    }
+    toggles_ = next;
+    (boot ? boot_ : failover_) = on;
+  }
+  std::string note;
+  if (boot) {
+    note = on ? "the module starts when hamirrord starts" : "the module stays STOP when hamirrord starts";
+  } else {
+    Post(core::EvSetFailover{on});
+    note = on ? "a lost peer is taken over"
+              : "a lost peer is not taken over (WAIT until `prim` or `failover on`)";
+  }
+  log_->Info(std::string(admin::ToggleName(what)) + (on ? " on: " : " off: ") + note + " (kept in " +
+             toggle_store_->path() + ")");
+  return admin::CommandResult::Accepted(note);
 }
 
 void Node::MonitorLoop() {
@@ -764,10 +875,12 @@ void Node::MonitorLoop() {
     }
     const bool settled = now - epoch_since >= cfg.errd.polltimer;
 
-    // <errd>: poll the process table, report a failure once per state epoch.
+    // <errd>: poll the process table, report a failure once per state epoch. `errd off`: no poll;
+    // `errd suspend`: polled (state -v shows the counts) but a failure is not acted on.
+    const int errd = errd_mode_.load();
     bool scanned = false;
     std::vector<process::ProcEntry> procs;
-    for (size_t i = 0; i < cfg.errd.procs.size(); ++i) {
+    for (size_t i = 0; i < cfg.errd.procs.size() && errd != kErrdOff; ++i) {
       if (now < next_proc[i]) continue;
       next_proc[i] = now + cfg.errd.polltimer;
       const auto& w = cfg.errd.procs[i];
@@ -790,7 +903,8 @@ void Node::MonitorLoop() {
         if (proc_status_.size() != cfg.errd.procs.size()) proc_status_.resize(cfg.errd.procs.size());
         proc_status_[i] = pw;
       }
-      if (!ok && ready && settled && ClassActive(w.klass, state) && proc_reported[i] != epoch) {
+      if (!ok && ready && settled && errd == kErrdOn && ClassActive(w.klass, state) &&
+          proc_reported[i] != epoch) {
         proc_reported[i] = epoch;
         std::string what = "errd: process " + pw.name() + ": " + std::to_string(count) +
                            " running (atleast " + std::to_string(w.atleast) +
@@ -801,7 +915,8 @@ void Node::MonitorLoop() {
       }
     }
 
-    // <tcp> and <custom> checkers.
+    // <tcp>, <custom>, <ping>, <intf> checkers (`checker off`: none runs; the witness is not one).
+    const bool checkers_on = checkers_on_.load();
     auto run_check = [&](size_t i, const std::string& kind, const std::string& ident, config::RoleClass when,
                          config::RecoveryAction action, bool ok, const std::string& detail,
                          std::vector<uint64_t>& reported) {
@@ -827,7 +942,7 @@ void Node::MonitorLoop() {
         if (action != config::RecoveryAction::kWait) Post(core::EvCheckFailed{ToFail(action), what});
       }
     };
-    for (size_t i = 0; i < cfg.check.tcp.size(); ++i) {
+    for (size_t i = 0; checkers_on && i < cfg.check.tcp.size(); ++i) {
       const auto& c = cfg.check.tcp[i];
       if (now < next_tcp[i] || !ClassActive(c.when, state)) continue;
       next_tcp[i] = now + c.interval;
@@ -835,7 +950,7 @@ void Node::MonitorLoop() {
       bool ok = process::CheckTcp(c.addr, c.port, c.timeout, &detail);
       run_check(i, "tcp", c.ident, c.when, c.action, ok, detail, tcp_reported);
     }
-    for (size_t i = 0; i < cfg.check.custom.size(); ++i) {
+    for (size_t i = 0; checkers_on && i < cfg.check.custom.size(); ++i) {
       const auto& c = cfg.check.custom[i];
       if (now < next_custom[i] || !ClassActive(c.when, state)) continue;
       next_custom[i] = now + c.interval;
@@ -844,7 +959,7 @@ void Node::MonitorLoop() {
       run_check(i, "custom", c.ident, c.when, c.action, ok, detail, custom_reported);
     }
 
-    for (size_t i = 0; i < cfg.check.ping.size(); ++i) {
+    for (size_t i = 0; checkers_on && i < cfg.check.ping.size(); ++i) {
       const auto& c = cfg.check.ping[i];
       if (now < next_ping[i] || !ClassActive(c.when, state)) continue;
       next_ping[i] = now + c.interval;
@@ -852,7 +967,7 @@ void Node::MonitorLoop() {
       bool ok = process::CheckWitness(c.addrs, c.timeout, &detail);  // up when any address answers
       run_check(i, "ping", c.ident, c.when, c.action, ok, detail, ping_reported);
     }
-    for (size_t i = 0; i < cfg.check.intf.size(); ++i) {
+    for (size_t i = 0; checkers_on && i < cfg.check.intf.size(); ++i) {
       const auto& c = cfg.check.intf[i];
       if (now < next_intf[i] || !ClassActive(c.when, state)) continue;
       next_intf[i] = now + c.interval;

@@ -27,6 +27,7 @@
 #include "manager/daemon/fs_driver.h"
 #include "manager/daemon/heartbeat_bridge.h"
 #include "manager/daemon/state_store.h"
+#include "manager/daemon/toggle_store.h"
 #include "manager/scripts/script_runner.h"
 #include "manager/vip/garp.h"
 #include "manager/vip/vip.h"
@@ -64,6 +65,7 @@ class Node : public admin::NodeControl {
   admin::CommandResult Execute(admin::Command cmd) override;
   void Print(admin::ModuleLog::Level level, const std::string& msg) override;
   admin::CommandResult Verify(bool repair) override;
+  admin::CommandResult SetToggle(admin::Toggle what, admin::ToggleSetting how) override;
   std::string LogPath() override { return log_->path(); }
 
  private:
@@ -91,6 +93,12 @@ class Node : public admin::NodeControl {
   void FillTimes(proto::StateReply* reply);
   void MonitorLoop();  // errd + checkers + VIP check + fs status, off the event loop
   void ReapWorkers(bool all);
+  // `swap nosync`: why it is refused ("" when no resync would follow the swap).
+  std::string SwapNosyncRefusal();
+  // errd on|off|suspend|resume (not stored: lasts until the daemon restarts).
+  admin::CommandResult SetErrd(admin::ToggleSetting how);
+  // boot/failover: stored in <statedir>/toggles first, then applied.
+  admin::CommandResult SetStoredToggle(admin::Toggle what, bool on);
 
   NodeOptions opt_;
   admin::ModuleLog* log_;
@@ -152,6 +160,16 @@ class Node : public admin::NodeControl {
   std::atomic<bool> fs_linked_{false};         // the last fs role set was primary (replicating to the peer)
   bool persist_failed_ = false;                // event loop only
   std::atomic<bool> fullsync_pending_{false};  // `second fullsync`: the next resync compares everything
+
+  // Runtime toggles. boot/failover: the stored ones (toggles_, under toggle_mu_) override the config.
+  enum ErrdMode : int { kErrdOn = 0, kErrdOff = 1, kErrdSuspended = 2 };
+  std::unique_ptr<ToggleStore> toggle_store_;
+  std::mutex toggle_mu_;
+  Toggles toggles_;
+  std::atomic<bool> boot_{false};
+  std::atomic<bool> failover_{true};
+  std::atomic<int> errd_mode_{kErrdOn};  // off: not polled; suspended: polled, failures not acted on
+  std::atomic<bool> checkers_on_{true};  // off: <check> tcp/custom/ping/intf not run
 
   std::thread monitor_;
   std::atomic<bool> stop_monitor_{false};

@@ -8,6 +8,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "common/unique_fd.h"
+
 namespace hamirror::daemon {
 namespace {
 std::string Name(const std::string& s) { return s.empty() ? "-" : s; }
@@ -56,20 +58,14 @@ Status WriteFileAtomic(const std::string& path, const std::string& text) {
   const std::string dir = path.substr(0, path.rfind('/'));
   MakeDirs(dir);
   const std::string tmp = path + ".tmp";
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-  if (fd < 0) return Status::FromErrno("open " + tmp, errno);
-  if (write(fd, text.data(), text.size()) != static_cast<ssize_t>(text.size()) || fsync(fd) != 0) {
-    int e = errno;
-    close(fd);
-    return Status::FromErrno("write " + tmp, e);
-  }
-  close(fd);
+  UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return Status::FromErrno("open " + tmp, errno);
+  if (write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()) || fsync(fd.get()) != 0)
+    return Status::FromErrno("write " + tmp, errno);
+  fd.Reset();
   if (rename(tmp.c_str(), path.c_str()) != 0) return Status::FromErrno("rename " + tmp, errno);
-  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
+  // The rename is durable once the directory is: without this a crash may bring the old file back.
+  if (UniqueFd dfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)); dfd) (void)fsync(dfd.get());
   return Status::Ok();
 }
 

@@ -38,12 +38,18 @@ class FakeNode : public NodeControl {
     if (cmd == Command::kSwap) return CommandResult::Refused("not PRIM");
     return CommandResult::Accepted();
   }
+  CommandResult SetToggle(Toggle what, ToggleSetting how) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    toggles.emplace_back(what, how);
+    return CommandResult::Accepted(std::string(ToggleName(what)) + " " + ToggleSettingName(how));
+  }
   void Print(ModuleLog::Level level, const std::string& msg) override { log_->Write(level, msg); }
   std::string LogPath() override { return log_path_; }
   ModuleLog& log() { return *log_; }
 
   std::mutex mu_;
   std::vector<Command> commands;
+  std::vector<std::pair<Toggle, ToggleSetting>> toggles;
 
  private:
   std::string log_path_;
@@ -137,6 +143,59 @@ TEST_CASE("admin: commands, state, print and log over the unix socket", "[admin]
   }
   server->Shutdown();
   CHECK_FALSE(std::filesystem::exists(opt.unix_path));
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("admin: stopstart, swap nosync and the runtime toggles reach the node", "[admin]") {
+  std::string dir = TempDir();
+  FakeNode node(dir + "/mod.log");
+  AdminServerOptions opt;
+  opt.unix_path = dir + "/mod.sock";
+  std::unique_ptr<AdminServer> server;
+  REQUIRE(AdminServer::Start(opt, &node, &server).ok());
+  auto stub = ConnectUnix(opt.unix_path);
+  proto::CommandReply rep;
+  {
+    grpc::ClientContext ctx;
+    REQUIRE(stub->StopStart(&ctx, proto::CommandRequest(), &rep).ok());
+    CHECK(rep.accepted());
+  }
+  {
+    grpc::ClientContext ctx;
+    REQUIRE(stub->SwapNosync(&ctx, proto::CommandRequest(), &rep).ok());
+    CHECK(rep.accepted());
+  }
+  auto toggle = [&](proto::ToggleRequest::What what, proto::ToggleRequest::Setting setting) {
+    grpc::ClientContext ctx;
+    proto::ToggleRequest req;
+    req.set_what(what);
+    req.set_setting(setting);
+    REQUIRE(stub->Toggle(&ctx, req, &rep).ok());
+    return rep;
+  };
+  CHECK(toggle(proto::ToggleRequest::TOGGLE_ERRD, proto::ToggleRequest::TOGGLE_SUSPEND).reason() ==
+        "errd suspend");
+  CHECK(toggle(proto::ToggleRequest::TOGGLE_CHECKER, proto::ToggleRequest::TOGGLE_OFF).accepted());
+  CHECK(toggle(proto::ToggleRequest::TOGGLE_BOOT, proto::ToggleRequest::TOGGLE_ON).accepted());
+  CHECK(toggle(proto::ToggleRequest::TOGGLE_FAILOVER, proto::ToggleRequest::TOGGLE_OFF).accepted());
+  // Refused by the server itself (never reach the node): suspend is errd's only, and a setting is needed.
+  proto::CommandReply bad = toggle(proto::ToggleRequest::TOGGLE_BOOT, proto::ToggleRequest::TOGGLE_SUSPEND);
+  CHECK_FALSE(bad.accepted());
+  CHECK(bad.reason() == "boot takes on or off");
+  CHECK_FALSE(toggle(proto::ToggleRequest::TOGGLE_FAILOVER, proto::ToggleRequest::TOGGLE_SETTING_UNSPECIFIED)
+                  .accepted());
+  CHECK_FALSE(
+      toggle(proto::ToggleRequest::TOGGLE_WHAT_UNSPECIFIED, proto::ToggleRequest::TOGGLE_ON).accepted());
+  {
+    std::lock_guard<std::mutex> lock(node.mu_);
+    CHECK(node.commands == std::vector<Command>{Command::kStopStart, Command::kSwapNosync});
+    using T = std::pair<Toggle, ToggleSetting>;
+    CHECK(node.toggles == std::vector<T>{{Toggle::kErrd, ToggleSetting::kSuspend},
+                                         {Toggle::kChecker, ToggleSetting::kOff},
+                                         {Toggle::kBoot, ToggleSetting::kOn},
+                                         {Toggle::kFailover, ToggleSetting::kOff}});
+  }
+  server->Shutdown();
   std::filesystem::remove_all(dir);
 }
 

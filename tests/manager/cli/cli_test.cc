@@ -28,16 +28,44 @@ class FakeNode : public NodeControl {
     r->mutable_local()->set_state(state);
     r->mutable_local()->set_sub_state(proto::SUB_STATE_READY);
     r->mutable_peer()->set_node("n2");
+    r->set_boot(boot);
+    r->set_failover(true);
+    r->set_errd("suspended");
+    r->set_checkers_enabled(false);
     if (verbose) {
       auto* v = r->add_vips();
       v->set_addr("198.18.0.50");
       v->set_held(true);
+      auto* c = r->add_checkers();
+      c->set_kind("tcp");
+      c->set_name("db");
+      c->set_ok(true);
+      auto* p = r->add_processes();
+      p->set_name("mysqld");
+      p->set_count(1);
+      p->set_atleast(1);
+      p->set_atmax(-1);
+      p->set_ok(true);
+      p->set_active(true);
+      p->set_action("restart");
     }
   }
   CommandResult Execute(Command cmd) override {
     std::lock_guard<std::mutex> lock(mu);
     last = cmd;
     if (cmd == Command::kPrimforce) return CommandResult::Refused("peer is PRIM");
+    return CommandResult::Accepted();
+  }
+  CommandResult SetToggle(Toggle what, ToggleSetting how) override {
+    std::lock_guard<std::mutex> lock(mu);
+    last_toggle = std::string(ToggleName(what)) + " " + ToggleSettingName(how);
+    if (what == Toggle::kBoot) boot = how == ToggleSetting::kOn;
+    if (what == Toggle::kErrd && how == ToggleSetting::kResume) return CommandResult::Refused("errd is off");
+    return CommandResult::Accepted();
+  }
+  CommandResult Verify(bool repair) override {
+    std::lock_guard<std::mutex> lock(mu);
+    verifies.push_back(repair);
     return CommandResult::Accepted();
   }
   void Print(ModuleLog::Level level, const std::string& msg) override { log_->Write(level, msg); }
@@ -47,6 +75,9 @@ class FakeNode : public NodeControl {
   proto::NodeState state = proto::NODE_STATE_WAIT;
   int state_calls = 0;
   Command last = Command::kStart;
+  std::string last_toggle;
+  bool boot = false;
+  std::vector<bool> verifies;  // repair flag of each verify
 
  private:
   std::string log_path_;
@@ -130,6 +161,71 @@ TEST_CASE("cli: verbs against a running admin server", "[cli]") {
   CHECK(r.rc == 2);
   CHECK(r.out.find("hamirrord is not running") != std::string::npos);
   CHECK(Cli(s + "state -lq").rc == 0);  // not running counts as STOP
+  std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("cli: SafeKit verbs stopstart, swap nosync, toggles and the rfs names", "[cli]") {
+  char tmpl[] = "/tmp/hamirror-cli-XXXXXX";
+  REQUIRE(mkdtemp(tmpl));
+  std::string dir = tmpl;
+  FakeNode node(dir);
+  AdminServerOptions opt;
+  opt.unix_path = dir + "/m.sock";
+  std::unique_ptr<AdminServer> server;
+  REQUIRE(AdminServer::Start(opt, &node, &server).ok());
+  const std::string s = "--socket " + opt.unix_path + " ";
+  auto last = [&] {
+    std::lock_guard<std::mutex> lock(node.mu);
+    return node.last;
+  };
+  auto last_toggle = [&] {
+    std::lock_guard<std::mutex> lock(node.mu);
+    return node.last_toggle;
+  };
+
+  CHECK(Cli(s + "stopstart").rc == 0);
+  CHECK(last() == Command::kStopStart);
+  CHECK(Cli(s + "swap nosync").rc == 0);
+  CHECK(last() == Command::kSwapNosync);
+  CHECK(Cli(s + "swap").rc == 0);
+  CHECK(last() == Command::kSwap);
+  CHECK(Cli(s + "swap bogus").rc == 64);
+  CHECK(Cli(s + "rfssync").rc == 0);
+  CHECK(last() == Command::kResync);
+
+  for (const char* t : {"errd on", "errd off", "errd suspend", "checker on", "checker off", "boot on",
+                        "boot off", "failover on", "failover off"}) {
+    Run r = Cli(s + t);
+    INFO(t << ": " << r.out);
+    CHECK(r.rc == 0);
+    CHECK(last_toggle() == t);
+  }
+  Run r = Cli(s + "errd resume");
+  CHECK(r.rc == 1);
+  CHECK(r.out.find("errd resume refused: errd is off") != std::string::npos);
+  for (const char* bad : {"errd", "errd maybe", "checker suspend", "boot resume", "failover status"})
+    CHECK(Cli(s + bad).rc == 64);
+  CHECK(Cli(s + "boot on").rc == 0);
+  r = Cli(s + "boot status");
+  CHECK(r.rc == 0);
+  CHECK(r.out == "boot on\n");
+  CHECK(Cli(s + "boot off").rc == 0);
+  CHECK(Cli(s + "boot status").out == "boot off\n");
+  r = Cli(s + "state -v");
+  CHECK(r.out.find("boot off, failover on, errd suspended, checker off") != std::string::npos);
+  CHECK(r.out.find("check tcp db: not run (checker off)") != std::string::npos);
+  CHECK(r.out.find("errd mysqld: 1 running (atleast 1) ok, action restart (errd suspended: not acted on)") !=
+        std::string::npos);
+
+  CHECK(Cli(s + "rfsverify --no-wait").rc == 0);
+  CHECK(Cli(s + "rfsverify --repair --no-wait").rc == 0);
+  CHECK(Cli(s + "rfsdiff --no-wait").rc == 0);
+  CHECK(Cli(s + "rfsdiff --repair").rc == 64);  // rfsdiff lists, never repairs
+  {
+    std::lock_guard<std::mutex> lock(node.mu);
+    CHECK(node.verifies == std::vector<bool>{false, true, false});
+  }
+  server->Shutdown();
   std::filesystem::remove_all(dir);
 }
 

@@ -124,6 +124,29 @@ TEST_CASE("failover off: the secondary goes WAIT when the primary is lost - prim
   WAIT_FOR(*s, Is(*s, B, NodeState::kAlone) && s->vip(B), 2000);
 }
 
+TEST_CASE("failover switched off at runtime: the secondary waits - switched on: it takes over", "[core]") {
+  auto s = MakeSim();  // failover="on" in the configuration
+  BringUp(*s);
+  s->Deliver(B, EvSetFailover{false});
+  s->Crash(A);
+  s->RunFor(kHeartbeatTimeoutMs + 3000);
+  INFO(Dump(*s));
+  CHECK(Is(*s, B, NodeState::kWait));
+  CHECK_FALSE(s->vip(B));
+  CHECK(s->machine(B)->wait_reason().find("failover is off") != std::string::npos);
+  s->Deliver(B, EvSetFailover{true});
+  WAIT_FOR(*s, Is(*s, B, NodeState::kAlone) && s->vip(B), 2000);
+}
+
+TEST_CASE("failover switched on at runtime overrides failover=off of the configuration", "[core]") {
+  auto s = MakeSim(false, /*failover=*/false);
+  BringUp(*s);
+  s->Deliver(B, EvSetFailover{true});
+  s->Crash(A);
+  INFO(Dump(*s));
+  WAIT_FOR(*s, Is(*s, B, NodeState::kAlone) && s->vip(B), kHeartbeatTimeoutMs + 2000);
+}
+
 TEST_CASE("a stopped primary hands over - the stopped node is outdated and cannot promote itself", "[core]") {
   auto s = MakeSim();
   BringUp(*s);

@@ -551,6 +551,10 @@ void Sim::ChaosStep() {
   }
   if (r < 75 && o_.commands) {
     int i = static_cast<int>(rng_() % 2);
+    if (o_.toggle_failover && rng_() % 6 == 0) {
+      Deliver(i, EvSetFailover{rng_() % 2 == 0});
+      return;
+    }
     static const core::Command kCmds[] = {
         core::Command::kPrim,      core::Command::kPrim,      core::Command::kSecond,
         core::Command::kSecond,    core::Command::kSwap,      core::Command::kSwap,

@@ -52,6 +52,9 @@ struct SimOptions {
   bool commands = true;
   bool script_failures = true;
   bool check_failures = true;
+  // `hamirror failover on|off` typed at random in the chaos phase (EvSetFailover). A restart gives a
+  // node `failover` again (the daemon would keep the toggle: safety does not depend on either).
+  bool toggle_failover = false;
   uint64_t chaos_ms = 0;  // random faults (0: 3-15 s drawn from the seed), then heal, liveness check
   bool trace = false;
 };

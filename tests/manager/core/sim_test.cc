@@ -32,9 +32,10 @@ SimOptions Mode(const std::string& mode, uint64_t seed) {
   } else if (mode == "unsafe-witness") {  // witness reachable by both during a partition: no dual check
     o.witness = true;
     o.safe_witness = false;
-  } else if (mode == "failover-off") {
+  } else if (mode == "failover-off") {  // off in the configuration, switched on and off at runtime
     o.witness = seed % 2 == 0;
     o.failover = false;
+    o.toggle_failover = true;
   } else if (mode == "defaultprim") {
     o.witness = seed % 2 == 0;
     o.defaultprim = DefaultPrimKind::kNode;

@@ -165,6 +165,18 @@ CommandResult Cluster::Cli(int i, const std::string& args) const {
                     " 2>&1");
 }
 
+std::string Cluster::StateField(int i, const std::string& object, const std::string& field) const {
+  const std::string j = Cli(i, "state -v --json").output;
+  const size_t begin = j.find("\n  \"" + object + "\": {");
+  const size_t end = j.find("\n  }", begin);
+  if (begin == std::string::npos || end == std::string::npos) return "";
+  size_t p = j.find("\"" + field + "\": ", begin);
+  if (p == std::string::npos || p > end) return "";
+  p += field.size() + 4;
+  if (j[p] == '"') return j.substr(p + 1, j.find('"', p + 1) - p - 1);
+  return j.substr(p, j.find_first_of(",\n", p) - p);
+}
+
 std::string Cluster::State(int i, bool peer) const {
   CommandResult r = Cli(i, "state");
   if (r.status != 0) return "unreachable";
@@ -245,14 +257,18 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
   std::ofstream(m + "/conf/userconfig.xml")
       << "<!DOCTYPE safe>\n<safe>\n"
       << "<service mode=\"mirror\" defaultprim=\"alone\" maxloop=\"" << mo.maxloop
-      << "\" loop_interval=\"24\" failover=\"on\">\n"
-      << "  <heart pulse=\"300\" timeout=\"1500\" keyfile=\"" << Pki() << "/heartbeat.key\">"
-      << "<heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
+      << "\" loop_interval=\"24\" failover=\"on\" boot=\"" << (mo.boot ? "on" : "off") << "\">\n"
+      << "  <heart pulse=\"300\" timeout=\"" << mo.heart_timeout_ms << "\" keyfile=\"" << Pki()
+      << "/heartbeat.key\"><heartbeat name=\"default\" ident=\"flow\"/></heart>\n"
       << "  <vip><interface_list><interface check=\"on\" arpreroute=\"on\"><real_interface>\n"
       << "    <virtual_addr addr=\"" << kVip << "\" where=\"one_side_alias\"/>\n"
       << "  </real_interface></interface></interface_list></vip>\n"
-      << "  <errd polltimer=\"1\"><proc name=\"hmtestsvc-" << n << "\" atleast=\"1\" action=\""
+      << "  <errd polltimer=\"1\"><proc name=\"" << SvcName(i) << "\" atleast=\"1\" action=\""
       << mo.errd_action << "\" class=\"prim\"/></errd>\n"
+      << (mo.tcp_check
+              ? std::string("  <check><tcp ident=\"svc\" when=\"prim\" action=\"restart\"><to addr=\"") +
+                    kVip + "\" port=\"8080\" interval=\"1\" timeout=\"1\"/></tcp></check>\n"
+              : "")
       << (mo.rfs ? "  <rfs async=\"none\"" + zone + (mo.keepmounted ? " keepmounted=\"on\"" : "") +
                        "><replicated dir=\"" + Dir(i) + "/data\" mode=\"read_only\" directio=\"" +
                        mo.directio + "\"/></rfs>\n"
@@ -264,11 +280,11 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
       << "<var name=\"NODE_NAME\" value=\"" << n << "\"/></user>\n"
       << "  <hamirror statedir=\"" << Dir(i) << "/state\" tlsdir=\"" << Pki() << "/" << n << "\"/>\n"
       << "</service>\n</safe>\n";
-  // The service: Debian's python3 (argv[0] renamed so <errd> finds this node's instance only).
+  // The service: Debian's python3 (argv[0] renamed to SvcName(i) so <errd> finds this node's instance only).
   std::ofstream(m + "/bin/start_prim")
       << "#!/bin/bash\n"
       << "mkdir -p \"$SAFEVAR/www\" && echo \"$NODE_NAME\" > \"$SAFEVAR/www/node\"\n"
-      << "(exec -a hmtestsvc-$NODE_NAME /usr/bin/python3 -m http.server 8080 --bind " << kVip
+      << "(exec -a " << SvcName(i) << " /usr/bin/python3 -m http.server 8080 --bind " << kVip
       << " --directory \"$SAFEVAR/www\" >/dev/null 2>&1 </dev/null) &\n"
       << "echo $! > \"$SAFEVAR/svc.pid\"\n"
       << "hamirror printi \"service started, pid $!\"\n";

@@ -31,6 +31,11 @@ struct ModuleOptions {
   const char* errd_action = "restart";  // action of the <errd> watch on the service
   const char* ruzone_blocksize = "";    // <rfs ruzone_blocksize> ("" = the configuration's default, 8M)
   bool keepmounted = false;             // <rfs keepmounted="on">: stopped, the directory stays mounted
+  bool boot = false;                    // <service boot="on">: hamirrord starts the module by itself
+  bool tcp_check = false;               // <check><tcp ident="svc"> on the service, every second
+  // <heart timeout> (ms). Short for quick failovers; a role change of hamirror-fs blocks the daemon's
+  // event loop for up to ~1.5 s (docs/operations.md), so tests that switch roles in place want more.
+  int heart_timeout_ms = 1500;
 };
 
 // hamirror-fs for the data-path cases: $HAMIRROR_FS_BIN, else the build's own (when built); "" if none.
@@ -54,6 +59,11 @@ class Cluster {
   std::string Pki() const { return base_ + "/pki"; }
   // Node i's replicated directory underneath its FUSE mount (rfs only; see the file comment).
   std::string Under(int i) const { return Dir(i) + "/under"; }
+  // argv[0] of node i's service, which its <errd> watches: unique per lab, so that a lab running at the
+  // same time on this host (another build tree) never counts as ours (the process table is shared).
+  std::string SvcName(int i) const {
+    return "hmtestsvc-" + base_.substr(base_.rfind('-') + 1) + "-n" + std::to_string(i);
+  }
 
   void StartDaemon(int i);
   // SIGKILL the daemon (it is our child: reaped by NetNamespace::Kill).
@@ -78,6 +88,9 @@ class Cluster {
   CommandResult Cli(int i, const std::string& args) const;
   // "PRIM (Ready)" etc. from `hamirror state`; `peer` gives node i's view of the other node.
   std::string State(int i, bool peer = false) const;
+  // `field` of the top-level object `object` ("local", "peer", "last_failover") in node i's
+  // `state -v --json` (quotes removed; "" when absent).
+  std::string StateField(int i, const std::string& object, const std::string& field) const;
   bool WaitState(int i, const std::string& want, std::chrono::milliseconds timeout) const;
 
   // The node named by the service on the VIP, seen from the client namespace ("" when no answer).

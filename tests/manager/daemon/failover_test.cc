@@ -24,22 +24,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// `field` of the top-level object `object` ("local", "peer", "last_failover") in node i's
-// `state -v --json` (quotes removed; "" when absent).
-std::string StateField(const Cluster& c, int i, const std::string& object, const std::string& field) {
-  const std::string j = c.Cli(i, "state -v --json").output;
-  const size_t begin = j.find("\n  \"" + object + "\": {");
-  const size_t end = j.find("\n  }", begin);
-  if (begin == std::string::npos || end == std::string::npos) return "";
-  size_t p = j.find("\"" + field + "\": ", begin);
-  if (p == std::string::npos || p > end) return "";
-  p += field.size() + 4;
-  if (j[p] == '"') return j.substr(p + 1, j.find('"', p + 1) - p - 1);
-  return j.substr(p, j.find_first_of(",\n", p) - p);
-}
-
 uint64_t StateNumber(const Cluster& c, int i, const std::string& object, const std::string& field) {
-  return std::strtoull(StateField(c, i, object, field).c_str(), nullptr, 10);
+  return std::strtoull(c.StateField(i, object, field).c_str(), nullptr, 10);
 }
 
 }  // namespace
@@ -86,13 +72,13 @@ TEST_CASE("failover: kill the primary node then restart it and swap back", "[net
   {
     // The survivor's state -v: the failover with its reason and how long it took; time in state grows.
     INFO(c.Cli(2, "state -v").output << c.Cli(2, "state -v --json").output);
-    CHECK(StateField(c, 2, "last_failover", "reason") == "peer n1 lost (no heartbeat on any network)");
-    CHECK(StateField(c, 2, "last_failover", "state") == "alone");
+    CHECK(c.StateField(2, "last_failover", "reason") == "peer n1 lost (no heartbeat on any network)");
+    CHECK(c.StateField(2, "last_failover", "state") == "alone");
     const uint64_t took = StateNumber(c, 2, "last_failover", "duration_ms");
     CHECK(took > 0);
     CHECK(took < static_cast<uint64_t>(failover_ms));  // the heartbeat timeout comes before it
-    CHECK(StateField(c, 2, "local", "state") == "alone");
-    CHECK(StateField(c, 2, "peer", "known") == "false");
+    CHECK(c.StateField(2, "local", "state") == "alone");
+    CHECK(c.StateField(2, "peer", "known") == "false");
     CHECK(c.Cli(2, "state -v --json").output.find("\"vip_holder\": \"local\"") != std::string::npos);
     const uint64_t age = StateNumber(c, 2, "local", "state_age_ms");
     CHECK(age > 0);
@@ -115,7 +101,7 @@ TEST_CASE("failover: kill the primary node then restart it and swap back", "[net
   // (swap needs the secondary ready with data up to date, as n2 last heard it).
   REQUIRE(Cluster::WaitFor(
       [&] {
-        return c.State(2, true) == "SECOND (Ready)" && StateField(c, 2, "peer", "data_state") == "up_to_date";
+        return c.State(2, true) == "SECOND (Ready)" && c.StateField(2, "peer", "data_state") == "up_to_date";
       },
       5s));
   CommandResult swap = c.Cli(2, "swap");
@@ -127,18 +113,18 @@ TEST_CASE("failover: kill the primary node then restart it and swap back", "[net
   CHECK(c.HoldsVip(1));
   CHECK_FALSE(c.HoldsVip(2));
   // The swap is n1's last failover; n2 saw n1 enter PRIM (an exact time in state, not a lower bound).
-  CHECK(StateField(c, 1, "last_failover", "reason") == "swap: n2 handed over");
-  CHECK(StateField(c, 1, "last_failover", "state") == "prim");
-  CHECK(StateField(c, 2, "peer", "state") == "prim");
-  CHECK(StateField(c, 2, "peer", "state_age_at_least") == "false");
-  CHECK(StateField(c, 2, "last_failover", "reason") == "peer n1 lost (no heartbeat on any network)");
+  CHECK(c.StateField(1, "last_failover", "reason") == "swap: n2 handed over");
+  CHECK(c.StateField(1, "last_failover", "state") == "prim");
+  CHECK(c.StateField(2, "peer", "state") == "prim");
+  CHECK(c.StateField(2, "peer", "state_age_at_least") == "false");
+  CHECK(c.StateField(2, "last_failover", "reason") == "peer n1 lost (no heartbeat on any network)");
 
   // Graceful daemon exit stops the module: the VIP is released.
   CHECK(c.StopDaemon(1));
   CHECK_FALSE(c.HoldsVip(1));
   // The last failover is kept across a restart of hamirrord.
   c.StartDaemon(1);
-  CHECK(StateField(c, 1, "last_failover", "reason") == "swap: n2 handed over");
+  CHECK(c.StateField(1, "last_failover", "reason") == "swap: n2 handed over");
   CHECK(c.StopDaemon(1));
   CHECK(c.StopDaemon(2));
 }
@@ -206,12 +192,12 @@ TEST_CASE("errd stopstart: after maxloop failures the peer takes over", "[netns]
   CHECK_FALSE(c.HoldsVip(1));
   CHECK(c.Cli(1, "log -n 200").output.find("stopstart") != std::string::npos);
   // n2 took over because n1 left PRIM (connected, not lost): its last failover says so.
-  CHECK(StateField(c, 2, "last_failover", "reason").rfind("peer n1 left PRIM (now ", 0) == 0);
+  CHECK(c.StateField(2, "last_failover", "reason").rfind("peer n1 left PRIM (now ", 0) == 0);
 
   // Swap back so that n1 serves again (once n2 has heard that n1 is ready and up to date).
   REQUIRE(Cluster::WaitFor(
       [&] {
-        return c.State(2, true) == "SECOND (Ready)" && StateField(c, 2, "peer", "data_state") == "up_to_date";
+        return c.State(2, true) == "SECOND (Ready)" && c.StateField(2, "peer", "data_state") == "up_to_date";
       },
       10s));
   CommandResult swap = c.Cli(2, "swap");
