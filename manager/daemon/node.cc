@@ -328,6 +328,19 @@ uint64_t Node::NowMs() const {
   return std::chrono::duration_cast<milliseconds>(Clock::now() - start_).count() + 1;
 }
 
+void Node::StepPendingEvents() {
+  // Bounded: events posted while these steps run are taken in the next rounds, up to 16.
+  for (int round = 0; round < 16; ++round) {
+    std::deque<Event> batch;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      batch.swap(events_);
+    }
+    if (batch.empty()) return;
+    for (auto& ev : batch) Step(ev);
+  }
+}
+
 void Node::Post(Event ev) {
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -351,24 +364,22 @@ void Node::Run() {
   bool stop_sent = false;
   uint64_t exit_deadline = 0;
   for (;;) {
-    uint64_t now = NowMs();
-    if (now >= next_tick) {
-      Step(core::EvTick{});
-      next_tick = now + 100;
-    }
-    std::deque<Event> batch;
     bool exiting, graceful;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      uint64_t wake = next_tick;
-      uint64_t now2 = NowMs();
-      if (events_.empty() && !exit_requested_ && wake > now2)
-        cv_.wait_for(lock, milliseconds(wake - now2), [&] { return !events_.empty() || exit_requested_; });
-      batch.swap(events_);
+      const uint64_t now = NowMs();
+      if (events_.empty() && !exit_requested_ && next_tick > now)
+        cv_.wait_for(lock, milliseconds(next_tick - now), [&] { return !events_.empty() || exit_requested_; });
       exiting = exit_requested_;
       graceful = graceful_exit_;
     }
-    for (auto& ev : batch) Step(ev);
+    // Every event queued so far goes before the tick: a step that blocked (an fs role change takes up
+    // to seconds) leaves the peer's heartbeats waiting here, and a tick first would time the peer out.
+    StepPendingEvents();
+    if (const uint64_t now = NowMs(); now >= next_tick) {
+      Step(core::EvTick{});
+      next_tick = now + 100;
+    }
     ReapWorkers(false);
     if (exiting) {
       if (!graceful || machine_->state() == core::NodeState::kStop) break;

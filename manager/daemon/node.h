@@ -73,6 +73,8 @@ class Node : public admin::NodeControl {
   void Post(Event ev);
   uint64_t NowMs() const;
   void Step(const Event& ev);
+  // Steps every queued event (bounded), before a tick may judge the peer lost.
+  void StepPendingEvents();
   void StepLocked(const Event& ev);
   // False: a persist failed (the caller skips what follows).
   bool Apply(const manager::core::Action& a);

@@ -141,7 +141,9 @@ TEST_CASE(
     return;
   }
   // The old primary restarts its hamirror-fs as secondary during the swap, blocking its event loop
-  // for about a second: with the lab's 1.5 s heartbeat timeout it would take its peer for lost.
+  // for about a second. With the lab's 1.5 s heartbeat timeout the new primary sometimes hears no
+  // heartbeat from it for that long (2 runs in 3, 2026-12-04; cause not found yet, see issue 10's
+  // note) and the swap ends in a takeover: 6 s keeps this test about the verb.
   Cluster c({.rfs = true, .heart_timeout_ms = 6000});
   c.FirstStart();
   CommandResult w = c.InFsMounts(1, "head -c 300000 /dev/urandom > " + c.Dir(1) + "/data/f && sync");
