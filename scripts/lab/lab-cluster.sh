@@ -138,7 +138,7 @@ node_power_on() {
       script+="; mkdir -p $1; mount --bind $LAB_DISK/n$n/${2#disk:} $1"
     fi
   done
-  nsenter -t "$init" -m -u -- sh -c "$script" || die "node n$n: mounts failed"
+  nsenter -t "$init" -m -u -p -- sh -c "$script" || die "node n$n: mounts failed"
 }
 
 # Start hamirrord on node N and wait (<= 20 s) until it answers.
