@@ -328,7 +328,6 @@ cmd_env() {
   echo "N1=$(node_addr 1 0)"
   echo "N2=$(node_addr 2 0)"
   echo "CLIENT=$LAB_CLIENT"
-  echo "LAB=$PREFIX"
   if [ "$(cat "$LAB_STATE/mysql")" = 1 ]; then
     echo "MYSQL_PORT=3306"
     echo "MYSQL_USER=$LAB_DB_USER"

@@ -9,7 +9,7 @@
 #   lab.sh up --mysql [-p PREFIX]                a two-node cluster: n1 PRIM, n2 SECOND, MariaDB on the VIP
 #   lab.sh up --module DIR [-p PREFIX]           the same with any module directory
 #   lab.sh down [-p PREFIX]                      delete everything it made (idempotent)
-#   lab.sh env                                   VIP=, N1=, N2=, CLIENT=, LAB=, MYSQL_PORT=, MYSQL_USER=, MYSQL_PASSWORD=
+#   lab.sh env                                   VIP=, N1=, N2=, CLIENT=, MYSQL_PORT=, MYSQL_USER=, MYSQL_PASSWORD=
 #   lab.sh kill NODE                             power cut: every process of NODE (n1, n2) killed at once
 #   lab.sh start NODE                            boot NODE again: hamirrord, `hamirror start`
 #   lab.sh wait NODE STATE [SECONDS]             until NODE is STATE (stop|wait|alone|prim|second) ready
@@ -139,6 +139,16 @@ apply_netem() {  # apply_netem NODE LAN
   fi
 }
 
+# netem (sch_netem) is a kernel option some kernels lack: refuse loudly rather than pretend.
+require_netem() {
+  local ns="${PREFIX}-client"
+  if tc -n "$ns" qdisc replace dev lo root netem delay 0ms 2>/dev/null; then
+    tc -n "$ns" qdisc del dev lo root 2>/dev/null || true
+    return 0
+  fi
+  die "netem is not available in this kernel (sch_netem, CONFIG_NET_SCH_NETEM): no loss or delay here"
+}
+
 node_count() { ip netns list 2>/dev/null | awk '{print $1}' | grep -cE "^${PREFIX}-n[0-9]+$" || true; }
 
 cmd_loss() {
@@ -146,6 +156,7 @@ cmd_loss() {
   local node=${1#n}
   check_num node "$node"; check_num lan "$2"; check_num percent "$3"
   ip netns list | awk '{print $1}' | grep -qx "${PREFIX}-n$node" || die "no node n$node in lab '$PREFIX'"
+  [ "$3" -eq 0 ] || require_netem
   mkdir -p "$(netem_dir)"
   echo "$3" >"$(netem_dir)/loss-n$node-$2"
   apply_netem "$node" "$2"
@@ -155,6 +166,8 @@ cmd_delay() {  # cmd_delay MS [LAN]
   need_root
   local ms=$1 lan=${2:-0} old_lan=-1 j
   check_num ms "$ms"; check_num lan "$lan"
+  [ -n "$(lab_namespaces)" ] || die "lab '$PREFIX' does not exist"
+  [ "$ms" -eq 0 ] || require_netem
   mkdir -p "$(netem_dir)"
   [ -f "$(netem_dir)/delay" ] && read -r _ old_lan <"$(netem_dir)/delay"
   echo "$ms $lan" >"$(netem_dir)/delay"
