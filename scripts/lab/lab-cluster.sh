@@ -50,12 +50,17 @@ node_init() {
   pid_alive "$pid" && echo "$pid"
 }
 
-# wait_until SECONDS CMD...: runs CMD every 0.2 s until it succeeds; 1 on timeout.
+# wait_until SECONDS CMD...: runs CMD every 0.2 s until it succeeds (0), fails with status 2 (given
+# up: returns 2 at once) or SECONDS of wall-clock time have passed (1).
 wait_until() {
-  local limit=$(($1 * 5)) i
+  local deadline=$(($(date +%s) + $1)) i rc
   shift
-  for ((i = 0; i < limit; i++)); do
-    "$@" && return 0
+  for ((i = 0; i < 100000; i++)); do
+    rc=0
+    "$@" || rc=$?
+    [ "$rc" -eq 0 ] && return 0
+    [ "$rc" -eq 2 ] && return 2
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
     sleep 0.2
   done
   return 1
@@ -94,6 +99,7 @@ node_spawn() {
   (cg_join "$n" && exec setsid nsenter -t "$init" -m -u -n -p -- env PATH="$NODE_PATH" \
     sh -c 'log=$1; shift; exec "$@" >>"$log" 2>&1' sh "$log" "$@") </dev/null >/dev/null 2>&1 &
   outer=$!
+  disown "$outer"
   pid=$(child_of "$outer") || die "could not start $1 in n$n"
   echo "$pid" >"$(node_dir "$n")/$pidfile"
 }
@@ -116,6 +122,7 @@ node_power_on() {
     --mount-proc --propagation private -- bash -c 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done') \
     </dev/null >/dev/null 2>&1 &
   outer=$!
+  disown "$outer"
   init=$(child_of "$outer") || die "node n$n: could not start its init"
   echo "$outer" >"$dir/unshare.pid"
   echo "$init" >"$dir/init.pid"
@@ -189,8 +196,17 @@ node_state() {
 }
 
 # wait_state N STATE SECONDS: until node N is STATE (stop, wait, alone, prim, second) and ready.
+# Gives up at once (status 2) when the module stopped (STOP is left only by a command: a start script
+# failed, maxloop reached, ...) or hamirrord is gone.
 wait_state() {
-  state_is() { [ "$(node_state "$1")" = "$2 ready" ]; }
+  state_is() {
+    local s
+    s=$(node_state "$1")
+    [ "$s" = "$2 ready" ] && return 0
+    [ "$2" != stop ] && [ "$s" = "stop ready" ] && return 2
+    [ "$s" = unreachable ] && [ -z "$(node_init "$1")" ] && return 2
+    return 1
+  }
   wait_until "$3" state_is "$1" "$2"
 }
 
@@ -253,6 +269,7 @@ prepare_disks() {
 }
 
 cluster_fail() {
+  LAB_SETTING_UP=0
   echo "lab.sh: $*" >&2
   for n in 1 2; do node_logs "$n" >&2 || true; done
   echo "lab.sh: tearing the lab down" >&2
@@ -267,12 +284,12 @@ first_start() {
   for n in 1 2; do
     out=$(node_run "$n" hamirror start 2>&1) || cluster_fail "hamirror start on n$n refused: $out"
   done
-  for n in 1 2; do wait_state "$n" wait 30 || cluster_fail "n$n did not reach WAIT (Ready) within 30 s"; done
+  for n in 1 2; do wait_state "$n" wait 30 || cluster_fail "n$n did not reach WAIT (Ready): it is $(node_state "$n") (limit 30 s)"; done
   out=$(node_run 1 hamirror prim 2>&1) || cluster_fail "hamirror prim on n1 refused: $out"
   # n2 may have joined on its own once n1 serves: `second` is then refused as "is SECOND".
   out=$(node_run 2 hamirror second 2>&1) || [[ $out == *"is SECOND"* ]] || cluster_fail "hamirror second on n2: $out"
-  wait_state 1 prim 180 || cluster_fail "n1 did not reach PRIM (Ready) within 180 s"
-  wait_state 2 second 180 || cluster_fail "n2 did not reach SECOND (Ready) within 180 s"
+  wait_state 1 prim 180 || cluster_fail "n1 did not reach PRIM (Ready): it is $(node_state 1) (limit 180 s)"
+  wait_state 2 second 180 || cluster_fail "n2 did not reach SECOND (Ready): it is $(node_state 2) (limit 180 s)"
 }
 
 db_password() { cat "$LAB_STATE/mysql_password"; }
@@ -303,6 +320,8 @@ cmd_up_cluster() {  # cmd_up_cluster MODULE_DIR MYSQL(0|1) [lab options]
   cmd_up -n 2 -l 1 "$@"
   lab_paths
   trap 'cluster_fail "setup failed (line $LINENO)"' ERR
+  trap 'cluster_fail "interrupted"' INT TERM
+  LAB_SETTING_UP=1
   [ ! -e "$LAB_STATE" ] || rm -rf "$LAB_STATE"
   [ ! -e "$LAB_DISK" ] || rm -rf "$LAB_DISK"
   mkdir -p "$LAB_STATE" "$LAB_DISK"
@@ -316,7 +335,8 @@ cmd_up_cluster() {  # cmd_up_cluster MODULE_DIR MYSQL(0|1) [lab options]
   for n in 1 2; do node_start_daemon "$n"; done
   first_start
   [ "$mysql" = 0 ] || create_db_user
-  trap - ERR
+  LAB_SETTING_UP=0
+  trap - ERR INT TERM
   echo "lab '$PREFIX' up: n1 PRIM, n2 SECOND, module $(module_name), VIP $LAB_VIP"
   [ "$mysql" = 0 ] || echo "MariaDB on $LAB_VIP:3306 (lab.sh env: user and password)"
 }

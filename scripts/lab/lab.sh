@@ -28,7 +28,12 @@ PREFIX=${HAMIRROR_LAB:-hmlab}
 NODES=2
 LANS=2
 
-die() { echo "lab.sh: $*" >&2; exit 1; }
+die() {
+  # While `up` builds a cluster, any failure reports the nodes' logs and removes everything.
+  if [ "${LAB_SETTING_UP:-0}" = 1 ]; then LAB_SETTING_UP=0; cluster_fail "$*"; fi
+  echo "lab.sh: $*" >&2
+  exit 1
+}
 # shellcheck source=lab-cluster.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lab-cluster.sh"
 need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
