@@ -35,6 +35,11 @@ step "states: n1 PRIM (state -lq 3), n2 SECOND (4)"
 "$LAB" exec n1 hamirror state -lq; [ $? -eq 3 ] || fail "n1 is not PRIM"
 "$LAB" exec n2 hamirror state -lq; [ $? -eq 4 ] || fail "n2 is not SECOND"
 
+step "the installed module passes confcheck on both nodes"
+for n in n1 n2; do
+  "$LAB" exec $n hamirror confcheck /etc/hamirror/modules/mysql || fail "confcheck on $n"
+done
+
 step "a row through the VIP"
 token="smoke-$$-$RANDOM"
 sql "CREATE DATABASE smoke; CREATE TABLE smoke.t (id INT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB;
