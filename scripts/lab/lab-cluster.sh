@@ -393,6 +393,24 @@ cmd_wait() {  # cmd_wait NODE STATE [SECONDS]
   echo "$1: $2 (ready)"
 }
 
+cmd_state() {
+  lab_paths
+  is_cluster || die "lab '$PREFIX' runs no cluster"
+  check_node "$1"
+  if [ -z "$(node_init "${1#n}")" ]; then echo off; else node_state "${1#n}"; fi
+}
+
+# Who holds the VIP, read from the nodes' interfaces (not from what hamirrord says).
+cmd_holder() {
+  lab_paths
+  is_cluster || die "lab '$PREFIX' runs no cluster"
+  local n
+  for n in 1 2; do
+    ip -n "${PREFIX}-n$n" -o addr show 2>/dev/null | grep -q " $LAB_VIP/" && echo "n$n"
+  done
+  return 0
+}
+
 # Everything of the cluster: nodes powered off, cgroups, state and disk directories.
 down_cluster() {
   lab_paths

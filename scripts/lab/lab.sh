@@ -13,6 +13,8 @@
 #   lab.sh kill NODE                             power cut: every process of NODE (n1, n2) killed at once
 #   lab.sh start NODE                            boot NODE again: hamirrord, `hamirror start`
 #   lab.sh wait NODE STATE [SECONDS]             until NODE is STATE (stop|wait|alone|prim|second) ready
+#   lab.sh state NODE                            "<state> <sub_state>" (e.g. "prim ready"), "unreachable", "off"
+#   lab.sh holder                                the nodes holding the VIP now, one per line (none: empty)
 #   lab.sh cut NODE LAN | heal NODE LAN          bridge-side link of node's lan down / up (NODE: 1 or n1)
 #   lab.sh loss NODE LAN PERCENT                 netem loss on node's interface (0 removes; needs sch_netem)
 #   lab.sh delay MS [LAN]                        netem delay on traffic between nodes on LAN (default 0), both ways
@@ -218,7 +220,7 @@ cmd_exec() {
   exec ip netns exec "${PREFIX}-$name" env PATH="$NODE_PATH" "$@"
 }
 
-usage() { sed -n '2,27p' "$0"; }
+usage() { awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; }
 
 main() {
   [ $# -ge 1 ] || { usage; exit 2; }
@@ -230,6 +232,8 @@ main() {
     env) [ $# -eq 0 ] || die "usage: env"; cmd_env ;;
     kill) [ $# -eq 1 ] || die "usage: kill NODE"; cmd_kill "$1" ;;
     start) [ $# -eq 1 ] || die "usage: start NODE"; cmd_start "$1" ;;
+    state) [ $# -eq 1 ] || die "usage: state NODE"; cmd_state "$1" ;;
+    holder) [ $# -eq 0 ] || die "usage: holder"; cmd_holder ;;
     wait) [ $# -ge 2 ] && [ $# -le 3 ] || die "usage: wait NODE STATE [SECONDS]"; cmd_wait "$@" ;;
     cut) [ $# -eq 2 ] || die "usage: cut NODE LAN"; cmd_link down "$@" ;;
     heal) [ $# -eq 2 ] || die "usage: heal NODE LAN"; cmd_link up "$@" ;;
