@@ -104,6 +104,24 @@ node_spawn() {
   echo "$pid" >"$(node_dir "$n")/$pidfile"
 }
 
+# A mount point missing on the host (e.g. /etc/hamirror) is created there (the nodes' mount
+# namespaces share the host's file systems) and listed, so that the last lab's down removes it again.
+make_mount_point() {
+  [ -d "$1" ] && return 0
+  mkdir -p "$1"
+  echo "$1" >>"$LAB_STATE_ROOT/created-mount-points"
+}
+
+# After the last lab is down: the mount points labs created, if still empty. Never while another lab
+# exists: removing a directory that is a mount point in another mount namespace detaches that mount.
+remove_mount_points() {
+  local f=$LAB_STATE_ROOT/created-mount-points d
+  [ -f "$f" ] || return 0
+  [ -z "$(find "$LAB_STATE_ROOT" -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] || return 0
+  sort -ru "$f" | while read -r d; do rmdir "$d" 2>/dev/null || true; done
+  rm -f "$f"
+}
+
 # Power on node N: links up, init with its namespaces, the disk and tmpfs mounts.
 node_power_on() {
   local n=$1 ns="${PREFIX}-n$1" dir outer init m
@@ -138,11 +156,12 @@ node_power_on() {
     awk '\$2 ~ /^fuse/ {print \$1}' | sort -r | while read -r t; do umount -l \"\$t\" 2>/dev/null || true; done; set -e"
   for m in "${NODE_MOUNTS[@]}"; do
     set -- $m
+    make_mount_point "$1"
     if [ "$2" = tmpfs ]; then
-      script+="; mkdir -p $1; mount -t tmpfs -o mode=0755,size=64m tmpfs $1"
+      script+="; mount -t tmpfs -o mode=0755,size=64m tmpfs $1"
     else
       mkdir -p "$LAB_DISK/n$n/${2#disk:}"
-      script+="; mkdir -p $1; mount --bind $LAB_DISK/n$n/${2#disk:} $1"
+      script+="; mount --bind $LAB_DISK/n$n/${2#disk:} $1"
     fi
   done
   nsenter -t "$init" -m -u -p -- sh -c "$script" || die "node n$n: mounts failed"
@@ -429,5 +448,6 @@ down_cluster() {
     rmdir "$LAB_CG" 2>/dev/null || true
   fi
   rm -rf "$LAB_STATE" "$LAB_DISK"
+  remove_mount_points
   rmdir "$LAB_STATE_ROOT" "$LAB_DISK_ROOT" 2>/dev/null || true
 }
