@@ -33,8 +33,11 @@ lab_paths() {
   LAB_DISK=$LAB_DISK_ROOT/$PREFIX
   LAB_CG=
   local root
+  # HAMIRROR_LAB_NO_CGROUP=1: behave as on a host without cgroup v2 (tests of that path).
+  [ "${HAMIRROR_LAB_NO_CGROUP:-0}" = 1 ] && return 0
   root=$(findmnt -n -t cgroup2 -o TARGET 2>/dev/null | head -1)
   [ -n "$root" ] && LAB_CG=$root/hamirror-lab-$PREFIX
+  return 0
 }
 
 is_cluster() { [ -f "$LAB_STATE/module" ]; }
