@@ -44,7 +44,16 @@ is_cluster() { [ -f "$LAB_STATE/module" ]; }
 module_name() { cat "$LAB_STATE/module"; }
 node_dir() { echo "$LAB_STATE/n$1"; }
 pid_alive() { [ -n "$1" ] && [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
-read_pid() { cat "$(node_dir "$1")/$2" 2>/dev/null || true; }
+# PID files hold "PID START-TIME": a PID reused by an unrelated process after ours died never matches,
+# so lab.sh never enters or kills a stranger.
+start_time() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+write_pid() { echo "$2 $(start_time "$2")" >"$(node_dir "$1")/$3"; }
+read_pid() {
+  local pid st
+  read -r pid st <"$(node_dir "$1")/$2" 2>/dev/null || return 0
+  [ -n "$pid" ] && [ "$(start_time "$pid")" = "$st" ] && echo "$pid"
+  return 0
+}
 
 # The init (PID 1) of node N, if it runs.
 node_init() {
@@ -104,7 +113,7 @@ node_spawn() {
   outer=$!
   disown "$outer"
   pid=$(child_of "$outer") || die "could not start $1 in n$n"
-  echo "$pid" >"$(node_dir "$n")/$pidfile"
+  write_pid "$n" "$pid" "$pidfile"
 }
 
 # A mount point missing on the host (e.g. /etc/hamirror) is created there (the nodes' mount
@@ -145,8 +154,8 @@ node_power_on() {
   outer=$!
   disown "$outer"
   init=$(child_of "$outer") || die "node n$n: could not start its init"
-  echo "$outer" >"$dir/unshare.pid"
-  echo "$init" >"$dir/init.pid"
+  write_pid "$n" "$outer" unshare.pid
+  write_pid "$n" "$init" init.pid
   # Never mount over the host's paths or rename the host: the init must be in namespaces of its own.
   local k
   for k in mnt uts pid; do

@@ -76,7 +76,7 @@ state=/run/hamirror-lab/$HAMIRROR_LAB
 # (A zombie has no start time here: it is dead, only not yet reaped by whoever adopted it.)
 starttime() { awk '$3 != "Z" {print $22}' "/proc/$1/stat" 2>/dev/null; }
 procs=
-for p in $(cat "$state"/n*/*.pid 2>/dev/null); do procs+=" $p:$(starttime "$p")"; done
+for p in $(awk '{print $1}' "$state"/n*/*.pid 2>/dev/null); do procs+=" $p:$(starttime "$p")"; done
 [ -n "$procs" ] || fail "no PIDs recorded in $state"
 cg=$(findmnt -n -t cgroup2 -o TARGET | head -1)
 "$LAB" down || fail "lab.sh down"
