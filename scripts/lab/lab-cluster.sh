@@ -348,6 +348,11 @@ cmd_up_cluster() {  # cmd_up_cluster MODULE_DIR MYSQL(0|1) [lab options]
   for b in hamirrord hamirror hamirror-fs hamirror-certs; do
     [ -x "$BIN/$b" ] || die "$BIN/$b not built (cmake --build build)"
   done
+  local tools=(nsenter unshare setsid findmnt python3 openssl)
+  [ "$mysql" = 0 ] || tools+=(mariadbd mariadb-install-db mariadb mysqladmin)
+  for b in "${tools[@]}"; do
+    PATH=$NODE_PATH command -v "$b" >/dev/null || die "$b not found (scripts/install-deps.sh installs it)"
+  done
   cmd_up -n 2 -l 1 "$@"
   lab_paths
   trap 'cluster_fail "setup failed (line $LINENO)"' ERR
