@@ -49,8 +49,10 @@ pid_alive() { [ -n "$1" ] && [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$
 start_time() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
 write_pid() { echo "$2 $(start_time "$2")" >"$(node_dir "$1")/$3"; }
 read_pid() {
-  local pid st
-  read -r pid st <"$(node_dir "$1")/$2" 2>/dev/null || return 0
+  local pid st f
+  f="$(node_dir "$1")/$2"
+  [ -f "$f" ] || return 0
+  read -r pid st <"$f" || return 0
   [ -n "$pid" ] && [ "$(start_time "$pid")" = "$st" ] && echo "$pid"
   return 0
 }
