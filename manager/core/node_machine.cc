@@ -287,6 +287,8 @@ void NodeMachine::QueueStart() {
   started_at_ = now_;
   resyncing_ = false;
   have_witness_ok_ = false;
+  witness_failed_ = false;
+  witness_back_at_ = 0;
   lease_until_ = 0;
   SetState(NodeState::kWait, Readiness::kTransient);
   wait_reason_ = "starting";
@@ -605,8 +607,11 @@ void NodeMachine::OnWitness(const EvWitness& w) {
   if (w.reachable) {
     have_witness_ok_ = true;
     witness_ok_at_ = probe_started_;
+    if (witness_failed_) witness_back_at_ = probe_started_;
+    witness_failed_ = false;
     if (IsServingState(state_)) lease_until_ = std::max(lease_until_, probe_started_ + cfg_.lease_ms);
   } else {
+    witness_failed_ = true;
     Log(2, "witness unreachable");
   }
 }
@@ -1061,6 +1066,14 @@ void NodeMachine::ReconcileWait() {
   if (cfg_.witness && !want_primforce_) {
     if (!have_witness_ok_ || witness_ok_at_ < SilenceStart() + cfg_.heartbeat_timeout_ms) {
       wait_reason_ = "peer lost: waiting for the witness";
+      return;
+    }
+    // Our own network was cut (the witness did not answer): once it is back, the peer's heartbeats
+    // get a full timeout to arrive before its silence means anything. Without this, a node healed
+    // from a partition reaches the witness a moment before it hears the peer that served meanwhile,
+    // and serves too.
+    if (witness_failed_ || now_ < witness_back_at_ + cfg_.heartbeat_timeout_ms) {
+      wait_reason_ = "network back: waiting for the peer's heartbeats";
       return;
     }
     lease_until_ = witness_ok_at_ + cfg_.lease_ms;

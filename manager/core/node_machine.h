@@ -423,6 +423,10 @@ class NodeMachine {
   uint64_t last_probe_ = 0;
   bool have_witness_ok_ = false;
   uint64_t witness_ok_at_ = 0;  // start time of the last successful probe
+  // A probe failed since the last success: this node's own network was down. The peer's silence
+  // counts only from when the witness answers again (witness_back_at_): heartbeats need a moment too.
+  bool witness_failed_ = false;
+  uint64_t witness_back_at_ = 0;
   uint64_t lease_until_ = 0;
   bool forced_ = false;  // serving through primforce: the lease is not enforced
 
