@@ -142,6 +142,26 @@ TEST_CASE("cli: verbs against a running admin server", "[cli]") {
   CHECK(r.rc == 0);
   CHECK(r.out.find("\"state\": \"second\"") != std::string::npos);
 
+  // Every plain verb reaches the node as its command (docs/operations.md's verb table).
+  for (auto [verb, cmd] : {std::pair{"start", Command::kStart},
+                           {"stop", Command::kStop},
+                           {"restart", Command::kRestart},
+                           {"forcestop", Command::kForcestop},
+                           {"prim", Command::kPrim},
+                           {"second", Command::kSecond},
+                           {"resync", Command::kResync},
+                           {"rfssync", Command::kResync},
+                           {"stopstart", Command::kStopStart},
+                           {"swap nosync", Command::kSwapNosync}}) {
+    {
+      std::lock_guard<std::mutex> lock(node.mu);
+      node.last = Command::kPrimforce;  // none of the verbs above
+    }
+    INFO(verb);
+    CHECK(Cli(s + verb).rc == 0);
+    std::lock_guard<std::mutex> lock(node.mu);
+    CHECK(node.last == cmd);
+  }
   CHECK(Cli(s + "second fullsync").rc == 0);
   CHECK(node.last == Command::kSecondFullsync);
   CHECK(Cli(s + "swap").rc == 0);
