@@ -361,8 +361,8 @@ std::string WatchLines(const proto::StateReply& r, const Painter& paint) {
     if (checkers_off && c.kind() != "splitbrain")
       o << "not run (checker off)\n";
     else
-      o << (c.ok() ? "ok" : paint("FAILED", Colour::kRed)) << (c.detail().empty() ? "" : " (" + c.detail() + ")")
-        << "\n";
+      o << (c.ok() ? "ok" : paint("FAILED", Colour::kRed))
+        << (c.detail().empty() ? "" : " (" + c.detail() + ")") << "\n";
   }
   return o.str();
 }

@@ -4,8 +4,8 @@
 //   hamirror resync|rfssync [--wait];  hamirror verify|rfsverify [--repair] [--no-wait];  rfsdiff [--no-wait]
 //   hamirror errd on|off|suspend|resume;  checker on|off;  boot on|off|status;  failover on|off
 //   hamirror log [-f] [-n N];  hamirror printi|printw|printe MSG...
-//   hamirror confcheck MODULE_DIR [--cluster FILE]   (no daemon needed);  hamirror certs ARGS (hamirror-certs)
-//   hamirror --version
+//   hamirror confcheck MODULE_DIR [--cluster FILE]   (no daemon needed);  hamirror certs ARGS
+//   (hamirror-certs) hamirror --version
 // Invoked as `safekit` (the link next to it, for SafeKit's module scripts) it is the same command;
 // options such as -m may follow the verb, as SafeKit writes them (`safekit state -m mysql -lq`).
 // Exit codes (common/exit_codes.h): 0 ok/accepted, 1 refused, 2 daemon unreachable or call failed,

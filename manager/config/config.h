@@ -195,7 +195,7 @@ struct RfsConfig {
   // keepmounted="on": a stopped module keeps its directories mounted read-only (hamirror-fs as
   // secondary); "off" (default): hamirror-fs is stopped and the directories are the plain local ones.
   bool keep_mounted = false;
-  std::vector<ReplicatedDir> replicated;      // at least one when <rfs> is present
+  std::vector<ReplicatedDir> replicated;  // at least one when <rfs> is present
 };
 
 struct TcpCheck {

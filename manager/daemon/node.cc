@@ -369,7 +369,8 @@ void Node::Run() {
       std::unique_lock<std::mutex> lock(mu_);
       const uint64_t now = NowMs();
       if (events_.empty() && !exit_requested_ && next_tick > now)
-        cv_.wait_for(lock, milliseconds(next_tick - now), [&] { return !events_.empty() || exit_requested_; });
+        cv_.wait_for(lock, milliseconds(next_tick - now),
+                     [&] { return !events_.empty() || exit_requested_; });
       exiting = exit_requested_;
       graceful = graceful_exit_;
     }

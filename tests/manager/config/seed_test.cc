@@ -85,7 +85,7 @@ TEST_CASE("the seed's Linux userconfig.xml loads with the expected values", "[co
   CHECK(cfg.rfs.nbrei == 3);
   CHECK(cfg.rfs.sendtimeout == std::chrono::seconds(30));
   CHECK(cfg.rfs.ruzone_blocksize == 1u << 20);  // the default (the seed does not set it)
-  CHECK_FALSE(cfg.rfs.keep_mounted);  // the default: a stopped module releases its directory
+  CHECK_FALSE(cfg.rfs.keep_mounted);            // the default: a stopped module releases its directory
   REQUIRE(cfg.rfs.replicated.size() == 1);
   CHECK(cfg.rfs.replicated[0].dir == "/var/lib/mysql");
   CHECK(cfg.rfs.replicated[0].read_only);

@@ -535,8 +535,9 @@ TEST_CASE("state -v facts: a swap is recorded on the node that took over, a stop
   CHECK(s->machine(B)->failovers() == 1);  // stopping recorded nothing on B
 }
 
-TEST_CASE("a partition heals: the side that lost the witness waits for the peer's heartbeats, never serves too",
-          "[core]") {
+TEST_CASE(
+    "a partition heals: the side that lost the witness waits for the peer's heartbeats, never serves too",
+    "[core]") {
   auto s = MakeSim(/*witness=*/true);
   BringUp(*s);
   // A's own network is cut: it hears neither B nor the witness; B takes over.

@@ -61,8 +61,8 @@ class SeedModule {
     Replace(&xml, kSeedVip, kLabVip);
     Replace(&xml, "/var/lib/mysql\"", base_ + "/mysql-data\"");
     // Secure as in production: certificates and heartbeat key from hamirror-certs, in scratch paths.
-    const CommandResult certs = RunCommand(ShellQuote(HAMIRROR_CERTS_BIN) + " --out " +
-                                           ShellQuote(base_ + "/pki") + " n1 n2 2>&1");
+    const CommandResult certs =
+        RunCommand(ShellQuote(HAMIRROR_CERTS_BIN) + " --out " + ShellQuote(base_ + "/pki") + " n1 n2 2>&1");
     INFO(certs.output);
     REQUIRE(certs.ok());
     Replace(&xml, "<heart ", "<heart keyfile=\"" + base_ + "/pki/heartbeat.key\" ");
