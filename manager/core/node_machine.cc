@@ -526,7 +526,13 @@ void NodeMachine::OnPeerStatus(const PeerStatus& st) {
     Log(2, "ignoring status from unknown node " + st.from);
     return;
   }
-  if (peer_ && st.incarnation == peer_->incarnation && st.seq <= peer_->seq) return;  // reordered/dup
+  if (peer_ && st.incarnation == peer_->incarnation && st.seq <= peer_->seq) {  // reordered or repeated
+    // The same status again: the peer's daemon is alive, busy in a step (see repeated_status_grace_ms).
+    // Counting it only delays a takeover, never hastens one: safe for the leases.
+    if (st.seq == peer_->seq && peer_connected_ && now_ < fresh_heard_ + cfg_.repeated_status_grace_ms)
+      last_heard_ = now_;
+    return;
+  }
   if (peer_ && st.incarnation != peer_->incarnation) {
     for (uint64_t old : retired_peer_incs_)
       if (old == st.incarnation) return;  // late datagram of a process the peer already replaced
@@ -538,6 +544,7 @@ void NodeMachine::OnPeerStatus(const PeerStatus& st) {
   const NodeState prev_state = peer_ ? peer_->state : NodeState::kStop;
   peer_ = st;
   last_heard_ = now_;
+  fresh_heard_ = now_;
   peer_connected_ = true;
   echo_seq_ = st.seq;
   echo_inc_ = st.incarnation;

@@ -193,9 +193,13 @@ struct Config {
   bool failover = true;
   int maxloop = 3;
   uint64_t loop_interval_ms = 24ull * 3600 * 1000;
-  uint64_t heartbeat_timeout_ms = 30000;      // <heart timeout>
-  bool witness = false;                       // <splitbrain> configured
-  uint64_t lease_ms = 20000;                  // must be < heartbeat_timeout_ms - pulse - max delay
+  uint64_t heartbeat_timeout_ms = 30000;  // <heart timeout>
+  bool witness = false;                   // <splitbrain> configured
+  uint64_t lease_ms = 20000;              // must be < heartbeat_timeout_ms - pulse - max delay
+  // The peer's heartbeat thread repeats its last status while its event loop is busy in a step (an
+  // fs role change blocks it for seconds): the repeats count as heard for this long after the last
+  // fresh status, so a busy peer is not taken over; a peer whose loop hangs for good still is.
+  uint64_t repeated_status_grace_ms = 20000;
   uint64_t witness_probe_interval_ms = 5000;  // < lease_ms
   uint64_t witness_probe_timeout_ms = 3000;   // no answer by then = unreachable
   uint64_t resync_retry_ms = 5000;
@@ -406,8 +410,9 @@ class NodeMachine {
   // Peer knowledge (volatile).
   std::optional<PeerStatus> peer_;
   bool peer_connected_ = false;
-  uint64_t last_heard_ = 0;  // receipt time of the last PeerStatus
-  uint64_t started_at_ = 0;  // time of the last start command
+  uint64_t last_heard_ = 0;   // receipt time of the last PeerStatus (a repeat within the grace too)
+  uint64_t fresh_heard_ = 0;  // receipt time of the last PeerStatus with a new sequence number
+  uint64_t started_at_ = 0;   // time of the last start command
   uint64_t incarnation_ = 0;
   uint64_t my_seq_ = 0;
   uint64_t echo_seq_ = 0;                           // last seq received from the peer

@@ -160,3 +160,43 @@ TEST_CASE("connected promotion: an echo naming another incarnation of this node 
   m.Step(t += 10, EvTick{});
   CHECK(m.state() == NodeState::kAlone);
 }
+
+TEST_CASE("a peer repeating its last status (its daemon busy in a step) is alive for a bounded time",
+          "[core]") {
+  Config cfg = TestConfig();
+  cfg.repeated_status_grace_ms = 5000;
+  NodeMachine m(cfg, Persisted{});
+  uint64_t t = 1000;
+  m.Step(t, EvCommand{Command::kStart, 1});
+  m.Step(t += 10, EvScriptDone{Script::kPrestart});
+  m.Step(t += 10, EvScriptDone{Script::kStartBoth});
+  PeerStatus peer;
+  peer.from = "n2";
+  peer.state = NodeState::kWait;
+  peer.incarnation = 77;
+  peer.seq = 1;
+  m.Step(t += 10, EvPeerStatus{peer});
+  REQUIRE(m.peer_connected());
+  const uint64_t fresh = t;
+  // The same status (same seq) every 100 ms for 3 heartbeat timeouts: still connected.
+  while (t < fresh + 3000) {
+    m.Step(t += 100, EvPeerStatus{peer});
+    m.Step(t, EvTick{});
+    REQUIRE(m.peer_connected());
+  }
+  // Repeats past the grace (5 s after the last fresh status) no longer count: lost one timeout later.
+  while (t < fresh + 5000 + cfg.heartbeat_timeout_ms + 200 && m.peer_connected()) {
+    m.Step(t += 100, EvPeerStatus{peer});
+    m.Step(t, EvTick{});
+  }
+  CHECK_FALSE(m.peer_connected());
+  CHECK(t >= fresh + 5000 + cfg.heartbeat_timeout_ms - 100);
+  // A fresh status: connected again; silence: lost after one timeout.
+  peer.seq = 2;
+  m.Step(t += 100, EvPeerStatus{peer});
+  REQUIRE(m.peer_connected());
+  m.Step(t += cfg.heartbeat_timeout_ms - 100, EvTick{});
+  CHECK(m.peer_connected());
+  m.Step(t += 200, EvTick{});
+  CHECK_FALSE(m.peer_connected());
+}

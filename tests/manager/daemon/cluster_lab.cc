@@ -75,6 +75,10 @@ Cluster::~Cluster() {
   for (int i = 1; i <= 2; ++i) umount2((Dir(i) + "/data").c_str(), MNT_DETACH);
   for (int i = 1; i <= 2; ++i)
     if (under_[i]) umount2(Under(i).c_str(), MNT_DETACH);
+  if (const char* keep = getenv("HAMIRROR_LAB_KEEP"); keep && *keep == '1') {
+    fprintf(stderr, "HAMIRROR_LAB_KEEP=1: lab files kept in %s\n", base_.c_str());
+    return;
+  }
   std::error_code ec;
   std::filesystem::remove_all(base_, ec);
 }
