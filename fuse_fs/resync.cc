@@ -305,6 +305,9 @@ struct ResyncEngine::Run {
     bool save_first = false;                // split brain: save the peer's copy before changing it
     std::optional<proto::DirEntry> peer;    // the peer's attributes, when listed
     struct timespec listed_ctime = {0, 0};  // the local ctime when the peer's entry was listed
+    // The peer has no data at or past this offset (0: created by this resync; its listed size):
+    // those bytes are sent without asking for block sums. UINT64_MAX: unknown, compare everything.
+    uint64_t peer_lacks_from = UINT64_MAX;
   };
   // One file being resynced by one thread.
   struct FileState {
@@ -371,6 +374,8 @@ struct ResyncEngine::Run {
   bool AskChunk(FileState& fs, uint64_t off, uint64_t len, Pending* out);
   // Waits for the answer and sends the blocks that differ (or reports them). False: stop the file.
   bool FinishChunk(FileState& fs, Pending& p);
+  // Sends [off, off+len) as it is, without a compare (the peer has none of it).
+  bool SendChunk(FileState& fs, uint64_t off, uint64_t len);
   void Pace();
 };
 
@@ -752,6 +757,10 @@ void ResyncEngine::Run::WalkDir(Inode* dir, const std::string& rel, bool compare
       job.name = l.name;
       job.save_first = quarantine && !w.created;
       job.peer = w.peer;
+      if (w.created)
+        job.peer_lacks_from = 0;
+      else if (w.peer)
+        job.peer_lacks_from = w.peer->size();
       job.listed_ctime = l.st.st_ctim;
       Submit(std::move(job));
     }
@@ -917,6 +926,29 @@ bool ResyncEngine::Run::FinishChunk(FileState& fs, Pending& p) {
   return true;
 }
 
+bool ResyncEngine::Run::SendChunk(FileState& fs, uint64_t off, uint64_t len) {
+  if (!BeforeFileChange(fs)) return false;
+  Inode* file = fs.job->file;
+  {
+    // Under the data lock: the read and the write op take one stream position among the
+    // application's writes of this file.
+    std::lock_guard<std::mutex> lock(file->data_mu);
+    const ssize_t n = pread(fs.io_fd, fs.buf->data(), len, static_cast<off_t>(off));
+    if (n > 0) {
+      proto::Op op;
+      auto* w = op.mutable_write();
+      w->set_rid(file->rid);
+      w->set_offset(off);
+      w->set_data(fs.buf->data(), static_cast<size_t>(n));
+      Fix(std::move(op));
+      fs.sent = true;
+    }
+    AddProgress(len, n > 0 ? static_cast<uint64_t>(n) : 0, n > 0 ? static_cast<uint64_t>(n) : 0);
+  }
+  Pace();
+  return !Stopped();
+}
+
 bool ResyncEngine::Run::BeforeFileChange(FileState& fs) {
   if (fs.saved) return true;
   fs.saved = true;
@@ -1020,8 +1052,15 @@ void ResyncEngine::Run::ResyncFile(FileState& fs) {
   // side compares chunk k.
   std::deque<Pending> window;
   bool stop = false;
+  // Past what the peer has, nothing to compare: the bytes go as they are (not in verify, which reports
+  // the peer's shorter copy through its attributes).
+  const uint64_t send_from = verify ? UINT64_MAX : file_job.peer_lacks_from;
   for (auto [from, to] : ranges) {
     for (uint64_t off = from; off < to && !stop && !Stopped(); off += opt.chunk_size) {
+      if (off >= send_from) {
+        stop = !SendChunk(fs, off, std::min<uint64_t>(opt.chunk_size, to - off));
+        continue;
+      }
       Pending& p = window.emplace_back();
       if (!AskChunk(fs, off, std::min<uint64_t>(opt.chunk_size, to - off), &p)) {
         window.pop_back();
