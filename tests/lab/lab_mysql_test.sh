@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Acceptance tests of issue 11 on the lab (scripts/lab/lab.sh up --mysql): MariaDB on hamirror behind the
+# VIP, the bank workload (bank-client) in the client namespace, failures thrown at the cluster.
+#   lab_mysql_test.sh up|failovers|failback|partition|slowlink|down
+# ctest runs them in that order on one lab (fixture "lab": up first, down last). Needs root, MariaDB
+# and namespaces: anything missing fails the test (never a skip). Environment: LAB, BANK (paths), WORK
+# (logs, shared by the steps), HAMIRROR_LAB (prefix; ctest uses hmtest).
+set -Eeuo pipefail
+: "${LAB:?}" "${BANK:?}" "${WORK:?}"
+export HAMIRROR_LAB=${HAMIRROR_LAB:-hmtest}
+# shellcheck source=../../scripts/lab/bank-lib.sh
+. "$(dirname "$LAB")/bank-lib.sh"
+STEP=${1:?step}
+
+require_tools() {
+  [ "$(id -u)" -eq 0 ] || { echo "FAIL: needs root (namespaces, FUSE, mariadbd)" >&2; exit 1; }
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] ||
+    { echo "FAIL: mariadbd missing (scripts/install-deps.sh)" >&2; exit 1; }
+  [ -x "$BANK" ] || { echo "FAIL: $BANK missing" >&2; exit 1; }
+  command -v python3 >/dev/null || { echo "FAIL: python3 missing" >&2; exit 1; }
+}
+
+# Every step but up/down leaves the workload stopped and the cluster PRIM/SECOND ready, links healed.
+on_exit() {
+  bank_stop >/dev/null 2>&1 || true
+}
+trap on_exit EXIT
+
+step_up() {
+  require_tools
+  mkdir -p "$WORK"
+  rm -f "$WORK"/*
+  lab down >/dev/null 2>&1 || true  # a lab left by an aborted run of these tests
+  say "lab.sh up --mysql"
+  local t0
+  t0=$(now_ns)
+  lab up --mysql
+  say "cluster ready in $(ms_between "$t0" "$(now_ns)") ms"
+  lab_env
+  bank_setup
+  : >"$WORK/bank.log"
+  wait_pair_ready 60 >/dev/null
+}
+
+# At least 5 failovers alternating nodes, the 3rd followed by a kill during the returning node's resync;
+# zero loss after each; median failover time <= 5 s.
+step_failovers() {
+  require_tools
+  lab_env
+  LAB_REUSE=1 RESYNC_KILL_AT=3 MAX_MEDIAN_MS=5000 THREADS=4 \
+    "$(dirname "$LAB")/../failover-loop.sh" "${FAILOVERS:-5}"
+}
+
+# Failback: the killed node boots, resyncs while the workload runs, becomes SECOND ready; swap moves
+# MariaDB back to it with zero loss.
+step_failback() {
+  require_tools
+  lab_env
+  local prim other resync_ms t0 t1 ack
+  prim=$(wait_pair_ready 120)
+  other=$(other_node "$prim")
+  bank_start 4
+  lab kill "$prim"
+  wait_ack_after "$(now_ns)" 60 >/dev/null
+  say "failover to $other; boot $prim while the workload runs"
+  local before
+  before=$(acked_count)
+  lab start "$prim"
+  resync_ms=$(wait_second_ready "$prim" 180)
+  say "resync time after failback: $prim SECOND ready $resync_ms ms after lab.sh start"
+  [ "$(acked_count)" -gt "$before" ] || fail "no commit acknowledged while $prim resynced"
+  bank_verify --live
+  t0=$(now_ns)
+  lab exec "$other" hamirror swap
+  t1=$(now_ns)
+  ack=$(wait_ack_after "$t1" 60)
+  say "swap: first commit through the VIP $(ms_between "$t0" "$ack") ms after hamirror swap"
+  [ "$(wait_pair_ready 120)" = "$prim" ] || fail "after swap $prim is not the primary"
+  bank_stop
+  bank_verify
+}
+
+# Partition with a witness: every link of the primary cut, both nodes alive: the service continues on
+# one side, never on both at once (sampled throughout); after heal nothing acknowledged is lost.
+step_partition() {
+  require_tools
+  lab_env
+  local prim other s1 s2 samples=0 t0 ack lans=(0 1)
+  prim=$(wait_pair_ready 120)
+  other=$(other_node "$prim")
+  bank_start 4
+  t0=$(now_ns)
+  for lan in "${lans[@]}"; do lab cut "${prim#n}" "$lan"; done
+  say "cut $prim from every lan (${lans[*]})"
+  local deadline=$((SECONDS + 20))
+  while [ $SECONDS -lt $deadline ]; do
+    # Both states read at the same time: two serving at one instant is the split brain to catch.
+    node_state n1 >"$WORK/s1" &
+    node_state n2 >"$WORK/s2" &
+    wait
+    s1=$(cat "$WORK/s1")
+    s2=$(cat "$WORK/s2")
+    samples=$((samples + 1))
+    if serving "$s1" && serving "$s2"; then
+      fail "both nodes serve during the partition: n1='$s1' n2='$s2'"
+      for lan in "${lans[@]}"; do lab heal "${prim#n}" "$lan"; done
+      return 1
+    fi
+    sleep 0.2
+  done
+  say "partition: $samples samples, never both serving; last n1='$s1' n2='$s2'"
+  ack=$(wait_ack_after "$t0" 30) || { for lan in "${lans[@]}"; do lab heal "${prim#n}" "$lan"; done; return 1; }
+  say "service on one side: first commit $(ms_between "$t0" "$ack") ms after the cut"
+  for lan in "${lans[@]}"; do lab heal "${prim#n}" "$lan"; done
+  say "healed"
+  wait_pair_ready 180 >/dev/null
+  bank_stop
+  bank_verify
+}
+
+# Slow link: 2 ms delay and 1 % loss between the nodes; the workload continues; tps printed.
+step_slowlink() {
+  require_tools
+  lab_env
+  wait_pair_ready 120 >/dev/null
+  bank_start 4
+  sleep 10  # a fixed measuring window for the baseline tps (nothing to await)
+  local base
+  base=$(bank_stop)
+  lab delay 2
+  lab loss 1 0 1
+  lab loss 2 0 1
+  local qdiscs
+  qdiscs=$(lab exec n1 tc qdisc show)
+  echo "$qdiscs"
+  grep -q 'delay 2ms' <<<"$qdiscs" && grep -q 'loss 1%' <<<"$qdiscs" ||
+    { lab delay 0 || true; lab loss 1 0 0; lab loss 2 0 0; fail "netem delay and loss not both applied"; return 1; }
+  bank_start 4
+  sleep 20
+  local slow rc=0
+  slow=$(bank_stop) || rc=$?
+  lab delay 0
+  lab loss 1 0 0
+  lab loss 2 0 0
+  say "baseline: $base"
+  say "delay 2 ms + loss 1 %: $slow"
+  [ $rc -eq 0 ] || return 1
+  local acks
+  acks=$(sed -n 's/.*acknowledged=\([0-9]*\).*/\1/p' <<<"$slow")
+  [ "${acks:-0}" -ge 20 ] || fail "the workload did not continue on the slow link: $slow"
+  wait_pair_ready 120 >/dev/null
+  bank_verify
+}
+
+step_down() {
+  lab down
+  [ -z "$(ip netns list | grep "^$HAMIRROR_LAB-" || true)" ] || fail "namespaces left: $(ip netns list)"
+}
+
+case $STEP in
+  up | failovers | failback | partition | slowlink | down) "step_$STEP" ;;
+  *) echo "unknown step $STEP" >&2; exit 64 ;;
+esac
