@@ -19,14 +19,14 @@
 set -Eeuo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${1:-50}
-[[ "$N" =~ ^[0-9]+$ ]] && [ "$N" -ge 1 ] || { echo "usage: $0 [N>=1]" >&2; exit 64; }
+if ! [[ "$N" =~ ^[1-9][0-9]*$ ]]; then echo "usage: $0 [N>=1]" >&2; exit 64; fi
 LAB=${LAB:-$ROOT/scripts/lab/lab.sh}
 BANK=${BANK:-$ROOT/${BUILD_DIR:-build}/bin/bank-client}
 THREADS=${THREADS:-4}
 RESYNC_KILL_AT=${RESYNC_KILL_AT:-0}
 WORK=${WORK:-$(mktemp -d /tmp/hamirror-failover.XXXXXX)}
 export HAMIRROR_LAB=${HAMIRROR_LAB:-hmloop}
-# shellcheck source=lab/bank-lib.sh
+# shellcheck source=scripts/lab/bank-lib.sh
 . "$ROOT/scripts/lab/bank-lib.sh"
 
 [ "$(id -u)" -eq 0 ] || { echo "$0: must run as root (namespaces, mounts)" >&2; exit 1; }
@@ -84,8 +84,7 @@ kill_during_resync() {
   lab start "$victim"
   wait_ack_after "$t0" 120 >/dev/null
   wait_pair_ready 180 >/dev/null
-  say "  service back after $(ms_between "$t0" "$(now_ns)") ms counting the boot of $victim"
-  bank_verify --live
+  say "  service back after $(ms_between "$t0" "$(now_ns)") ms counting the boot of $victim; $(bank_verify --live)"
 }
 
 for ((round = 1; round <= N; round++)); do
@@ -111,14 +110,15 @@ for ((round = 1; round <= N; round++)); do
   say "round $round: kill $prim -> $other serves after $failover_ms ms; $prim resynced in $resync_ms ms; $verify"
 done
 
-run_summary=$(bank_stop)
+bank_stop
+run_summary=$(bank_summary)
 lost=0
 final=$(bank_verify) || lost=$(sed -n 's/.*: \([0-9][0-9]*\) acknowledged transfers missing.*/\1/p' <<<"$final")
 echo "== failover loop: $N rounds, $THREADS threads, lab $HAMIRROR_LAB, $(date -u +%FT%TZ)"
 echo "workload:      $run_summary"
 echo "final check:   $final"
 echo "failovers:     $(wc -l <"$WORK/failover_ms")"
-echo "acknowledged:  $(acked_count)"
+echo "acknowledged:  $(sed -n 's/^acknowledged=\([0-9]*\).*/\1/p' <<<"$run_summary") (this run; $(acked_count) in $WORK/bank.log)"
 echo "lost:          ${lost:-unknown}"
 echo "failover ms:   $(distribution <"$WORK/failover_ms")"
 echo "resync ms:     $(distribution <"$WORK/resync_ms")"

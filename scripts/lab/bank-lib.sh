@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shell helpers shared by scripts/failover-loop.sh and the lab tests (tests/lab/): drive a cluster made by
 # `lab.sh up --mysql` and the bank workload (build/bin/bank-client) in its client namespace.
 # Source it after setting LAB (lab.sh), BANK (bank-client) and WORK (a directory for logs).
@@ -53,7 +54,7 @@ wait_second_ready() {
   while [ $SECONDS -lt $deadline ]; do
     s=$(node_state "$1")
     if [[ $s == "second ready"* ]]; then
-      echo "$(ms_between "$start" "$(now_ns)")"
+      ms_between "$start" "$(now_ns)"
       return 0
     fi
     sleep 0.2
@@ -61,18 +62,20 @@ wait_second_ready() {
   fail "$1 not SECOND ready after $2 s (last state '$s')"
 }
 
-# The bank workload in the client namespace, in the background; one at a time.
+# The bank workload in the client namespace, in the background; one at a time. bank_start and bank_stop
+# must run in the main shell (not in $(...)): they keep its PID. bank_summary prints the last run's line.
 BANK_PID=
 bank_setup() { lab exec client "$BANK" setup; }
 bank_start() {  # bank_start THREADS
   rm -f "$WORK/stop"
-  lab exec client "$BANK" run --log "$WORK/bank.log" --stop-file "$WORK/stop" --threads "$1" \
+  # lab.sh execs ip netns exec, which execs bank-client: $! is bank-client itself.
+  "$LAB" exec client "$BANK" run --log "$WORK/bank.log" --stop-file "$WORK/stop" --threads "$1" \
     --reconnect-window 90 --statement-timeout 10 >"$WORK/run.out" 2>&1 &
   BANK_PID=$!
   # Started means: a commit acknowledged after this point.
   wait_ack_after "$(now_ns)" 30 >/dev/null || { bank_stop || true; fail "the workload commits nothing"; }
 }
-bank_stop() {  # prints the run summary line; fails if a client gave up
+bank_stop() {  # fails if a client gave up or nothing was acknowledged
   [ -n "$BANK_PID" ] || return 0
   touch "$WORK/stop"
   local deadline=$((SECONDS + 40)) rc=0
@@ -86,9 +89,9 @@ bank_stop() {  # prints the run summary line; fails if a client gave up
   fi
   wait "$BANK_PID" || rc=$?
   BANK_PID=
-  cat "$WORK/run.out"
-  [ $rc -eq 0 ] || fail "bank-client run exited $rc"
+  [ $rc -eq 0 ] || fail "bank-client run exited $rc: $(cat "$WORK/run.out")"
 }
+bank_summary() { grep '^acknowledged=' "$WORK/run.out" | tail -1; }
 # Prints the time (ns) of the first commit acknowledged after $1, waiting at most $2 s for one.
 wait_ack_after() {
   local deadline=$((SECONDS + $2))

@@ -8,7 +8,7 @@
 set -Eeuo pipefail
 : "${LAB:?}" "${BANK:?}" "${WORK:?}"
 export HAMIRROR_LAB=${HAMIRROR_LAB:-hmtest}
-# shellcheck source=../../scripts/lab/bank-lib.sh
+# shellcheck source=scripts/lab/bank-lib.sh
 . "$(dirname "$LAB")/bank-lib.sh"
 STEP=${1:?step}
 
@@ -21,8 +21,16 @@ require_tools() {
 }
 
 # Every step but up/down leaves the workload stopped and the cluster PRIM/SECOND ready, links healed.
+CUT_NODE=
+SLOW_LINK=
 on_exit() {
   bank_stop >/dev/null 2>&1 || true
+  if [ -n "$CUT_NODE" ]; then lab heal "$CUT_NODE" 0 || true; lab heal "$CUT_NODE" 1 || true; fi
+  if [ -n "$SLOW_LINK" ]; then
+    lab delay 0 || true
+    lab loss 1 0 0 || true
+    lab loss 2 0 0 || true
+  fi
 }
 trap on_exit EXIT
 
@@ -90,7 +98,8 @@ step_partition() {
   other=$(other_node "$prim")
   bank_start 4
   t0=$(now_ns)
-  for lan in "${lans[@]}"; do lab cut "${prim#n}" "$lan"; done
+  CUT_NODE=${prim#n}
+  for lan in "${lans[@]}"; do lab cut "$CUT_NODE" "$lan"; done
   say "cut $prim from every lan (${lans[*]})"
   local deadline=$((SECONDS + 20))
   while [ $SECONDS -lt $deadline ]; do
@@ -103,15 +112,15 @@ step_partition() {
     samples=$((samples + 1))
     if serving "$s1" && serving "$s2"; then
       fail "both nodes serve during the partition: n1='$s1' n2='$s2'"
-      for lan in "${lans[@]}"; do lab heal "${prim#n}" "$lan"; done
       return 1
     fi
     sleep 0.2
   done
   say "partition: $samples samples, never both serving; last n1='$s1' n2='$s2'"
-  ack=$(wait_ack_after "$t0" 30) || { for lan in "${lans[@]}"; do lab heal "${prim#n}" "$lan"; done; return 1; }
+  ack=$(wait_ack_after "$t0" 30)
   say "service on one side: first commit $(ms_between "$t0" "$ack") ms after the cut"
-  for lan in "${lans[@]}"; do lab heal "${prim#n}" "$lan"; done
+  for lan in "${lans[@]}"; do lab heal "$CUT_NODE" "$lan"; done
+  CUT_NODE=
   say "healed"
   wait_pair_ready 180 >/dev/null
   bank_stop
@@ -125,23 +134,29 @@ step_slowlink() {
   wait_pair_ready 120 >/dev/null
   bank_start 4
   sleep 10  # a fixed measuring window for the baseline tps (nothing to await)
+  bank_stop
   local base
-  base=$(bank_stop)
+  base=$(bank_summary)
+  SLOW_LINK=1
   lab delay 2
   lab loss 1 0 1
   lab loss 2 0 1
   local qdiscs
   qdiscs=$(lab exec n1 tc qdisc show)
   echo "$qdiscs"
-  grep -q 'delay 2ms' <<<"$qdiscs" && grep -q 'loss 1%' <<<"$qdiscs" ||
-    { lab delay 0 || true; lab loss 1 0 0; lab loss 2 0 0; fail "netem delay and loss not both applied"; return 1; }
+  if ! grep -q 'delay 2ms' <<<"$qdiscs" || ! grep -q 'loss 1%' <<<"$qdiscs"; then
+    fail "netem delay and loss not both applied"
+    return 1
+  fi
   bank_start 4
   sleep 20
   local slow rc=0
-  slow=$(bank_stop) || rc=$?
+  bank_stop || rc=$?
+  slow=$(bank_summary)
   lab delay 0
   lab loss 1 0 0
   lab loss 2 0 0
+  SLOW_LINK=
   say "baseline: $base"
   say "delay 2 ms + loss 1 %: $slow"
   [ $rc -eq 0 ] || return 1
