@@ -20,18 +20,20 @@ lab_env() {
   [ -n "${VIP:-}" ] || fail "lab.sh env printed no VIP"
 }
 
-# "STATE SUBSTATE DATA_UPTODATE" of a node's module as the node itself sees it, or "down" when its
-# daemon does not answer (killed node).
+# "STATE SUBSTATE DATA_UPTODATE vip=HOLDER" of a node's module as the node itself sees it (HOLDER local:
+# the VIP is on this node), or "down" when its daemon does not answer (killed node).
 node_state() {
   local json
   json=$(timeout 5 "$LAB" exec "$1" hamirror state --json 2>/dev/null) || { echo down; return 0; }
   python3 -c 'import json,sys
-d=json.load(sys.stdin)["local"]
-print(d["state"], d["sub_state"], str(d.get("data_uptodate", False)).lower())' <<<"$json" 2>/dev/null ||
-    echo down
+r=json.load(sys.stdin)
+d=r["local"]
+print(d["state"], d["sub_state"], str(d.get("data_uptodate", False)).lower(), "vip=" + str(r.get("vip_holder")))' \
+    <<<"$json" 2>/dev/null || echo down
 }
 
-serving() { case $1 in prim* | alone*) return 0 ;; *) return 1 ;; esac }
+serving() { case $1 in prim* | alone*) return 0 ;; *) return 1 ;; esac }  # in a serving state
+holds_vip() { [[ $1 == *" vip=local" ]]; }
 other_node() { [ "$1" = n1 ] && echo n2 || echo n1; }
 
 # Waits (at most $1 s) for one node PRIM ready and the other SECOND ready; prints the primary's name.

@@ -8,8 +8,9 @@
 set -Eeuo pipefail
 : "${LAB:?}" "${BANK:?}" "${WORK:?}"
 export HAMIRROR_LAB=${HAMIRROR_LAB:-hmtest}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 # shellcheck source=scripts/lab/bank-lib.sh
-. "$(dirname "$LAB")/bank-lib.sh"
+. "$ROOT/scripts/lab/bank-lib.sh"
 STEP=${1:?step}
 
 require_tools() {
@@ -56,7 +57,7 @@ step_failovers() {
   require_tools
   lab_env
   LAB_REUSE=1 RESYNC_KILL_AT=3 MAX_MEDIAN_MS=5000 THREADS=4 \
-    "$(dirname "$LAB")/../failover-loop.sh" "${FAILOVERS:-5}"
+    "$ROOT/scripts/failover-loop.sh" "${FAILOVERS:-5}"
 }
 
 # Failback: the killed node boots, resyncs while the workload runs, becomes SECOND ready; swap moves
@@ -88,41 +89,56 @@ step_failback() {
   bank_verify
 }
 
-# Partition with a witness: every link of the primary cut, both nodes alive: the service continues on
-# one side, never on both at once (sampled throughout); after heal nothing acknowledged is lost.
-step_partition() {
-  require_tools
-  lab_env
-  local prim other s1 s2 samples=0 t0 ack lans=(0 1)
-  prim=$(wait_pair_ready 120)
-  other=$(other_node "$prim")
-  bank_start 4
-  t0=$(now_ns)
-  CUT_NODE=${prim#n}
-  for lan in "${lans[@]}"; do lab cut "$CUT_NODE" "$lan"; done
-  say "cut $prim from every lan (${lans[*]})"
-  local deadline=$((SECONDS + 20))
+# Samples both nodes together for at most $1 s: fails if both hold the VIP or are both PRIM/ALONE at one
+# instant; with "ready" as $2 it returns as soon as the pair is PRIM/SECOND ready again. Prints a tally.
+watch_one_side() {
+  local deadline=$((SECONDS + $1)) s1 s2 samples=0 n1_serving=0 n2_serving=0
   while [ $SECONDS -lt $deadline ]; do
-    # Both states read at the same time: two serving at one instant is the split brain to catch.
     node_state n1 >"$WORK/s1" &
     node_state n2 >"$WORK/s2" &
     wait
     s1=$(cat "$WORK/s1")
     s2=$(cat "$WORK/s2")
     samples=$((samples + 1))
-    if serving "$s1" && serving "$s2"; then
-      fail "both nodes serve during the partition: n1='$s1' n2='$s2'"
+    if { holds_vip "$s1" && holds_vip "$s2"; } || { serving "$s1" && serving "$s2"; }; then
+      fail "both nodes serve at once: n1='$s1' n2='$s2'"
       return 1
     fi
-    sleep 0.2
+    if holds_vip "$s1" || serving "$s1"; then n1_serving=$((n1_serving + 1)); fi
+    if holds_vip "$s2" || serving "$s2"; then n2_serving=$((n2_serving + 1)); fi
+    if [ "${2:-}" = ready ] &&
+      { [[ $s1 == "prim ready"* && $s2 == "second ready"* ]] || [[ $s2 == "prim ready"* && $s1 == "second ready"* ]]; }; then
+      break
+    fi
+    sleep 0.1
   done
-  say "partition: $samples samples, never both serving; last n1='$s1' n2='$s2'"
+  say "  $samples samples, never both serving (n1 serving in $n1_serving, n2 in $n2_serving); last n1='$s1' n2='$s2'"
+  if [ "${2:-}" = ready ] && ! [[ $s1 == *" ready "* && $s2 == *" ready "* ]]; then
+    fail "the pair is not PRIM/SECOND ready $1 s after heal"
+    return 1
+  fi
+}
+
+# Partition with a witness: every link of the primary cut, both nodes alive: the service continues on
+# one side, never on both at once (sampled during the cut and until the pair is ready again after heal);
+# nothing acknowledged is lost.
+step_partition() {
+  require_tools
+  lab_env
+  local prim t0 ack lans=(0 1)
+  prim=$(wait_pair_ready 120)
+  bank_start 4
+  t0=$(now_ns)
+  CUT_NODE=${prim#n}
+  for lan in "${lans[@]}"; do lab cut "$CUT_NODE" "$lan"; done
+  say "cut $prim from every lan (${lans[*]})"
+  watch_one_side 20
   ack=$(wait_ack_after "$t0" 30)
   say "service on one side: first commit $(ms_between "$t0" "$ack") ms after the cut"
   for lan in "${lans[@]}"; do lab heal "$CUT_NODE" "$lan"; done
   CUT_NODE=
-  say "healed"
-  wait_pair_ready 180 >/dev/null
+  say "healed; watching until PRIM/SECOND ready"
+  watch_one_side 180 ready
   bank_stop
   bank_verify
 }
