@@ -5,14 +5,23 @@
 #   <prefix>-client    eth0 = 198.18.0.100/24 on lan 0 only
 # Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking range) and exist only in these namespaces.
 #
-#   lab.sh up [-n NODES] [-l LANS] [-p PREFIX]   build it (fails if it already exists)
+#   lab.sh up [-n NODES] [-l LANS] [-p PREFIX]   build the network only (fails if it already exists)
+#   lab.sh up --mysql [-p PREFIX]                a two-node cluster: n1 PRIM, n2 SECOND, MariaDB on the VIP
+#   lab.sh up --module DIR [-p PREFIX]           the same with any module directory
 #   lab.sh down [-p PREFIX]                      delete everything it made (idempotent)
-#   lab.sh cut NODE LAN | heal NODE LAN          bridge-side link of node's lan down / up
+#   lab.sh env                                   VIP=, N1=, N2=, CLIENT=, LAB=, MYSQL_PORT=, MYSQL_USER=, MYSQL_PASSWORD=
+#   lab.sh kill NODE                             power cut: every process of NODE (n1, n2) killed at once
+#   lab.sh start NODE                            boot NODE again: hamirrord, `hamirror start`
+#   lab.sh wait NODE STATE [SECONDS]             until NODE is STATE (stop|wait|alone|prim|second) ready
+#   lab.sh cut NODE LAN | heal NODE LAN          bridge-side link of node's lan down / up (NODE: 1 or n1)
 #   lab.sh loss NODE LAN PERCENT                 netem loss on node's interface (0 removes; needs sch_netem)
-#   lab.sh exec NAME CMD...                      run CMD in <prefix>-NAME (NAME: n1, client, br, ...)
+#   lab.sh delay MS [LAN]                        netem delay on traffic between nodes on LAN (default 0), both ways
+#   lab.sh exec NAME CMD...                      run CMD in <prefix>-NAME (NAME: n1, client, br, ...); in a
+#                                                cluster, n1/n2 = the node's network, mount and PID namespaces
 #   lab.sh addr NODE LAN                         print the node's address on that lan
-#   lab.sh status [-p PREFIX]                    namespaces, addresses and links
-# PREFIX defaults to $HAMIRROR_LAB or "hmlab".
+#   lab.sh status [-p PREFIX]                    namespaces, addresses, links, cluster states
+# PREFIX defaults to $HAMIRROR_LAB or "hmlab". Cluster: docs/quickstart.md; lab state in
+# /run/hamirror-lab/PREFIX, node disks in /var/lib/hamirror-lab/PREFIX (both removed by down).
 set -Eeuo pipefail
 
 PREFIX=${HAMIRROR_LAB:-hmlab}
@@ -20,12 +29,15 @@ NODES=2
 LANS=2
 
 die() { echo "lab.sh: $*" >&2; exit 1; }
+# shellcheck source=lab-cluster.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lab-cluster.sh"
 need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
 node_addr() { echo "198.18.$2.$((10 + $1))"; }
 lab_namespaces() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${PREFIX}-(br|client|n[0-9]+)$" || true; }
 check_num() { [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a number, got '$2'"; }
 
 parse_opts() {
+  OPTIND=1
   while getopts "n:l:p:" opt; do
     case $opt in
       n) check_num nodes "$OPTARG"; NODES=$OPTARG ;;
@@ -76,6 +88,7 @@ cmd_up() {
 cmd_down() {
   parse_opts "$@"
   need_root
+  down_cluster
   local ns pid
   for ns in $(lab_namespaces); do
     # Processes still inside would keep the namespace alive after its name is gone: kill them by PID.
@@ -92,44 +105,122 @@ cmd_down() {
 
 cmd_link() {  # cmd_link up|down NODE LAN
   need_root
-  check_num node "$2"; check_num lan "$3"
-  ip -n "${PREFIX}-br" link set "n${2}l${3}" "$1"
+  local node=${2#n}
+  check_num node "$node"; check_num lan "$3"
+  ip -n "${PREFIX}-br" link set "n${node}l${3}" "$1"
 }
+
+# netem settings live in the lab state (loss per interface, one delay): each change rebuilds the
+# interface's qdisc from both. Without delay: root netem (loss only). With delay: a prio root whose
+# third band, chosen by a filter on the other nodes' addresses on that lan, delays (and drops); the
+# rest (the client, ARP) only drops.
+netem_dir() { echo "${LAB_STATE_ROOT:-/run/hamirror-lab}/$PREFIX/netem"; }
+
+apply_netem() {  # apply_netem NODE LAN
+  local node=$1 lan=$2 ns="${PREFIX}-n$1" dir loss=0 delay=0 delay_lan=-1 j
+  dir=$(netem_dir)
+  [ -f "$dir/loss-n$node-$lan" ] && loss=$(cat "$dir/loss-n$node-$lan")
+  [ -f "$dir/delay" ] && read -r delay delay_lan <"$dir/delay"
+  tc -n "$ns" qdisc del dev "eth$lan" root 2>/dev/null || true
+  local lossarg=()
+  [ "$loss" -gt 0 ] && lossarg=(loss "$loss%")
+  if [ "$delay" -gt 0 ] && [ "$delay_lan" = "$lan" ]; then
+    tc -n "$ns" qdisc add dev "eth$lan" root handle 1: prio bands 3 priomap 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1
+    if [ "$loss" -gt 0 ]; then tc -n "$ns" qdisc add dev "eth$lan" parent 1:2 handle 20: netem "${lossarg[@]}"; fi
+    tc -n "$ns" qdisc add dev "eth$lan" parent 1:3 handle 30: netem delay "${delay}ms" "${lossarg[@]}" ||
+      die "netem unavailable (sch_netem)?"
+    for ((j = 1; j <= $(node_count); j++)); do
+      [ "$j" -eq "$node" ] && continue
+      tc -n "$ns" filter add dev "eth$lan" parent 1: protocol ip prio 1 u32 \
+        match ip dst "$(node_addr "$j" "$lan")/32" flowid 1:3
+    done
+  elif [ "$loss" -gt 0 ]; then
+    tc -n "$ns" qdisc replace dev "eth$lan" root netem "${lossarg[@]}" || die "netem unavailable (sch_netem)?"
+  fi
+}
+
+node_count() { ip netns list 2>/dev/null | awk '{print $1}' | grep -cE "^${PREFIX}-n[0-9]+$" || true; }
 
 cmd_loss() {
   need_root
-  check_num node "$1"; check_num lan "$2"; check_num percent "$3"
-  local ns="${PREFIX}-n$1"
-  if [ "$3" -eq 0 ]; then
-    tc -n "$ns" qdisc del dev "eth$2" root 2>/dev/null || true
-  else
-    tc -n "$ns" qdisc replace dev "eth$2" root netem loss "$3%" || die "netem unavailable (sch_netem)?"
-  fi
+  local node=${1#n}
+  check_num node "$node"; check_num lan "$2"; check_num percent "$3"
+  ip netns list | awk '{print $1}' | grep -qx "${PREFIX}-n$node" || die "no node n$node in lab '$PREFIX'"
+  mkdir -p "$(netem_dir)"
+  echo "$3" >"$(netem_dir)/loss-n$node-$2"
+  apply_netem "$node" "$2"
+}
+
+cmd_delay() {  # cmd_delay MS [LAN]
+  need_root
+  local ms=$1 lan=${2:-0} old_lan=-1 j
+  check_num ms "$ms"; check_num lan "$lan"
+  mkdir -p "$(netem_dir)"
+  [ -f "$(netem_dir)/delay" ] && read -r _ old_lan <"$(netem_dir)/delay"
+  echo "$ms $lan" >"$(netem_dir)/delay"
+  for ((j = 1; j <= $(node_count); j++)); do
+    apply_netem "$j" "$lan"
+    [ "$old_lan" -ge 0 ] && [ "$old_lan" != "$lan" ] && apply_netem "$j" "$old_lan"
+  done
+  echo "delay ${ms} ms each way between nodes on lan $lan"
 }
 
 cmd_status() {
   parse_opts "$@"
-  local ns
+  local ns n
   for ns in $(lab_namespaces); do
     echo "== $ns"
     ip -n "$ns" -br addr | grep -v '^lo ' || true
   done
+  lab_paths
+  if is_cluster; then
+    for n in 1 2; do
+      if [ -n "$(node_init "$n")" ]; then echo "n$n: running, module $(module_name): $(node_state "$n")"
+      else echo "n$n: powered off"; fi
+    done
+  fi
 }
 
+cmd_up_any() {
+  case ${1:-} in
+    --mysql) shift; cmd_up_cluster "$REPO/scripts/modules/mysql" 1 "$@" ;;
+    --module) [ $# -ge 2 ] || die "usage: up --module DIR"; local dir=$2; shift 2; cmd_up_cluster "$dir" 0 "$@" ;;
+    *) cmd_up "$@" ;;
+  esac
+}
+
+cmd_exec() {
+  local name=$1
+  shift
+  lab_paths
+  if is_cluster && [[ "$name" =~ ^n[12]$ ]]; then
+    node_run "${name#n}" "$@"
+    exit $?
+  fi
+  exec ip netns exec "${PREFIX}-$name" env PATH="$NODE_PATH" "$@"
+}
+
+usage() { sed -n '2,27p' "$0"; }
+
 main() {
-  [ $# -ge 1 ] || { sed -n '2,18p' "$0"; exit 2; }
+  [ $# -ge 1 ] || { usage; exit 2; }
   local cmd=$1
   shift
   case $cmd in
-    up) cmd_up "$@" ;;
+    up) cmd_up_any "$@" ;;
     down) cmd_down "$@" ;;
+    env) [ $# -eq 0 ] || die "usage: env"; cmd_env ;;
+    kill) [ $# -eq 1 ] || die "usage: kill NODE"; cmd_kill "$1" ;;
+    start) [ $# -eq 1 ] || die "usage: start NODE"; cmd_start "$1" ;;
+    wait) [ $# -ge 2 ] && [ $# -le 3 ] || die "usage: wait NODE STATE [SECONDS]"; cmd_wait "$@" ;;
     cut) [ $# -eq 2 ] || die "usage: cut NODE LAN"; cmd_link down "$@" ;;
     heal) [ $# -eq 2 ] || die "usage: heal NODE LAN"; cmd_link up "$@" ;;
     loss) [ $# -eq 3 ] || die "usage: loss NODE LAN PERCENT"; cmd_loss "$@" ;;
-    exec) [ $# -ge 2 ] || die "usage: exec NAME CMD..."; local name=$1; shift; exec ip netns exec "${PREFIX}-$name" "$@" ;;
-    addr) [ $# -eq 2 ] || die "usage: addr NODE LAN"; node_addr "$1" "$2" ;;
+    delay) [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: delay MS [LAN]"; cmd_delay "$@" ;;
+    exec) [ $# -ge 2 ] || die "usage: exec NAME CMD..."; cmd_exec "$@" ;;
+    addr) [ $# -eq 2 ] || die "usage: addr NODE LAN"; node_addr "${1#n}" "$2" ;;
     status) cmd_status "$@" ;;
-    -h | --help | help) sed -n '2,18p' "$0" ;;
+    -h | --help | help) usage ;;
     *) die "unknown command '$cmd'" ;;
   esac
 }
