@@ -37,6 +37,7 @@ cleanup() {
   [ "${LAB_REUSE:-0}" = 1 ] || lab down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
+trap 'exit 1' TERM INT
 
 if [ "${LAB_REUSE:-0}" != 1 ]; then
   say "lab.sh up --mysql (prefix $HAMIRROR_LAB)"
@@ -70,7 +71,7 @@ kill_during_resync() {
   done
   [[ $s == "second transient"* ]] || fail "never saw $returning resyncing (last state '$s')" || return 1
   say "  $returning resyncing ($s): kill $victim"
-  lab kill "$victim"
+  lab kill "$victim" >/dev/null
   # For heartbeat timeout and more: the inconsistent node must not serve.
   deadline=$((SECONDS + 8))
   while [ $SECONDS -lt $deadline ]; do
@@ -81,7 +82,7 @@ kill_during_resync() {
   say "  $returning did not serve without its data (state '$s'); start $victim"
   local t0
   t0=$(now_ns)
-  lab start "$victim"
+  lab start "$victim" >/dev/null
   wait_ack_after "$t0" 120 >/dev/null
   wait_pair_ready 180 >/dev/null
   say "  service back after $(ms_between "$t0" "$(now_ns)") ms counting the boot of $victim; $(bank_verify --live)"
@@ -91,7 +92,7 @@ for ((round = 1; round <= N; round++)); do
   prim=$(wait_pair_ready 180)
   other=$(other_node "$prim")
   t0=$(now_ns)
-  lab kill "$prim"
+  lab kill "$prim" >/dev/null
   t1=$(now_ns)
   ack=$(wait_ack_after "$t1" 60)
   failover_ms=$(ms_between "$t0" "$ack")
@@ -99,7 +100,7 @@ for ((round = 1; round <= N; round++)); do
   s=$(node_state "$other")
   serving "$s" || fail "round $round: commits resumed but $other is '$s'"
   verify=$(bank_verify --live)
-  lab start "$prim"
+  lab start "$prim" >/dev/null
   if [ "$round" -eq "$RESYNC_KILL_AT" ]; then
     say "round $round: kill $prim -> $other serves after $failover_ms ms; $verify"
     kill_during_resync "$prim"

@@ -15,8 +15,12 @@ lab() { "$LAB" "$@"; }
 lab_env() {
   local env_text
   env_text=$(lab env) || fail "lab.sh env failed: is the lab up (lab.sh up --mysql)?" || return 1
-  eval "$env_text"
-  export VIP N1 N2 MYSQL_PORT MYSQL_USER MYSQL_PASSWORD
+  # Only these names: the env also prints LAB= (the prefix), which must not replace $LAB (lab.sh).
+  local line key
+  while IFS= read -r line; do
+    key=${line%%=*}
+    case $key in VIP | N1 | N2 | MYSQL_PORT | MYSQL_USER | MYSQL_PASSWORD) export "$key=${line#*=}" ;; esac
+  done <<<"$env_text"
   [ -n "${VIP:-}" ] || fail "lab.sh env printed no VIP"
 }
 

@@ -10,8 +10,9 @@
 //   bank-client first-ack --log FILE --after UNIX_NS
 // TARGET: --host H --port P --user U --password P (defaults: $VIP, $MYSQL_PORT, $MYSQL_USER,
 // $MYSQL_PASSWORD, as `lab.sh env` prints them) or --socket PATH (root over the unix socket).
-// Log lines: "A|D|F <transfer id> <unix ns>": acknowledged, in doubt (COMMIT answer lost), failed
-// before COMMIT. Exit: 0 ok, 1 check failed / workload gave up, 2 server unreachable, 64 usage.
+// Log lines: "C|A|D|F <transfer id> <unix ns>": COMMIT about to be sent, acknowledged, in doubt (COMMIT
+// answer lost), failed before COMMIT. A C line with no outcome after it (client killed) counts as in
+// doubt. SIGTERM / SIGINT stop `run` as the stop file does. Exit: 0 ok, 1 check failed / workload gave up, 2 server unreachable, 64 usage.
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -120,6 +121,7 @@ Status ReadLog(const std::string& path, BankOutcomes* out, uint64_t* max_client,
   if (!in) return Status::NotFound("cannot read log " + path);
   std::string line;
   int line_no = 0;
+  std::set<uint64_t> committing;
   while (std::getline(in, line)) {
     ++line_no;
     std::istringstream fields(line);
@@ -134,9 +136,13 @@ Status ReadLog(const std::string& path, BankOutcomes* out, uint64_t* max_client,
     if (kind == 'A') out->acknowledged.insert(id);
     else if (kind == 'D') out->in_doubt.insert(id);
     else if (kind == 'F') out->failed.insert(id);
+    else if (kind == 'C') committing.insert(id);
     else return Status::Corruption(path + ":" + std::to_string(line_no) + ": unknown kind");
     if (max_client != nullptr) *max_client = std::max(*max_client, id >> 40);
     if (acks != nullptr && kind == 'A') acks->emplace_back(ns, id);
+  }
+  for (uint64_t id : committing) {
+    if (!out->acknowledged.count(id) && !out->in_doubt.count(id)) out->in_doubt.insert(id);
   }
   return Status::Ok();
 }
@@ -156,6 +162,9 @@ bool Exists(const std::string& path) {
   struct stat st{};
   return stat(path.c_str(), &st) == 0;
 }
+
+volatile sig_atomic_t g_stop_signal = 0;
+void OnStopSignal(int) { g_stop_signal = 1; }
 
 int Run(Args a) {
   if (a.log_path.empty()) return Usage("run needs --log FILE");
@@ -181,8 +190,12 @@ int Run(Args a) {
   BankWorkload bank(a.target, a.bank);
   const auto start = std::chrono::steady_clock::now();
   const long limit = a.seconds > 0 ? a.seconds : a.max_seconds;
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
   Status s = bank.StartClients();
-  while (s.ok() && std::chrono::steady_clock::now() - start < std::chrono::seconds(limit) &&
+  while (s.ok() && !g_stop_signal && std::chrono::steady_clock::now() - start < std::chrono::seconds(limit) &&
          (a.stop_file.empty() || !Exists(a.stop_file)) && bank.gave_up() < a.bank.threads) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

@@ -94,6 +94,8 @@ void BankWorkload::Record(TransferOutcome::Kind kind, uint64_t id) {
     case TransferOutcome::Kind::kFailed:
       outcomes_.failed.insert(id);
       break;
+    case TransferOutcome::Kind::kCommitting:
+      break;
   }
   if (options_.on_outcome) options_.on_outcome(TransferOutcome{kind, id, UnixNanos()});
 }
@@ -129,6 +131,7 @@ bool BankWorkload::Transfer(SqlClient* c, uint64_t id, int a, int b, int amount)
     Record(TransferOutcome::Kind::kFailed, id);
     return false;
   }
+  Record(TransferOutcome::Kind::kCommitting, id);
   s = c->Exec("COMMIT");
   Record(s.ok() ? TransferOutcome::Kind::kAcknowledged : TransferOutcome::Kind::kInDoubt, id);
   return s.ok();

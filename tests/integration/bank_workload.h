@@ -26,7 +26,9 @@ namespace hamirror::itest {
 
 // What became of one attempted transfer, and when the client learnt it (CLOCK_REALTIME, ns).
 struct TransferOutcome {
-  enum class Kind : char { kAcknowledged = 'A', kInDoubt = 'D', kFailed = 'F' };
+  // kCommitting: COMMIT is about to be sent (until an outcome follows, the transfer is in doubt: a
+  // client killed meanwhile never learns it).
+  enum class Kind : char { kCommitting = 'C', kAcknowledged = 'A', kInDoubt = 'D', kFailed = 'F' };
   Kind kind;
   uint64_t id;
   int64_t unix_ns;
@@ -44,7 +46,8 @@ struct BankOptions {
   int reconnect_window_s = 0;
   // Bounds each statement's wait for an answer (a server cut off must not hang its clients).
   unsigned statement_timeout_s = 120;
-  // Called for every outcome, in the order the client learnt them (under the workload's lock).
+  // Called for every outcome, in the order the client learnt them (under the workload's lock), and with
+  // kCommitting before each COMMIT is sent.
   std::function<void(const TransferOutcome&)> on_outcome;
 };
 
