@@ -36,6 +36,8 @@ print(d["state"], d["sub_state"], str(d.get("data_uptodate", False)).lower(), "v
     <<<"$json" 2>/dev/null || echo down
 }
 
+# pair_ready STATE1 STATE2: one PRIM ready, the other SECOND ready.
+pair_ready() { [[ $1 == "prim ready"* && $2 == "second ready"* ]] || [[ $2 == "prim ready"* && $1 == "second ready"* ]]; }
 serving() { case $1 in prim* | alone*) return 0 ;; *) return 1 ;; esac }  # in a serving state
 holds_vip() { [[ $1 == *" vip=local" ]]; }
 other_node() { [ "$1" = n1 ] && echo n2 || echo n1; }
@@ -98,6 +100,8 @@ bank_stop() {  # fails if a client gave up or nothing was acknowledged
   [ $rc -eq 0 ] || fail "bank-client run exited $rc: $(cat "$WORK/run.out")"
 }
 bank_summary() { grep '^acknowledged=' "$WORK/run.out" | tail -1; }
+# Longest time (ms) without an acknowledged commit between $1 and $2 (ns), the bounds counted as commits.
+max_ack_gap() { "$BANK" max-gap --log "$WORK/bank.log" --after "$1" --before "$2"; }
 # Prints the time (ns) of the first commit acknowledged after $1, waiting at most $2 s for one.
 wait_ack_after() {
   local deadline=$((SECONDS + $2))

@@ -7,7 +7,8 @@
 //   bank-client run    [TARGET] --log FILE [--threads N] [--seconds S] [--stop-file F]
 //                      [--reconnect-window S] [--statement-timeout S]
 //   bank-client verify [TARGET] --log FILE [--live] [--accounts N] [--balance B]
-//   bank-client first-ack --log FILE --after UNIX_NS
+//   bank-client first-ack --log FILE --after UNIX_NS     time of the first acknowledged commit after
+//   bank-client max-gap --log FILE --after NS --before NS  longest pause (ms) between acknowledged commits
 // TARGET: --host H --port P --user U --password P (defaults: $VIP, $MYSQL_PORT, $MYSQL_USER,
 // $MYSQL_PASSWORD, as `lab.sh env` prints them) or --socket PATH (root over the unix socket).
 // Log lines: "C|A|D|F <transfer id> <unix ns>": COMMIT about to be sent, acknowledged, in doubt (COMMIT
@@ -17,6 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -43,6 +45,7 @@ struct Args {
   long max_seconds = 3600;
   bool live = false;
   int64_t after_ns = -1;
+  int64_t before_ns = -1;
 };
 
 std::string Env(const char* name, const char* fallback) {
@@ -103,13 +106,15 @@ std::string ParseArgs(int argc, char** argv, Args* a) {
       else if (opt == "--statement-timeout") a->bank.statement_timeout_s = static_cast<unsigned>(number(1, 3600));
       else if (opt == "--log") a->log_path = val;
       else if (opt == "--after") a->after_ns = number(0, std::numeric_limits<long>::max());
+      else if (opt == "--before") a->before_ns = number(0, std::numeric_limits<long>::max());
       else return "unknown option " + opt;
     } catch (const std::invalid_argument& e) {
       return e.what();
     }
   }
   a->target.port = static_cast<int>(port);
-  if (a->target.host.empty() && a->target.socket_path.empty() && a->command != "first-ack")
+  if (a->target.host.empty() && a->target.socket_path.empty() && a->command != "first-ack" &&
+      a->command != "max-gap")
     return "no server: give --host (or set VIP, e.g. eval \"$(lab.sh env)\") or --socket";
   return "";
 }
@@ -249,6 +254,26 @@ int FirstAck(const Args& a) {
   return kExitOk;
 }
 
+// The longest interval without an acknowledged commit in [after, before], the bounds counting as
+// commits: the outage a client saw.
+int MaxGap(const Args& a) {
+  if (a.log_path.empty() || a.after_ns < 0 || a.before_ns <= a.after_ns)
+    return Usage("max-gap needs --log FILE --after NS --before NS (after < before)");
+  BankOutcomes outcomes;
+  std::vector<std::pair<int64_t, uint64_t>> acks;
+  Status s = ReadLog(a.log_path, &outcomes, nullptr, &acks);
+  if (!s.ok()) return std::cerr << "bank-client max-gap: " << s.ToString() << "\n", kExitCheckFailed;
+  std::vector<int64_t> times{a.after_ns, a.before_ns};
+  for (const auto& ack : acks) {
+    if (ack.first > a.after_ns && ack.first < a.before_ns) times.push_back(ack.first);
+  }
+  std::sort(times.begin(), times.end());
+  int64_t gap = 0;
+  for (size_t i = 1; i < times.size(); ++i) gap = std::max(gap, times[i] - times[i - 1]);
+  std::cout << gap / 1000000 << "\n";
+  return kExitOk;
+}
+
 int Main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   Args a;
@@ -258,6 +283,7 @@ int Main(int argc, char** argv) {
   if (a.command == "run") return Run(a);
   if (a.command == "verify") return Verify(a);
   if (a.command == "first-ack") return FirstAck(a);
+  if (a.command == "max-gap") return MaxGap(a);
   return Usage("unknown command " + a.command);
 }
 
