@@ -1,104 +1,86 @@
 #!/usr/bin/env bash
-# hamirror live demo: one machine plays both servers. Two local directories, node-a (primary) and
-# node-b (secondary), each with hamirror-fs mounted over it, replicating synchronously over 127.0.0.1.
-# MariaDB runs with its data directory on node-a; every file it writes appears on node-b as it is
-# written. At the end MariaDB is started on node-b's copy, as a failover would do.
+# hamirror demo: a two-server MariaDB cluster on this machine (network namespaces), clients on a virtual
+# IP, failures you cause yourself. docs/quickstart.md walks through it step by step.
 #
-#   sudo bash scripts/demo.sh            # installs packages, builds, runs the demo (fresh Debian 12)
-#   SKIP_DEPS=1 SKIP_BUILD=1 bash scripts/demo.sh   # rerun without apt-get / cmake
-#   DEMO_DIR=/var/tmp/hamirror-demo SYSBENCH_SECONDS=10
-# Everything it starts is stopped by PID and every mount is undone on exit, also on failure or Ctrl-C.
+#   sudo scripts/demo.sh          # installs packages, builds, starts the cluster, prints the guide
+#   sudo scripts/demo.sh guide    # prints the guide again
+#   sudo scripts/demo.sh down     # removes everything the demo made
+#   sudo scripts/demo.sh pair     # the data path alone: a replicated pair of directories (no manager)
+#   SKIP_DEPS=1 SKIP_BUILD=1 scripts/demo.sh   # without apt-get / cmake
+# The cluster is scripts/lab/lab.sh's default lab ("hmlab"), so the guide's lab.sh commands need no option.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
-[ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (packages, FUSE mounts, MariaDB)" >&2; exit 1; }
-DEMO_DIR=${DEMO_DIR:-/var/tmp/hamirror-demo}
-SYSBENCH_SECONDS=${SYSBENCH_SECONDS:-10}
+LAB=scripts/lab/lab.sh
+export HAMIRROR_LAB=hmlab
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-show() { printf '$ %s\n' "$*"; "$@"; }
+
+guide() {
+  local vip user pw
+  eval "$("$LAB" env)"
+  vip=$VIP user=$MYSQL_USER pw=$MYSQL_PASSWORD
+  cat <<GUIDE
+
+The cluster runs: two nodes n1 ($N1, primary) and n2 ($N2, secondary) on one machine, MariaDB's
+/var/lib/mysql replicated synchronously from n1 to n2, MariaDB reachable on the virtual IP $vip.
+Each node has its own network, mount and process namespaces: inside, paths are those of a real server.
+
+1. Connect to MariaDB on the VIP from the client namespace ($CLIENT), write something:
+     $LAB exec client mariadb -h $vip -u $user -p$pw
+     > CREATE DATABASE demo; CREATE TABLE demo.t (id INT PRIMARY KEY, v TEXT);
+     > INSERT INTO demo.t VALUES (1, 'written on n1'); SELECT @@hostname;
+
+2. Both nodes, as each sees the pair (state, data, VIP, heartbeats, replication):
+     $LAB exec n1 hamirror state -v
+     $LAB exec n2 ls -l /var/lib/mysql/demo          # the replicated files on the secondary
+
+3. A failover: cut n1's power (every process of n1 killed at once):
+     $LAB kill n1
+     $LAB exec n2 hamirror state -v                  # n2 ALONE, holds the VIP; "last failover" says how long
+     $LAB exec client mariadb -h $vip -u $user -p$pw -e 'SELECT @@hostname, v FROM demo.t'
+
+4. n1 comes back: boots, resynchronises what it missed, becomes SECOND:
+     $LAB start n1
+     $LAB exec n1 hamirror state -w                  # watch the resync (Ctrl-C to leave); or: $LAB wait n1 second
+
+5. Swap back (a planned move: MariaDB stops cleanly on n2 and starts on n1):
+     $LAB exec n2 hamirror swap
+     $LAB wait n1 prim
+     $LAB exec client mariadb -h $vip -u $user -p$pw -e 'SELECT @@hostname'
+
+Logs: $LAB exec n1 hamirror log (module log), $LAB exec n1 cat /var/log/hamirror/mysql-server.err (MariaDB).
+Everything else: $LAB help, docs/quickstart.md.
+
+6. Remove everything (namespaces, processes, mounts, data):
+     scripts/demo.sh down
+GUIDE
+}
+
+[ "$(id -u)" -eq 0 ] || { echo "demo.sh: run as root (namespaces, FUSE mounts, MariaDB)" >&2; exit 1; }
+case ${1:-up} in
+  pair) shift; exec bash "$REPO/scripts/demo-pair.sh" "$@" ;;
+  down) exec "$LAB" down ;;
+  guide) guide; exit 0 ;;
+  up) ;;
+  *) echo "usage: scripts/demo.sh [up|guide|down|pair]" >&2; exit 64 ;;
+esac
 
 step "1. Installing dependencies (scripts/install-deps.sh)"
 if [ "${SKIP_DEPS:-0}" = 1 ]; then echo "skipped (SKIP_DEPS=1)"; else bash scripts/install-deps.sh; fi
 
-step "2. Building hamirror (CMake, Release, $(nproc) cores, into build/)"
+step "2. Building hamirror (CMake, Release, into build/)"
 if [ "${SKIP_BUILD:-0}" = 1 ]; then
   echo "skipped (SKIP_BUILD=1)"
 else
   cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-  cmake --build build --target hamirror-fs -j "$(nproc)"
+  cmake --build build --target hamirrord hamirror hamirror-fs hamirror-certs -j "$(nproc)"
 fi
-export HAMIRROR_FS=${HAMIRROR_FS:-$REPO/build/bin/hamirror-fs}
-[ -x "$HAMIRROR_FS" ] || { echo "demo.sh: $HAMIRROR_FS was not built" >&2; exit 1; }
-# shellcheck source=../tests/integration/mariadb-lib.sh
-source "$REPO/tests/integration/mariadb-lib.sh"
 
-PRIMARY=$DEMO_DIR/node-a
-SECONDARY=$DEMO_DIR/node-b
-cleanup() {
-  local rc=$?
-  set +e
-  mdb_stop >/dev/null 2>&1
-  hm_pair_stop >/dev/null 2>&1
-  findmnt -n -o TARGET -l | grep "^$DEMO_DIR/" | sort -r | while read -r m; do umount -l "$m"; done
-  if [ "$rc" -eq 0 ]; then rm -rf "$DEMO_DIR"; else echo "demo.sh: failed (exit $rc); logs kept in $DEMO_DIR" >&2; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-# A previous demo killed hard may have left mounts behind.
-for m in $(findmnt -n -o TARGET -l | grep "^$DEMO_DIR/" | sort -r || true); do umount -l "$m"; done
-rm -rf "$DEMO_DIR"
-mkdir -p "$DEMO_DIR"
-
-step "3. Starting the secondary (node-b) and the primary (node-a) on 127.0.0.1"
-hm_pair_start "$DEMO_DIR" "$PRIMARY" "$SECONDARY"
-echo "secondary: $HAMIRROR_FS secondary --dir $SECONDARY --listen 127.0.0.1:$HM_PORT --insecure  (pid $HM_SECONDARY_PID)"
-echo "primary:   $HAMIRROR_FS primary --dir $PRIMARY --peer 127.0.0.1:$HM_PORT --insecure  (pid $HM_PRIMARY_PID)"
-echo "(--insecure: no TLS between the two daemons, acceptable on loopback only)"
-show findmnt -o TARGET,SOURCE,FSTYPE,OPTIONS --list --mountpoint "$PRIMARY"
-show findmnt -o TARGET,SOURCE,FSTYPE,OPTIONS --list --mountpoint "$SECONDARY"
-
-step "4. MariaDB with its data directory on the primary mount (node-a/data)"
-mdb_install "$PRIMARY/data" "$DEMO_DIR/run-a"
-mdb_start "$PRIMARY/data" "$DEMO_DIR/run-a"
-echo "mariadbd pid $MDB_PID, socket $MDB_SOCK"
-show mariadb --no-defaults -S "$MDB_SOCK" -u root -t -e \
-  "SELECT @@datadir, @@innodb_flush_log_at_trx_commit AS trx_commit, @@sync_binlog, @@log_bin, @@innodb_flush_method"
-
-step "5. A table and some rows; the files arrive on node-b as MariaDB writes them"
-mdb_sql "CREATE DATABASE demo; CREATE TABLE demo.orders (id INT AUTO_INCREMENT PRIMARY KEY, item VARCHAR(64),
-  qty INT, at TIMESTAMP DEFAULT CURRENT_TIMESTAMP) ENGINE=InnoDB"
-for i in $(seq 1 200); do echo "INSERT INTO demo.orders (item, qty) VALUES ('item-$i', $i);"; done |
-  mariadb --no-defaults -S "$MDB_SOCK" -u root
-show mdb_sql "SELECT COUNT(*) AS rows_committed, SUM(qty) AS total_qty FROM demo.orders"
-# Write the table's dirty pages into its .ibd file, so both copies of the file are complete.
-mdb_sql "FLUSH TABLES demo.orders FOR EXPORT; UNLOCK TABLES"
-echo "--- node-a (primary mount):"
-show ls -l "$PRIMARY/data/demo"
-echo "--- node-b (secondary mount, read-only to local programs):"
-show ls -l "$SECONDARY/data/demo"
-echo "--- checksums of the same files on both nodes:"
-(cd "$PRIMARY/data" && sha256sum demo/orders.ibd demo/orders.frm binlog.000001) | sed 's/^/node-a  /'
-(cd "$SECONDARY/data" && sha256sum demo/orders.ibd demo/orders.frm binlog.000001) | sed 's/^/node-b  /'
-a=$(cd "$PRIMARY/data" && sha256sum demo/orders.ibd demo/orders.frm binlog.000001)
-b=$(cd "$SECONDARY/data" && sha256sum demo/orders.ibd demo/orders.frm binlog.000001)
-if [ "$a" = "$b" ]; then echo "identical on both nodes"; else echo "demo.sh: the copies differ" >&2; exit 1; fi
-
-step "6. A short sysbench oltp_write_only ($SYSBENCH_SECONDS s, 4 threads, full durability) on the primary"
-SB_TABLE_SIZE=${SB_TABLE_SIZE:-5000}
-sb_prepare "$DEMO_DIR/sysbench-prepare.log"
-tps=$(sb_run "$SYSBENCH_SECONDS" "$DEMO_DIR/sysbench-run.log")
-grep -E 'transactions:|queries:|95th percentile' "$DEMO_DIR/sysbench-run.log" || true
-echo "every one of these commits was on node-b's disk before MariaDB acknowledged it ($tps tps)"
-
-step "7. Stopping MariaDB and both daemons cleanly, then starting MariaDB on node-b's copy (a failover)"
-mdb_stop
-echo "mariadbd stopped"
-hm_pair_stop
-echo "hamirror-fs primary and secondary stopped; directories unmounted"
-mdb_start "$SECONDARY/data" "$DEMO_DIR/run-b"
-show mdb_sql "SELECT COUNT(*) AS rows_on_node_b, SUM(qty) AS total_qty FROM demo.orders"
-show mdb_sql "CHECKSUM TABLE sbtest.sbtest1"
-mdb_stop
-step "Demo finished: node-b had every committed row."
-exit 0
+step "3. Starting the cluster: $LAB up --mysql (certificates, both nodes, MariaDB on the VIP)"
+if [ -n "$(ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^$HAMIRROR_LAB-" || true)" ]; then
+  echo "a demo cluster already runs (scripts/demo.sh down removes it); its guide:"
+else
+  "$LAB" up --mysql
+fi
+guide

@@ -33,15 +33,29 @@ lab_paths() {
   LAB_DISK=$LAB_DISK_ROOT/$PREFIX
   LAB_CG=
   local root
+  # HAMIRROR_LAB_NO_CGROUP=1: behave as on a host without cgroup v2 (tests of that path).
+  [ "${HAMIRROR_LAB_NO_CGROUP:-0}" = 1 ] && return 0
   root=$(findmnt -n -t cgroup2 -o TARGET 2>/dev/null | head -1)
   [ -n "$root" ] && LAB_CG=$root/hamirror-lab-$PREFIX
+  return 0
 }
 
 is_cluster() { [ -f "$LAB_STATE/module" ]; }
 module_name() { cat "$LAB_STATE/module"; }
 node_dir() { echo "$LAB_STATE/n$1"; }
 pid_alive() { [ -n "$1" ] && [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
-read_pid() { cat "$(node_dir "$1")/$2" 2>/dev/null || true; }
+# PID files hold "PID START-TIME": a PID reused by an unrelated process after ours died never matches,
+# so lab.sh never enters or kills a stranger.
+start_time() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
+write_pid() { echo "$2 $(start_time "$2")" >"$(node_dir "$1")/$3"; }
+read_pid() {
+  local pid st f
+  f="$(node_dir "$1")/$2"
+  [ -f "$f" ] || return 0
+  read -r pid st <"$f" || return 0
+  [ -n "$pid" ] && [ "$(start_time "$pid")" = "$st" ] && echo "$pid"
+  return 0
+}
 
 # The init (PID 1) of node N, if it runs.
 node_init() {
@@ -50,12 +64,17 @@ node_init() {
   pid_alive "$pid" && echo "$pid"
 }
 
-# wait_until SECONDS CMD...: runs CMD every 0.2 s until it succeeds; 1 on timeout.
+# wait_until SECONDS CMD...: runs CMD every 0.2 s until it succeeds (0), fails with status 2 (given
+# up: returns 2 at once) or SECONDS of wall-clock time have passed (1).
 wait_until() {
-  local limit=$(($1 * 5)) i
+  local deadline=$(($(date +%s) + $1)) i rc
   shift
-  for ((i = 0; i < limit; i++)); do
-    "$@" && return 0
+  for ((i = 0; i < 100000; i++)); do
+    rc=0
+    "$@" || rc=$?
+    [ "$rc" -eq 0 ] && return 0
+    [ "$rc" -eq 2 ] && return 2
+    [ "$(date +%s)" -lt "$deadline" ] || return 1
     sleep 0.2
   done
   return 1
@@ -94,8 +113,27 @@ node_spawn() {
   (cg_join "$n" && exec setsid nsenter -t "$init" -m -u -n -p -- env PATH="$NODE_PATH" \
     sh -c 'log=$1; shift; exec "$@" >>"$log" 2>&1' sh "$log" "$@") </dev/null >/dev/null 2>&1 &
   outer=$!
+  disown "$outer"
   pid=$(child_of "$outer") || die "could not start $1 in n$n"
-  echo "$pid" >"$(node_dir "$n")/$pidfile"
+  write_pid "$n" "$pid" "$pidfile"
+}
+
+# A mount point missing on the host (e.g. /etc/hamirror) is created there (the nodes' mount
+# namespaces share the host's file systems) and listed, so that the last lab's down removes it again.
+make_mount_point() {
+  [ -d "$1" ] && return 0
+  mkdir -p "$1"
+  echo "$1" >>"$LAB_STATE_ROOT/created-mount-points"
+}
+
+# After the last lab is down: the mount points labs created, if still empty. Never while another lab
+# exists: removing a directory that is a mount point in another mount namespace detaches that mount.
+remove_mount_points() {
+  local f=$LAB_STATE_ROOT/created-mount-points d
+  [ -f "$f" ] || return 0
+  [ -z "$(find "$LAB_STATE_ROOT" -mindepth 1 -maxdepth 1 -type d 2>/dev/null)" ] || return 0
+  sort -ru "$f" | while read -r d; do rmdir "$d" 2>/dev/null || true; done
+  rm -f "$f"
 }
 
 # Power on node N: links up, init with its namespaces, the disk and tmpfs mounts.
@@ -116,9 +154,10 @@ node_power_on() {
     --mount-proc --propagation private -- bash -c 'trap "exit 0" TERM; while :; do sleep 3600 & wait $!; done') \
     </dev/null >/dev/null 2>&1 &
   outer=$!
+  disown "$outer"
   init=$(child_of "$outer") || die "node n$n: could not start its init"
-  echo "$outer" >"$dir/unshare.pid"
-  echo "$init" >"$dir/init.pid"
+  write_pid "$n" "$outer" unshare.pid
+  write_pid "$n" "$init" init.pid
   # Never mount over the host's paths or rename the host: the init must be in namespaces of its own.
   local k
   for k in mnt uts pid; do
@@ -131,14 +170,15 @@ node_power_on() {
     awk '\$2 ~ /^fuse/ {print \$1}' | sort -r | while read -r t; do umount -l \"\$t\" 2>/dev/null || true; done; set -e"
   for m in "${NODE_MOUNTS[@]}"; do
     set -- $m
+    make_mount_point "$1"
     if [ "$2" = tmpfs ]; then
-      script+="; mkdir -p $1; mount -t tmpfs -o mode=0755,size=64m tmpfs $1"
+      script+="; mount -t tmpfs -o mode=0755,size=64m tmpfs $1"
     else
       mkdir -p "$LAB_DISK/n$n/${2#disk:}"
-      script+="; mkdir -p $1; mount --bind $LAB_DISK/n$n/${2#disk:} $1"
+      script+="; mount --bind $LAB_DISK/n$n/${2#disk:} $1"
     fi
   done
-  nsenter -t "$init" -m -u -- sh -c "$script" || die "node n$n: mounts failed"
+  nsenter -t "$init" -m -u -p -- sh -c "$script" || die "node n$n: mounts failed"
 }
 
 # Start hamirrord on node N and wait (<= 20 s) until it answers.
@@ -189,8 +229,17 @@ node_state() {
 }
 
 # wait_state N STATE SECONDS: until node N is STATE (stop, wait, alone, prim, second) and ready.
+# Gives up at once (status 2) when the module stopped (STOP is left only by a command: a start script
+# failed, maxloop reached, ...) or hamirrord is gone.
 wait_state() {
-  state_is() { [ "$(node_state "$1")" = "$2 ready" ]; }
+  state_is() {
+    local s
+    s=$(node_state "$1")
+    [ "$s" = "$2 ready" ] && return 0
+    [ "$2" != stop ] && [ "$s" = "stop ready" ] && return 2
+    [ "$s" = unreachable ] && [ -z "$(node_init "$1")" ] && return 2
+    return 1
+  }
   wait_until "$3" state_is "$1" "$2"
 }
 
@@ -253,6 +302,7 @@ prepare_disks() {
 }
 
 cluster_fail() {
+  LAB_SETTING_UP=0
   echo "lab.sh: $*" >&2
   for n in 1 2; do node_logs "$n" >&2 || true; done
   echo "lab.sh: tearing the lab down" >&2
@@ -267,12 +317,12 @@ first_start() {
   for n in 1 2; do
     out=$(node_run "$n" hamirror start 2>&1) || cluster_fail "hamirror start on n$n refused: $out"
   done
-  for n in 1 2; do wait_state "$n" wait 30 || cluster_fail "n$n did not reach WAIT (Ready) within 30 s"; done
+  for n in 1 2; do wait_state "$n" wait 30 || cluster_fail "n$n did not reach WAIT (Ready): it is $(node_state "$n") (limit 30 s)"; done
   out=$(node_run 1 hamirror prim 2>&1) || cluster_fail "hamirror prim on n1 refused: $out"
   # n2 may have joined on its own once n1 serves: `second` is then refused as "is SECOND".
   out=$(node_run 2 hamirror second 2>&1) || [[ $out == *"is SECOND"* ]] || cluster_fail "hamirror second on n2: $out"
-  wait_state 1 prim 180 || cluster_fail "n1 did not reach PRIM (Ready) within 180 s"
-  wait_state 2 second 180 || cluster_fail "n2 did not reach SECOND (Ready) within 180 s"
+  wait_state 1 prim 180 || cluster_fail "n1 did not reach PRIM (Ready): it is $(node_state 1) (limit 180 s)"
+  wait_state 2 second 180 || cluster_fail "n2 did not reach SECOND (Ready): it is $(node_state 2) (limit 180 s)"
 }
 
 db_password() { cat "$LAB_STATE/mysql_password"; }
@@ -300,9 +350,16 @@ cmd_up_cluster() {  # cmd_up_cluster MODULE_DIR MYSQL(0|1) [lab options]
   for b in hamirrord hamirror hamirror-fs hamirror-certs; do
     [ -x "$BIN/$b" ] || die "$BIN/$b not built (cmake --build build)"
   done
+  local tools=(nsenter unshare setsid findmnt python3 openssl)
+  [ "$mysql" = 0 ] || tools+=(mariadbd mariadb-install-db mariadb mysqladmin)
+  for b in "${tools[@]}"; do
+    PATH=$NODE_PATH command -v "$b" >/dev/null || die "$b not found (scripts/install-deps.sh installs it)"
+  done
   cmd_up -n 2 -l 1 "$@"
   lab_paths
   trap 'cluster_fail "setup failed (line $LINENO)"' ERR
+  trap 'cluster_fail "interrupted"' INT TERM
+  LAB_SETTING_UP=1
   [ ! -e "$LAB_STATE" ] || rm -rf "$LAB_STATE"
   [ ! -e "$LAB_DISK" ] || rm -rf "$LAB_DISK"
   mkdir -p "$LAB_STATE" "$LAB_DISK"
@@ -316,7 +373,8 @@ cmd_up_cluster() {  # cmd_up_cluster MODULE_DIR MYSQL(0|1) [lab options]
   for n in 1 2; do node_start_daemon "$n"; done
   first_start
   [ "$mysql" = 0 ] || create_db_user
-  trap - ERR
+  LAB_SETTING_UP=0
+  trap - ERR INT TERM
   echo "lab '$PREFIX' up: n1 PRIM, n2 SECOND, module $(module_name), VIP $LAB_VIP"
   [ "$mysql" = 0 ] || echo "MariaDB on $LAB_VIP:3306 (lab.sh env: user and password)"
 }
@@ -328,7 +386,6 @@ cmd_env() {
   echo "N1=$(node_addr 1 0)"
   echo "N2=$(node_addr 2 0)"
   echo "CLIENT=$LAB_CLIENT"
-  echo "LAB=$PREFIX"
   if [ "$(cat "$LAB_STATE/mysql")" = 1 ]; then
     echo "MYSQL_PORT=3306"
     echo "MYSQL_USER=$LAB_DB_USER"
@@ -374,6 +431,24 @@ cmd_wait() {  # cmd_wait NODE STATE [SECONDS]
   echo "$1: $2 (ready)"
 }
 
+cmd_state() {
+  lab_paths
+  is_cluster || die "lab '$PREFIX' runs no cluster"
+  check_node "$1"
+  if [ -z "$(node_init "${1#n}")" ]; then echo off; else node_state "${1#n}"; fi
+}
+
+# Who holds the VIP, read from the nodes' interfaces (not from what hamirrord says).
+cmd_holder() {
+  lab_paths
+  is_cluster || die "lab '$PREFIX' runs no cluster"
+  local n
+  for n in 1 2; do
+    ip -n "${PREFIX}-n$n" -o addr show 2>/dev/null | grep -q " $LAB_VIP/" && echo "n$n"
+  done
+  return 0
+}
+
 # Everything of the cluster: nodes powered off, cgroups, state and disk directories.
 down_cluster() {
   lab_paths
@@ -392,5 +467,6 @@ down_cluster() {
     rmdir "$LAB_CG" 2>/dev/null || true
   fi
   rm -rf "$LAB_STATE" "$LAB_DISK"
+  remove_mount_points
   rmdir "$LAB_STATE_ROOT" "$LAB_DISK_ROOT" 2>/dev/null || true
 }

@@ -9,10 +9,12 @@
 #   lab.sh up --mysql [-p PREFIX]                a two-node cluster: n1 PRIM, n2 SECOND, MariaDB on the VIP
 #   lab.sh up --module DIR [-p PREFIX]           the same with any module directory
 #   lab.sh down [-p PREFIX]                      delete everything it made (idempotent)
-#   lab.sh env                                   VIP=, N1=, N2=, CLIENT=, LAB=, MYSQL_PORT=, MYSQL_USER=, MYSQL_PASSWORD=
+#   lab.sh env                                   VIP=, N1=, N2=, CLIENT=, MYSQL_PORT=, MYSQL_USER=, MYSQL_PASSWORD=
 #   lab.sh kill NODE                             power cut: every process of NODE (n1, n2) killed at once
 #   lab.sh start NODE                            boot NODE again: hamirrord, `hamirror start`
 #   lab.sh wait NODE STATE [SECONDS]             until NODE is STATE (stop|wait|alone|prim|second) ready
+#   lab.sh state NODE                            "<state> <sub_state>" (e.g. "prim ready"), "unreachable", "off"
+#   lab.sh holder                                the nodes holding the VIP now, one per line (none: empty)
 #   lab.sh cut NODE LAN | heal NODE LAN          bridge-side link of node's lan down / up (NODE: 1 or n1)
 #   lab.sh loss NODE LAN PERCENT                 netem loss on node's interface (0 removes; needs sch_netem)
 #   lab.sh delay MS [LAN]                        netem delay on traffic between nodes on LAN (default 0), both ways
@@ -28,7 +30,12 @@ PREFIX=${HAMIRROR_LAB:-hmlab}
 NODES=2
 LANS=2
 
-die() { echo "lab.sh: $*" >&2; exit 1; }
+die() {
+  # While `up` builds a cluster, any failure reports the nodes' logs and removes everything.
+  if [ "${LAB_SETTING_UP:-0}" = 1 ]; then LAB_SETTING_UP=0; cluster_fail "$*"; fi
+  echo "lab.sh: $*" >&2
+  exit 1
+}
 # shellcheck source=lab-cluster.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lab-cluster.sh"
 need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
@@ -139,6 +146,16 @@ apply_netem() {  # apply_netem NODE LAN
   fi
 }
 
+# netem (sch_netem) is a kernel option some kernels lack: refuse loudly rather than pretend.
+require_netem() {
+  local ns="${PREFIX}-client"
+  if tc -n "$ns" qdisc replace dev lo root netem delay 0ms 2>/dev/null; then
+    tc -n "$ns" qdisc del dev lo root 2>/dev/null || true
+    return 0
+  fi
+  die "netem is not available in this kernel (sch_netem, CONFIG_NET_SCH_NETEM): no loss or delay here"
+}
+
 node_count() { ip netns list 2>/dev/null | awk '{print $1}' | grep -cE "^${PREFIX}-n[0-9]+$" || true; }
 
 cmd_loss() {
@@ -146,6 +163,7 @@ cmd_loss() {
   local node=${1#n}
   check_num node "$node"; check_num lan "$2"; check_num percent "$3"
   ip netns list | awk '{print $1}' | grep -qx "${PREFIX}-n$node" || die "no node n$node in lab '$PREFIX'"
+  [ "$3" -eq 0 ] || require_netem
   mkdir -p "$(netem_dir)"
   echo "$3" >"$(netem_dir)/loss-n$node-$2"
   apply_netem "$node" "$2"
@@ -155,6 +173,8 @@ cmd_delay() {  # cmd_delay MS [LAN]
   need_root
   local ms=$1 lan=${2:-0} old_lan=-1 j
   check_num ms "$ms"; check_num lan "$lan"
+  [ -n "$(lab_namespaces)" ] || die "lab '$PREFIX' does not exist"
+  [ "$ms" -eq 0 ] || require_netem
   mkdir -p "$(netem_dir)"
   [ -f "$(netem_dir)/delay" ] && read -r _ old_lan <"$(netem_dir)/delay"
   echo "$ms $lan" >"$(netem_dir)/delay"
@@ -200,7 +220,7 @@ cmd_exec() {
   exec ip netns exec "${PREFIX}-$name" env PATH="$NODE_PATH" "$@"
 }
 
-usage() { sed -n '2,27p' "$0"; }
+usage() { awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; }
 
 main() {
   [ $# -ge 1 ] || { usage; exit 2; }
@@ -212,6 +232,8 @@ main() {
     env) [ $# -eq 0 ] || die "usage: env"; cmd_env ;;
     kill) [ $# -eq 1 ] || die "usage: kill NODE"; cmd_kill "$1" ;;
     start) [ $# -eq 1 ] || die "usage: start NODE"; cmd_start "$1" ;;
+    state) [ $# -eq 1 ] || die "usage: state NODE"; cmd_state "$1" ;;
+    holder) [ $# -eq 0 ] || die "usage: holder"; cmd_holder ;;
     wait) [ $# -ge 2 ] && [ $# -le 3 ] || die "usage: wait NODE STATE [SECONDS]"; cmd_wait "$@" ;;
     cut) [ $# -eq 2 ] || die "usage: cut NODE LAN"; cmd_link down "$@" ;;
     heal) [ $# -eq 2 ] || die "usage: heal NODE LAN"; cmd_link up "$@" ;;
