@@ -13,7 +13,8 @@
 // $MYSQL_PASSWORD, as `lab.sh env` prints them) or --socket PATH (root over the unix socket).
 // Log lines: "C|A|D|F <transfer id> <unix ns>": COMMIT about to be sent, acknowledged, in doubt (COMMIT
 // answer lost), failed before COMMIT. A C line with no outcome after it (client killed) counts as in
-// doubt. SIGTERM / SIGINT stop `run` as the stop file does. Exit: 0 ok, 1 check failed / workload gave up, 2 server unreachable, 64 usage.
+// doubt. SIGTERM / SIGINT stop `run` as the stop file does.
+// Exit: 0 ok, 1 check failed / workload gave up, 2 server unreachable, 64 usage.
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -92,22 +93,38 @@ std::string ParseArgs(int argc, char** argv, Args* a) {
       return n;
     };
     try {
-      if (opt == "--host") a->target.host = val;
-      else if (opt == "--port") port = number(1, 65535);
-      else if (opt == "--user") a->target.user = val;
-      else if (opt == "--password") a->target.password = val;
-      else if (opt == "--socket") a->target.socket_path = val, a->target.host.clear();
-      else if (opt == "--accounts") a->bank.accounts = static_cast<int>(number(2, 1000000));
-      else if (opt == "--balance") a->bank.initial_balance = number(1, 1000000000);
-      else if (opt == "--threads") a->bank.threads = static_cast<int>(number(1, 256));
-      else if (opt == "--seconds") a->seconds = number(1, 86400);
-      else if (opt == "--stop-file") a->stop_file = val;
-      else if (opt == "--reconnect-window") a->bank.reconnect_window_s = static_cast<int>(number(1, 3600));
-      else if (opt == "--statement-timeout") a->bank.statement_timeout_s = static_cast<unsigned>(number(1, 3600));
-      else if (opt == "--log") a->log_path = val;
-      else if (opt == "--after") a->after_ns = number(0, std::numeric_limits<long>::max());
-      else if (opt == "--before") a->before_ns = number(0, std::numeric_limits<long>::max());
-      else return "unknown option " + opt;
+      if (opt == "--host")
+        a->target.host = val;
+      else if (opt == "--port")
+        port = number(1, 65535);
+      else if (opt == "--user")
+        a->target.user = val;
+      else if (opt == "--password")
+        a->target.password = val;
+      else if (opt == "--socket")
+        a->target.socket_path = val, a->target.host.clear();
+      else if (opt == "--accounts")
+        a->bank.accounts = static_cast<int>(number(2, 1000000));
+      else if (opt == "--balance")
+        a->bank.initial_balance = number(1, 1000000000);
+      else if (opt == "--threads")
+        a->bank.threads = static_cast<int>(number(1, 256));
+      else if (opt == "--seconds")
+        a->seconds = number(1, 86400);
+      else if (opt == "--stop-file")
+        a->stop_file = val;
+      else if (opt == "--reconnect-window")
+        a->bank.reconnect_window_s = static_cast<int>(number(1, 3600));
+      else if (opt == "--statement-timeout")
+        a->bank.statement_timeout_s = static_cast<unsigned>(number(1, 3600));
+      else if (opt == "--log")
+        a->log_path = val;
+      else if (opt == "--after")
+        a->after_ns = number(0, std::numeric_limits<long>::max());
+      else if (opt == "--before")
+        a->before_ns = number(0, std::numeric_limits<long>::max());
+      else
+        return "unknown option " + opt;
     } catch (const std::invalid_argument& e) {
       return e.what();
     }
@@ -138,11 +155,16 @@ Status ReadLog(const std::string& path, BankOutcomes* out, uint64_t* max_client,
       if (in.peek() == EOF) break;
       return Status::Corruption(path + ":" + std::to_string(line_no) + ": unreadable line");
     }
-    if (kind == 'A') out->acknowledged.insert(id);
-    else if (kind == 'D') out->in_doubt.insert(id);
-    else if (kind == 'F') out->failed.insert(id);
-    else if (kind == 'C') committing.insert(id);
-    else return Status::Corruption(path + ":" + std::to_string(line_no) + ": unknown kind");
+    if (kind == 'A')
+      out->acknowledged.insert(id);
+    else if (kind == 'D')
+      out->in_doubt.insert(id);
+    else if (kind == 'F')
+      out->failed.insert(id);
+    else if (kind == 'C')
+      committing.insert(id);
+    else
+      return Status::Corruption(path + ":" + std::to_string(line_no) + ": unknown kind");
     if (max_client != nullptr) *max_client = std::max(*max_client, id >> 40);
     if (acks != nullptr && kind == 'A') acks->emplace_back(ns, id);
   }
@@ -164,7 +186,7 @@ int Setup(const Args& a) {
 }
 
 bool Exists(const std::string& path) {
-  struct stat st{};
+  struct stat st {};
   return stat(path.c_str(), &st) == 0;
 }
 
@@ -185,7 +207,8 @@ int Run(Args a) {
   }
   a.bank.first_client_id = static_cast<int>(max_client);
   FILE* log = std::fopen(a.log_path.c_str(), "a");
-  if (log == nullptr) return std::cerr << "bank-client run: cannot open " << a.log_path << "\n", kExitCheckFailed;
+  if (log == nullptr)
+    return std::cerr << "bank-client run: cannot open " << a.log_path << "\n", kExitCheckFailed;
   // Flushed per line: the test reads the log while the workload runs (first commit after a kill).
   a.bank.on_outcome = [log](const TransferOutcome& o) {
     std::fprintf(log, "%c %llu %lld\n", static_cast<char>(o.kind), static_cast<unsigned long long>(o.id),

@@ -88,14 +88,9 @@ void BankWorkload::Record(TransferOutcome::Kind kind, uint64_t id) {
       outcomes_.acknowledged.insert(id);
       ++acknowledged_count_;
       break;
-    case TransferOutcome::Kind::kInDoubt:
-      outcomes_.in_doubt.insert(id);
-      break;
-    case TransferOutcome::Kind::kFailed:
-      outcomes_.failed.insert(id);
-      break;
-    case TransferOutcome::Kind::kCommitting:
-      break;
+    case TransferOutcome::Kind::kInDoubt: outcomes_.in_doubt.insert(id); break;
+    case TransferOutcome::Kind::kFailed: outcomes_.failed.insert(id); break;
+    case TransferOutcome::Kind::kCommitting: break;
   }
   if (options_.on_outcome) options_.on_outcome(TransferOutcome{kind, id, UnixNanos()});
 }
@@ -219,8 +214,9 @@ Status VerifyBank(const SqlTarget& target, const BankOptions& options, const Ban
   }
   for (const auto& [acct, want] : expected) {
     if (balance[acct] != want) {
-      return Status::Corruption("account " + std::to_string(acct) + " balance " + std::to_string(balance[acct]) +
-                                " disagrees with the transfers log (" + std::to_string(want) + ")");
+      return Status::Corruption("account " + std::to_string(acct) + " balance " +
+                                std::to_string(balance[acct]) + " disagrees with the transfers log (" +
+                                std::to_string(want) + ")");
     }
   }
   return Status::Ok();
