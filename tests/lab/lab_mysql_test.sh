@@ -181,17 +181,11 @@ resolve_split_brain() {
 step_slowlink() {
   require_tools
   lab_env
-  wait_pair_ready 120 >/dev/null
-  bank_start 4
-  sleep 10  # a fixed measuring window for the baseline tps (nothing to await)
-  bank_stop
-  local base
-  base=$(bank_summary)
+  # netem first: a kernel without sch_netem cannot delay or drop, and nothing here can stand in for it.
+  # Reported as skipped (ctest lists it), not passed; scripts/install-deps.sh cannot fix a kernel option.
   SLOW_LINK=1
   local out
   if ! out=$(lab delay 2 2>&1); then
-    # A kernel without sch_netem cannot delay or drop: nothing here can stand in for it. Reported as
-    # skipped (ctest lists it), not passed; scripts/install-deps.sh cannot fix a kernel option.
     if [[ $out == *"netem is not available"* ]]; then
       echo "SKIP: $out" >&2
       exit 77
@@ -199,6 +193,14 @@ step_slowlink() {
     fail "lab.sh delay 2: $out"
     return 1
   fi
+  lab delay 0 >/dev/null
+  wait_pair_ready 120 >/dev/null
+  bank_start 4
+  sleep 10  # a fixed measuring window for the baseline tps (nothing to await)
+  bank_stop
+  local base
+  base=$(bank_summary)
+  lab delay 2
   lab loss 1 0 1
   lab loss 2 0 1
   local qdiscs
@@ -226,6 +228,7 @@ step_slowlink() {
   wait_pair_ready 120 >/dev/null
   bank_verify
 }
+
 
 step_down() {
   lab down
