@@ -22,18 +22,36 @@ void SqlClient::Close() {
   conn_ = nullptr;
 }
 
+std::string SqlTarget::ToString() const {
+  if (host.empty()) return socket_path;
+  return user + "@" + host + ":" + std::to_string(port);
+}
+
 Status SqlClient::Connect(const std::string& socket_path, const std::string& database, unsigned timeout_s) {
+  SqlTarget target;
+  target.socket_path = socket_path;
+  return Connect(target, database, timeout_s);
+}
+
+Status SqlClient::Connect(const SqlTarget& target, const std::string& database, unsigned timeout_s,
+                          unsigned read_timeout_s) {
   Close();
   conn_ = mysql_init(nullptr);
   if (conn_ == nullptr) return Status::Internal("mysql_init failed");
   // Bounded: a hung server must fail the test, not hang it.
   mysql_options(conn_, MYSQL_OPT_CONNECT_TIMEOUT, &timeout_s);
-  unsigned rw_timeout = 120;
-  mysql_options(conn_, MYSQL_OPT_READ_TIMEOUT, &rw_timeout);
-  mysql_options(conn_, MYSQL_OPT_WRITE_TIMEOUT, &rw_timeout);
-  if (mysql_real_connect(conn_, nullptr, "root", nullptr, database.empty() ? nullptr : database.c_str(), 0,
-                         socket_path.c_str(), 0) == nullptr) {
-    Status s = Status::Unavailable("connect " + socket_path + ": " + mysql_error(conn_));
+  mysql_options(conn_, MYSQL_OPT_READ_TIMEOUT, &read_timeout_s);
+  mysql_options(conn_, MYSQL_OPT_WRITE_TIMEOUT, &read_timeout_s);
+  const bool tcp = !target.host.empty();
+  if (tcp) {
+    unsigned protocol = MYSQL_PROTOCOL_TCP;
+    mysql_options(conn_, MYSQL_OPT_PROTOCOL, &protocol);
+  }
+  if (mysql_real_connect(conn_, tcp ? target.host.c_str() : nullptr, target.user.c_str(),
+                         target.password.empty() ? nullptr : target.password.c_str(),
+                         database.empty() ? nullptr : database.c_str(), tcp ? target.port : 0,
+                         tcp ? nullptr : target.socket_path.c_str(), 0) == nullptr) {
+    Status s = Status::Unavailable("connect " + target.ToString() + ": " + mysql_error(conn_));
     Close();
     return s;
   }
