@@ -17,6 +17,7 @@ Overloaded(Ts...) -> Overloaded<Ts...>;
 
 constexpr size_t kSentHistory = 256;        // heartbeats remembered for the echo lease
 constexpr size_t kRetiredIncarnations = 8;  // peer incarnations remembered to drop their late datagrams
+constexpr size_t kMaxProbes = 3;            // witness probes in flight at once
 
 bool IsServingState(NodeState s) { return s == NodeState::kAlone || s == NodeState::kPrim; }
 bool IsStopScript(Script s) {
@@ -609,14 +610,19 @@ void NodeMachine::OnPeerLost() {
 }
 
 void NodeMachine::OnWitness(const EvWitness& w) {
-  if (!probe_outstanding_ || (w.probe_id != 0 && w.probe_id != probe_id_)) return;
-  probe_outstanding_ = false;
+  // 0: the newest probe; an answer to a probe no longer in flight (timed out) is dropped.
+  auto it = probes_.end();
+  for (auto p = probes_.begin(); p != probes_.end(); ++p)
+    if (w.probe_id == 0 || p->first == w.probe_id) it = p;
+  if (it == probes_.end()) return;
+  const uint64_t started = it->second;
+  probes_.erase(it);
   if (w.reachable) {
     have_witness_ok_ = true;
-    witness_ok_at_ = probe_started_;
-    if (witness_failed_) witness_back_at_ = probe_started_;
+    witness_ok_at_ = std::max(witness_ok_at_, started);
+    if (witness_failed_) witness_back_at_ = now_;  // conservative: when the answer came
     witness_failed_ = false;
-    if (IsServingState(state_)) lease_until_ = std::max(lease_until_, probe_started_ + cfg_.lease_ms);
+    if (IsServingState(state_)) lease_until_ = std::max(lease_until_, started + cfg_.lease_ms);
   } else {
     witness_failed_ = true;
     Log(2, "witness unreachable");
@@ -807,8 +813,9 @@ bool NodeMachine::LeaseValid() const { return now_ < lease_until_; }
 
 void NodeMachine::CheckTimers() {
   if (peer_connected_ && now_ >= last_heard_ + cfg_.heartbeat_timeout_ms) OnPeerLost();
-  if (probe_outstanding_ && now_ >= probe_started_ + cfg_.witness_probe_timeout_ms) {
-    probe_outstanding_ = false;  // no answer in time: unreachable
+  while (!probes_.empty() && now_ >= probes_.front().second + cfg_.witness_probe_timeout_ms) {
+    probes_.pop_front();  // no answer in time: unreachable
+    witness_failed_ = true;
     Log(2, "witness probe timed out");
   }
   if (cfg_.witness && vip_ && !forced_ && !LeaseValid()) {
@@ -817,7 +824,7 @@ void NodeMachine::CheckTimers() {
 }
 
 void NodeMachine::MaybeProbeWitness() {
-  if (!cfg_.witness || probe_outstanding_ || state_ == NodeState::kStop || stopping_) return;
+  if (!cfg_.witness || probes_.size() >= kMaxProbes || state_ == NodeState::kStop || stopping_) return;
   bool need;
   if (vip_) {
     // Serving: renew the lease through the witness when the peer's echoes do not.
@@ -829,9 +836,9 @@ void NodeMachine::MaybeProbeWitness() {
   if (!need) return;
   if (probed_once_ && now_ < last_probe_ + cfg_.witness_probe_interval_ms) return;
   probed_once_ = true;
-  probe_outstanding_ = true;
-  probe_started_ = last_probe_ = now_;
-  Emit(ActProbeWitness{++probe_id_});
+  last_probe_ = now_;
+  probes_.emplace_back(++probe_id_, now_);
+  Emit(ActProbeWitness{probe_id_});
 }
 
 bool NodeMachine::PeerServing() const { return peer_ && IsServingState(peer_->state); }

@@ -421,9 +421,11 @@ class NodeMachine {
   std::deque<std::pair<uint64_t, uint64_t>> sent_;  // (seq, send time), bounded
 
   // Witness and lease.
-  bool probe_outstanding_ = false;
+  // Witness probes in flight (id, start time), oldest first. Several may overlap (up to
+  // kMaxProbes): one slow probe (a `ping` started under load) must not let a serving node's lease run
+  // out while a later one could renew it.
+  std::deque<std::pair<uint64_t, uint64_t>> probes_;
   uint64_t probe_id_ = 0;
-  uint64_t probe_started_ = 0;
   bool probed_once_ = false;
   uint64_t last_probe_ = 0;
   bool have_witness_ok_ = false;
