@@ -45,8 +45,9 @@ lab_v() { HAMIRROR_LAB=$LAB_PREFIX "$LAB" "$@"; }
 lab_l() { HAMIRROR_LAB=$LOCAL_PREFIX "$LAB" "$@"; }
 lab_exists() { ip netns list 2>/dev/null | awk '{print $1}' | grep -qE "^$1-(br|client|n[0-9]+)$"; }
 
-LAB_V_UP=0 LAB_L_UP=0
+LAB_V_UP=0 LAB_L_UP=0 SB_PID=
 bench_cleanup_hook() {
+  [ -n "$SB_PID" ] && kill -TERM "$SB_PID" 2>/dev/null  # the run in progress (lab.sh down kills the rest)
   mdb_stop >/dev/null 2>&1
   [ "$LAB_L_UP" = 1 ] && lab_l down >/dev/null 2>&1
   [ "$LAB_V_UP" = 1 ] && lab_v down >/dev/null 2>&1
@@ -164,13 +165,18 @@ run_one() {
   fi
   sync
   sleep "$SETTLE"
+  # In the background: `wait` returns at once on a signal, so Ctrl-C does not wait for the run's end.
   # shellcheck disable=SC2046
-  if ! client_exec "$t" sysbench "$w" $(sb_tcp_args "$t") --time="$DURATION" --report-interval=0 run >"$log" 2>&1; then
+  client_exec "$t" sysbench "$w" $(sb_tcp_args "$t") --time="$DURATION" --report-interval=0 run >"$log" 2>&1 &
+  SB_PID=$!
+  if ! wait "$SB_PID"; then
+    SB_PID=
     tail -20 "$log" >&2
     hm_log "round $r $w $t: sysbench failed"
     return 1
   fi
   tps=$(sed -n 's/.*transactions: *[0-9]* *(\([0-9.]*\) per sec.).*/\1/p' "$log" | head -1)
+  SB_PID=
   p95=$(awk '/95th percentile:/ {print $3; exit}' "$log")
   if [ "$t" = lab_vip ] && ! lab_replicating; then
     hm_log "round $r $w $t: $tps tps, not counted: the pair changed state during the run"
