@@ -90,6 +90,21 @@ lab_replicating() {
     [ "$(lab_v holder | tr '\n' ' ')" = "n1 " ]
 }
 
+# lab_await_replicating WHAT: true at once if the lab is n1 PRIM / n2 SECOND; else logs the states and
+# the end of both nodes' module logs (a pair that changed state between runs is a finding), then waits
+# (<= 180 s) for the pair to be back.
+lab_await_replicating() {
+  lab_replicating && return 0
+  hm_log "$1: the lab is $(lab_v state n1) / $(lab_v state n2), not n1 PRIM / n2 SECOND; end of the module logs:"
+  local n i
+  for n in n1 n2; do lab_v exec "$n" tail -n 12 /var/log/hamirror/mysql.log 2>&1 | sed "s/^/  $n: /" >&2 || true; done
+  for ((i = 0; i < 90; i++)); do
+    lab_replicating && { hm_log "$1: n1 PRIM / n2 SECOND again after $((i * 2)) s"; return 0; }
+    sleep 2
+  done
+  return 1
+}
+
 # local_tcp: mariadbd as bin/start_prim starts it (no option file, the module's options, --user=mysql,
 # tmpdir/socket/pid on a tmpfs as /run/mysqld is on a node), in the node namespace of a network-only lab.
 setup_local_tcp() {
@@ -159,7 +174,7 @@ declare -A TPS P95 ROUND_TPS
 # run_one WORKLOAD TARGET ROUND: one measured run; records its tps and 95th percentile latency.
 run_one() {
   local w=$1 t=$2 r=$3 log=$W/run-$1-$2-$3.log tps p95
-  if [ "$t" = lab_vip ] && ! lab_replicating; then
+  if [ "$t" = lab_vip ] && ! lab_await_replicating "round $r $w $t"; then
     hm_log "round $r $w $t: skipped: the lab is not n1 PRIM / n2 SECOND ($(lab_v state n1) / $(lab_v state n2))"
     return 1
   fi
