@@ -24,6 +24,18 @@ std::string FsBin() {
 #endif
 }
 
+bool SkipWithoutFs() {
+  if (!IsRoot()) {
+    WARN("needs root (network namespaces); skipped");
+    return true;
+  }
+  if (FsBin().empty() || access(FsBin().c_str(), X_OK) != 0) {
+    WARN("no hamirror-fs binary (set HAMIRROR_FS_BIN); skipped");
+    return true;
+  }
+  return false;
+}
+
 Cluster::Cluster(ModuleOptions mo) : lab_(NetLab::Options{.nodes = 2, .lans = 1}) {
   char tmpl[] = "/tmp/hamirror-daemon-test-XXXXXX";
   REQUIRE(mkdtemp(tmpl));

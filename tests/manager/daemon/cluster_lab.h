@@ -33,13 +33,15 @@ struct ModuleOptions {
   bool keepmounted = false;             // <rfs keepmounted="on">: stopped, the directory stays mounted
   bool boot = false;                    // <service boot="on">: hamirrord starts the module by itself
   bool tcp_check = false;               // <check><tcp ident="svc"> on the service, every second
-  // <heart timeout> (ms). Short for quick failovers; a role change of hamirror-fs blocks the daemon's
-  // event loop for up to ~1.5 s (docs/operations.md), so tests that switch roles in place want more.
+  // <heart timeout> (ms). Short for quick failovers (a peer busy in a role change of its hamirror-fs
+  // repeats its last status, which counts as heard: docs/operations.md).
   int heart_timeout_ms = 1500;
 };
 
 // hamirror-fs for the data-path cases: $HAMIRROR_FS_BIN, else the build's own (when built); "" if none.
 std::string FsBin();
+// True (with a WARN saying why) when a data-path lab case cannot run: not root, or no hamirror-fs.
+bool SkipWithoutFs();
 
 class Cluster {
  public:

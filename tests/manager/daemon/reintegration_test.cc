@@ -402,18 +402,6 @@ FsView SeparateAndReturn(Cluster& c, const std::string& changes, const std::stri
   return Rejoin(c, 1, 2, old_id, 60s, label);
 }
 
-bool Skip() {
-  if (!IsRoot()) {
-    WARN("needs root (network namespaces); skipped");
-    return true;
-  }
-  if (FsBin().empty() || access(FsBin().c_str(), X_OK) != 0) {
-    WARN("no hamirror-fs binary (set HAMIRROR_FS_BIN); skipped");
-    return true;
-  }
-  return false;
-}
-
 // 16 distinct 1 MiB-aligned (file, MiB) pairs across the big files, from `seed`.
 std::vector<std::pair<int, int>> Scattered(unsigned seed, int count) {
   std::mt19937 rng(seed);
@@ -435,7 +423,7 @@ std::string Rewrites(Cluster& c, const std::vector<std::pair<int, int>>& blocks)
 
 TEST_CASE("reintegration: secondary powered off, primary writes alone, secondary returns",
           "[netns][daemon][fs][resync]") {
-  if (Skip()) return;
+  if (SkipWithoutFs()) return;
   Cluster c({.rfs = true, .ruzone_blocksize = "1M"});
   StartAndFill(c);
 
@@ -454,7 +442,7 @@ TEST_CASE("reintegration: secondary powered off, primary writes alone, secondary
 }
 
 TEST_CASE("reintegration: resync time grows with what changed", "[netns][daemon][fs][resync]") {
-  if (Skip()) return;
+  if (SkipWithoutFs()) return;
   Cluster c({.rfs = true, .ruzone_blocksize = "1M"});
   StartAndFill(c);
   const unsigned seed = static_cast<unsigned>(std::random_device{}());
@@ -485,7 +473,7 @@ TEST_CASE("reintegration: resync time grows with what changed", "[netns][daemon]
 // differs on the peer entirely (fuse_fs/resync.cc ReconcileEntries).
 TEST_CASE("reintegration: a rewrite while alone is compared by zone, not whole file",
           "[netns][daemon][fs][resync][!mayfail]") {
-  if (Skip()) return;
+  if (SkipWithoutFs()) return;
   Cluster c({.rfs = true, .ruzone_blocksize = "1M"});
   c.FirstStart();
   REQUIRE(c.FsPid(1) > 0);
@@ -504,7 +492,7 @@ TEST_CASE("reintegration: a rewrite while alone is compared by zone, not whole f
 }
 
 TEST_CASE("reintegration: primary crash, failover, old primary returns", "[netns][daemon][fs][resync]") {
-  if (Skip()) return;
+  if (SkipWithoutFs()) return;
   Cluster c({.rfs = true, .ruzone_blocksize = "1M"});
   c.FirstStart();
   REQUIRE(c.FsPid(1) > 0);

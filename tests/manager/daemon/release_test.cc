@@ -27,18 +27,6 @@ using hamirror::MountProbe;
 
 namespace {
 
-bool Skip() {
-  if (!IsRoot()) {
-    WARN("needs root (network namespaces); skipped");
-    return true;
-  }
-  if (FsBin().empty() || access(FsBin().c_str(), X_OK) != 0) {
-    WARN("no hamirror-fs binary (set HAMIRROR_FS_BIN); skipped");
-    return true;
-  }
-  return false;
-}
-
 // What statfs() says of dir (the test shares the mount namespace of hamirrord and its hamirror-fs).
 std::string Probe(const std::string& dir) {
   MountProbe p = MountProbe::kNotFuse;
@@ -71,7 +59,7 @@ std::string ReadFile(const std::string& path) {
 
 TEST_CASE("release: stop frees the data directory, start mounts it again, hand writes reach the peer",
           "[netns][daemon][fs]") {
-  if (Skip()) return;
+  if (SkipWithoutFs()) return;
   Cluster c({.rfs = true});
   c.FirstStart();
   const std::string data = c.Dir(1) + "/data";
@@ -123,7 +111,7 @@ TEST_CASE("release: stop frees the data directory, start mounts it again, hand w
 
 TEST_CASE("release: hand changes on a stopped node that returns as SECOND are overwritten by the resync",
           "[netns][daemon][fs]") {
-  if (Skip()) return;
+  if (SkipWithoutFs()) return;
   Cluster c({.rfs = true});
   c.FirstStart();
   const std::string data2 = c.Dir(2) + "/data";
@@ -153,7 +141,7 @@ TEST_CASE("release: hand changes on a stopped node that returns as SECOND are ov
 }
 
 TEST_CASE("release: a dead mount left by a crash is cleaned when hamirrord starts", "[netns][daemon][fs]") {
-  if (Skip()) return;
+  if (SkipWithoutFs()) return;
   Cluster c({.rfs = true});
   const std::string data = c.Dir(1) + "/data";
   c.StartDaemon(1);
@@ -199,7 +187,7 @@ TEST_CASE("release: a dead mount left by a crash is cleaned when hamirrord start
 
 TEST_CASE("release: keepmounted=on keeps a stopped module's directory mounted read-only",
           "[netns][daemon][fs]") {
-  if (Skip()) return;
+  if (SkipWithoutFs()) return;
   Cluster c({.rfs = true, .keepmounted = true});
   const std::string data = c.Dir(1) + "/data";
   c.StartDaemon(1);

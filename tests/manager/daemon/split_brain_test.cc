@@ -38,18 +38,6 @@ using namespace std::chrono_literals;
 
 namespace {
 
-bool Skip() {
-  if (!IsRoot()) {
-    WARN("needs root (network namespaces); skipped");
-    return true;
-  }
-  if (FsBin().empty() || access(FsBin().c_str(), X_OK) != 0) {
-    WARN("no hamirror-fs binary (set HAMIRROR_FS_BIN); skipped");
-    return true;
-  }
-  return false;
-}
-
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -124,7 +112,7 @@ TEST_CASE(
     "split brain: both sides wrote while cut, the operator keeps one side, what the other loses is "
     "quarantined",
     "[netns][daemon][fs][resync]") {
-  if (Skip()) return;
+  if (SkipWithoutFs()) return;
   Cluster c({.rfs = true, .ruzone_blocksize = "1M"});
   c.FirstStart();
   REQUIRE(c.FsPid(1) > 0);
