@@ -30,6 +30,13 @@ std::vector<std::string> Effects(const std::vector<Action>& actions) {
   return out;
 }
 
+// `start` and its scripts, from t: the node is then WAIT (t advanced past the steps).
+void StartToWait(NodeMachine& m, uint64_t* t) {
+  m.Step(*t, EvCommand{Command::kStart, 1});
+  m.Step(*t += 10, EvScriptDone{Script::kPrestart});
+  m.Step(*t += 10, EvScriptDone{Script::kStartBoth});
+}
+
 }  // namespace
 
 TEST_CASE("action order: start, prim alone, stop", "[core]") {
@@ -76,9 +83,7 @@ TEST_CASE("action order: start, prim alone, stop", "[core]") {
 TEST_CASE("action order: joining as SECOND persists inconsistent before the resync starts", "[core]") {
   NodeMachine m(TestConfig(), Persisted{});
   uint64_t t = 1000;
-  m.Step(t, EvCommand{Command::kStart, 1});
-  m.Step(t += 10, EvScriptDone{Script::kPrestart});
-  m.Step(t += 10, EvScriptDone{Script::kStartBoth});
+  StartToWait(m, &t);
   PeerStatus peer;
   peer.from = "n2";
   peer.state = NodeState::kAlone;
@@ -127,9 +132,7 @@ TEST_CASE("connected promotion: an echo naming another incarnation of this node 
   c.incarnation = 555;
   NodeMachine m(c, Persisted{});
   uint64_t t = 1000;
-  m.Step(t, EvCommand{Command::kStart, 1});
-  m.Step(t += 10, EvScriptDone{Script::kPrestart});
-  m.Step(t += 10, EvScriptDone{Script::kStartBoth});
+  StartToWait(m, &t);
   REQUIRE(m.state() == NodeState::kWait);
   PeerStatus p;
   p.from = std::string("n2");  // (a plain literal trips GCC 12's false -Wrestrict here)
@@ -167,9 +170,7 @@ TEST_CASE("a peer repeating its last status (its daemon busy in a step) is alive
   cfg.repeated_status_grace_ms = 5000;
   NodeMachine m(cfg, Persisted{});
   uint64_t t = 1000;
-  m.Step(t, EvCommand{Command::kStart, 1});
-  m.Step(t += 10, EvScriptDone{Script::kPrestart});
-  m.Step(t += 10, EvScriptDone{Script::kStartBoth});
+  StartToWait(m, &t);
   PeerStatus peer;
   peer.from = "n2";
   peer.state = NodeState::kWait;
