@@ -38,6 +38,13 @@ size_t PathKeeper::DefaultBudget() {
 
 PathKeeper::PathKeeper(int root_fd, size_t max_kept_fds)
     : root_fd_(root_fd), budget_(max_kept_fds ? max_kept_fds : DefaultBudget()) {
+  // open_by_handle_at refuses an O_PATH descriptor as its mount reference: keep a plain one.
+  mount_fd_.Reset(openat(root_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!mount_fd_) {
+    HLOG_WARN("cannot open the replicated tree's root (%s): one descriptor per known inode, at most "
+              "about %zu inodes", strerror(errno), budget_ * 2);
+    return;
+  }
   HandleBuffer buf;
   if (!HandleOf(root_fd_, &buf, &root_mount_id_)) {
     HLOG_WARN("file handles unavailable on the replicated tree (%s): one descriptor per known inode, "
@@ -45,7 +52,7 @@ PathKeeper::PathKeeper(int root_fd, size_t max_kept_fds)
     return;
   }
   // Reopening needs CAP_DAC_READ_SEARCH: try once rather than fail on the first inode over budget.
-  int fd = open_by_handle_at(root_fd_, buf.get(), O_PATH | O_CLOEXEC);
+  int fd = open_by_handle_at(mount_fd_.get(), buf.get(), O_PATH | O_CLOEXEC);
   if (fd < 0) {
     HLOG_WARN("file handles cannot be reopened (%s): one descriptor per known inode, at most about "
               "%zu inodes", strerror(errno), budget_ * 2);
@@ -110,7 +117,7 @@ PathFd PathKeeper::Open(const KeptPath& path) const {
   fh->handle_bytes = path.handle_size_;
   fh->handle_type = path.handle_type_;
   memcpy(fh->f_handle, path.handle_, path.handle_size_);
-  out.owned_.Reset(open_by_handle_at(root_fd_, fh, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  out.owned_.Reset(open_by_handle_at(mount_fd_.get(), fh, O_PATH | O_NOFOLLOW | O_CLOEXEC));
   if (!out.owned_) out.error_ = errno;
   return out;
 }

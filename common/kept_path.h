@@ -91,6 +91,7 @@ class PathKeeper {
   bool TakeFromBudget();
 
   const int root_fd_;
+  UniqueFd mount_fd_;  // the root opened for reading: open_by_handle_at's reference to the mount
   int root_mount_id_ = -1;
   bool handles_ok_ = false;
   const size_t budget_;

@@ -46,19 +46,21 @@ void ToProto(const struct timespec& ts, proto::Timespec* out) {
   out->set_nsec(static_cast<uint32_t>(ts.tv_nsec));
 }
 
-int StatInode(const Inode& inode, struct stat* st) {
-  if (fstatat(inode.fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
+int StatPath(const PathFd& path, struct stat* st) {
+  if (!path) return path.error();
+  if (fstatat(path.get(), "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) return errno;
   return 0;
 }
 
-// Opens `name` under `parent_fd` as an O_PATH handle without following a symlink, and stats it.
-// Returns 0 with *fd owned by the caller, or an errno (nothing left open).
-int OpenEntry(int parent_fd, const char* name, int* fd, struct stat* st) {
-  *fd = openat(parent_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (*fd < 0) return errno;
-  if (fstatat(*fd, "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
+// Opens `name` under `parent` as an O_PATH handle without following a symlink, and stats it.
+// Returns 0 with *fd set, or an errno (nothing left open).
+int OpenEntry(const PathFd& parent, const char* name, UniqueFd* fd, struct stat* st) {
+  if (!parent) return parent.error();
+  fd->Reset(openat(parent.get(), name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!*fd) return errno;
+  if (fstatat(fd->get(), "", st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) {
     int err = errno;
-    close(*fd);
+    fd->Reset();
     return err;
   }
   return 0;
@@ -111,7 +113,7 @@ const char* RoleName(Role role) {
 
 Filesystem::Filesystem(const FsOptions& options, int root_fd, const struct stat& root_st)
     : options_(options) {
-  table_.InitRoot(root_fd, root_st);
+  table_.InitRoot(root_fd, root_st, options_.path_fd_budget);
   resync_ = std::make_unique<ResyncEngine>(static_cast<ResyncHost*>(this), options_.resync);
   verify_ = std::make_unique<ResyncEngine>(static_cast<ResyncHost*>(this), options_.resync);
 }
@@ -157,7 +159,7 @@ Status Filesystem::Start(Role role) {
       replicator::ReplicationServerOptions so;
       so.listen = options_.listen;
       so.tls = options_.tls;
-      so.root_fd = table_.root()->fd;
+      so.root_fd = table_.root_fd();
       so.node_name = options_.node_name;
       so.on_applied = [this](const proto::OpBatch& batch) { OnBatchApplied(batch); };
       so.applier.on_resync_begin = [this](proto::Ack* answer) { AnswerResyncBegin(answer); };
@@ -186,7 +188,7 @@ Status Filesystem::CheckRecordIdentity() {
   // same path (restored from a backup, a new disk) would make it name the wrong files.
   struct stat st;
   struct statfs sfs;
-  if (fstat(table_.root()->fd, &st) != 0 || fstatfs(table_.root()->fd, &sfs) != 0)
+  if (fstat(table_.root_fd(), &st) != 0 || fstatfs(table_.root_fd(), &sfs) != 0)
     return Status::FromErrno("stat " + options_.dir, errno);
   int fsid[2];
   memcpy(fsid, &sfs.f_fsid, sizeof(fsid));
@@ -283,7 +285,8 @@ void Filesystem::RebindAll(replicator::Shipper* shipper) {
   for (const auto& n : table_.SnapshotParentsFirst()) {
     Inode* parent = table_.FindRid(n.parent_rid);
     struct stat st;
-    if (parent == nullptr || fstatat(parent->fd, n.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
+    PathFd parent_path = parent ? table_.Open(*parent) : PathFd();
+    if (!parent_path || fstatat(parent_path.get(), n.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 ||
         st.st_dev != n.inode->dev || st.st_ino != n.inode->ino) {
       ++skipped;
       continue;
@@ -554,8 +557,7 @@ void Filesystem::ResyncForget(Inode* inode) {
   proto::Op op;
   op.mutable_forget()->set_rid(inode->rid);
   Ship(std::move(op), nullptr);
-  close(inode->fd);
-  delete inode;
+  table_.Destroy(inode);
 }
 
 void Filesystem::AnswerResyncBegin(proto::Ack* answer) {
@@ -588,8 +590,7 @@ void Filesystem::DropUnlinkedFromKernel() {
     std::unique_lock<std::shared_mutex> ns(ns_mu_);
     for (const auto& n : table_.SnapshotParentsFirst()) {
       struct stat st;
-      if (fstatat(n.inode->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || st.st_nlink != 0)
-        continue;
+      if (StatPath(table_.Open(*n.inode), &st) != 0 || st.st_nlink != 0) continue;
       Inode* parent = table_.FindRid(n.parent_rid);
       if (parent == nullptr) continue;
       drops.emplace_back(parent == table_.root() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(parent),
@@ -656,11 +657,11 @@ void Filesystem::Init(fuse_conn_info* conn) {
 }
 
 int Filesystem::LookupLocked(Inode& parent, const char* name, fuse_entry_param* e) {
-  int fd;
+  UniqueFd fd;
   struct stat st;
-  if (int err = OpenEntry(parent.fd, name, &fd, &st)) return err;
+  if (int err = OpenEntry(table_.Open(parent), name, &fd, &st)) return err;
   bool created = false;
-  Inode* inode = table_.LookupOrInsert(fd, st, parent.rid, name, &created);
+  Inode* inode = table_.LookupOrInsert(std::move(fd), st, parent.rid, name, &created);
   if (created && !ReadOnly()) {
     // The peer must know the handle before the kernel can use it: Bind goes on the stream before the
     // reply (no need to wait for its ack: the stream is ordered).
@@ -704,13 +705,12 @@ void Filesystem::Forget(fuse_ino_t ino, uint64_t nlookup) {
     op.mutable_forget()->set_rid(rid);
     Ship(std::move(op), nullptr);
   }
-  close(inode.fd);
-  delete &inode;
+  table_.Destroy(&inode);
 }
 
 void Filesystem::Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   struct stat st;
-  int err = fi ? (fstat(static_cast<int>(fi->fh), &st) < 0 ? errno : 0) : StatInode(Get(ino), &st);
+  int err = fi ? (fstat(static_cast<int>(fi->fh), &st) < 0 ? errno : 0) : StatPath(table_.Open(Get(ino)), &st);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -724,14 +724,19 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
     return;
   }
   Inode& inode = Get(ino);
-  ProcPath path(inode.fd);
+  const PathFd inode_path = table_.Open(inode);
+  if (!inode_path) {
+    fuse_reply_err(req, inode_path.error());
+    return;
+  }
+  ProcPath path(inode_path.get());
   int fd = fi ? static_cast<int>(fi->fh) : -1;
   std::unique_lock<std::mutex> lock(inode.data_mu);
   int err = 0;
   if (valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = (valid & FUSE_SET_ATTR_UID) ? attr->st_uid : static_cast<uid_t>(-1);
     gid_t gid = (valid & FUSE_SET_ATTR_GID) ? attr->st_gid : static_cast<gid_t>(-1);
-    if (fchownat(inode.fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) err = errno;
+    if (fchownat(inode_path.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) < 0) err = errno;
   }
   if (!err && (valid & FUSE_SET_ATTR_MODE)) {
     int r = fd >= 0 ? fchmod(fd, attr->st_mode) : fchmodat(AT_FDCWD, path.buf, attr->st_mode, 0);
@@ -741,7 +746,7 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   RecordSpan span;
   if (!err && (valid & FUSE_SET_ATTR_SIZE)) {
     struct stat before;
-    if (StatInode(inode, &before) == 0) {
+    if (StatPath(inode_path, &before) == 0) {
       const uint64_t from = std::min<uint64_t>(before.st_size, attr->st_size);
       err = BeginRecord(inode, from, replicator::ZoneRecord::kToEnd, &span);
     }
@@ -770,8 +775,9 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
       uint64_t parent_rid;
       std::string name;
       Inode* parent = table_.GetName(&inode, &parent_rid, &name) ? table_.FindRid(parent_rid) : nullptr;
-      if (parent != nullptr) {
-        r = utimensat(parent->fd, name.c_str(), tv, AT_SYMLINK_NOFOLLOW);
+      PathFd parent_path = parent ? table_.Open(*parent) : PathFd();
+      if (parent_path) {
+        r = utimensat(parent_path.get(), name.c_str(), tv, AT_SYMLINK_NOFOLLOW);
       } else {
         r = -1;
         errno = ESTALE;
@@ -782,7 +788,7 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
     if (r < 0) err = errno;
   }
   struct stat st;
-  if (!err) err = fd >= 0 ? (fstat(fd, &st) < 0 ? errno : 0) : StatInode(inode, &st);
+  if (!err) err = fd >= 0 ? (fstat(fd, &st) < 0 ? errno : 0) : StatPath(inode_path, &st);
   if (err) {
     span.Finish(/*acked=*/true);  // refused locally: nothing to ship
     lock.unlock();
@@ -814,9 +820,10 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
 
 void Filesystem::Readlink(fuse_req_t req, fuse_ino_t ino) {
   char buf[PATH_MAX + 1];
-  ssize_t n = readlinkat(Get(ino).fd, "", buf, sizeof(buf));
+  const PathFd link = table_.Open(Get(ino));
+  ssize_t n = link ? readlinkat(link.get(), "", buf, sizeof(buf)) : -1;
   if (n < 0) {
-    fuse_reply_err(req, errno);
+    fuse_reply_err(req, link ? errno : link.error());
     return;
   }
   if (n >= static_cast<ssize_t>(sizeof(buf))) {
@@ -827,21 +834,21 @@ void Filesystem::Readlink(fuse_req_t req, fuse_ino_t ino) {
   fuse_reply_readlink(req, buf);
 }
 
-int Filesystem::EnterNewNode(fuse_req_t req, Inode& parent, const char* name, const char* symlink_target,
-                             bool created, fuse_entry_param* e, proto::Op* op) {
+int Filesystem::EnterNewNode(fuse_req_t req, Inode& parent, const PathFd& parent_path, const char* name,
+                             const char* symlink_target, bool created, fuse_entry_param* e, proto::Op* op) {
   struct stat pst;
-  if (fstatat(parent.fd, "", &pst, AT_EMPTY_PATH) < 0) return errno;
+  if (int err = StatPath(parent_path, &pst)) return err;
   if (created) {
     // The daemon runs as root: give the entry to the caller, with the group rule of setgid directories.
     const fuse_ctx* ctx = fuse_req_ctx(req);
     gid_t gid = (pst.st_mode & S_ISGID) ? pst.st_gid : ctx->gid;
-    if (fchownat(parent.fd, name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
+    if (fchownat(parent_path.get(), name, ctx->uid, gid, AT_SYMLINK_NOFOLLOW) < 0) return errno;
   }
-  int fd;
+  UniqueFd fd;
   struct stat st;
-  if (int err = OpenEntry(parent.fd, name, &fd, &st)) return err;
+  if (int err = OpenEntry(parent_path, name, &fd, &st)) return err;
   bool inserted = false;
-  Inode* inode = table_.LookupOrInsert(fd, st, parent.rid, name, &inserted);
+  Inode* inode = table_.LookupOrInsert(std::move(fd), st, parent.rid, name, &inserted);
   if (created) {
     auto* mk = op->mutable_make_node();
     mk->set_parent(parent.rid);
@@ -874,13 +881,15 @@ void Filesystem::Mknod(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   proto::Op op;
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kEntry, 1);
   std::unique_lock<std::shared_mutex> ns(ns_mu_);
-  int err = 0;
-  if (S_ISDIR(mode)) {
-    if (mkdirat(parent.fd, name, mode & 07777) < 0) err = errno;
-  } else if (mknodat(parent.fd, name, mode, rdev) < 0) {
+  const PathFd parent_path = table_.Open(parent);
+  int err = parent_path ? 0 : parent_path.error();
+  if (err) {
+  } else if (S_ISDIR(mode)) {
+    if (mkdirat(parent_path.get(), name, mode & 07777) < 0) err = errno;
+  } else if (mknodat(parent_path.get(), name, mode, rdev) < 0) {
     err = errno;
   }
-  if (!err) err = EnterNewNode(req, parent, name, nullptr, true, &p->entry, &op);
+  if (!err) err = EnterNewNode(req, parent, parent_path, name, nullptr, true, &p->entry, &op);
   if (err) {
     ns.unlock();
     p->Done(err);
@@ -902,8 +911,9 @@ void Filesystem::Symlink(fuse_req_t req, const char* link, fuse_ino_t parent_ino
   proto::Op op;
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kEntry, 1);
   std::unique_lock<std::shared_mutex> ns(ns_mu_);
-  int err = symlinkat(link, parent.fd, name) < 0 ? errno : 0;
-  if (!err) err = EnterNewNode(req, parent, name, link, true, &p->entry, &op);
+  const PathFd parent_path = table_.Open(parent);
+  int err = !parent_path ? parent_path.error() : symlinkat(link, parent_path.get(), name) < 0 ? errno : 0;
+  if (!err) err = EnterNewNode(req, parent, parent_path, name, link, true, &p->entry, &op);
   if (err) {
     ns.unlock();
     p->Done(err);
@@ -920,15 +930,18 @@ void Filesystem::Link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent_ino, 
   Inode& inode = Get(ino);
   Inode& newparent = Get(newparent_ino);
   std::unique_lock<std::shared_mutex> ns(ns_mu_);
-  if (linkat(inode.fd, "", newparent.fd, newname, AT_EMPTY_PATH) < 0) {
-    int err = errno;
+  const PathFd inode_path = table_.Open(inode);
+  const PathFd newparent_path = table_.Open(newparent);
+  int err = !inode_path ? inode_path.error() : !newparent_path ? newparent_path.error() : 0;
+  if (!err && linkat(inode_path.get(), "", newparent_path.get(), newname, AT_EMPTY_PATH) < 0) err = errno;
+  if (err) {
     ns.unlock();
     fuse_reply_err(req, err);
     return;
   }
   struct stat st, pst;
-  int err = StatInode(inode, &st);
-  if (!err && fstatat(newparent.fd, "", &pst, AT_EMPTY_PATH) < 0) err = errno;
+  err = StatPath(inode_path, &st);
+  if (!err) err = StatPath(newparent_path, &pst);
   if (err) {
     ns.unlock();
     fuse_reply_err(req, err);
@@ -953,11 +966,13 @@ void Filesystem::Unlink(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
   }
   Inode& parent = Get(parent_ino);
   std::unique_lock<std::shared_mutex> ns(ns_mu_);
+  const PathFd parent_path = table_.Open(parent);
   struct stat st;
   Inode* victim = nullptr;
-  if (fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) victim = table_.Find(st.st_dev, st.st_ino);
-  if (unlinkat(parent.fd, name, is_dir ? AT_REMOVEDIR : 0) < 0) {
-    int err = errno;
+  if (parent_path && fstatat(parent_path.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+    victim = table_.Find(st.st_dev, st.st_ino);
+  if (!parent_path || unlinkat(parent_path.get(), name, is_dir ? AT_REMOVEDIR : 0) < 0) {
+    int err = parent_path ? errno : parent_path.error();
     ns.unlock();
     fuse_reply_err(req, err);
     return;
@@ -971,7 +986,7 @@ void Filesystem::Unlink(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
   u->set_parent(parent.rid);
   u->set_name(name);
   u->set_is_dir(is_dir);
-  if (fstatat(parent.fd, "", &pst, AT_EMPTY_PATH) == 0) AddTimeFix(&op, parent.rid, pst.st_mtim);
+  if (StatPath(parent_path, &pst) == 0) AddTimeFix(&op, parent.rid, pst.st_mtim);
   Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
 }
 
@@ -988,19 +1003,26 @@ void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
   Inode& parent = Get(parent_ino);
   Inode& newparent = Get(newparent_ino);
   std::unique_lock<std::shared_mutex> ns(ns_mu_);
+  const PathFd parent_path = table_.Open(parent);
+  const PathFd newparent_path = table_.Open(newparent);
+  if (!parent_path || !newparent_path) {
+    ns.unlock();
+    fuse_reply_err(req, !parent_path ? parent_path.error() : newparent_path.error());
+    return;
+  }
   struct stat st;
   Inode* src = nullptr;
   Inode* dst = nullptr;
   uint64_t moved[2] = {0, 0};
-  if (fstatat(parent.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+  if (fstatat(parent_path.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
     src = table_.Find(st.st_dev, st.st_ino);
     if (S_ISREG(st.st_mode)) moved[0] = st.st_ino;
   }
-  if (fstatat(newparent.fd, newname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+  if (fstatat(newparent_path.get(), newname, &st, AT_SYMLINK_NOFOLLOW) == 0) {
     dst = table_.Find(st.st_dev, st.st_ino);
     if (S_ISREG(st.st_mode) && (flags & RENAME_EXCHANGE)) moved[1] = st.st_ino;
   }
-  if (renameat2(parent.fd, name, newparent.fd, newname, flags) < 0) {
+  if (renameat2(parent_path.get(), name, newparent_path.get(), newname, flags) < 0) {
     int err = errno;
     ns.unlock();
     fuse_reply_err(req, err);
@@ -1022,8 +1044,8 @@ void Filesystem::Rename(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
   r->set_new_name(newname);
   r->set_flags(flags);
   struct stat pst;
-  if (fstatat(parent.fd, "", &pst, AT_EMPTY_PATH) == 0) AddTimeFix(&op, parent.rid, pst.st_mtim);
-  if (&newparent != &parent && fstatat(newparent.fd, "", &pst, AT_EMPTY_PATH) == 0) {
+  if (StatPath(parent_path, &pst) == 0) AddTimeFix(&op, parent.rid, pst.st_mtim);
+  if (&newparent != &parent && StatPath(newparent_path, &pst) == 0) {
     AddTimeFix(&op, newparent.rid, pst.st_mtim);
   }
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kErrno, 1);
@@ -1070,10 +1092,10 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     return;
   }
   Inode& inode = Get(ino);
-  ProcPath path(inode.fd);
-  int fd = open(path.buf, BackingOpenFlags(fi->flags));
+  const PathFd inode_path = table_.Open(inode);
+  int fd = inode_path ? open(ProcPath(inode_path.get()).buf, BackingOpenFlags(fi->flags)) : -1;
   if (fd < 0) {
-    fuse_reply_err(req, errno);
+    fuse_reply_err(req, inode_path ? errno : inode_path.error());
     return;
   }
   fi->fh = static_cast<uint64_t>(fd);
@@ -1098,23 +1120,27 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
   proto::Op op;
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kCreate, 1);
   std::unique_lock<std::shared_mutex> ns(ns_mu_);
+  const PathFd parent_path = table_.Open(parent);
   int flags = BackingOpenFlags(fi->flags);
   bool created = true;
-  int fd = openat(parent.fd, name, flags | O_CREAT | O_EXCL | O_NOFOLLOW, mode & 07777);
-  if (fd < 0 && errno == EEXIST && !(fi->flags & O_EXCL)) {
-    // Raced with a name that appeared underneath: open the existing file, bind instead of making.
-    created = false;
-    fd = openat(parent.fd, name, flags | O_NOFOLLOW);
+  UniqueFd fd;
+  int err = parent_path ? 0 : parent_path.error();
+  if (!err) {
+    fd.Reset(openat(parent_path.get(), name, flags | O_CREAT | O_EXCL | O_NOFOLLOW, mode & 07777));
+    if (!fd && errno == EEXIST && !(fi->flags & O_EXCL)) {
+      // Raced with a name that appeared underneath: open the existing file, bind instead of making.
+      created = false;
+      fd.Reset(openat(parent_path.get(), name, flags | O_NOFOLLOW));
+    }
+    if (!fd) err = errno;
   }
-  int err = fd < 0 ? errno : 0;
-  if (!err) err = EnterNewNode(req, parent, name, nullptr, created, &p->entry, &op);
+  if (!err) err = EnterNewNode(req, parent, parent_path, name, nullptr, created, &p->entry, &op);
   if (err) {
-    if (fd >= 0) close(fd);
     ns.unlock();
     p->Done(err);
     return;
   }
-  fi->fh = static_cast<uint64_t>(fd);
+  fi->fh = static_cast<uint64_t>(fd.Release());
   fi->keep_cache = 1;
   SetDirectIo(fi, options_.direct_io_all);
   p->file_info = *fi;
@@ -1316,7 +1342,7 @@ void Filesystem::RecordPeerAhead(Inode& inode) {
 
 void Filesystem::ShipMtimeLocked(Inode& inode, int fd, PendingReply* pending) {
   struct stat st;
-  int r = fd >= 0 ? fstat(fd, &st) : (StatInode(inode, &st) == 0 ? 0 : -1);
+  int r = fd >= 0 ? fstat(fd, &st) : (StatPath(table_.Open(inode), &st) == 0 ? 0 : -1);
   if (r < 0) {
     if (pending) pending->Done();
     return;
@@ -1393,7 +1419,7 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
       f->set_datasync(datasync != 0);
       if (inode.mtime_dirty) {
         struct stat st;
-        if ((fd >= 0 ? fstat(fd, &st) : (StatInode(inode, &st) ? -1 : 0)) == 0) {
+        if ((fd >= 0 ? fstat(fd, &st) : (StatPath(table_.Open(inode), &st) ? -1 : 0)) == 0) {
           AddTimeFix(&op, inode.rid, st.st_mtim);
           inode.mtime_dirty = false;
         }
@@ -1407,20 +1433,18 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
   } else if (fd >= 0) {
     r = datasync ? fdatasync(fd) : fsync(fd);
   } else {
-    int tmp = openat(inode.fd, ".", O_RDONLY | O_CLOEXEC);
-    if (tmp >= 0) {
-      r = fsync(tmp);
-      close(tmp);
-    }
+    const PathFd inode_path = table_.Open(inode);
+    UniqueFd tmp(inode_path ? openat(inode_path.get(), ".", O_RDONLY | O_CLOEXEC) : -1);
+    if (tmp) r = fsync(tmp.get());
   }
   p->Done(r < 0 ? errno : 0);
 }
 
 void Filesystem::Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  Inode& inode = Get(ino);
-  int fd = openat(inode.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  const PathFd dir_path = table_.Open(Get(ino));
+  int fd = dir_path ? openat(dir_path.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
   if (fd < 0) {
-    fuse_reply_err(req, errno);
+    fuse_reply_err(req, dir_path ? errno : dir_path.error());
     return;
   }
   auto* d = new DirHandle;
@@ -1485,8 +1509,9 @@ void Filesystem::Releasedir(fuse_req_t req, fuse_ino_t /*ino*/, fuse_file_info* 
 
 void Filesystem::Statfs(fuse_req_t req, fuse_ino_t ino) {
   struct statvfs sv;
-  if (fstatvfs(Get(ino).fd, &sv) < 0) {
-    fuse_reply_err(req, errno);
+  const PathFd path = table_.Open(Get(ino));
+  if (!path || fstatvfs(path.get(), &sv) < 0) {
+    fuse_reply_err(req, path ? errno : path.error());
     return;
   }
   fuse_reply_statfs(req, &sv);
@@ -1499,10 +1524,10 @@ void Filesystem::Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, cons
     return;
   }
   Inode& inode = Get(ino);
-  ProcPath path(inode.fd);
+  const PathFd inode_path = table_.Open(inode);
   std::unique_lock<std::mutex> lock(inode.data_mu);
-  if (setxattr(path.buf, name, value, size, flags) < 0) {
-    int err = errno;
+  if (!inode_path || setxattr(ProcPath(inode_path.get()).buf, name, value, size, flags) < 0) {
+    int err = inode_path ? errno : inode_path.error();
     lock.unlock();
     fuse_reply_err(req, err);
     return;
@@ -1518,40 +1543,33 @@ void Filesystem::Setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, cons
   Ship(std::move(op), PendingReply::New(req, PendingReply::Kind::kErrno, 1));
 }
 
-void Filesystem::Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
-  ProcPath path(Get(ino).fd);
-  if (size == 0) {
-    ssize_t n = getxattr(path.buf, name, nullptr, 0);
-    if (n < 0)
-      fuse_reply_err(req, errno);
-    else
-      fuse_reply_xattr(req, static_cast<size_t>(n));
+// Answers GETXATTR/LISTXATTR: query(path, buf, size) is getxattr or listxattr on the inode's path;
+// size 0 asks for the needed size only.
+template <typename Query>
+void Filesystem::ReplyXattrQuery(fuse_req_t req, fuse_ino_t ino, size_t size, Query query) {
+  const PathFd inode_path = table_.Open(Get(ino));
+  if (!inode_path) {
+    fuse_reply_err(req, inode_path.error());
     return;
   }
+  ProcPath path(inode_path.get());
   std::vector<char> buf(size);
-  ssize_t n = getxattr(path.buf, name, buf.data(), size);
+  ssize_t n = query(path.buf, size ? buf.data() : nullptr, size);
   if (n < 0)
     fuse_reply_err(req, errno);
+  else if (size == 0)
+    fuse_reply_xattr(req, static_cast<size_t>(n));
   else
     fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
 }
 
+void Filesystem::Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  ReplyXattrQuery(req, ino, size,
+                  [name](const char* path, char* buf, size_t n) { return getxattr(path, name, buf, n); });
+}
+
 void Filesystem::Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  ProcPath path(Get(ino).fd);
-  if (size == 0) {
-    ssize_t n = listxattr(path.buf, nullptr, 0);
-    if (n < 0)
-      fuse_reply_err(req, errno);
-    else
-      fuse_reply_xattr(req, static_cast<size_t>(n));
-    return;
-  }
-  std::vector<char> buf(size);
-  ssize_t n = listxattr(path.buf, buf.data(), size);
-  if (n < 0)
-    fuse_reply_err(req, errno);
-  else
-    fuse_reply_buf(req, buf.data(), static_cast<size_t>(n));
+  ReplyXattrQuery(req, ino, size, [](const char* path, char* buf, size_t n) { return listxattr(path, buf, n); });
 }
 
 void Filesystem::Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
@@ -1560,10 +1578,10 @@ void Filesystem::Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
     return;
   }
   Inode& inode = Get(ino);
-  ProcPath path(inode.fd);
+  const PathFd inode_path = table_.Open(inode);
   std::unique_lock<std::mutex> lock(inode.data_mu);
-  if (removexattr(path.buf, name) < 0) {
-    int err = errno;
+  if (!inode_path || removexattr(ProcPath(inode_path.get()).buf, name) < 0) {
+    int err = inode_path ? errno : inode_path.error();
     lock.unlock();
     fuse_reply_err(req, err);
     return;

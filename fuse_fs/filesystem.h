@@ -56,6 +56,9 @@ struct FsOptions {
   std::string quarantine_dir;
   uint64_t zone_size = 1 << 20;
   ResyncOptions resync;
+  // O_PATH descriptors kept for known inodes before falling back to file handles (common/kept_path.h);
+  // 0: half the descriptor limit.
+  size_t path_fd_budget = 0;
 };
 
 class Filesystem : private ResyncHost {
@@ -136,12 +139,14 @@ class Filesystem : private ResyncHost {
   // when there is no shipper (secondary).
   void Ship(proto::Op&& op, PendingReply* pending);
   int LookupLocked(Inode& parent, const char* name, fuse_entry_param* e);
-  // Shared tail of mknod/mkdir/symlink/create: the entry `name` was just made in `parent` (namespace
-  // lock held): chown it to the caller, enter it in the table and ship MakeNode (or Bind when it was
-  // not new). Fills e. Returns errno.
-  int EnterNewNode(fuse_req_t req, Inode& parent, const char* name, const char* symlink_target, bool created,
-                   fuse_entry_param* e, proto::Op* op);
+  // Shared tail of mknod/mkdir/symlink/create: the entry `name` was just made in `parent` (reached
+  // through parent_path; namespace lock held): chown it to the caller, enter it in the table and ship
+  // MakeNode (or Bind when it was not new). Fills e. Returns errno.
+  int EnterNewNode(fuse_req_t req, Inode& parent, const PathFd& parent_path, const char* name,
+                   const char* symlink_target, bool created, fuse_entry_param* e, proto::Op* op);
   void AddTimeFix(proto::Op* op, uint64_t rid, const struct timespec& mtime);
+  template <typename Query>
+  void ReplyXattrQuery(fuse_req_t req, fuse_ino_t ino, size_t size, Query query);
   // Ships the file's current mtime (data_mu held) if its data changed since the last time it was sent.
   void ShipMtimeLocked(Inode& inode, int fd, PendingReply* pending);
   // Counts a write for the write-then-fsync pattern (data_mu held).

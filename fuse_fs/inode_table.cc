@@ -1,23 +1,20 @@
 #include "fuse_fs/inode_table.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 
 namespace hamirror::fs {
 
 InodeTable::~InodeTable() {
   for (auto& [key, inode] : by_key_) {
-    if (inode == &root_) continue;
-    close(inode->fd);
-    delete inode;
+    if (inode != &root_) Destroy(inode);
   }
-  if (root_.fd >= 0) close(root_.fd);
+  if (keeper_) keeper_->Release(&root_.path);
 }
 
-void InodeTable::InitRoot(int root_fd, const struct stat& st) {
+void InodeTable::InitRoot(int root_fd, const struct stat& st, size_t max_kept_fds) {
   std::lock_guard<std::mutex> lock(mu_);
-  root_.fd = root_fd;
+  keeper_ = std::make_unique<PathKeeper>(root_fd, max_kept_fds);
+  keeper_->Keep(UniqueFd(root_fd), &root_.path);  // first in: always within the budget
   root_.dev = st.st_dev;
   root_.ino = st.st_ino;
   root_.type = st.st_mode & S_IFMT;
@@ -27,12 +24,11 @@ void InodeTable::InitRoot(int root_fd, const struct stat& st) {
   by_rid_[1] = &root_;
 }
 
-Inode* InodeTable::LookupOrInsert(int fd, const struct stat& st, uint64_t parent_rid, const std::string& name,
-                                  bool* created) {
+Inode* InodeTable::LookupOrInsert(UniqueFd fd, const struct stat& st, uint64_t parent_rid,
+                                  const std::string& name, bool* created) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = by_key_.find({st.st_dev, st.st_ino});
   if (it != by_key_.end()) {
-    close(fd);
     Inode* inode = it->second;
     inode->nlookup++;
     if (inode != &root_) {
@@ -43,7 +39,7 @@ Inode* InodeTable::LookupOrInsert(int fd, const struct stat& st, uint64_t parent
     return inode;
   }
   auto* inode = new Inode;
-  inode->fd = fd;
+  keeper_->Keep(std::move(fd), &inode->path);
   inode->dev = st.st_dev;
   inode->ino = st.st_ino;
   inode->type = st.st_mode & S_IFMT;
@@ -87,6 +83,11 @@ uint64_t InodeTable::Unref(Inode* inode, uint64_t n) {
   by_key_.erase({inode->dev, inode->ino});
   by_rid_.erase(inode->rid);
   return inode->rid;
+}
+
+void InodeTable::Destroy(Inode* inode) {
+  keeper_->Release(&inode->path);
+  delete inode;
 }
 
 void InodeTable::SetName(Inode* inode, uint64_t parent_rid, const std::string& name) {

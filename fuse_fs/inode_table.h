@@ -1,7 +1,8 @@
 // InodeTable: the inodes the kernel currently knows (looked up and not yet forgotten).
 //
-// Each entry keeps an O_PATH descriptor of the real file under the mount point, the kernel's lookup
-// count, and the replication handle (rid) the peer knows the file by. The FUSE node id handed to the
+// Each entry keeps a way back to the real file under the mount point (an O_PATH descriptor while the
+// PathKeeper's budget has room, else the file system's handle: see common/kept_path.h), the kernel's
+// lookup count, and the replication handle (rid) the peer knows the file by. The FUSE node id handed to the
 // kernel is the Inode's address (the root is FUSE_ROOT_ID), so no lookup is needed on the data path.
 // (parent rid, name) is kept current across rename/unlink so a new replication session can re-bind
 // every live inode parents-first.
@@ -14,15 +15,19 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "common/kept_path.h"
+#include "common/unique_fd.h"
+
 namespace hamirror::fs {
 
 struct Inode {
-  int fd = -1;  // O_PATH | O_NOFOLLOW; owned
+  KeptPath path;  // set when the inode enters the table, released when it leaves
   dev_t dev = 0;
   ino_t ino = 0;
   mode_t type = 0;  // S_IFMT bits
@@ -63,12 +68,19 @@ class InodeTable {
   InodeTable& operator=(const InodeTable&) = delete;
 
   // Takes ownership of root_fd (O_PATH of the replicated directory). The root has rid 1.
-  void InitRoot(int root_fd, const struct stat& st);
+  // max_kept_fds: the PathKeeper's descriptor budget (0: its default).
+  void InitRoot(int root_fd, const struct stat& st, size_t max_kept_fds = 0);
   Inode* root() { return &root_; }
+  int root_fd() const { return root_.path.fd(); }
 
-  // Finds the inode (dev, ino) and adds one lookup, or adopts `fd` as a new inode with a fresh rid.
-  // *created tells which; when not created, fd is closed. parent_rid/name are recorded either way.
-  Inode* LookupOrInsert(int fd, const struct stat& st, uint64_t parent_rid, const std::string& name,
+  // A descriptor of the inode's real file for one use (see PathKeeper::Open).
+  PathFd Open(const Inode& inode) const { return keeper_->Open(inode.path); }
+  const PathKeeper& keeper() const { return *keeper_; }
+
+  // Finds the inode (dev, ino) and adds one lookup, or adopts `fd` (O_PATH) as a new inode with a
+  // fresh rid. *created tells which; when not created, fd is closed. parent_rid/name are recorded
+  // either way.
+  Inode* LookupOrInsert(UniqueFd fd, const struct stat& st, uint64_t parent_rid, const std::string& name,
                         bool* created);
   // Inode with this (dev, ino) if the kernel knows it (no reference taken), else null.
   Inode* Find(dev_t dev, ino_t ino);
@@ -76,8 +88,10 @@ class InodeTable {
   // Adds n lookups to a known inode (link, re-lookup).
   void Ref(Inode* inode, uint64_t n = 1);
   // Drops n lookups; when the count reaches zero the inode leaves the table and its rid is returned
-  // (the caller ships Forget and the Inode is deleted); 0 otherwise.
+  // (the caller ships Forget and then calls Destroy); 0 otherwise.
   uint64_t Unref(Inode* inode, uint64_t n);
+  // Frees an inode that left the table (Unref returned its rid).
+  void Destroy(Inode* inode);
 
   void SetName(Inode* inode, uint64_t parent_rid, const std::string& name);
   void ClearName(Inode* inode);
@@ -100,6 +114,7 @@ class InodeTable {
 
  private:
   std::mutex mu_;
+  std::unique_ptr<PathKeeper> keeper_;
   Inode root_;
   std::map<std::pair<dev_t, ino_t>, Inode*> by_key_;
   std::map<uint64_t, Inode*> by_rid_;

@@ -185,6 +185,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 64));
     sub->add_option("--resync-rate", cli.options.resync.max_rate_bps,
                     "resync bandwidth cap in bytes per second (reiallowedbw); 0: unlimited");
+    sub->add_option("--path-fd-budget", cli.options.path_fd_budget,
+                    "descriptors kept open for known inodes; past it they are reopened by file handle "
+                    "(default 0: half the descriptor limit)");
     sub->add_option_function<std::string>(
            "--direct-io", [&cli](const std::string& mode) { cli.options.direct_io_all = mode == "all"; },
            "odirect (default): handles opened with O_DIRECT bypass the mount's page cache; all: so do "

@@ -106,9 +106,10 @@ void ReadXattrs(int path_fd, std::vector<std::pair<std::string, std::string>>* o
   std::sort(out->begin(), out->end());
 }
 
-// Lists directory dir_fd (O_PATH is fine). with_details: symlink targets and xattrs too.
-int ListLocal(int dir_fd, bool with_details, std::vector<LocalEntry>* out) {
-  int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+// Lists directory dir (O_PATH is fine). with_details: symlink targets and xattrs too.
+int ListLocal(const PathFd& dir, bool with_details, std::vector<LocalEntry>* out) {
+  if (!dir) return dir.error();
+  int fd = openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return errno;
   DIR* dp = fdopendir(fd);
   if (dp == nullptr) {
@@ -382,15 +383,14 @@ struct ResyncEngine::Run {
 Inode* ResyncEngine::Run::Acquire(Inode* parent, const std::string& name, bool bind, bool ns_held) {
   std::shared_lock<std::shared_mutex> ns(host->resync_ns_mutex(), std::defer_lock);
   if (!ns_held) ns.lock();
-  int fd = openat(parent->fd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return nullptr;
+  const PathFd parent_path = host->resync_table().Open(*parent);
+  if (!parent_path) return nullptr;
+  UniqueFd fd(openat(parent_path.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return nullptr;
   struct stat st;
-  if (fstatat(fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
-    close(fd);
-    return nullptr;
-  }
+  if (fstatat(fd.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return nullptr;
   bool created = false;  // (a kernel lookup binds only new handles; the resync always does)
-  Inode* inode = host->resync_table().LookupOrInsert(fd, st, parent->rid, name, &created);
+  Inode* inode = host->resync_table().LookupOrInsert(std::move(fd), st, parent->rid, name, &created);
   if (bind) {
     // As a kernel lookup does: the peer learns the handle before anything names it. Also when the
     // handle exists here already: the peer may not know it (a re-bind that failed on the new
@@ -595,8 +595,9 @@ void ResyncEngine::Run::ReleaseLinks() {
 void ResyncEngine::Run::ReconcileRoot(Inode* root, const proto::DirEntry& peer_self) {
   LocalEntry l;
   l.name = ".";
-  if (fstatat(root->fd, "", &l.st, AT_EMPTY_PATH) != 0) return;
-  ReadXattrs(root->fd, &l.xattrs);
+  const PathFd root_path = host->resync_table().Open(*root);
+  if (!root_path || fstatat(root_path.get(), "", &l.st, AT_EMPTY_PATH) != 0) return;
+  ReadXattrs(root_path.get(), &l.xattrs);
   const bool differs = l.st.st_uid != peer_self.uid() || l.st.st_gid != peer_self.gid() ||
                        (l.st.st_mode & 07777) != peer_self.mode() || !SameXattrs(l, peer_self);
   if (!differs) return;
@@ -714,12 +715,12 @@ void ResyncEngine::Run::WalkDir(Inode* dir, const std::string& rel, bool compare
   std::map<std::string, EntryWork> work;
   if (compare) {
     std::unique_lock<std::shared_mutex> ns(host->resync_ns_mutex());
-    if (int err = ListLocal(dir->fd, true, &local)) {
+    if (int err = ListLocal(host->resync_table().Open(*dir), true, &local)) {
       Fail(std::string("cannot list a local directory: ") + strerror(err));
       return;
     }
     ReconcileEntries(dir, rel, local, peer_empty, &work);
-  } else if (int err = ListLocal(dir->fd, false, &local)) {
+  } else if (int err = ListLocal(host->resync_table().Open(*dir), false, &local)) {
     Fail(std::string("cannot list a local directory: ") + strerror(err));
     return;
   }
@@ -769,7 +770,8 @@ void ResyncEngine::Run::WalkDir(Inode* dir, const std::string& rel, bool compare
     // The directory's own mtime moved with every entry fixed on the peer: set it last.
     std::unique_lock<std::shared_mutex> ns(host->resync_ns_mutex());
     struct stat st;
-    if (fstatat(dir->fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) {
+    const PathFd dir_path = host->resync_table().Open(*dir);
+    if (dir_path && fstatat(dir_path.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) {
       proto::Op op;
       auto* sa = op.mutable_setattr();
       sa->set_rid(dir->rid);
@@ -960,10 +962,15 @@ void ResyncEngine::Run::RunJob(FileJob& job, std::vector<char>* buf) {
   fs.job = &job;
   fs.saved = !job.save_first;
   fs.buf = buf;
-  UniqueFd io(open(ProcPath(job.file->fd).buf, O_RDONLY | O_CLOEXEC | O_NOATIME));
-  if (!io) io.Reset(open(ProcPath(job.file->fd).buf, O_RDONLY | O_CLOEXEC));
+  const PathFd file_path = host->resync_table().Open(*job.file);
+  UniqueFd io;
+  if (file_path) {
+    io.Reset(open(ProcPath(file_path.get()).buf, O_RDONLY | O_CLOEXEC | O_NOATIME));
+    if (!io) io.Reset(open(ProcPath(file_path.get()).buf, O_RDONLY | O_CLOEXEC));
+  }
   if (!io) {
-    Fail(std::string("cannot open ") + job.rel + " to resync it: " + strerror(errno));
+    const int err = file_path ? errno : file_path.error();
+    Fail(std::string("cannot open ") + job.rel + " to resync it: " + strerror(err));
   } else {
     fs.io_fd = io.get();
     ResyncFile(fs);

@@ -31,7 +31,12 @@ Status FsProcess::Start(const std::string& dir, const std::string& control,
                         std::chrono::milliseconds timeout) {
   dir_ = dir;
   control_ = control;
-  std::vector<std::string> argv = {FsBinary()};
+  std::vector<std::string> argv;
+  if (open_file_limit_ > 0) {
+    const std::string n = std::to_string(open_file_limit_);
+    argv = {"prlimit", "--nofile=" + n + ":" + n, "--"};  // exec's the daemon: same PID
+  }
+  argv.push_back(FsBinary());
   argv.insert(argv.end(), role_args.begin(), role_args.end());
   argv.insert(argv.end(), {"--dir", dir, "--control", control});
   Status s = daemon_.Start(argv, log_path);

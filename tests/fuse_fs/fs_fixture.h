@@ -31,6 +31,9 @@ class FsProcess {
   Status GetStatus(proto::FsStatus* out);
   Status SetRole(proto::FsRole role, const std::string& peer, proto::FsStatus* out = nullptr);
 
+  // Starts the daemon with this RLIMIT_NOFILE (soft and hard; 0: inherited), through prlimit(1).
+  void set_open_file_limit(int limit) { open_file_limit_ = limit; }
+
   pid_t pid() const { return daemon_.pid(); }
   const std::string& dir() const { return dir_; }
   std::string LogTail() const { return daemon_.LogTail(); }
@@ -38,6 +41,7 @@ class FsProcess {
  private:
   Daemon daemon_;
   std::string dir_, control_;
+  int open_file_limit_ = 0;
 };
 
 // Randomized mutations through `root` (a mount), covering every kind of change hamirror replicates:

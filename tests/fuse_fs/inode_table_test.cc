@@ -19,12 +19,12 @@ struct stat Fake(ino_t ino, mode_t type) {
   st.st_mode = type | 0644;
   return st;
 }
-int Fd() { return open("/", O_PATH | O_CLOEXEC); }
+hamirror::UniqueFd Fd() { return hamirror::UniqueFd(open("/", O_PATH | O_CLOEXEC)); }
 }  // namespace
 
 TEST_CASE("InodeTable assigns rids, counts lookups and forgets", "[fuse_fs]") {
   InodeTable t;
-  t.InitRoot(Fd(), Fake(2, S_IFDIR));
+  t.InitRoot(Fd().Release(), Fake(2, S_IFDIR));
   REQUIRE(t.root()->rid == 1);
   bool created = false;
   Inode* d = t.LookupOrInsert(Fd(), Fake(10, S_IFDIR), 1, "d", &created);
@@ -40,7 +40,7 @@ TEST_CASE("InodeTable assigns rids, counts lookups and forgets", "[fuse_fs]") {
   REQUIRE(t.Unref(f, 1) == 0);
   uint64_t rid = f->rid;
   REQUIRE(t.Unref(f, 1) == rid);  // left the table
-  delete f;
+  t.Destroy(f);
   REQUIRE(t.FindRid(rid) == nullptr);
   Inode* f2 = t.LookupOrInsert(Fd(), Fake(11, S_IFREG), d->rid, "g", &created);
   REQUIRE(created);
@@ -49,7 +49,7 @@ TEST_CASE("InodeTable assigns rids, counts lookups and forgets", "[fuse_fs]") {
 
 TEST_CASE("InodeTable snapshot lists parents before children and skips nameless inodes", "[fuse_fs]") {
   InodeTable t;
-  t.InitRoot(Fd(), Fake(2, S_IFDIR));
+  t.InitRoot(Fd().Release(), Fake(2, S_IFDIR));
   bool c;
   Inode* a = t.LookupOrInsert(Fd(), Fake(10, S_IFDIR), 1, "a", &c);
   Inode* b = t.LookupOrInsert(Fd(), Fake(11, S_IFDIR), a->rid, "b", &c);
