@@ -654,6 +654,11 @@ void Filesystem::Init(fuse_conn_info* conn) {
   conn->max_readahead = kMaxWrite;
   conn->max_background = 256;
   conn->congestion_threshold = 192;
+  // Asked for in the INIT reply by the channel (dev_channel.h) when the kernel offers it.
+  const bool killpriv_v2 = init_extension_ && (init_extension_->accepted() & kInitHandleKillprivV2);
+  privs_left_to_us_.store(killpriv_v2, std::memory_order_relaxed);
+  HLOG_INFO("kernel FUSE: handle_killpriv_v2 %s", killpriv_v2 ? "on (privileges dropped by this daemon)"
+            : options_.killpriv_v2 ? "not offered by the kernel" : "off (--killpriv-v2 off)");
 }
 
 int Filesystem::LookupLocked(Inode& parent, const char* name, fuse_entry_param* e) {
@@ -754,6 +759,12 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
   if (!err && (valid & FUSE_SET_ATTR_SIZE)) {
     int r = fd >= 0 ? ftruncate(fd, attr->st_size) : truncate(path.buf, attr->st_size);
     if (r < 0) err = errno;
+  }
+  if (!err && (valid & FUSE_SET_ATTR_SIZE) && privs_left_to_us_.load(std::memory_order_relaxed)) {
+    // With HANDLE_KILLPRIV_V2 a truncate's privilege drop is ours too (libfuse 3.14 does not pass the
+    // kernel's FATTR_KILL_SUIDGID: decided as for a write).
+    UniqueFd reopened(fd >= 0 ? -1 : open(path.buf, O_RDONLY | O_CLOEXEC));
+    if (fd >= 0 || reopened) DropPrivsLocked(req, inode, fd >= 0 ? fd : reopened.get());
   }
   if (!err && (valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME))) {
     struct timespec tv[2];
@@ -1204,7 +1215,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
       p->Done(rerr);
       return;
     }
-    if (direct) DropPrivsLocked(req, inode, fd);
+    if (direct || privs_left_to_us_.load(std::memory_order_relaxed)) DropPrivsLocked(req, inode, fd);
     if (!split_head) CountWriteLocked(inode);
     size_t done = 0;
     int err = PwriteAll(fd, buf, size, off, &done);
@@ -1269,7 +1280,7 @@ void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const cha
       p->Done(rerr);
       return;
     }
-    if (direct) DropPrivsLocked(req, inode, fd);
+    if (direct || privs_left_to_us_.load(std::memory_order_relaxed)) DropPrivsLocked(req, inode, fd);
     if (count_write) CountWriteLocked(inode);
     proto::Op op;
     auto* w = op.mutable_write();

@@ -20,6 +20,7 @@
 
 #include "common/status.h"
 #include "common/unique_fd.h"
+#include "fuse_fs/init_extension.h"
 #include "fuse_fs/inode_table.h"
 #include "fuse_fs/resync.h"
 #include "proto/fs_control.pb.h"
@@ -50,6 +51,9 @@ struct FsOptions {
   // Handles in FUSE direct-I/O mode (no page cache on the mount; docs/datapath.md "Direct I/O"):
   // false, those opened with O_DIRECT; true, also every handle opened for writing.
   bool direct_io_all = false;
+  // Ask the kernel for HANDLE_KILLPRIV_V2 (docs/datapath.md): cached writes then cost no GETXATTR of
+  // security.capability, and this daemon drops set-id bits and capabilities itself.
+  bool killpriv_v2 = true;
   // The persistent record of what the peer may lack (replicator/zone_record.h), outside the tree.
   std::string record_path;
   // Where a split-brain resync into this node saves what it changes (replicator/quarantine.h).
@@ -72,6 +76,8 @@ class Filesystem : private ResyncHost {
   static const fuse_lowlevel_ops& Ops();
   // The mounted session, for invalidations the secondary sends the kernel (set once mounted).
   void SetSession(fuse_session* session) { session_.store(session); }
+  // The INIT handshake's extension (dev_channel.h); null: libfuse's plain INIT. Set before the loop.
+  void SetInitExtension(const InitExtension* ext) { init_extension_ = ext; }
 
   // Sets up the initial role before mounting (opens the record, starts the shipper or the replication
   // server). Fails on a bad address, an address in use, unusable TLS files or a record that cannot be
@@ -213,6 +219,9 @@ class Filesystem : private ResyncHost {
   std::atomic<bool> quarantine_next_{false};  // secondary: see ExpectResync
   std::atomic<bool> full_next_{false};        // secondary: see ExpectResync
   std::atomic<fuse_session*> session_{nullptr};
+  const InitExtension* init_extension_ = nullptr;
+  // HANDLE_KILLPRIV_V2 is on: the kernel leaves every privilege drop (write, truncate) to us.
+  std::atomic<bool> privs_left_to_us_{false};
 };
 
 }  // namespace hamirror::fs

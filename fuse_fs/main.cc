@@ -30,6 +30,7 @@
 #include "common/version.h"
 #include "fuse_fs/control_client.h"
 #include "fuse_fs/control_server.h"
+#include "fuse_fs/dev_channel.h"
 #include "fuse_fs/filesystem.h"
 #include "fuse_fs/mount_check.h"
 
@@ -125,6 +126,14 @@ int Run(Cli& cli) {
     return Fail(Status::Unavailable("cannot mount on " + dir + " (see message above)"));
   }
   HLOG_INFO("mounted %s as %s (control %s)", dir.c_str(), RoleName(cli.role), cli.control.c_str());
+  InitExtension init_extension(cli.options.killpriv_v2 ? kInitHandleKillprivV2 : 0);
+  fs->SetInitExtension(&init_extension);
+  if (s = InstallDevChannel(se, &init_extension); !s.ok()) {
+    fuse_session_unmount(se);
+    fuse_remove_signal_handlers(se);
+    fuse_session_destroy(se);
+    return Fail(s);
+  }
 
   fuse_loop_config* cfg = fuse_loop_cfg_create();
   fuse_loop_cfg_set_clone_fd(cfg, 1);
@@ -185,6 +194,11 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 64));
     sub->add_option("--resync-rate", cli.options.resync.max_rate_bps,
                     "resync bandwidth cap in bytes per second (reiallowedbw); 0: unlimited");
+    sub->add_option_function<std::string>(
+           "--killpriv-v2", [&cli](const std::string& v) { cli.options.killpriv_v2 = v == "on"; },
+           "on (default): ask the kernel for HANDLE_KILLPRIV_V2 (no GETXATTR per cached write; this daemon "
+           "drops set-id bits and capabilities itself); off: libfuse's INIT as it is")
+        ->check(CLI::IsMember({"on", "off"}));
     sub->add_option("--path-fd-budget", cli.options.path_fd_budget,
                     "descriptors kept open for known inodes; past it they are reopened by file handle "
                     "(default 0: half the descriptor limit)");
