@@ -151,8 +151,13 @@ class ApplierImpl final : public Applier {
   // Keeps fd, the O_PATH descriptor of an entry whose stat is st, in *r (empty).
   void KeepAs(Rid* r, UniqueFd fd, const struct stat& st);
   // Before the entry dir_fd/name may lose its last link: keeps its inode alive while a rid that holds
-  // only a file handle may still refer to it (until that rid's Forget).
-  void PinIfLastLink(int dir_fd, const char* name);
+  // only a file handle may still refer to it (until that rid's Forget). Returns the pin's key, for
+  // UnpinAfterFailure() when the unlink then fails; {0, 0} when nothing was pinned.
+  using InodeKey = std::pair<dev_t, ino_t>;
+  InodeKey PinIfLastLink(int dir_fd, const char* name);
+  void UnpinAfterFailure(const InodeKey& key) {
+    if (key.second != 0) pinned_.erase(key);
+  }
 
   // Each returns 0 or an errno; *deferred set when the ack will come from the flush path.
   int ApplyOne(const proto::Op& op, bool* deferred);
@@ -210,7 +215,7 @@ class ApplierImpl final : public Applier {
     UniqueFd fd;
     uint64_t age;
   };
-  std::map<std::pair<dev_t, ino_t>, Pin> pinned_;
+  std::map<InodeKey, Pin> pinned_;
   uint64_t pin_age_ = 0;
   std::function<void(proto::Ack*)> on_resync_begin_;
   std::string quarantine_root_;
@@ -610,22 +615,24 @@ int ApplierImpl::BindNew(uint64_t rid, int parent_fd, const std::string& name) {
   return 0;
 }
 
-void ApplierImpl::PinIfLastLink(int dir_fd, const char* name) {
-  if (handle_rids_ == 0) return;  // every rid holds a descriptor, which keeps its inode alive
+ApplierImpl::InodeKey ApplierImpl::PinIfLastLink(int dir_fd, const char* name) {
+  if (handle_rids_ == 0) return {};  // every rid holds a descriptor, which keeps its inode alive
   struct stat st;
   if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode) || st.st_nlink != 1) {
-    return;
+    return {};
   }
-  if (pinned_.count({st.st_dev, st.st_ino}) != 0) return;
+  const InodeKey key{st.st_dev, st.st_ino};
+  if (pinned_.count(key) != 0) return {};  // already pinned: not this op's to undo
   UniqueFd fd(openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd) return;  // the unlink will fail the same way
+  if (!fd) return {};  // the unlink will fail the same way
   if (pinned_.size() >= kMaxPinned) {
     // Inodes whose rid is never forgotten (none was bound to them): drop the oldest pin.
     auto oldest = std::min_element(pinned_.begin(), pinned_.end(),
                                    [](const auto& a, const auto& b) { return a.second.age < b.second.age; });
     pinned_.erase(oldest);
   }
-  pinned_[{st.st_dev, st.st_ino}] = Pin{std::move(fd), ++pin_age_};
+  pinned_[key] = Pin{std::move(fd), ++pin_age_};
+  return key;
 }
 
 int ApplierImpl::ApplyOne(const proto::Op& op, bool* deferred) {
@@ -794,8 +801,12 @@ int ApplierImpl::DoUnlink(const proto::Unlink& u) {
   if (!S_ISDIR(parent->type)) return ENOTDIR;
   PathFd dir = PathOf(*parent);
   if (!dir) return dir.error();
-  if (!u.is_dir()) PinIfLastLink(dir.get(), u.name().c_str());
-  if (unlinkat(dir.get(), u.name().c_str(), u.is_dir() ? AT_REMOVEDIR : 0) != 0) return errno;
+  const InodeKey pin = u.is_dir() ? InodeKey{} : PinIfLastLink(dir.get(), u.name().c_str());
+  if (unlinkat(dir.get(), u.name().c_str(), u.is_dir() ? AT_REMOVEDIR : 0) != 0) {
+    const int err = errno;
+    UnpinAfterFailure(pin);
+    return err;
+  }
   return 0;
 }
 
@@ -811,10 +822,12 @@ int ApplierImpl::DoRename(const proto::Rename& r) {
   PathFd to_dir = PathOf(*to);
   if (!to_dir) return to_dir.error();
   // A replaced target loses a link.
-  if ((r.flags() & (RENAME_NOREPLACE | RENAME_EXCHANGE)) == 0)
-    PinIfLastLink(to_dir.get(), r.new_name().c_str());
+  const bool replaces = (r.flags() & (RENAME_NOREPLACE | RENAME_EXCHANGE)) == 0;
+  const InodeKey pin = replaces ? PinIfLastLink(to_dir.get(), r.new_name().c_str()) : InodeKey{};
   if (renameat2(from_dir.get(), r.name().c_str(), to_dir.get(), r.new_name().c_str(), r.flags()) != 0) {
-    return errno;
+    const int err = errno;
+    UnpinAfterFailure(pin);
+    return err;
   }
   return 0;
 }

@@ -1111,3 +1111,26 @@ TEST_CASE("applier binds 2000 files with a few descriptors, below a lowered desc
   }
   CHECK(Names(f.tree.root()).size() == kFiles);
 }
+
+TEST_CASE("applier keeps a file kept by handle only writable after its last name goes", "[applier][budget]") {
+  Fixture f(false, /*max_path_fds=*/2, /*max_io_fds=*/2);  // the root and x0 keep descriptors
+  REQUIRE(
+      f.Apply({MakeFile(1, "x0", 2), MakeFile(1, "x1", 3), MakeFile(1, "x2", 4), MakeFile(1, "x3", 5)}).ok());
+  REQUIRE(f.applier->Stats().path_fds == 2);
+  REQUIRE(f.Apply({Write(2, 0, "zero"), Write(3, 0, "one"), Write(4, 0, "two"), Write(5, 0, "three")}).ok());
+  REQUIRE(f.Apply({Unlink(1, "x2"), Rename(1, "x0", 1, "x3")}).ok());  // x2 unlinked, x3 replaced
+  CHECK(f.applier->Stats().pinned == 2);
+  // Writes to other files first: the I/O cache (2) no longer holds rids 4 and 5.
+  REQUIRE(f.Apply({Write(2, 4, "!"), Write(3, 3, "!")}).ok());
+  REQUIRE(f.Apply({Write(4, 3, " more"), Write(5, 5, " more")}).ok());
+  REQUIRE(f.Apply({Fsync(4), Fsync(5)}).ok());
+  RequireAllAckedOk(f);
+  CHECK(ReadFile(f.tree.Path("x3")) == "zero!");
+  CHECK(ReadFile(f.tree.Path("x1")) == "one!");
+  CHECK(Names(f.tree.root()) == std::set<std::string>{"x1", "x3"});
+  REQUIRE(f.Apply({Forget(4), Forget(5)}).ok());
+  CHECK(f.applier->Stats().pinned == 0);
+  // A failed unlink leaves no pin behind.
+  CHECK(f.One(Unlink(1, "missing")) == ENOENT);
+  CHECK(f.applier->Stats().pinned == 0);
+}
