@@ -7,7 +7,6 @@
 #include <linux/fs.h>
 #include <pthread.h>
 #include <stdio.h>
-#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -22,11 +21,15 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <list>
+#include <map>
 #include <mutex>
 #include <thread>
 #include <unordered_map>
 
+#include "common/kept_path.h"
 #include "common/log.h"
+#include "common/unique_fd.h"
 #include "replicator/node_kind.h"
 #include "replicator/quarantine.h"
 
@@ -56,6 +59,11 @@ constexpr uint64_t kRootRid = 1;
 constexpr uint64_t kSumsReadChunk = 1 << 20;
 constexpr int kFlushThreads = 3;  // the disk serves a few concurrent flushes at about the cost of one
 constexpr uint64_t kMaxFlushesInFlight = 1024;
+// I/O descriptors evicted from the cache while a run of writes may still use them are closed after
+// the run; a run is cut when this many wait, which bounds them.
+constexpr size_t kMaxRetiredIoFds = 64;
+// Unlinked inodes pinned for handle-only rids (PinIfLastLink); past this the oldest pin is dropped.
+constexpr size_t kMaxPinned = 1024;
 
 // "/proc/self/fd/N": how an O_PATH handle is reopened for I/O, or used by calls without an fd form.
 struct ProcPath {
@@ -113,13 +121,14 @@ class ApplierImpl final : public Applier {
   ApplierStats Stats() const override;
 
  private:
+  // A bound entry. Not movable (KeptPath): built in place in rids_, whose nodes never move.
   struct Rid {
-    int path_fd = -1;  // O_PATH|O_NOFOLLOW handle of the bound entry
-    int io_fd = -1;    // lazily reopened for I/O (regular files, directories)
-    mode_t type = 0;   // S_IFMT bits
+    KeptPath path;   // the entry: an O_PATH|O_NOFOLLOW descriptor, or its file handle (keeper_)
+    int io_fd = -1;  // lazily reopened for I/O (regular files, directories); in io_lru_ while >= 0
+    std::list<Rid*>::iterator io_pos;  // its place in io_lru_
+    mode_t type = 0;                   // S_IFMT bits
     dev_t dev = 0;
     ino_t ino = 0;
-    bool owned = true;  // false for the root (root_fd belongs to the caller)
   };
 
   Status Validate(const proto::OpBatch& batch);
@@ -129,9 +138,26 @@ class ApplierImpl final : public Applier {
     auto it = rids_.find(rid);
     return it == rids_.end() ? nullptr : &it->second;
   }
+  // A descriptor of the rid's entry for one use (its kept one, or reopened by handle); when it fails,
+  // error() is the errno to ack.
+  PathFd PathOf(const Rid& r) const { return keeper_->Open(r.path); }
   // Returns an fd usable for data I/O on a regular file (or a directory when allow_dir), or -errno.
+  // Valid until CloseRetiredIo(): one evicted from the cache meanwhile is only closed there.
   int IoFd(Rid* r, bool allow_dir);
+  void CloseIoFd(Rid* r);
+  void CloseRetiredIo();
+  // Binds rid to parent_fd/name (never following a symlink), replacing what rid held; 0 or an errno.
   int BindNew(uint64_t rid, int parent_fd, const std::string& name);
+  // Keeps fd, the O_PATH descriptor of an entry whose stat is st, in *r (empty).
+  void KeepAs(Rid* r, UniqueFd fd, const struct stat& st);
+  // Before the entry dir_fd/name may lose its last link: keeps its inode alive while a rid that holds
+  // only a file handle may still refer to it (until that rid's Forget). Returns the pin's key, for
+  // UnpinAfterFailure() when the unlink then fails; {0, 0} when nothing was pinned.
+  using InodeKey = std::pair<dev_t, ino_t>;
+  InodeKey PinIfLastLink(int dir_fd, const char* name);
+  void UnpinAfterFailure(const InodeKey& key) {
+    if (key.second != 0) pinned_.erase(key);
+  }
 
   // Each returns 0 or an errno; *deferred set when the ack will come from the flush path.
   int ApplyOne(const proto::Op& op, bool* deferred);
@@ -160,8 +186,9 @@ class ApplierImpl final : public Applier {
   int SetTimes(Rid* r, const timespec ts[2]);
   int ApplyTimeFixes(const proto::Op& op);
 
-  // Applies ops [begin, end) of batch, all non-duplicate Writes, through the write ring.
-  void ApplyWriteRun(const proto::OpBatch& batch, int begin, int end, std::vector<proto::Ack>* acks);
+  // Applies ops [begin, end) of batch, all non-duplicate Writes, through the write ring; stops early
+  // (returns where) when kMaxRetiredIoFds evicted descriptors wait to be closed.
+  int ApplyWriteRun(const proto::OpBatch& batch, int begin, int end, std::vector<proto::Ack>* acks);
   // answer (optional): a query's answer, moved into the ack when err is 0.
   void FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks,
                 proto::Ack* answer = nullptr);
@@ -176,6 +203,20 @@ class ApplierImpl final : public Applier {
 
   const int root_fd_;
   int root_io_fd_ = -1;  // root reopened O_RDONLY for syncfs
+  // Descriptor budgets (ApplierOptions.max_path_fds, max_io_fds): a bound rid costs no descriptor
+  // past them.
+  std::unique_ptr<PathKeeper> keeper_;
+  size_t handle_rids_ = 0;  // bound rids kept by file handle only (their inode may die on unlink)
+  size_t io_budget_ = 0;
+  std::list<Rid*> io_lru_;       // rids with an io_fd, most recently used first
+  std::vector<int> retired_io_;  // evicted io fds, closed by CloseRetiredIo()
+  // Unlinked inodes held open for handle-only rids, by (dev, ino): the descriptor and its age.
+  struct Pin {
+    UniqueFd fd;
+    uint64_t age;
+  };
+  std::map<InodeKey, Pin> pinned_;
+  uint64_t pin_age_ = 0;
   std::function<void(proto::Ack*)> on_resync_begin_;
   std::string quarantine_root_;
   std::string session_id_;
@@ -268,6 +309,7 @@ ApplierImpl::~ApplierImpl() {
   for (std::thread& t : flush_threads_) t.join();
   if (syncfs_thread_.joinable()) syncfs_thread_.join();
   for (auto& [rid, r] : rids_) CloseRid(&r);
+  CloseRetiredIo();
   if (root_io_fd_ >= 0) close(root_io_fd_);
   if (write_ring_ok_) io_uring_queue_exit(&write_ring_);
 }
@@ -278,12 +320,13 @@ Status ApplierImpl::Init(const ApplierOptions& options) {
   if (!S_ISDIR(st.st_mode)) return Status::InvalidArgument("applier root fd is not a directory");
   root_io_fd_ = open(ProcPath(root_fd_).buf, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (root_io_fd_ < 0) return Status::FromErrno("reopen replicated root", errno);
-  // Every bound rid holds one or two fds: use the hard limit, not the usual soft 1024.
-  rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
+  // DefaultBudget() also raises the soft descriptor limit to the hard one. The FUSE daemon's own
+  // inode table (same process) takes half of the limit by default: this a quarter, I/O a sixteenth.
+  const size_t half_limit = PathKeeper::DefaultBudget();
+  const size_t path_budget = options.max_path_fds ? options.max_path_fds : half_limit / 2;
+  // root_io_fd_, not root_fd_: open_by_handle_at refuses an O_PATH descriptor as its mount fd (EBADF).
+  keeper_ = std::make_unique<PathKeeper>(root_io_fd_, std::max<size_t>(2, path_budget));
+  io_budget_ = std::max<size_t>(2, options.max_io_fds ? options.max_io_fds : half_limit / 8);
   ring_entries_ = std::clamp(options.ring_entries, 8u, 4096u);
   on_resync_begin_ = options.on_resync_begin;
   quarantine_root_ = options.quarantine_root;
@@ -314,25 +357,47 @@ Status ApplierImpl::Init(const ApplierOptions& options) {
   return Status::Ok();
 }
 
+// Only outside a run of writes (whose slots may still use the rid's io_fd).
 void ApplierImpl::CloseRid(Rid* r) {
-  if (r->io_fd >= 0) close(r->io_fd);
-  if (r->owned && r->path_fd >= 0) close(r->path_fd);
-  r->io_fd = r->path_fd = -1;
+  CloseIoFd(r);
+  if (!r->path.has_fd()) --handle_rids_;
+  keeper_->Release(&r->path);
+  if (!pinned_.empty()) pinned_.erase({r->dev, r->ino});  // its Forget: the inode may go now
+}
+
+void ApplierImpl::CloseIoFd(Rid* r) {
+  if (r->io_fd < 0) return;
+  io_lru_.erase(r->io_pos);
+  close(r->io_fd);
+  r->io_fd = -1;
+}
+
+void ApplierImpl::CloseRetiredIo() {
+  for (int fd : retired_io_) close(fd);
+  retired_io_.clear();
+}
+
+void ApplierImpl::KeepAs(Rid* r, UniqueFd fd, const struct stat& st) {
+  keeper_->Keep(std::move(fd), &r->path);
+  if (!r->path.has_fd()) ++handle_rids_;
+  r->type = st.st_mode & S_IFMT;
+  r->dev = st.st_dev;
+  r->ino = st.st_ino;
 }
 
 void ApplierImpl::ResetRids() {
   for (auto& [rid, r] : rids_) CloseRid(&r);
   rids_.clear();
-  Rid root;
-  root.path_fd = root_fd_;
-  root.owned = false;
+  pinned_.clear();
+  // The root is kept like any rid, through a dup of root_fd (the caller's): taken first from an
+  // empty budget, so it always keeps its descriptor.
+  UniqueFd root(fcntl(root_fd_, F_DUPFD_CLOEXEC, 0));
   struct stat st;
-  if (fstat(root_fd_, &st) == 0) {
-    root.type = st.st_mode & S_IFMT;
-    root.dev = st.st_dev;
-    root.ino = st.st_ino;
+  if (!root || fstat(root.get(), &st) != 0) {
+    HLOG_ERROR("cannot keep the replicated root: %s; every op will fail", strerror(errno));
+    return;
   }
-  rids_[kRootRid] = root;
+  KeepAs(&rids_[kRootRid], std::move(root), st);
 }
 
 uint64_t ApplierImpl::StartSession(const std::string& session_id, std::vector<proto::Ack>* recent_errors) {
@@ -352,6 +417,9 @@ uint64_t ApplierImpl::StartSession(const std::string& session_id, std::vector<pr
   std::lock_guard<std::mutex> lock(stats_mu_);
   stats_.applied_through = applied_through_;
   stats_.bound_rids = rids_.size();
+  stats_.path_fds = keeper_->kept_fds() + keeper_->unhandled_fds();
+  stats_.io_fds = io_lru_.size();
+  stats_.pinned = pinned_.size();
   if (recent_errors != nullptr) {
     for (const auto& [seq, err] : recent_errors_) {
       proto::Ack& ack = recent_errors->emplace_back();
@@ -431,12 +499,13 @@ Status ApplierImpl::Apply(const proto::OpBatch& batch, std::vector<proto::Ack>* 
       while (j < n && batch.ops(j).body_case() == proto::Op::kWrite) ++j;
       // Returns with every write of the run completed (ring reaped, leftovers pwritten): a later
       // BlockSums of the same range reads them.
-      ApplyWriteRun(batch, i, j, acks);
-      i = j;
+      i = ApplyWriteRun(batch, i, j, acks);
+      CloseRetiredIo();
       continue;
     }
     if (op.body_case() == proto::Op::kBlockSums || op.body_case() == proto::Op::kListDir) {
       ApplyQuery(op, acks);
+      CloseRetiredIo();
       ++i;
       continue;
     }
@@ -449,11 +518,15 @@ Status ApplierImpl::Apply(const proto::OpBatch& batch, std::vector<proto::Ack>* 
     } else {
       FinishOp(op, err, deferred, acks);
     }
+    CloseRetiredIo();
     ++i;
   }
   std::lock_guard<std::mutex> lock(stats_mu_);
   stats_.applied_through = applied_through_;
   stats_.bound_rids = rids_.size();
+  stats_.path_fds = keeper_->kept_fds() + keeper_->unhandled_fds();
+  stats_.io_fds = io_lru_.size();
+  stats_.pinned = pinned_.size();
   return Status::Ok();
 }
 
@@ -500,7 +573,10 @@ int ApplierImpl::ApplyTimeFixes(const proto::Op& op) {
 
 int ApplierImpl::IoFd(Rid* r, bool allow_dir) {
   if (S_ISDIR(r->type) && !allow_dir) return -EISDIR;
-  if (r->io_fd >= 0) return r->io_fd;
+  if (r->io_fd >= 0) {
+    if (r->io_pos != io_lru_.begin()) io_lru_.splice(io_lru_.begin(), io_lru_, r->io_pos);
+    return r->io_fd;
+  }
   int flags;
   if (S_ISREG(r->type)) {
     flags = O_RDWR | O_CLOEXEC;
@@ -509,31 +585,54 @@ int ApplierImpl::IoFd(Rid* r, bool allow_dir) {
   } else {
     return -EINVAL;  // never open symlinks, fifos or devices
   }
-  int fd = open(ProcPath(r->path_fd).buf, flags);
+  PathFd path = PathOf(*r);
+  if (!path) return -path.error();
+  int fd = open(ProcPath(path.get()).buf, flags);
   if (fd < 0) return -errno;
+  if (io_lru_.size() >= io_budget_) {
+    // Evict the least recently used. The current op (or run of writes) may still use its fd: it is
+    // closed after it.
+    Rid* victim = io_lru_.back();
+    io_lru_.pop_back();
+    retired_io_.push_back(victim->io_fd);
+    victim->io_fd = -1;
+  }
+  io_lru_.push_front(r);
+  r->io_pos = io_lru_.begin();
   r->io_fd = fd;
   return fd;
 }
 
 int ApplierImpl::BindNew(uint64_t rid, int parent_fd, const std::string& name) {
   if (rid == 0 || rid == kRootRid) return EINVAL;
-  int fd = openat(parent_fd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return errno;
+  UniqueFd fd(openat(parent_fd, name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return errno;
   struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int err = errno;
-    close(fd);
-    return err;
-  }
+  if (fstat(fd.get(), &st) != 0) return errno;
   auto [it, inserted] = rids_.try_emplace(rid);
   if (!inserted) CloseRid(&it->second);  // rebinding a handle the primary reused
-  Rid& r = it->second;
-  r = Rid();
-  r.path_fd = fd;
-  r.type = st.st_mode & S_IFMT;
-  r.dev = st.st_dev;
-  r.ino = st.st_ino;
+  KeepAs(&it->second, std::move(fd), st);
   return 0;
+}
+
+ApplierImpl::InodeKey ApplierImpl::PinIfLastLink(int dir_fd, const char* name) {
+  if (handle_rids_ == 0) return {};  // every rid holds a descriptor, which keeps its inode alive
+  struct stat st;
+  if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode) || st.st_nlink != 1) {
+    return {};
+  }
+  const InodeKey key{st.st_dev, st.st_ino};
+  if (pinned_.count(key) != 0) return {};  // already pinned: not this op's to undo
+  UniqueFd fd(openat(dir_fd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) return {};  // the unlink will fail the same way
+  if (pinned_.size() >= kMaxPinned) {
+    // Inodes whose rid is never forgotten (none was bound to them): drop the oldest pin.
+    auto oldest = std::min_element(pinned_.begin(), pinned_.end(),
+                                   [](const auto& a, const auto& b) { return a.second.age < b.second.age; });
+    pinned_.erase(oldest);
+  }
+  pinned_[key] = Pin{std::move(fd), ++pin_age_};
+  return key;
 }
 
 int ApplierImpl::ApplyOne(const proto::Op& op, bool* deferred) {
@@ -574,13 +673,17 @@ int ApplierImpl::DoBind(const proto::Bind& b) {
   Rid* parent = Find(b.parent());
   if (parent == nullptr) return ESTALE;
   if (!S_ISDIR(parent->type)) return ENOTDIR;
-  return BindNew(b.rid(), parent->path_fd, b.name());
+  PathFd pfd = PathOf(*parent);
+  if (!pfd) return pfd.error();
+  return BindNew(b.rid(), pfd.get(), b.name());
 }
 
 int ApplierImpl::SetTimes(Rid* r, const timespec ts[2]) {
   if (ts[0].tv_nsec == UTIME_OMIT && ts[1].tv_nsec == UTIME_OMIT) return 0;
   // AT_EMPTY_PATH on the O_PATH handle acts on the entry itself, symlinks included.
-  if (utimensat(r->path_fd, "", ts, AT_EMPTY_PATH) != 0) return errno;
+  PathFd path = PathOf(*r);
+  if (!path) return path.error();
+  if (utimensat(path.get(), "", ts, AT_EMPTY_PATH) != 0) return errno;
   return 0;
 }
 
@@ -592,13 +695,17 @@ int ApplierImpl::DoSetattr(const proto::Setattr& s) {
     if (fd < 0) return -fd;
     if (ftruncate(fd, static_cast<off_t>(s.size())) != 0) return errno;
   }
-  if (s.has_uid() || s.has_gid()) {
-    const uid_t uid = s.has_uid() ? s.uid() : static_cast<uid_t>(-1);
-    const gid_t gid = s.has_gid() ? s.gid() : static_cast<gid_t>(-1);
-    if (fchownat(r->path_fd, "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
-  }
-  if (s.has_mode() && !S_ISLNK(r->type)) {  // after chown, which may clear set-id bits
-    if (chmod(ProcPath(r->path_fd).buf, s.mode() & 07777) != 0) return errno;
+  const bool chmod_too = s.has_mode() && !S_ISLNK(r->type);
+  if (s.has_uid() || s.has_gid() || chmod_too) {
+    PathFd path = PathOf(*r);
+    if (!path) return path.error();
+    if (s.has_uid() || s.has_gid()) {
+      const uid_t uid = s.has_uid() ? s.uid() : static_cast<uid_t>(-1);
+      const gid_t gid = s.has_gid() ? s.gid() : static_cast<gid_t>(-1);
+      if (fchownat(path.get(), "", uid, gid, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+    }
+    // After chown, which may clear set-id bits.
+    if (chmod_too && chmod(ProcPath(path.get()).buf, s.mode() & 07777) != 0) return errno;
   }
   timespec ts[2];
   ts[0] = s.has_atime() ? ToTimespec(s.atime()) : timespec{0, UTIME_OMIT};
@@ -623,7 +730,9 @@ int ApplierImpl::DoMakeNode(const proto::MakeNode& m) {
   Rid* parent = Find(m.parent());
   if (parent == nullptr) return ESTALE;
   if (!S_ISDIR(parent->type)) return ENOTDIR;
-  const int pfd = parent->path_fd;
+  PathFd parent_path = PathOf(*parent);
+  if (!parent_path) return parent_path.error();
+  const int pfd = parent_path.get();
   const char* name = m.name().c_str();
   const mode_t perm = m.mode() & 07777;
   switch (m.kind()) {
@@ -658,9 +767,11 @@ int ApplierImpl::DoMakeNode(const proto::MakeNode& m) {
   int err = BindNew(m.rid(), pfd, m.name());
   if (err != 0) return err;
   Rid* r = Find(m.rid());
-  if (fchownat(r->path_fd, "", m.uid(), m.gid(), AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  PathFd path = PathOf(*r);
+  if (!path) return path.error();
+  if (fchownat(path.get(), "", m.uid(), m.gid(), AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno;
   // Exact mode regardless of this process's umask; after chown, which clears set-id bits.
-  if (!S_ISLNK(r->type) && chmod(ProcPath(r->path_fd).buf, perm) != 0) return errno;
+  if (!S_ISLNK(r->type) && chmod(ProcPath(path.get()).buf, perm) != 0) return errno;
   return 0;
 }
 
@@ -670,11 +781,14 @@ int ApplierImpl::DoLink(const proto::Link& l) {
   Rid* parent = Find(l.new_parent());
   if (r == nullptr || parent == nullptr) return ESTALE;
   if (!S_ISDIR(parent->type)) return ENOTDIR;
-  if (linkat(r->path_fd, "", parent->path_fd, l.new_name().c_str(), AT_EMPTY_PATH) == 0) return 0;
+  PathFd path = PathOf(*r);
+  if (!path) return path.error();
+  PathFd dir = PathOf(*parent);
+  if (!dir) return dir.error();
+  if (linkat(path.get(), "", dir.get(), l.new_name().c_str(), AT_EMPTY_PATH) == 0) return 0;
   if (errno != ENOENT && errno != EPERM) return errno;
   // Without CAP_DAC_READ_SEARCH AT_EMPTY_PATH is refused; the /proc magic link works for the owner.
-  if (linkat(AT_FDCWD, ProcPath(r->path_fd).buf, parent->path_fd, l.new_name().c_str(), AT_SYMLINK_FOLLOW) !=
-      0) {
+  if (linkat(AT_FDCWD, ProcPath(path.get()).buf, dir.get(), l.new_name().c_str(), AT_SYMLINK_FOLLOW) != 0) {
     return errno;
   }
   return 0;
@@ -685,7 +799,14 @@ int ApplierImpl::DoUnlink(const proto::Unlink& u) {
   Rid* parent = Find(u.parent());
   if (parent == nullptr) return ESTALE;
   if (!S_ISDIR(parent->type)) return ENOTDIR;
-  if (unlinkat(parent->path_fd, u.name().c_str(), u.is_dir() ? AT_REMOVEDIR : 0) != 0) return errno;
+  PathFd dir = PathOf(*parent);
+  if (!dir) return dir.error();
+  const InodeKey pin = u.is_dir() ? InodeKey{} : PinIfLastLink(dir.get(), u.name().c_str());
+  if (unlinkat(dir.get(), u.name().c_str(), u.is_dir() ? AT_REMOVEDIR : 0) != 0) {
+    const int err = errno;
+    UnpinAfterFailure(pin);
+    return err;
+  }
   return 0;
 }
 
@@ -696,8 +817,17 @@ int ApplierImpl::DoRename(const proto::Rename& r) {
   Rid* to = Find(r.new_parent());
   if (from == nullptr || to == nullptr) return ESTALE;
   if (!S_ISDIR(from->type) || !S_ISDIR(to->type)) return ENOTDIR;
-  if (renameat2(from->path_fd, r.name().c_str(), to->path_fd, r.new_name().c_str(), r.flags()) != 0) {
-    return errno;
+  PathFd from_dir = PathOf(*from);
+  if (!from_dir) return from_dir.error();
+  PathFd to_dir = PathOf(*to);
+  if (!to_dir) return to_dir.error();
+  // A replaced target loses a link.
+  const bool replaces = (r.flags() & (RENAME_NOREPLACE | RENAME_EXCHANGE)) == 0;
+  const InodeKey pin = replaces ? PinIfLastLink(to_dir.get(), r.new_name().c_str()) : InodeKey{};
+  if (renameat2(from_dir.get(), r.name().c_str(), to_dir.get(), r.new_name().c_str(), r.flags()) != 0) {
+    const int err = errno;
+    UnpinAfterFailure(pin);
+    return err;
   }
   return 0;
 }
@@ -708,7 +838,9 @@ int ApplierImpl::DoSetxattr(const proto::Setxattr& x) {
   Rid* r = Find(x.rid());
   if (r == nullptr) return ESTALE;
   if (!S_ISREG(r->type) && !S_ISDIR(r->type)) return EPERM;
-  if (setxattr(ProcPath(r->path_fd).buf, x.name().c_str(), x.value().data(), x.value().size(), x.flags()) !=
+  PathFd path = PathOf(*r);
+  if (!path) return path.error();
+  if (setxattr(ProcPath(path.get()).buf, x.name().c_str(), x.value().data(), x.value().size(), x.flags()) !=
       0) {
     return errno;
   }
@@ -720,7 +852,9 @@ int ApplierImpl::DoRemovexattr(const proto::Removexattr& x) {
   Rid* r = Find(x.rid());
   if (r == nullptr) return ESTALE;
   if (!S_ISREG(r->type) && !S_ISDIR(r->type)) return EPERM;
-  if (removexattr(ProcPath(r->path_fd).buf, x.name().c_str()) != 0) return errno;
+  PathFd path = PathOf(*r);
+  if (!path) return path.error();
+  if (removexattr(ProcPath(path.get()).buf, x.name().c_str()) != 0) return errno;
   return 0;
 }
 
@@ -825,8 +959,10 @@ int ApplierImpl::DoQuarantine(const proto::Quarantine& q) {
   if (parent == nullptr) return ESTALE;
   if (!S_ISDIR(parent->type)) return ENOTDIR;
   uint64_t bytes = 0;
-  Status s = SaveToQuarantine(parent->path_fd, q.name(), quarantine_root_ + "/" + std::to_string(id),
-                              q.path(), &bytes);
+  PathFd dir = PathOf(*parent);
+  if (!dir) return dir.error();
+  Status s =
+      SaveToQuarantine(dir.get(), q.name(), quarantine_root_ + "/" + std::to_string(id), q.path(), &bytes);
   if (!s.ok()) {
     HLOG_ERROR("resync %llu: %s", (unsigned long long)id, s.ToString().c_str());
     return EIO;
@@ -896,7 +1032,9 @@ int ApplierImpl::DoListDir(const proto::ListDir& l, proto::Ack* answer) {
   if (r == nullptr) return ESTALE;
   if (!S_ISDIR(r->type)) return ENOTDIR;
   // A descriptor of its own: readdir's position is not shared with the rid's io fd.
-  const int fd = openat(r->path_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  PathFd path = PathOf(*r);
+  if (!path) return path.error();
+  const int fd = openat(path.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return errno;
   DIR* dir = fdopendir(fd);
   if (dir == nullptr) {
@@ -922,7 +1060,7 @@ int ApplierImpl::DoListDir(const proto::ListDir& l, proto::Ack* answer) {
   if (l.include_self()) names.insert(names.begin(), ".");
   answer->mutable_entries()->Reserve(static_cast<int>(names.size()));
   for (const std::string& name : names) {
-    err = DescribeEntry(r->path_fd, name, answer);
+    err = DescribeEntry(path.get(), name, answer);
     if (err == ENOENT) continue;  // gone since readdir: not listed
     if (err != 0) return err;     // no partial answer: the ack carries only the errno
   }
@@ -1017,11 +1155,16 @@ int ApplierImpl::ReadXattrs(const std::string& path, proto::DirEntry* e) {
   return 0;
 }
 
-void ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
-                                std::vector<proto::Ack>* acks) {
-  // 1. Resolve every write's fd (or its errno).
+int ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
+                               std::vector<proto::Ack>* acks) {
+  // 1. Resolve every write's fd (or its errno). Descriptors evicted from the I/O cache meanwhile stay
+  //    open until the run is over (CloseRetiredIo): cut the run so that they stay few.
   slots_.clear();
   for (int i = begin; i < end; ++i) {
+    if (retired_io_.size() >= kMaxRetiredIoFds) {
+      end = i;
+      break;
+    }
     const proto::Write& w = batch.ops(i).write();
     WriteSlot slot{i, -1, 0, 0, 0, 0};
     Rid* r = Find(w.rid());
@@ -1155,6 +1298,7 @@ void ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
     }
     FinishOp(op, s.err, deferred, acks);
   }
+  return end;
 }
 
 int ApplierImpl::SubmitFlush(uint64_t seq, int fd, bool datasync, bool* deferred) {

@@ -23,6 +23,7 @@
 // completion-queue thread). The DurableCallback runs on an internal thread.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -45,6 +46,13 @@ struct ApplierOptions {
   // Where Quarantine ops save what a split-brain resync changes (replicator/quarantine.h):
   // <quarantine_root>/<resync id>/. Empty: Quarantine ops are refused (EPERM), and the source stops.
   std::string quarantine_root;
+  // Descriptor budgets (0 = default), so that the number of bound rids is not limited by
+  // RLIMIT_NOFILE: at most max_path_fds bound entries keep an O_PATH descriptor (the others keep a
+  // file handle and are reopened for each use; default: a quarter of the descriptor limit, the FUSE
+  // daemon's own table takes half), and at most max_io_fds files stay open for I/O (least recently
+  // used closed first; default: a sixteenth of the limit). Minimum 2 each.
+  size_t max_path_fds = 0;
+  size_t max_io_fds = 0;
 };
 
 // BlockSums limits; a request outside them is a protocol violation (the batch is refused).
@@ -85,6 +93,9 @@ struct ApplierStats {
   uint64_t flushes_in_flight = 0;
   uint64_t applied_through = 0;
   uint64_t bound_rids = 0;
+  uint64_t path_fds = 0;  // O_PATH descriptors kept for bound rids (the others keep a file handle)
+  uint64_t io_fds = 0;    // files kept open for I/O
+  uint64_t pinned = 0;    // unlinked inodes held open until their rid's Forget (see docs/replication.md)
   ResyncTargetState resync;
 };
 

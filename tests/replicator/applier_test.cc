@@ -3,6 +3,7 @@
 #include "replicator/applier.h"
 
 #include <linux/fs.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -10,8 +11,10 @@
 
 #include <algorithm>
 #include <catch2/catch.hpp>
+#include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "tests/replicator/test_util.h"
 
@@ -23,10 +26,12 @@ namespace {
 
 class Fixture {
  public:
-  explicit Fixture(bool sync_io = false) {
+  explicit Fixture(bool sync_io = false, size_t max_path_fds = 0, size_t max_io_fds = 0) {
     REQUIRE(tree.root_fd() >= 0);
     ApplierOptions options;
     options.force_sync_io = sync_io;
+    options.max_path_fds = max_path_fds;
+    options.max_io_fds = max_io_fds;
     Status s = Applier::Create(tree.root_fd(), options, &applier);
     REQUIRE(s.ok());
     applier->SetDurableCallback(&Fixture::OnDurable, this);
@@ -856,4 +861,276 @@ TEST_CASE("applier resync state follows ResyncMark, sessions and stream ends", "
   REQUIRE(f.One(ResyncMark(12, true)) == 0);
   CHECK(f.applier->Stats().resync.phase == ResyncPhase::kRunning);
   CHECK(f.applier->Stats().resync.finished_unix_ms == 0);
+}
+
+namespace {
+
+// prefix followed by i (not `"literal" + std::to_string(i)`: g++ 12 warns falsely, -Wrestrict).
+std::string Numbered(const char* prefix, int i) {
+  char buf[64];
+  snprintf(buf, sizeof buf, "%s%d", prefix, i);
+  return buf;
+}
+
+proto::Op Setattr(uint64_t rid) {
+  proto::Op op;
+  op.mutable_setattr()->set_rid(rid);
+  return op;
+}
+
+proto::Op Setxattr(uint64_t rid, const std::string& name, const std::string& value) {
+  proto::Op op;
+  proto::Setxattr* x = op.mutable_setxattr();
+  x->set_rid(rid);
+  x->set_name(name);
+  x->set_value(value);
+  x->set_checksum(XXH3_64bits(value.data(), value.size()));
+  return op;
+}
+
+proto::Op Removexattr(uint64_t rid, const std::string& name) {
+  proto::Op op;
+  op.mutable_removexattr()->set_rid(rid);
+  op.mutable_removexattr()->set_name(name);
+  return op;
+}
+
+proto::Op Rename(uint64_t parent, const std::string& name, uint64_t new_parent, const std::string& new_name) {
+  proto::Op op;
+  proto::Rename* r = op.mutable_rename();
+  r->set_parent(parent);
+  r->set_name(name);
+  r->set_new_parent(new_parent);
+  r->set_new_name(new_name);
+  return op;
+}
+
+proto::Op Unlink(uint64_t parent, const std::string& name) {
+  proto::Op op;
+  op.mutable_unlink()->set_parent(parent);
+  op.mutable_unlink()->set_name(name);
+  return op;
+}
+
+proto::Op Link(uint64_t rid, uint64_t new_parent, const std::string& new_name) {
+  proto::Op op;
+  op.mutable_link()->set_rid(rid);
+  op.mutable_link()->set_new_parent(new_parent);
+  op.mutable_link()->set_new_name(new_name);
+  return op;
+}
+
+proto::Op Forget(uint64_t rid) {
+  proto::Op op;
+  op.mutable_forget()->set_rid(rid);
+  return op;
+}
+
+// Every op applied so far was acked without an error.
+void RequireAllAckedOk(Fixture& f) {
+  for (uint64_t seq = 1; seq <= f.next_seq; ++seq) {
+    INFO("seq " << seq);
+    REQUIRE(f.AckOf(seq) == 0);
+  }
+}
+
+std::set<std::string> Names(const std::string& dir) {
+  std::set<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.insert(e.path().filename());
+  return names;
+}
+
+std::string Xattr(const std::string& path, const char* name) {
+  char buf[256];
+  const ssize_t n = lgetxattr(path.c_str(), name, buf, sizeof buf);
+  return n < 0 ? std::string("<none>") : std::string(buf, static_cast<size_t>(n));
+}
+
+// Descriptors open in this process.
+size_t OpenFds() {
+  size_t n = 0;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    (void)e;
+    ++n;
+  }
+  return n;
+}
+
+// Lowers the soft descriptor limit for its lifetime (the hard one stays: reversible).
+class SoftFdLimit {
+ public:
+  explicit SoftFdLimit(rlim_t soft) {
+    REQUIRE(getrlimit(RLIMIT_NOFILE, &saved_) == 0);
+    rlimit lowered = saved_;
+    lowered.rlim_cur = std::min(soft, saved_.rlim_max);
+    REQUIRE(setrlimit(RLIMIT_NOFILE, &lowered) == 0);
+  }
+  ~SoftFdLimit() { setrlimit(RLIMIT_NOFILE, &saved_); }
+
+ private:
+  rlimit saved_{};
+};
+
+}  // namespace
+
+TEST_CASE("applier with tiny descriptor budgets applies every op kind to 200 files", "[applier][budget]") {
+  const bool sync_io = GENERATE(false, true);
+  INFO("force_sync_io " << sync_io);
+  constexpr size_t kPathFds = 8, kIoFds = 4;
+  constexpr int kFiles = 200;
+  constexpr uint64_t kFirst = 100, kRebound = 1000;
+  Fixture f(sync_io, kPathFds, kIoFds);
+  REQUIRE(f.Apply({MakeFile(1, "d", 2, 0755, proto::NODE_KIND_DIR),
+                   MakeFile(1, "e", 3, 0755, proto::NODE_KIND_DIR)})
+              .ok());
+  std::vector<std::string> content(kFiles);
+  std::vector<proto::Op> ops;
+  for (int i = 0; i < kFiles; ++i) ops.push_back(MakeFile(2, Numbered("f", i), kFirst + i, 0600));
+  REQUIRE(f.Apply(ops).ok());
+  // One batch of writes to every file (the ring path, its run cut by the I/O budget's evictions).
+  ops.clear();
+  for (int i = 0; i < kFiles; ++i) {
+    content[i] = Numbered("file ", i) + " " + std::string(static_cast<size_t>(i % 50 + 1), 'a' + i % 26);
+    ops.push_back(Write(kFirst + i, 0, content[i]));
+  }
+  REQUIRE(f.Apply(ops).ok());
+  // Appends interleaved with fsyncs (asynchronous flushes, each on a dup of an evicted descriptor).
+  ops.clear();
+  for (int i = 0; i < kFiles; ++i) {
+    ops.push_back(Write(kFirst + i, content[i].size(), "+tail", i % 9 == 0));
+    content[i] += "+tail";
+    if (i % 10 == 0) ops.push_back(Fsync(kFirst + i, i % 20 == 0));
+  }
+  REQUIRE(f.Apply(ops).ok());
+  // setattr (mode, size), xattrs.
+  ops.clear();
+  for (int i = 0; i < kFiles; ++i) {
+    if (i % 3 == 0) {
+      proto::Op op = Setattr(kFirst + i);
+      op.mutable_setattr()->set_mode(0640);
+      ops.push_back(op);
+    }
+    if (i % 7 == 0) {
+      proto::Op op = Setattr(kFirst + i);
+      op.mutable_setattr()->set_size(5);
+      content[i].resize(5);
+      ops.push_back(op);
+    }
+    ops.push_back(Setxattr(kFirst + i, "user.i", Numbered("x", i)));
+    if (i % 5 == 0) ops.push_back(Removexattr(kFirst + i, "user.i"));
+  }
+  REQUIRE(f.Apply(ops).ok());
+  // Tree changes: i%4 == 1 moved to e, 2 unlinked (then written while "open"), 3 linked into e.
+  ops.clear();
+  for (int i = 0; i < kFiles; ++i) {
+    if (i % 4 == 1) ops.push_back(Rename(2, Numbered("f", i), 3, Numbered("g", i)));
+    if (i % 4 == 2) ops.push_back(Unlink(2, Numbered("f", i)));
+    if (i % 4 == 3) ops.push_back(Link(kFirst + i, 3, Numbered("l", i)));
+  }
+  REQUIRE(f.Apply(ops).ok());
+  ops.clear();
+  for (int i = 0; i < kFiles; ++i) {
+    if (i % 4 == 2) ops.push_back(Write(kFirst + i, 0, "unlinked but open"));
+    if (i % 4 == 1 || i % 4 == 3) {
+      ops.push_back(Write(kFirst + i, content[i].size(), "#"));
+      content[i] += "#";
+    }
+  }
+  REQUIRE(f.Apply(ops).ok());
+  CHECK(f.applier->Stats().pinned > 0);  // the unlinked files kept by handle only
+  // Forget and rebind under new rids (i%4 == 0), forget the unlinked ones.
+  ops.clear();
+  for (int i = 0; i < kFiles; ++i) {
+    if (i % 4 == 0 || i % 4 == 2) ops.push_back(Forget(kFirst + i));
+    if (i % 4 == 0) ops.push_back(Bind(kRebound + i, 2, Numbered("f", i)));
+  }
+  REQUIRE(f.Apply(ops).ok());
+  ops.clear();
+  for (int i = 0; i < kFiles; i += 4) {
+    ops.push_back(Write(kRebound + i, content[i].size(), "!"));
+    content[i] += "!";
+  }
+  ops.push_back(Fsync(0));
+  REQUIRE(f.Apply(ops).ok());
+  RequireAllAckedOk(f);
+
+  const ApplierStats stats = f.applier->Stats();
+  CHECK(stats.bound_rids == 1 + 2 + kFiles / 2 + kFiles / 4);
+  CHECK(stats.path_fds == kPathFds);  // the others by file handle (none unhandled on this file system)
+  CHECK(stats.io_fds <= kIoFds);
+  CHECK(stats.pinned == 0);  // released by the Forgets
+  std::set<std::string> want_d, want_e;
+  for (int i = 0; i < kFiles; ++i) {
+    INFO("file " << i);
+    std::string path;
+    switch (i % 4) {
+      case 0: path = f.tree.Path("d/" + Numbered("f", i)); break;
+      case 1: path = f.tree.Path("e/" + Numbered("g", i)); break;
+      case 2: continue;
+      case 3:
+        path = f.tree.Path("d/" + Numbered("f", i));
+        CHECK(Lstat(f.tree.Path("e/" + Numbered("l", i))).st_ino == Lstat(path).st_ino);
+        want_e.insert(Numbered("l", i));
+        break;
+    }
+    (i % 4 == 1 ? want_e : want_d).insert(std::filesystem::path(path).filename());
+    CHECK(ReadFile(path) == content[i]);
+    CHECK((Lstat(path).st_mode & 07777) == (i % 3 == 0 ? 0640u : 0600u));
+    CHECK(Xattr(path, "user.i") == (i % 5 == 0 ? std::string("<none>") : Numbered("x", i)));
+  }
+  CHECK(Names(f.tree.Path("d")) == want_d);
+  CHECK(Names(f.tree.Path("e")) == want_e);
+  CHECK(Names(f.tree.root()) == std::set<std::string>{"d", "e"});
+  CHECK(f.tree.OutsideUntouched());
+}
+
+TEST_CASE("applier binds 2000 files with a few descriptors, below a lowered descriptor limit",
+          "[applier][budget]") {
+  constexpr size_t kPathFds = 16, kIoFds = 8;
+  constexpr int kFiles = 2000;
+  Fixture f(false, kPathFds, kIoFds);
+  const size_t before = OpenFds();
+  // Fewer descriptors than files: one per bound rid (as before the budgets) fails with EMFILE.
+  SoftFdLimit limit(before + 200);
+  for (int start = 0; start < kFiles; start += 500) {
+    std::vector<proto::Op> ops;
+    for (int i = start; i < start + 500; ++i) ops.push_back(MakeFile(1, Numbered("f", i), 10 + i));
+    for (int i = start; i < start + 500; ++i) ops.push_back(Write(10 + i, 0, Numbered("data ", i)));
+    for (int i = start; i < start + 500; i += 50) ops.push_back(Fsync(10 + i));
+    REQUIRE(f.Apply(ops).ok());
+    INFO("after file " << start + 500);
+    CHECK(OpenFds() <= before + kPathFds + kIoFds + 4);
+  }
+  RequireAllAckedOk(f);
+  const ApplierStats stats = f.applier->Stats();
+  CHECK(stats.bound_rids == kFiles + 1);
+  CHECK(stats.path_fds <= kPathFds);
+  CHECK(stats.io_fds <= kIoFds);
+  for (int i = 0; i < kFiles; i += 97) {
+    CHECK(ReadFile(f.tree.Path(Numbered("f", i))) == Numbered("data ", i));
+  }
+  CHECK(Names(f.tree.root()).size() == kFiles);
+}
+
+TEST_CASE("applier keeps a file kept by handle only writable after its last name goes", "[applier][budget]") {
+  Fixture f(false, /*max_path_fds=*/2, /*max_io_fds=*/2);  // the root and x0 keep descriptors
+  REQUIRE(
+      f.Apply({MakeFile(1, "x0", 2), MakeFile(1, "x1", 3), MakeFile(1, "x2", 4), MakeFile(1, "x3", 5)}).ok());
+  REQUIRE(f.applier->Stats().path_fds == 2);
+  REQUIRE(f.Apply({Write(2, 0, "zero"), Write(3, 0, "one"), Write(4, 0, "two"), Write(5, 0, "three")}).ok());
+  REQUIRE(f.Apply({Unlink(1, "x2"), Rename(1, "x0", 1, "x3")}).ok());  // x2 unlinked, x3 replaced
+  CHECK(f.applier->Stats().pinned == 2);
+  // Writes to other files first: the I/O cache (2) no longer holds rids 4 and 5.
+  REQUIRE(f.Apply({Write(2, 4, "!"), Write(3, 3, "!")}).ok());
+  REQUIRE(f.Apply({Write(4, 3, " more"), Write(5, 5, " more")}).ok());
+  REQUIRE(f.Apply({Fsync(4), Fsync(5)}).ok());
+  RequireAllAckedOk(f);
+  CHECK(ReadFile(f.tree.Path("x3")) == "zero!");
+  CHECK(ReadFile(f.tree.Path("x1")) == "one!");
+  CHECK(Names(f.tree.root()) == std::set<std::string>{"x1", "x3"});
+  REQUIRE(f.Apply({Forget(4), Forget(5)}).ok());
+  CHECK(f.applier->Stats().pinned == 0);
+  // A failed unlink leaves no pin behind.
+  CHECK(f.One(Unlink(1, "missing")) == ENOENT);
+  CHECK(f.applier->Stats().pinned == 0);
 }
