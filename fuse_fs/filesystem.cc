@@ -164,6 +164,7 @@ Status Filesystem::Start(Role role) {
       so.on_applied = [this](const proto::OpBatch& batch) { OnBatchApplied(batch); };
       so.applier.on_resync_begin = [this](proto::Ack* answer) { AnswerResyncBegin(answer); };
       so.applier.quarantine_root = options_.quarantine_dir;
+      so.applier.max_path_fds = options_.path_fd_budget;  // 0: the applier's default
       std::unique_ptr<replicator::ReplicationServer> server;
       if (Status s = replicator::ReplicationServer::Start(so, &server); !s.ok()) return s;
       std::unique_lock<std::shared_mutex> lock(shipper_mu_);

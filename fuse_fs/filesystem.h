@@ -61,7 +61,7 @@ struct FsOptions {
   uint64_t zone_size = 1 << 20;
   ResyncOptions resync;
   // O_PATH descriptors kept for known inodes before falling back to file handles (common/kept_path.h);
-  // 0: half the descriptor limit.
+  // 0: half the descriptor limit (a secondary's applier: its own default, a quarter).
   size_t path_fd_budget = 0;
 };
 

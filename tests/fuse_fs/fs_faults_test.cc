@@ -159,7 +159,7 @@ TEST_CASE("faults: a record kept for another file system under the same path lea
   CHECK(CompareTrees(pair.Dir(0), pair.Dir(1)) == "");
 }
 
-TEST_CASE("verify: a difference made underneath the secondary is found; --repair gets it resynced",
+TEST_CASE("verify: a difference made underneath the secondary is found, --repair gets it resynced",
           "[fuse_fs][resync][verify]") {
   TmpfsPair pair(/*primary_mib=*/32, /*secondary_mib=*/32);
   REQUIRE(WriteMiB(pair.Dir(0) + "/data", 4));

@@ -116,7 +116,7 @@ TEST_CASE("zone_record: invalid options and unwritable paths fail with the path 
   CHECK(!ZoneRecord::Open(ZoneRecordOptions{dir.Sub("z"), 0, 16}, &r).ok());
 }
 
-TEST_CASE("zone_record: marks come back; tree after an unclean end, not after Close", "[zone_record]") {
+TEST_CASE("zone_record: marks come back, tree after an unclean end, not after Close", "[zone_record]") {
   test::TempDir dir("zone-record");
   auto o = Opts(dir);
   auto r = OpenEmpty(o);

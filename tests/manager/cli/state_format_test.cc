@@ -137,7 +137,7 @@ TEST_CASE("state -v: an unknown peer, the VIP on the peer or nowhere, no failove
   CHECK(out.find("eth0: unknown (not held here, peer not heard)") != std::string::npos);
 }
 
-TEST_CASE("state: ANSI colours only when asked; the columns stay where they are", "[cli]") {
+TEST_CASE("state: ANSI colours only when asked, the columns stay where they are", "[cli]") {
   const proto::StateReply r = Pair();
   for (bool verbose : {false, true}) {
     const std::string plain = cli::FormatState(r, verbose, false);
@@ -254,7 +254,7 @@ TEST_CASE("state --json: the field names are stable and each one is documented",
   }
 }
 
-TEST_CASE("state -w: one snapshot per refresh; cleared and redrawn only on a terminal", "[cli]") {
+TEST_CASE("state -w: one snapshot per refresh, cleared and redrawn only on a terminal", "[cli]") {
   int calls = 0;
   cli::FetchState fetch = [&](proto::StateReply* out) {
     *out = Pair();

@@ -49,7 +49,7 @@ cli::WaitOptions Fast() {
 
 }  // namespace
 
-TEST_CASE("wait: verify ends when a new verify ended; exit 0 without differences, 1 with") {
+TEST_CASE("wait: verify ends when a new verify ended, exit 0 without differences, 1 with") {
   const auto before = WithFs(7, "done", 0, 0, "none", proto::NODE_STATE_PRIM, proto::SUB_STATE_READY);
   std::ostringstream out;
   SECTION("identical") {

@@ -419,7 +419,7 @@ TEST_CASE("connected promotion waits for the peer's acknowledgement of the inten
            8000);
 }
 
-TEST_CASE("a restarted peer (new incarnation, lower seq) is heard at once; its old process is not",
+TEST_CASE("a restarted peer (new incarnation, lower seq) is heard at once, its old process is not",
           "[core]") {
   Config c;
   c.self = std::string("a");  // (a plain literal trips GCC 12's false -Wrestrict here)

@@ -27,7 +27,7 @@ TEST_CASE("state store: save, load, fresh and corrupt files", "[daemon]") {
   CHECK(store.Load(&q).code() == hamirror::Status::Code::kCorruption);
 }
 
-TEST_CASE("state store: split_brain and incarnation persist; version-1 files still load", "[daemon]") {
+TEST_CASE("state store: split_brain and incarnation persist, version-1 files still load", "[daemon]") {
   hamirror::test::TempDir tmp("hamirror-store");
   const std::string dir = tmp.path();
   StateStore store(dir + "/node.state");
@@ -58,7 +58,7 @@ TEST_CASE("state store: split_brain and incarnation persist; version-1 files sti
   CHECK(store.Load(&q).code() == hamirror::Status::Code::kCorruption);
 }
 
-TEST_CASE("failover store: the last failover survives a restart; a corrupt file is said so", "[daemon]") {
+TEST_CASE("failover store: the last failover survives a restart, a corrupt file is said so", "[daemon]") {
   hamirror::test::TempDir tmp("hamirror-store");
   const std::string path = tmp.path() + "/last_failover";
   FailoverStore store(path);
