@@ -11,7 +11,7 @@
 #   DIRECT=1: both tests with O_DIRECT (as InnoDB writes its data files), default 0 (page cache)
 #   HAMIRROR_FS=build/bin/hamirror-fs
 #   HAMIRROR_FS_ALT=path/to/another/hamirror-fs with target hamirror_alt: A/B of two builds in one run
-#   KEEP_CPUS_AWAKE=1 (PM QoS 0 µs on /dev/cpu_dma_latency during the runs, so idle vCPUs poll instead
+#   KEEP_CPUS_AWAKE=0 (1: PM QoS 0 µs on /dev/cpu_dma_latency during the runs, so idle vCPUs poll instead
 #   of halting; see mariadb-lib.sh and docs/benchmarks.md: without it this VM can add ~4 ms of wake-up
 #   latency to every lone sync write)
 # Default runtime: 2 targets x 3 rounds x ~60 s ≈ 6 min. Run as root. Not part of ctest.

@@ -16,7 +16,7 @@
 #
 # Knobs (env): ROUNDS=3 DURATION=30 (s per run) SETTLE=10 SB_THREADS=4 SB_TABLES=4 SB_TABLE_SIZE=10000
 #   WORKLOADS="oltp_write_only oltp_read_only" (any sysbench oltp_* test)
-#   TARGETS="lab_vip local_tcp" KEEP_CPUS_AWAKE=1 (see bench/lib.sh) BENCH_DIR=/var/tmp/hamirror-bench
+#   TARGETS="lab_vip local_tcp" KEEP_CPUS_AWAKE=0 (see bench/lib.sh) BENCH_DIR=/var/tmp/hamirror-bench
 #   LAB_PREFIX=hmsbv (the cluster) LOCAL_PREFIX=hmsbl (the network of local_tcp): lab.sh prefixes, which
 #   must not exist yet
 # Default runtime: lab up ≈ 20 s, then 2 workloads x 2 targets x 3 rounds x ~42 s ≈ 9 min. Run as root.

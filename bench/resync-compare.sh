@@ -34,7 +34,7 @@
 #   made alone has the incremental resync walk the whole tree and compare every file whose mtime
 #   differs in full)
 #   WAIT_S=900 (bound on every wait for a resync) BENCH_DIR=/var/tmp/hamirror-bench
-#   HAMIRROR_FS=build/bin/hamirror-fs KEEP_CPUS_AWAKE=1
+#   HAMIRROR_FS=build/bin/hamirror-fs KEEP_CPUS_AWAKE=0
 # Disk: the data set plus up to three copies of it at once under BENCH_DIR. Default runtime ≈ 40 s per
 # round on the development VM (≈ 2 min in all). Run as root. Not part of ctest.
 set -euo pipefail
