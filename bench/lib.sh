@@ -56,6 +56,22 @@ bench_have_hamirror() {
   return 1
 }
 
+# build_passthrough_ll: builds libfuse's passthrough_ll example (Debian's libfuse3-dev docs) into
+# W/tools and sets PT_BIN; logs that the target is skipped and fails if it cannot.
+PT_BIN=
+build_passthrough_ll() {
+  local ex=/usr/share/doc/libfuse3-dev/examples
+  if [ ! -f "$ex/passthrough_ll.c" ]; then
+    hm_log "passthrough_ll: $ex/passthrough_ll.c not present (libfuse3-dev examples); target skipped"
+    return 1
+  fi
+  mkdir -p "$W/tools"
+  PT_BIN=$W/tools/passthrough_ll
+  # shellcheck disable=SC2046 # pkg-config prints several flags
+  gcc -O2 -o "$PT_BIN" "$ex/passthrough_ll.c" -I"$ex" $(pkg-config --cflags --libs fuse3) 2>"$W/pt-build.log" ||
+    { hm_log "passthrough_ll: build failed (see below); target skipped"; cat "$W/pt-build.log" >&2; PT_BIN=; return 1; }
+}
+
 # bench_rounds RUN_ONE TARGETS...: calls `RUN_ONE TARGET ROUND` for every target, ROUNDS times. The order
 # rotates each round so no target always runs first (or right after the same neighbour). A failed run
 # is logged by RUN_ONE and does not stop the others.
