@@ -85,5 +85,11 @@ bench_rounds() {
   done
 }
 
+# bench_vmrss PID: resident set size in KiB (VmRSS). bench_fd_count PID: open descriptors.
+# bench_fd_limit PID: the process's soft descriptor limit (RLIMIT_NOFILE, "Max open files").
+bench_vmrss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+bench_fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+bench_fd_limit() { awk '/^Max open files/ {print $4}' "/proc/$1/limits" 2>/dev/null; }
+
 # ratio A B: A / B to two decimals, n/a if either is n/a or B is 0.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }
