@@ -249,10 +249,12 @@ if [ "$VERIFY" = 1 ] && [ -n "${STATS[trees.after create]:-}" ]; then
 fi
 if [ "$SCALE" = 1 ] && [[ " ${active[*]} " == *" hamirror "* ]]; then
   echo
+  # shellcheck disable=SC2086
+  limit=$(median ${STATS[primary.fd_limit]:-})
   if [ -n "${SECS[hamirror.create]:-}" ] && [ "${#FAILS[@]}" = 0 ]; then
-    echo "SCALE: $FILES files created, stat'ed, unlinked through a hamirror primary mount at descriptor limit ${STATS[primary.fd_limit]# }: OK"
+    echo "SCALE: $FILES files created, stat'ed, unlinked through a hamirror primary mount at descriptor limit $limit: OK"
   else
-    echo "SCALE: $FILES files through a hamirror primary mount at descriptor limit $(echo ${STATS[primary.fd_limit]:-?}): FAILED (${FAILED_AS[hamirror.create]:+create: ${FAILED_AS[hamirror.create]}, }see below)"
+    echo "SCALE: $FILES files through a hamirror primary mount at descriptor limit $limit: FAILED (${FAILED_AS[hamirror.create]:+create: ${FAILED_AS[hamirror.create]}, }see below)"
   fi
 fi
 if [ "${#FAILS[@]}" -gt 0 ]; then
