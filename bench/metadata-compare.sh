@@ -19,10 +19,15 @@
 #
 # SCALE=1: the descriptor-limit check: by default FILES=1000000, TARGETS=hamirror, ROUNDS=1, the
 #   daemons at the descriptor limit they inherit (nothing raised here; printed in the report).
+# Descriptor limits: hamirror-fs runs with the limit it inherits from this shell (the issue's "default
+# descriptor limit"), unless HM_NOFILE=N (soft and hard, through prlimit) is set: e.g. to measure a
+# build that keeps one descriptor per inode past its limit. passthrough_ll also keeps one O_PATH
+# descriptor per inode, so it runs with PT_NOFILE (default 2*FILES+4096, at most fs.nr_open) to stay
+# usable as the FUSE-only reference.
 #
 # Knobs (env): FILES=100000 PER_DIR=1000 FILE_SIZE=0 ROUNDS=3 SETTLE=5 (s idle after `sync` before
 #   each run) TARGETS="local hamirror passthrough_ll" VERIFY=1
-#   PHASE_TIMEOUT=60+FILES/200 s (bound on each phase and each compare)
+#   PHASE_TIMEOUT=60+FILES/200 s (bound on each phase and each compare) HM_NOFILE= PT_NOFILE=
 #   BENCH_MDTEST=build/bin/bench-mdtest HAMIRROR_FS=build/bin/hamirror-fs BENCH_DIR=/var/tmp/hamirror-bench
 #   KEEP_CPUS_AWAKE=1 (see mariadb-lib.sh)
 # Build first: cmake --build build --target hamirror-fs bench-mdtest
@@ -44,10 +49,24 @@ SETTLE=${SETTLE:-5}
 VERIFY=${VERIFY:-1}
 PHASE_TIMEOUT=${PHASE_TIMEOUT:-$(( 60 + FILES / 200 ))}
 BENCH_MDTEST=${BENCH_MDTEST:-$REPO/build/bin/bench-mdtest}
+HM_NOFILE=${HM_NOFILE:-}
+PT_NOFILE=${PT_NOFILE:-$(( 2 * FILES + 4096 ))}
+nr_open=$(cat /proc/sys/fs/nr_open)
+[ "$PT_NOFILE" -le "$nr_open" ] || PT_NOFILE=$nr_open
 [ "$(id -u)" -eq 0 ] || hm_die "run as root (FUSE mounts)"
 [ -x "$BENCH_MDTEST" ] || hm_die "no bench-mdtest at $BENCH_MDTEST (cmake --build build --target bench-mdtest)"
 [[ $FILES =~ ^[0-9]+$ && $PER_DIR =~ ^[1-9][0-9]*$ && $FILE_SIZE =~ ^[0-9]+$ ]] ||
   hm_die "FILES, PER_DIR (>= 1) and FILE_SIZE must be whole numbers"
+[[ -z $HM_NOFILE || $HM_NOFILE =~ ^[1-9][0-9]*$ ]] || hm_die "HM_NOFILE must be a number of descriptors"
+command -v prlimit >/dev/null || hm_die "prlimit not found (util-linux)"
+# Raising a hard limit needs CAP_SYS_RESOURCE (containers may lack it): checked before any target runs.
+if [ -n "$HM_NOFILE" ] && ! prlimit --nofile="$HM_NOFILE:$HM_NOFILE" true 2>/dev/null; then
+  hm_die "HM_NOFILE=$HM_NOFILE: cannot set that descriptor limit here (hard limit $(ulimit -Hn), no CAP_SYS_RESOURCE?)"
+fi
+if [[ " $TARGETS " == *" passthrough_ll "* ]] && ! prlimit --nofile="$PT_NOFILE:$PT_NOFILE" true 2>/dev/null; then
+  hm_log "passthrough_ll: cannot raise the descriptor limit to $PT_NOFILE here; it runs at $(ulimit -Hn) (fails past that many inodes)"
+  PT_NOFILE=$(ulimit -Hn)
+fi
 
 bench_init md
 
@@ -55,11 +74,23 @@ bench_init md
 setup_target() {
   case $1 in
     local) TDIR=$W/local/md ;;
-    hamirror) hm_pair_start "$W/hm" || return 1; TDIR=$HM_PRIMARY_DIR/md ;;
+    hamirror)
+      if [ -n "$HM_NOFILE" ]; then
+        # hm_pair_start runs $HAMIRROR_FS: a wrapper that execs it (same PID) with the limit.
+        mkdir -p "$W/tools"
+        printf '#!/bin/sh\nexec prlimit --nofile=%s:%s %s "$@"\n' "$HM_NOFILE" "$HM_NOFILE" "$HAMIRROR_FS" \
+          >"$W/tools/hamirror-fs-nofile"
+        chmod +x "$W/tools/hamirror-fs-nofile"
+        HAMIRROR_FS=$W/tools/hamirror-fs-nofile hm_pair_start "$W/hm" || return 1
+      else
+        hm_pair_start "$W/hm" || return 1
+      fi
+      TDIR=$HM_PRIMARY_DIR/md ;;
     passthrough_ll | bindfs)
       mkdir -p "$W/$1/src" "$W/$1/mnt"
       if [ "$1" = passthrough_ll ]; then
-        fuse_start "$W/$1/mnt" "$W/$1.log" "$PT_BIN" -f -o source="$W/$1/src" "$W/$1/mnt" || return 1
+        fuse_start "$W/$1/mnt" "$W/$1.log" prlimit --nofile="$PT_NOFILE:$PT_NOFILE" "$PT_BIN" -f \
+          -o source="$W/$1/src" "$W/$1/mnt" || return 1
       else
         fuse_start "$W/$1/mnt" "$W/$1.log" bindfs -f "$W/$1/src" "$W/$1/mnt" || return 1
       fi
@@ -197,7 +228,7 @@ for t in $TARGETS; do
   active+=("$t")
 done
 [ "${#active[@]}" -gt 0 ] || hm_die "no target to run"
-hm_log "metadata: targets=${active[*]} rounds=$ROUNDS files=$FILES per_dir=$PER_DIR size=$FILE_SIZE scale=$SCALE phase_timeout=${PHASE_TIMEOUT}s, this shell's descriptor limit $(ulimit -Sn) (hard $(ulimit -Hn)), work dir $W"
+hm_log "metadata: targets=${active[*]} rounds=$ROUNDS files=$FILES per_dir=$PER_DIR size=$FILE_SIZE scale=$SCALE phase_timeout=${PHASE_TIMEOUT}s hm_nofile=${HM_NOFILE:-inherited} pt_nofile=$PT_NOFILE, this shell's descriptor limit $(ulimit -Sn) (hard $(ulimit -Hn)), work dir $W"
 [ "$KEEP_CPUS_AWAKE" = 1 ] && hm_cpus_awake_start
 bench_rounds run_one "${active[@]}"
 
@@ -212,7 +243,7 @@ rounds_of() {
 goal() { awk -v r="$1" -v g="$2" 'BEGIN {if (r == "n/a") print "n/a"; else print (r >= g ? "met" : "NOT met")}'; }
 echo
 echo "## metadata, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
-echo "files=$FILES per_dir=$PER_DIR size=$FILE_SIZE rounds=$ROUNDS settle=${SETTLE}s scale=$SCALE keep_cpus_awake=$KEEP_CPUS_AWAKE (ops/s medians; per-round values in brackets)"
+echo "files=$FILES per_dir=$PER_DIR size=$FILE_SIZE rounds=$ROUNDS settle=${SETTLE}s scale=$SCALE hm_nofile=${HM_NOFILE:-inherited} keep_cpus_awake=$KEEP_CPUS_AWAKE (ops/s medians; per-round values in brackets)"
 echo
 echo "| target | create ops/s | ratio | stat ops/s | ratio | unlink ops/s | ratio |"
 echo "|---|---|---|---|---|---|---|"
@@ -240,7 +271,7 @@ if [ -n "${STATS[primary.fds]:-}${STATS[secondary.fds]:-}" ]; then
     [ -n "${STATS[$role.fds]:-}" ] || continue
     echo "- $role: RSS $(median ${STATS[$role.rss_mib]}) MiB [${STATS[$role.rss_mib]} ]," \
       "$(median ${STATS[$role.bytes_per_inode]}) bytes per created inode [${STATS[$role.bytes_per_inode]} ]," \
-      "$(median ${STATS[$role.fds]}) descriptors open [${STATS[$role.fds]} ], limit ${STATS[$role.fd_limit]# }"
+      "$(median ${STATS[$role.fds]}) descriptors open [${STATS[$role.fds]} ], limit $(median ${STATS[$role.fd_limit]})"
   done
 fi
 if [ "$VERIFY" = 1 ] && [ -n "${STATS[trees.after create]:-}" ]; then
