@@ -5,8 +5,10 @@
 //                     open(O_CREAT|O_EXCL|O_WRONLY) + B bytes written + close of DIR/dNNNNN/fNNNNNNN
 //   bench-mdtest stat   DIR --files N [--per-dir M]  stat(2) of every file, by full path
 //   bench-mdtest unlink DIR --files N [--per-dir M]  unlink of every file, then rmdir of their directories
-//   bench-mdtest compare A B          hamirror::test::CompareTrees (names, types, modes, owners, sizes,
-//                                     content, links, xattrs, mtimes): identical or the first difference
+//   bench-mdtest compare A B [--metadata-only]  hamirror::test::CompareTrees (names, types, modes,
+//                     owners, sizes, content, links, xattrs, mtimes): identical or the first difference.
+//                     --metadata-only: without content and xattrs (no open per file: ~20x faster
+//                     through a FUSE mount)
 // File i lives in directory i / M (default M = 1000). DIR itself must exist.
 // Output: one line of key=value pairs on stdout, e.g.
 //   phase=create files=100000 dirs=100 seconds=4.210 ops_per_s=23753
@@ -36,6 +38,7 @@ struct Args {
   std::string phase;
   std::string dir;
   std::string dir_b;  // compare only
+  bool metadata_only = false;
   long files = -1;
   long per_dir = 1000;
   long size = 0;
@@ -53,7 +56,7 @@ int Usage(const char* why) {
   fprintf(stderr,
           "bench-mdtest: %s\n"
           "usage: bench-mdtest create|stat|unlink DIR --files N [--per-dir M] [--size B]\n"
-          "       bench-mdtest compare A B\n",
+          "       bench-mdtest compare A B [--metadata-only]\n",
           why);
   return kExitUsage;
 }
@@ -73,8 +76,11 @@ std::string ParseArgs(int argc, char** argv, Args* a) {
   a->phase = argv[1];
   a->dir = argv[2];
   if (a->phase == "compare") {
-    if (argc != 4) return "compare takes two directories";
+    if (argc < 4 || argc > 5) return "compare takes two directories";
     a->dir_b = argv[3];
+    if (argc == 5 && std::string(argv[4]) != "--metadata-only")
+      return std::string("unknown option ") + argv[4];
+    a->metadata_only = argc == 5;
     return "";
   }
   if (a->phase != "create" && a->phase != "stat" && a->phase != "unlink") return "unknown phase " + a->phase;
@@ -183,7 +189,10 @@ int RunPhase(const Args& a) {
 }
 
 int Compare(const Args& a) {
-  const std::string difference = test::CompareTrees(a.dir, a.dir_b);
+  test::TreeCompareOptions options;
+  options.content = !a.metadata_only;
+  options.xattrs = !a.metadata_only;
+  const std::string difference = test::CompareTrees(a.dir, a.dir_b, options);
   if (difference.empty()) {
     printf("identical=yes\n");
     return kExitOk;

@@ -40,8 +40,14 @@ cp -a "$T/a" "$T/b"
 out=$("$MDTEST" compare "$T/a" "$T/b"); rc=$?
 check "copy is identical: $out" [ "$rc" = 0 ]
 check "says identical=yes" [ "$out" = "identical=yes" ]
-chmod 600 "$T/b/d00001/f0001500"
+printf abc >"$T/b/d00000/f0000007" && touch -r "$T/a/d00000/f0000007" "$T/b/d00000/f0000007"
+out=$("$MDTEST" compare "$T/a" "$T/b" --metadata-only); rc=$?
+check "--metadata-only does not read content: $out" [ "$rc" = 0 ]
 out=$("$MDTEST" compare "$T/a" "$T/b"); rc=$?
+check "full compare finds the content change: $out" matches "$out" "identical=no difference=d00000/f0000007: content*"
+cp -a "$T/a/d00000/f0000007" "$T/b/d00000/f0000007"
+chmod 600 "$T/b/d00001/f0001500"
+out=$("$MDTEST" compare "$T/a" "$T/b" --metadata-only); rc=$?
 check "mode change found: $out" [ "$rc" = 1 ]
 check "difference names the file" matches "$out" "identical=no difference=d00001/f0001500*"
 
@@ -58,6 +64,8 @@ check "partial create's extra directory removed" [ -z "$(ls -A "$T/c")" ]
 
 "$MDTEST" create "$T/a" >/dev/null 2>&1; rc=$?
 check "missing --files is a usage error" [ "$rc" = 64 ]
+"$MDTEST" compare "$T/a" "$T/b" --fast >/dev/null 2>&1; rc=$?
+check "unknown compare option is a usage error" [ "$rc" = 64 ]
 "$MDTEST" create "$T/a" --files 10 --per-dir 0 >/dev/null 2>&1; rc=$?
 check "--per-dir 0 is a usage error" [ "$rc" = 64 ]
 
