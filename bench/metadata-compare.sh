@@ -13,7 +13,8 @@
 # per created inode), their open descriptors and descriptor limits; the primary's tree compared with
 # the secondary's through both mounts, after create and after unlink: VERIFY=1 names, types, modes,
 # owners, sizes, link counts, mtimes (CompareTrees without content and xattrs: no open per file);
-# VERIFY=full also content and xattrs (≈ 20x slower: 1.5 ms vs 0.08 ms per file on the development VM); VERIFY=0 off.
+# VERIFY=full also content and xattrs (≈ 20x slower: 1.5 ms vs 0.08 ms per file on the development VM);
+# VERIFY=0 off.
 # A phase that fails (e.g. EMFILE) or runs past PHASE_TIMEOUT is reported with its errno and how far
 # it got; the later phases of that run then work on the files it made but stay out of the medians.
 # Exit status 1 if any phase failed or trees differed (after printing the report), else 0.
@@ -193,7 +194,8 @@ note_daemons() {
     stat_add "$role.bytes_per_inode" "$per"
     stat_add "$role.fds" "$fds"
     stat_add "$role.fd_limit" "$lim"
-    hm_log "round $ROUND hamirror: $role $when: RSS $(( rss / 1024 )) MiB (+$(( (rss - rss0) / 1024 )) MiB, $per bytes per created inode), $fds descriptors open, limit $lim"
+    hm_log "round $ROUND hamirror: $role $when: RSS $(( rss / 1024 )) MiB (+$(( (rss - rss0) / 1024 )) MiB," \
+      "$per bytes per created inode), $fds descriptors open, limit $lim"
   done
 }
 
@@ -232,7 +234,9 @@ for t in $TARGETS; do
   active+=("$t")
 done
 [ "${#active[@]}" -gt 0 ] || hm_die "no target to run"
-hm_log "metadata: targets=${active[*]} rounds=$ROUNDS files=$FILES per_dir=$PER_DIR size=$FILE_SIZE scale=$SCALE phase_timeout=${PHASE_TIMEOUT}s hm_nofile=${HM_NOFILE:-inherited} pt_nofile=$PT_NOFILE, this shell's descriptor limit $(ulimit -Sn) (hard $(ulimit -Hn)), work dir $W"
+hm_log "metadata: targets=${active[*]} rounds=$ROUNDS files=$FILES per_dir=$PER_DIR size=$FILE_SIZE scale=$SCALE" \
+  "phase_timeout=${PHASE_TIMEOUT}s hm_nofile=${HM_NOFILE:-inherited} pt_nofile=$PT_NOFILE, this shell's" \
+  "descriptor limit $(ulimit -Sn) (hard $(ulimit -Hn)), work dir $W"
 [ "$KEEP_CPUS_AWAKE" = 1 ] && hm_cpus_awake_start
 bench_rounds run_one "${active[@]}"
 
@@ -247,7 +251,8 @@ rounds_of() {
 goal() { awk -v r="$1" -v g="$2" 'BEGIN {if (r == "n/a") print "n/a"; else print (r >= g ? "met" : "NOT met")}'; }
 echo
 echo "## metadata, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), commit $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')"
-echo "files=$FILES per_dir=$PER_DIR size=$FILE_SIZE rounds=$ROUNDS settle=${SETTLE}s scale=$SCALE hm_nofile=${HM_NOFILE:-inherited} keep_cpus_awake=$KEEP_CPUS_AWAKE (ops/s medians; per-round values in brackets)"
+echo "files=$FILES per_dir=$PER_DIR size=$FILE_SIZE rounds=$ROUNDS settle=${SETTLE}s scale=$SCALE" \
+  "hm_nofile=${HM_NOFILE:-inherited} keep_cpus_awake=$KEEP_CPUS_AWAKE (ops/s medians; per-round values in brackets)"
 echo
 echo "| target | create ops/s | ratio | stat ops/s | ratio | unlink ops/s | ratio |"
 echo "|---|---|---|---|---|---|---|"
@@ -289,7 +294,8 @@ if [ "$SCALE" = 1 ] && [[ " ${active[*]} " == *" hamirror "* ]]; then
   if [ -n "${SECS[hamirror.create]:-}" ] && [ "${#FAILS[@]}" = 0 ]; then
     echo "SCALE: $FILES files created, stat'ed, unlinked through a hamirror primary mount at descriptor limit $limit: OK"
   else
-    echo "SCALE: $FILES files through a hamirror primary mount at descriptor limit $limit: FAILED (${FAILED_AS[hamirror.create]:+create: ${FAILED_AS[hamirror.create]}, }see below)"
+    echo "SCALE: $FILES files through a hamirror primary mount at descriptor limit $limit:" \
+      "FAILED (${FAILED_AS[hamirror.create]:+create: ${FAILED_AS[hamirror.create]}, }see below)"
   fi
 fi
 if [ "${#FAILS[@]}" -gt 0 ]; then
