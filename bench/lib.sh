@@ -57,6 +57,22 @@ bench_have_hamirror() {
   return 1
 }
 
+# build_passthrough_ll: builds libfuse's passthrough_ll example (Debian's libfuse3-dev docs) into
+# W/tools and sets PT_BIN; logs that the target is skipped and fails if it cannot.
+PT_BIN=
+build_passthrough_ll() {
+  local ex=/usr/share/doc/libfuse3-dev/examples
+  if [ ! -f "$ex/passthrough_ll.c" ]; then
+    hm_log "passthrough_ll: $ex/passthrough_ll.c not present (libfuse3-dev examples); target skipped"
+    return 1
+  fi
+  mkdir -p "$W/tools"
+  PT_BIN=$W/tools/passthrough_ll
+  # shellcheck disable=SC2046 # pkg-config prints several flags
+  gcc -O2 -o "$PT_BIN" "$ex/passthrough_ll.c" -I"$ex" $(pkg-config --cflags --libs fuse3) 2>"$W/pt-build.log" ||
+    { hm_log "passthrough_ll: build failed (see below); target skipped"; cat "$W/pt-build.log" >&2; PT_BIN=; return 1; }
+}
+
 # bench_rounds RUN_ONE TARGETS...: calls `RUN_ONE TARGET ROUND` for every target, ROUNDS times. The order
 # rotates each round so no target always runs first (or right after the same neighbour). A failed run
 # is logged by RUN_ONE and does not stop the others.
@@ -69,6 +85,12 @@ bench_rounds() {
     for (( i = 0; i < n; i++ )); do "$run_one" "${targets[$(( (i + r - 1) % n ))]}" "$r" || true; done
   done
 }
+
+# bench_vmrss PID: resident set size in KiB (VmRSS). bench_fd_count PID: open descriptors.
+# bench_fd_limit PID: the process's soft descriptor limit (RLIMIT_NOFILE, "Max open files").
+bench_vmrss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null; }
+bench_fd_count() { find "/proc/$1/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+bench_fd_limit() { awk '/^Max open files/ {print $4}' "/proc/$1/limits" 2>/dev/null; }
 
 # ratio A B: A / B to two decimals, n/a if either is n/a or B is 0.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "n/a" || b == "n/a" || b == 0) print "n/a"; else printf "%.2f", a / b}'; }

@@ -39,20 +39,6 @@ PT_FLUSH_METHOD=${PT_FLUSH_METHOD:-fsync}
 bench_cleanup_hook() { mdb_stop >/dev/null 2>&1; }
 bench_init sb
 
-PT_BIN=
-build_passthrough_ll() {
-  local ex=/usr/share/doc/libfuse3-dev/examples
-  if [ ! -f "$ex/passthrough_ll.c" ]; then
-    hm_log "passthrough_ll: $ex/passthrough_ll.c not present (libfuse3-dev examples); target skipped"
-    return 1
-  fi
-  mkdir -p "$W/tools"
-  PT_BIN=$W/tools/passthrough_ll
-  # shellcheck disable=SC2046 # pkg-config prints several flags
-  gcc -O2 -o "$PT_BIN" "$ex/passthrough_ll.c" -I"$ex" $(pkg-config --cflags --libs fuse3) 2>"$W/pt-build.log" ||
-    { hm_log "passthrough_ll: build failed (see below); target skipped"; cat "$W/pt-build.log" >&2; PT_BIN=; return 1; }
-}
-
 # setup_target NAME DIR: mounts/creates the target under DIR; sets DATADIR (and FUSE_PID/FUSE_MNT).
 setup_target() {
   local name=$1 d=$2

@@ -187,8 +187,10 @@ class Comparer {
         os << Rel(rel) << ": size " << sa.st_size << " vs " << sb.st_size;
         return os.str();
       }
-      std::string c = CompareContent(pa, pb, Rel(rel));
-      if (!c.empty()) return c;
+      if (o_.content) {
+        std::string c = CompareContent(pa, pb, Rel(rel));
+        if (!c.empty()) return c;
+      }
     }
     if (S_ISLNK(sa.st_mode)) {
       char ta[4097], tb[4097];

@@ -76,3 +76,22 @@ TEST_CASE("CompareTrees: identical trees and the first difference", "[support]")
     }
   }
 }
+
+TEST_CASE("CompareTrees: content=false and xattrs=false compare the rest only", "[support]") {
+  hamirror::test::TreeCompareOptions metadata_only;
+  metadata_only.content = false;
+  metadata_only.xattrs = false;
+  for (const char* variant : {"content", "xattr", "mode", "mtime", "extra"}) {
+    SECTION(variant) {
+      TempDir t;
+      mkdir(t.Sub("a").c_str(), 0755);
+      mkdir(t.Sub("b").c_str(), 0755);
+      Build(t.Sub("a"), "");
+      Build(t.Sub("b"), variant);
+      const std::string diff = CompareTrees(t.Sub("a"), t.Sub("b"), metadata_only);
+      INFO(diff);
+      const bool ignored = std::string(variant) == "content" || std::string(variant) == "xattr";
+      REQUIRE(diff.empty() == ignored);
+    }
+  }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# bench_mdtest_cli (ctest): bench-mdtest on a temporary local directory, as bench/metadata-compare.sh
+# calls it. Usage: mdtest_lite_test.sh PATH/TO/bench-mdtest
+set -uo pipefail
+MDTEST=$1
+T=$(mktemp -d)
+trap 'rm -rf "$T"' EXIT
+fails=0
+check() {  # check DESCRIPTION COMMAND...: counts a failure if COMMAND fails
+  local what=$1
+  shift
+  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fails=$((fails + 1)); fi
+}
+has() { [[ " $1 " == *" $2 "* ]]; }    # has LINE KEY=VALUE
+matches() { [[ "$1" == $2 ]]; }          # matches TEXT GLOB
+
+mkdir "$T/a"
+out=$("$MDTEST" create "$T/a" --files 2500 --per-dir 1000 --size 3); rc=$?
+check "create exits 0" [ "$rc" = 0 ]
+check "create reports 2500 files in 3 dirs: $out" has "$out" "files=2500"
+check "create line names its phase and dirs" has "$out" "phase=create"
+check "create made 3 dirs" has "$out" "dirs=3"
+check "2500 files on disk" [ "$(find "$T/a" -type f | wc -l)" = 2500 ]
+check "files have 3 bytes" [ "$(stat -c %s "$T/a/d00002/f0002499")" = 3 ]
+check "ops_per_s reported" [ -n "$(sed -n 's/.* ops_per_s=\([0-9][0-9]*\).*/\1/p' <<<"$out")" ]
+
+out=$("$MDTEST" stat "$T/a" --files 2500 --per-dir 1000 --size 3); rc=$?
+check "stat of 2500 files: $out" [ "$rc" = 0 ]
+out=$("$MDTEST" stat "$T/a" --files 2501 --per-dir 1000 --size 3); rc=$?
+check "stat of a missing file fails with ENOENT: $out" [ "$rc" = 1 ]
+check "stat failure says ENOENT after 2500 files" has "$out" "errno_name=ENOENT"
+check "stat failure counts the files done" has "$out" "files=2500"
+
+out=$("$MDTEST" create "$T/a" --files 10 --per-dir 1000); rc=$?
+check "create over existing dir fails: $out" [ "$rc" = 1 ]
+check "create failure names EEXIST" has "$out" "errno_name=EEXIST"
+check "create failure says what failed" matches "$out" "*error=mkdir $T/a/d00000: File exists"
+
+cp -a "$T/a" "$T/b"
+out=$("$MDTEST" compare "$T/a" "$T/b"); rc=$?
+check "copy is identical: $out" [ "$rc" = 0 ]
+check "says identical=yes" [ "$out" = "identical=yes" ]
+printf abc >"$T/b/d00000/f0000007" && touch -r "$T/a/d00000/f0000007" "$T/b/d00000/f0000007"
+out=$("$MDTEST" compare "$T/a" "$T/b" --metadata-only); rc=$?
+check "--metadata-only does not read content: $out" [ "$rc" = 0 ]
+out=$("$MDTEST" compare "$T/a" "$T/b"); rc=$?
+check "full compare finds the content change: $out" matches "$out" "identical=no difference=d00000/f0000007: content*"
+cp -a "$T/a/d00000/f0000007" "$T/b/d00000/f0000007"
+chmod 600 "$T/b/d00001/f0001500"
+out=$("$MDTEST" compare "$T/a" "$T/b" --metadata-only); rc=$?
+check "mode change found: $out" [ "$rc" = 1 ]
+check "difference names the file" matches "$out" "identical=no difference=d00001/f0001500*"
+
+out=$("$MDTEST" unlink "$T/a" --files 2500 --per-dir 1000); rc=$?
+check "unlink exits 0: $out" [ "$rc" = 0 ]
+check "unlink removed 3 dirs" has "$out" "dirs=3"
+check "directory empty after unlink" [ -z "$(ls -A "$T/a")" ]
+
+# A create that stopped right after a mkdir leaves that directory: unlink of the files made removes it.
+mkdir "$T/c" && "$MDTEST" create "$T/c" --files 1001 --per-dir 1000 >/dev/null && rm "$T/c/d00001/f0001000"
+out=$("$MDTEST" unlink "$T/c" --files 1000 --per-dir 1000); rc=$?
+check "unlink after a partial create: $out" [ "$rc" = 0 ]
+check "partial create's extra directory removed" [ -z "$(ls -A "$T/c")" ]
+
+"$MDTEST" create "$T/a" >/dev/null 2>&1; rc=$?
+check "missing --files is a usage error" [ "$rc" = 64 ]
+"$MDTEST" compare "$T/a" "$T/b" --fast >/dev/null 2>&1; rc=$?
+check "unknown compare option is a usage error" [ "$rc" = 64 ]
+"$MDTEST" create "$T/a" --files 10 --per-dir 0 >/dev/null 2>&1; rc=$?
+check "--per-dir 0 is a usage error" [ "$rc" = 64 ]
+
+[ "$fails" = 0 ] || { echo "$fails check(s) failed"; exit 1; }
+echo "all checks passed"
