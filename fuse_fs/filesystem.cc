@@ -884,6 +884,17 @@ int Filesystem::EnterNewNode(fuse_req_t req, Inode& parent, const PathFd& parent
   return 0;
 }
 
+void Filesystem::UndoCreate(const PathFd& parent_path, const char* name, bool is_dir) {
+  // The entry was made here but is neither in the table nor shipped: the caller gets the error, so
+  // the name must not stay on this side only (the trees would differ).
+  if (unlinkat(parent_path.get(), name, is_dir ? AT_REMOVEDIR : 0) == 0) return;
+  HLOG_ERROR("cannot remove %s after a failed create (%s): the next resync compares its directory", name,
+             strerror(errno));
+  struct stat pst;
+  if (StatPath(parent_path, &pst) != 0 || !record_->MarkDir(pst.st_ino).ok())
+    (void)record_->MarkTree("an entry made after a failed create could not be removed");
+}
+
 void Filesystem::Mknod(fuse_req_t req, fuse_ino_t parent_ino, const char* name, mode_t mode, dev_t rdev) {
   if (ReadOnly()) {
     fuse_reply_err(req, EROFS);
@@ -901,7 +912,10 @@ void Filesystem::Mknod(fuse_req_t req, fuse_ino_t parent_ino, const char* name, 
   } else if (mknodat(parent_path.get(), name, mode, rdev) < 0) {
     err = errno;
   }
-  if (!err) err = EnterNewNode(req, parent, parent_path, name, nullptr, true, &p->entry, &op);
+  if (!err) {
+    err = EnterNewNode(req, parent, parent_path, name, nullptr, true, &p->entry, &op);
+    if (err) UndoCreate(parent_path, name, S_ISDIR(mode));
+  }
   if (err) {
     ns.unlock();
     p->Done(err);
@@ -925,7 +939,10 @@ void Filesystem::Symlink(fuse_req_t req, const char* link, fuse_ino_t parent_ino
   std::unique_lock<std::shared_mutex> ns(ns_mu_);
   const PathFd parent_path = table_.Open(parent);
   int err = !parent_path ? parent_path.error() : symlinkat(link, parent_path.get(), name) < 0 ? errno : 0;
-  if (!err) err = EnterNewNode(req, parent, parent_path, name, link, true, &p->entry, &op);
+  if (!err) {
+    err = EnterNewNode(req, parent, parent_path, name, link, true, &p->entry, &op);
+    if (err) UndoCreate(parent_path, name, false);
+  }
   if (err) {
     ns.unlock();
     p->Done(err);
@@ -1146,7 +1163,10 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
     }
     if (!fd) err = errno;
   }
-  if (!err) err = EnterNewNode(req, parent, parent_path, name, nullptr, created, &p->entry, &op);
+  if (!err) {
+    err = EnterNewNode(req, parent, parent_path, name, nullptr, created, &p->entry, &op);
+    if (err && created) UndoCreate(parent_path, name, false);
+  }
   if (err) {
     ns.unlock();
     p->Done(err);

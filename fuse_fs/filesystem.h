@@ -150,6 +150,8 @@ class Filesystem : private ResyncHost {
   // MakeNode (or Bind when it was not new). Fills e. Returns errno.
   int EnterNewNode(fuse_req_t req, Inode& parent, const PathFd& parent_path, const char* name,
                    const char* symlink_target, bool created, fuse_entry_param* e, proto::Op* op);
+  // Removes an entry just made in parent when entering it failed (nothing was shipped).
+  void UndoCreate(const PathFd& parent_path, const char* name, bool is_dir);
   void AddTimeFix(proto::Op* op, uint64_t rid, const struct timespec& mtime);
   template <typename Query>
   void ReplyXattrQuery(fuse_req_t req, fuse_ino_t ino, size_t size, Query query);
