@@ -278,16 +278,19 @@ class ApplierImpl final : public Applier {
   }
 
   // With stats_mu_ held.
-  void RememberErrorLocked(uint64_t seq, int err, const char* kind) {
-    // Every error ack leaves this copy behind the primary's until a resync: worth a warning, but
+  void RememberErrorLocked(uint64_t seq, int err, const char* kind, bool changes_nothing = false) {
+    recent_errors_.emplace_back(seq, err);
+    if (recent_errors_.size() > kRecentErrors) recent_errors_.pop_front();
+    // A Bind that fails (a new session re-binding names this copy lacks, before the resync makes them)
+    // changed nothing, as the primary also judges: not a copy left behind, not counted.
+    if (changes_nothing) return;
+    // Every other error ack leaves this copy behind the primary's until a resync: worth a warning, but
     // bounded (a flood of them would otherwise fill the log).
     if (stats_.error_acks < 20 || stats_.error_acks % 1000 == 0) {
       HLOG_WARN("op seq %llu (%s) could not be applied: %s (error acks so far: %llu)",
                 (unsigned long long)seq, kind, strerror(err), (unsigned long long)stats_.error_acks + 1);
     }
     ++stats_.error_acks;
-    recent_errors_.emplace_back(seq, err);
-    if (recent_errors_.size() > kRecentErrors) recent_errors_.pop_front();
   }
 
   mutable std::mutex stats_mu_;
@@ -547,7 +550,7 @@ void ApplierImpl::FinishOp(const proto::Op& op, int err, bool deferred, std::vec
     ack.set_error(err);
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.ops_applied;
-    if (err != 0) RememberErrorLocked(op.seq(), err, OpKindName(op));
+    if (err != 0) RememberErrorLocked(op.seq(), err, OpKindName(op), /*changes_nothing=*/op.has_bind());
   }
   if (err != 0) {
     HLOG_DEBUG("apply seq %llu (op kind %d): %s", (unsigned long long)op.seq(), (int)op.body_case(),

@@ -1134,3 +1134,14 @@ TEST_CASE("applier keeps a file kept by handle only writable after its last name
   CHECK(f.One(Unlink(1, "missing")) == ENOENT);
   CHECK(f.applier->Stats().pinned == 0);
 }
+
+TEST_CASE("applier: a Bind of a name this copy lacks is refused but not counted as a copy left behind",
+          "[applier]") {
+  // A new session re-binds the primary's live names before the resync makes them here: such a Bind
+  // changes nothing (the primary ignores its error too); an op that does change the copy counts.
+  Fixture f;
+  CHECK(f.One(Bind(2, 1, "not-here-yet")) == ENOENT);
+  CHECK(f.applier->Stats().error_acks == 0);
+  CHECK(f.One(Write(2, 0, "data")) == ESTALE);  // the rid is unknown: this write is lost here
+  CHECK(f.applier->Stats().error_acks == 1);
+}
