@@ -104,7 +104,10 @@ cmd_down() {
   done
   # Bounded wait until the names are gone (deletion is synchronous, this only guards against races).
   for _ in $(seq 1 50); do
-    [ -z "$(lab_namespaces)" ] && return 0
+    if [ -z "$(lab_namespaces)" ]; then
+      echo "lab '$PREFIX' down: no namespace, process or mount of it left"
+      return 0
+    fi
     sleep 0.1
   done
   die "could not delete: $(lab_namespaces | tr '\n' ' ')"
