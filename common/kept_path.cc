@@ -42,20 +42,20 @@ PathKeeper::PathKeeper(int root_fd, size_t max_kept_fds)
   mount_fd_.Reset(openat(root_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!mount_fd_) {
     HLOG_WARN("cannot open the replicated tree's root (%s): one descriptor per known inode, at most "
-              "about %zu inodes", strerror(errno), budget_ * 2);
+              "about %zu inodes", strerror(errno), budget() * 2);
     return;
   }
   HandleBuffer buf;
   if (!HandleOf(root_fd_, &buf, &root_mount_id_)) {
     HLOG_WARN("file handles unavailable on the replicated tree (%s): one descriptor per known inode, "
-              "at most about %zu inodes", strerror(errno), budget_ * 2);
+              "at most about %zu inodes", strerror(errno), budget() * 2);
     return;
   }
   // Reopening needs CAP_DAC_READ_SEARCH: try once rather than fail on the first inode over budget.
   int fd = open_by_handle_at(mount_fd_.get(), buf.get(), O_PATH | O_CLOEXEC);
   if (fd < 0) {
     HLOG_WARN("file handles cannot be reopened (%s): one descriptor per known inode, at most about "
-              "%zu inodes", strerror(errno), budget_ * 2);
+              "%zu inodes", strerror(errno), budget() * 2);
     return;
   }
   close(fd);
@@ -64,7 +64,8 @@ PathKeeper::PathKeeper(int root_fd, size_t max_kept_fds)
 
 bool PathKeeper::TakeFromBudget() {
   size_t n = kept_.load(std::memory_order_relaxed);
-  while (n < budget_) {
+  const size_t budget = this->budget();
+  while (n < budget) {
     if (kept_.compare_exchange_weak(n, n + 1, std::memory_order_relaxed)) return true;
   }
   return false;

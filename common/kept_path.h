@@ -83,7 +83,14 @@ class PathKeeper {
   PathFd Open(const KeptPath& path) const;
 
   size_t kept_fds() const { return kept_.load(std::memory_order_relaxed); }
-  size_t budget() const { return budget_; }
+  size_t budget() const { return budget_.load(std::memory_order_relaxed); }
+  // A new budget for the inodes kept from now on (0: DefaultBudget()); descriptors kept already stay
+  // until released.
+  void set_budget(size_t max_kept_fds) {
+    budget_.store(max_kept_fds ? max_kept_fds : DefaultBudget(), std::memory_order_relaxed);
+  }
+  // Descriptors held now, within the budget or past it.
+  size_t held_fds() const { return kept_fds() + unhandled_fds(); }
   // Inodes kept over budget with a descriptor because no handle could be had.
   size_t unhandled_fds() const { return unhandled_.load(std::memory_order_relaxed); }
 
@@ -94,7 +101,7 @@ class PathKeeper {
   UniqueFd mount_fd_;  // the root opened for reading: open_by_handle_at's reference to the mount
   int root_mount_id_ = -1;
   bool handles_ok_ = false;
-  const size_t budget_;
+  std::atomic<size_t> budget_;
   std::atomic<size_t> kept_{0};
   std::atomic<size_t> unhandled_{0};
 };

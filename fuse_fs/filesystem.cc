@@ -153,6 +153,10 @@ Status Filesystem::Start(Role role) {
     if (snap.tree)
       HLOG_WARN("record %s: %s: the next resync rescans the tree", ro.path.c_str(), snap.tree_reason.c_str());
     if (role == Role::kSecondary) {
+      // A secondary keeps no descriptor per inode (only the root's): one would keep a file the peer
+      // unlinked on this disk for as long as this kernel knows it, and readers here need no speed of
+      // lookup. (Back to the full budget when it becomes primary in place.)
+      table_.SetPathBudget(1);
       // A secondary writes nothing through its record: closed now, a crash of this process cannot make
       // it look unclean (the first change recorded after a switch to primary opens it again).
       if (Status s = record_->Close(); !s.ok()) return s;
@@ -342,6 +346,7 @@ Status Filesystem::SetRole(Role role, const std::string& peer) {
     std::unique_lock<std::shared_mutex> lock(shipper_mu_);
     old_server = std::move(server_);
     if (old_server) old_server->Stop();
+    table_.SetPathBudget(options_.path_fd_budget);  // a secondary kept none: see Start
     if (!peer.empty()) RebindAll(shipper.get());
     old_shipper = std::move(shipper_);
     shipper_ = std::move(shipper);
@@ -585,13 +590,18 @@ void Filesystem::AnswerResyncBegin(proto::Ack* answer) {
 void Filesystem::DropUnlinkedFromKernel() {
   fuse_session* se = session_.load();
   if (se == nullptr) return;
+  // Only a descriptor keeps an unlinked file alive; a secondary keeps none but its root's (Start), so
+  // this walk of every known inode happens only where file handles are unavailable.
+  if (table_.keeper().held_fds() <= 1) return;
   std::vector<std::pair<fuse_ino_t, std::string>> drops;
   {
     // Exclusive: no Forget deletes an Inode while its descriptor is looked at.
     std::unique_lock<std::shared_mutex> ns(ns_mu_);
     for (const auto& n : table_.SnapshotParentsFirst()) {
       struct stat st;
-      if (StatPath(table_.Open(*n.inode), &st) != 0 || st.st_nlink != 0) continue;
+      if (!n.inode->path.has_fd() || fstatat(n.inode->path.fd(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 ||
+          st.st_nlink != 0)
+        continue;
       Inode* parent = table_.FindRid(n.parent_rid);
       if (parent == nullptr) continue;
       drops.emplace_back(parent == table_.root() ? FUSE_ROOT_ID : reinterpret_cast<fuse_ino_t>(parent),

@@ -189,8 +189,9 @@ class Filesystem : private ResyncHost {
   // Secondary: after a batch was applied (a resync's end mark resets this node's own record).
   void OnBatchApplied(const proto::OpBatch& batch);
   // Secondary: after the peer removed entries underneath, the kernel is told to drop its entries for
-  // files now unlinked, so it forgets them and their O_PATH handles close: otherwise a file a local
-  // reader looked up keeps its disk space here until the kernel's caches are dropped.
+  // files now unlinked, so it forgets them and their O_PATH descriptors close: otherwise a file a local
+  // reader looked up keeps its disk space here until the kernel's caches are dropped. Only inodes
+  // that hold a descriptor matter; a secondary holds none past its root's when file handles work.
   void DropUnlinkedFromKernel();
   // Secondary: the answer to a resync's start mark (does this node's own record ask for more?).
   void AnswerResyncBegin(proto::Ack* answer);

@@ -76,6 +76,8 @@ class InodeTable {
   // A descriptor of the inode's real file for one use (see PathKeeper::Open).
   PathFd Open(const Inode& inode) const { return keeper_->Open(inode.path); }
   const PathKeeper& keeper() const { return *keeper_; }
+  // Descriptors kept for inodes entering the table from now on (PathKeeper::set_budget).
+  void SetPathBudget(size_t max_kept_fds) { keeper_->set_budget(max_kept_fds); }
 
   // Finds the inode (dev, ino) and adds one lookup, or adopts `fd` (O_PATH) as a new inode with a
   // fresh rid. *created tells which; when not created, fd is closed. parent_rid/name are recorded
