@@ -14,7 +14,9 @@ namespace {
 // struct file_handle ends in a flexible array: room for the largest handle behind it.
 struct HandleBuffer {
   alignas(struct file_handle) unsigned char raw[sizeof(struct file_handle) + MAX_HANDLE_SZ];
-  struct file_handle* get() { return reinterpret_cast<struct file_handle*>(raw); }
+  struct file_handle* get() {
+    return reinterpret_cast<struct file_handle*>(raw);
+  }
 };
 
 // The handle of the inode behind fd and its mount id; false with errno set if there is none.
@@ -41,21 +43,27 @@ PathKeeper::PathKeeper(int root_fd, size_t max_kept_fds)
   // open_by_handle_at refuses an O_PATH descriptor as its mount reference: keep a plain one.
   mount_fd_.Reset(openat(root_fd_, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!mount_fd_) {
-    HLOG_WARN("cannot open the replicated tree's root (%s): one descriptor per known inode, at most "
-              "about %zu inodes", strerror(errno), budget() * 2);
+    HLOG_WARN(
+        "cannot open the replicated tree's root (%s): one descriptor per known inode, at most "
+        "about %zu inodes",
+        strerror(errno), budget() * 2);
     return;
   }
   HandleBuffer buf;
   if (!HandleOf(root_fd_, &buf, &root_mount_id_)) {
-    HLOG_WARN("file handles unavailable on the replicated tree (%s): one descriptor per known inode, "
-              "at most about %zu inodes", strerror(errno), budget() * 2);
+    HLOG_WARN(
+        "file handles unavailable on the replicated tree (%s): one descriptor per known inode, "
+        "at most about %zu inodes",
+        strerror(errno), budget() * 2);
     return;
   }
   // Reopening needs CAP_DAC_READ_SEARCH: try once rather than fail on the first inode over budget.
   int fd = open_by_handle_at(mount_fd_.get(), buf.get(), O_PATH | O_CLOEXEC);
   if (fd < 0) {
-    HLOG_WARN("file handles cannot be reopened (%s): one descriptor per known inode, at most about "
-              "%zu inodes", strerror(errno), budget() * 2);
+    HLOG_WARN(
+        "file handles cannot be reopened (%s): one descriptor per known inode, at most about "
+        "%zu inodes",
+        strerror(errno), budget() * 2);
     return;
   }
   close(fd);

@@ -18,7 +18,8 @@ std::atomic<InitExtension*> g_extension{nullptr};
 ssize_t ChannelRead(int fd, void* buf, size_t len, void* /*userdata*/) {
   ssize_t n = read(fd, buf, len);
   if (n > 0) {
-    if (InitExtension* ext = g_extension.load(std::memory_order_acquire)) ext->OnRequest(buf, static_cast<size_t>(n));
+    if (InitExtension* ext = g_extension.load(std::memory_order_acquire))
+      ext->OnRequest(buf, static_cast<size_t>(n));
   }
   return n;
 }
@@ -44,8 +45,10 @@ ssize_t ChannelSpliceSend(int fdin, off_t* offin, int fdout, off_t* offout, size
 }  // namespace
 
 Status InstallDevChannel(fuse_session* se, InitExtension* ext) {
-  static const fuse_custom_io io = {
-      .writev = ChannelWritev, .read = ChannelRead, .splice_receive = nullptr, .splice_send = ChannelSpliceSend};
+  static const fuse_custom_io io = {.writev = ChannelWritev,
+                                    .read = ChannelRead,
+                                    .splice_receive = nullptr,
+                                    .splice_send = ChannelSpliceSend};
   g_extension.store(ext, std::memory_order_release);
   if (fuse_session_custom_io(se, &io, fuse_session_fd(se)) != 0)
     return Status::Internal("libfuse refused the custom /dev/fuse channel");

@@ -599,8 +599,8 @@ void Filesystem::DropUnlinkedFromKernel() {
     std::unique_lock<std::shared_mutex> ns(ns_mu_);
     for (const auto& n : table_.SnapshotParentsFirst()) {
       struct stat st;
-      if (!n.inode->path.has_fd() || fstatat(n.inode->path.fd(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 ||
-          st.st_nlink != 0)
+      if (!n.inode->path.has_fd() ||
+          fstatat(n.inode->path.fd(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || st.st_nlink != 0)
         continue;
       Inode* parent = table_.FindRid(n.parent_rid);
       if (parent == nullptr) continue;
@@ -669,7 +669,8 @@ void Filesystem::Init(fuse_conn_info* conn) {
   const bool killpriv_v2 = init_extension_ && (init_extension_->accepted() & kInitHandleKillprivV2);
   privs_left_to_us_.store(killpriv_v2, std::memory_order_relaxed);
   HLOG_INFO("kernel FUSE: handle_killpriv_v2 %s", killpriv_v2 ? "on (privileges dropped by this daemon)"
-            : options_.killpriv_v2 ? "not offered by the kernel" : "off (--killpriv-v2 off)");
+                                                  : options_.killpriv_v2 ? "not offered by the kernel"
+                                                                         : "off (--killpriv-v2 off)");
 }
 
 int Filesystem::LookupLocked(Inode& parent, const char* name, fuse_entry_param* e) {
@@ -726,7 +727,8 @@ void Filesystem::Forget(fuse_ino_t ino, uint64_t nlookup) {
 
 void Filesystem::Getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   struct stat st;
-  int err = fi ? (fstat(static_cast<int>(fi->fh), &st) < 0 ? errno : 0) : StatPath(table_.Open(Get(ino)), &st);
+  int err =
+      fi ? (fstat(static_cast<int>(fi->fh), &st) < 0 ? errno : 0) : StatPath(table_.Open(Get(ino)), &st);
   if (err) {
     fuse_reply_err(req, err);
     return;
@@ -1611,7 +1613,8 @@ void Filesystem::Getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size
 }
 
 void Filesystem::Listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  ReplyXattrQuery(req, ino, size, [](const char* path, char* buf, size_t n) { return listxattr(path, buf, n); });
+  ReplyXattrQuery(req, ino, size,
+                  [](const char* path, char* buf, size_t n) { return listxattr(path, buf, n); });
 }
 
 void Filesystem::Removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {

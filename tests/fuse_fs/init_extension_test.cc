@@ -13,7 +13,8 @@ using hamirror::fs::kInitHandleKillprivV2;
 
 namespace {
 
-std::vector<char> InitRequest(uint64_t unique, uint32_t flags, uint32_t flags2, size_t arg_len = sizeof(fuse_init_in)) {
+std::vector<char> InitRequest(uint64_t unique, uint32_t flags, uint32_t flags2,
+                              size_t arg_len = sizeof(fuse_init_in)) {
   fuse_in_header in{};
   in.opcode = FUSE_INIT;
   in.unique = unique;

@@ -59,7 +59,8 @@ TEST_CASE("PathKeeper keeps descriptors within its budget and reopens the rest b
     REQUIRE(made);
     REQUIRE(write(made.get(), name.data(), name.size()) == static_cast<ssize_t>(name.size()));
     kept.push_back(std::make_unique<KeptPath>());
-    keeper.Keep(UniqueFd(openat(root.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC)), kept.back().get());
+    keeper.Keep(UniqueFd(openat(root.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC)),
+                kept.back().get());
   }
   CHECK(keeper.kept_fds() == kBudget);
   CHECK(keeper.unhandled_fds() == 0);  // ext4 and friends give handles
