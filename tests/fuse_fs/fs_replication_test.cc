@@ -126,6 +126,26 @@ int SharedMapErrno(const std::string& path, int flags) {
   return err;
 }
 
+// Runs the randomized workload on a started pair, then checks the primary stayed primary with no peer
+// error, stops both and compares the trees underneath.
+void RunWorkloadAndCompare(Pair& pair, int steps) {
+  uint64_t seed = Seed();
+  std::string summary = RunRandomWorkload(pair.a_, seed, steps);
+  printf("workload (ok/attempted): %s\n", summary.c_str());
+  INFO("seed " << seed << ": " << summary);
+  FsStatus st;
+  REQUIRE(pair.primary.GetStatus(&st).ok());
+  INFO("primary status: " << st.ShortDebugString());
+  REQUIRE(st.role() == hamirror::proto::FS_ROLE_PRIMARY);  // never fell back to alone
+  REQUIRE(st.ops_shipped() > 0);
+  CHECK(st.peer_errors() == 0);  // the peer applied every op (an error ack leaves its copy behind)
+  printf("primary status: %s\n", st.ShortDebugString().c_str());
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+  INFO(pair.Logs());
+  REQUIRE(CompareTrees(pair.a_, pair.b_) == "");
+}
+
 }  // namespace
 
 TEST_CASE("secondary: local programs cannot change the tree (EROFS), reads pass through",
@@ -195,22 +215,7 @@ TEST_CASE("primary+secondary: after write(2) or fsync(2) returns, the secondary 
 TEST_CASE("primary+secondary: a randomized workload leaves identical trees", "[fuse_fs][replication]") {
   Pair pair;
   REQUIRE(pair.Start().ok());
-  uint64_t seed = Seed();
-  std::string summary = RunRandomWorkload(pair.a_, seed, 700);
-  printf("workload (ok/attempted): %s\n", summary.c_str());
-  INFO("seed " << seed << ": " << summary);
-  FsStatus st;
-  REQUIRE(pair.primary.GetStatus(&st).ok());
-  INFO("primary status: " << st.ShortDebugString());
-  REQUIRE(st.role() == hamirror::proto::FS_ROLE_PRIMARY);  // never fell back to alone
-  REQUIRE(st.ops_shipped() > 0);
-  CHECK(st.peer_errors() == 0);  // the peer applied every op (an error ack leaves its copy behind)
-  printf("primary status: %s\n", st.ShortDebugString().c_str());
-  REQUIRE(pair.primary.Stop().ok());
-  REQUIRE(pair.secondary.Stop().ok());
-  INFO(pair.Logs());
-  std::string diff = CompareTrees(pair.a_, pair.b_);
-  REQUIRE(diff == "");
+  RunWorkloadAndCompare(pair, 700);
 }
 
 // Entries of /proc/PID/fd: the descriptors a daemon holds.
@@ -230,18 +235,7 @@ TEST_CASE("primary+secondary: a randomized workload with inodes reopened by file
   hamirror::Status started = pair.StartSecondaryWith({"--path-fd-budget", "4"});
   REQUIRE(started.ok());
   REQUIRE(pair.StartPrimary(30000, {"--path-fd-budget", "4"}).ok());
-  uint64_t seed = Seed();
-  std::string summary = RunRandomWorkload(pair.a_, seed, 700);
-  INFO("seed " << seed << ": " << summary);
-  FsStatus st;
-  REQUIRE(pair.primary.GetStatus(&st).ok());
-  INFO("primary status: " << st.ShortDebugString());
-  REQUIRE(st.role() == hamirror::proto::FS_ROLE_PRIMARY);
-  CHECK(st.peer_errors() == 0);
-  REQUIRE(pair.primary.Stop().ok());
-  REQUIRE(pair.secondary.Stop().ok());
-  INFO(pair.Logs());
-  REQUIRE(CompareTrees(pair.a_, pair.b_) == "");
+  RunWorkloadAndCompare(pair, 700);
 }
 
 TEST_CASE("primary+secondary: more files than the daemons may hold descriptors", "[fuse_fs][replication]") {
@@ -302,18 +296,7 @@ TEST_CASE(
   }
   CHECK(SharedMapErrno(pair.a_ + "/probe", O_RDWR) == ENODEV);
   CHECK(SharedMapErrno(pair.a_ + "/probe", O_RDONLY) == 0);  // read-only handles keep the page cache
-  uint64_t seed = Seed();
-  std::string summary = RunRandomWorkload(pair.a_, seed, 500);
-  INFO("seed " << seed << ": " << summary);
-  FsStatus st;
-  REQUIRE(pair.primary.GetStatus(&st).ok());
-  INFO("primary status: " << st.ShortDebugString());
-  REQUIRE(st.role() == hamirror::proto::FS_ROLE_PRIMARY);
-  CHECK(st.peer_errors() == 0);
-  REQUIRE(pair.primary.Stop().ok());
-  REQUIRE(pair.secondary.Stop().ok());
-  INFO(pair.Logs());
-  REQUIRE(CompareTrees(pair.a_, pair.b_) == "");
+  RunWorkloadAndCompare(pair, 500);
 }
 
 TEST_CASE("primary: peer loss during writes -> alone within the send timeout, nothing hangs",
