@@ -397,6 +397,7 @@ proto::FsStatus Filesystem::GetStatus() {
   proto::FsStatus st;
   st.set_dir(options_.dir);
   st.set_pid(static_cast<uint32_t>(getpid()));
+  st.set_send_timeout_ms(static_cast<uint64_t>(options_.send_timeout.count()));
   FillRecordStatus(&st);
   resync_->Progress(st.mutable_resync());
   verify_->Progress(st.mutable_verify());

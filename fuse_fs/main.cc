@@ -233,6 +233,9 @@ int main(int argc, char** argv) {
   auto* secondary = app.add_subcommand("secondary", "read-only to local programs; applies the peer's stream");
   add_common(secondary, true);
   secondary->add_option("--listen", cli.options.listen, "HOST:PORT to listen on")->required();
+  secondary->add_option("--send-timeout-ms", cli.send_timeout_ms,
+                        "once switched to primary in place: peer declared lost after this")
+      ->check(CLI::Range(1, 3600 * 1000));
   auto* alone = app.add_subcommand("alone", "read-write, no peer; changes recorded dirty");
   add_common(alone, false);
   hamirror::fs::CtlRequest ctl;

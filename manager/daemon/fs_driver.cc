@@ -115,31 +115,37 @@ Status FsDriver::Release() {
   return result;
 }
 
-Status FsDriver::Spawn(const FsDir& d) {
-  if (Status s = CleanDeadMount(d); !s.ok()) return s;
+std::vector<std::string> FsCommandLine(const FsDir& d, const FsLaunch& launch) {
   // Always started as secondary (read-only to local programs, so nothing is written before the role
   // is set), then switched with SetRole: only the secondary/primary command lines take the TLS
-  // options a later switch to primary needs.
-  std::vector<std::string> args = {launch_.fs_bin, "secondary", "--listen", d.listen,      "--dir",
-                                   d.dir,          "--control", d.control,  "--node-name", launch_.node_name};
-  if (launch_.encryption) {
+  // options and the send timeout a later switch to primary needs.
+  std::vector<std::string> args = {launch.fs_bin, "secondary", "--listen", d.listen,      "--dir",
+                                   d.dir,         "--control", d.control,  "--node-name", launch.node_name};
+  if (launch.encryption) {
     // The configuration loader checked the files; should they be gone since, hamirror-fs refuses to
     // start (never a fallback to clear text).
-    const std::string ca = launch_.tls_dir + "/ca.pem", cert = launch_.tls_dir + "/node.pem",
-                      key = launch_.tls_dir + "/node.key";
+    const std::string ca = launch.tls_dir + "/ca.pem", cert = launch.tls_dir + "/node.pem",
+                      key = launch.tls_dir + "/node.key";
     args.insert(args.end(), {"--tls-cert", cert, "--tls-key", key, "--tls-ca", ca});
     // The peer is dialled by address; its certificate names the node (hamirror-certs).
-    if (!launch_.peer_name.empty()) args.insert(args.end(), {"--tls-server-name", launch_.peer_name});
+    if (!launch.peer_name.empty()) args.insert(args.end(), {"--tls-server-name", launch.peer_name});
   } else {
-    log_->Warning("encryption=\"off\" on <rfs>: replication link in clear (no TLS)");
     args.push_back("--insecure");
   }
   if (d.direct_io_all) args.insert(args.end(), {"--direct-io", "all"});
-  if (!launch_.state_dir.empty()) args.insert(args.end(), {"--state-dir", launch_.state_dir});
-  args.insert(args.end(), {"--zone-size", std::to_string(launch_.zone_size), "--resync-workers",
-                           std::to_string(launch_.resync_workers)});
-  if (launch_.resync_rate_bps != 0)
-    args.insert(args.end(), {"--resync-rate", std::to_string(launch_.resync_rate_bps)});
+  if (!launch.state_dir.empty()) args.insert(args.end(), {"--state-dir", launch.state_dir});
+  args.insert(args.end(), {"--zone-size", std::to_string(launch.zone_size), "--resync-workers",
+                           std::to_string(launch.resync_workers), "--send-timeout-ms",
+                           std::to_string(launch.send_timeout_ms)});
+  if (launch.resync_rate_bps != 0)
+    args.insert(args.end(), {"--resync-rate", std::to_string(launch.resync_rate_bps)});
+  return args;
+}
+
+Status FsDriver::Spawn(const FsDir& d) {
+  if (Status s = CleanDeadMount(d); !s.ok()) return s;
+  if (!launch_.encryption) log_->Warning("encryption=\"off\" on <rfs>: replication link in clear (no TLS)");
+  std::vector<std::string> args = FsCommandLine(d, launch_);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

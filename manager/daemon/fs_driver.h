@@ -26,16 +26,20 @@ struct FsDir {
 };
 
 struct FsLaunch {
-  std::string fs_bin;            // hamirror-fs binary
-  std::string node_name;         // --node-name
-  std::string tls_dir;           // ca.pem, node.pem, node.key for the replication link (mutual TLS)
-  bool encryption = true;        // false only on the explicit opt-out <rfs encryption="off">: --insecure
-  std::string peer_name;         // the name the peer's certificate must carry (--tls-server-name)
-  std::string state_dir;         // --state-dir: the record of what the peer may lack (module state dir)
-  uint64_t zone_size = 1 << 20;  // --zone-size (ruzone_blocksize)
-  uint64_t resync_rate_bps = 0;  // --resync-rate (reiallowedbw), 0: unlimited
-  int resync_workers = 3;        // --resync-workers (nbrei)
+  std::string fs_bin;               // hamirror-fs binary
+  std::string node_name;            // --node-name
+  std::string tls_dir;              // ca.pem, node.pem, node.key for the replication link (mutual TLS)
+  bool encryption = true;           // false only on the explicit opt-out <rfs encryption="off">: --insecure
+  std::string peer_name;            // the name the peer's certificate must carry (--tls-server-name)
+  std::string state_dir;            // --state-dir: the record of what the peer may lack (module state dir)
+  uint64_t zone_size = 1 << 20;     // --zone-size (ruzone_blocksize)
+  uint64_t resync_rate_bps = 0;     // --resync-rate (reiallowedbw), 0: unlimited
+  int resync_workers = 3;           // --resync-workers (nbrei)
+  int64_t send_timeout_ms = 30000;  // --send-timeout-ms (sendtimeout): peer lost, primary goes alone
 };
+
+// The hamirror-fs command line that serves directory d (argv, the binary first).
+std::vector<std::string> FsCommandLine(const FsDir& d, const FsLaunch& launch);
 
 // A resync into this node as its hamirror-fs (secondary) reports it, per directory.
 struct ResyncTargetView {

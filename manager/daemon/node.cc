@@ -296,6 +296,7 @@ Status Node::Init() {
   launch.zone_size = cfg.rfs.ruzone_blocksize;
   launch.resync_rate_bps = cfg.rfs.reiallowedbw_kbps * 1024;
   launch.resync_workers = cfg.rfs.nbrei;
+  launch.send_timeout_ms = cfg.rfs.sendtimeout.count();
   fs_ = std::make_unique<FsDriver>(std::move(dirs), std::move(launch), log_);
   // A mount left by a crash (its hamirror-fs killed) is cleaned now: the module is STOP, and a stopped
   // module's directory is the plain one. A live hamirror-fs (this daemon crashed, not it) is kept: the

@@ -285,9 +285,9 @@ void Cluster::WriteModule(int i, const ModuleOptions& mo) {
               ? std::string("  <check><tcp ident=\"svc\" when=\"prim\" action=\"restart\"><to addr=\"") +
                     kVip + "\" port=\"8080\" interval=\"1\" timeout=\"1\"/></tcp></check>\n"
               : "")
-      << (mo.rfs ? "  <rfs async=\"none\"" + zone + (mo.keepmounted ? " keepmounted=\"on\"" : "") +
-                       "><replicated dir=\"" + Dir(i) + "/data\" mode=\"read_only\" directio=\"" +
-                       mo.directio + "\"/></rfs>\n"
+      << (mo.rfs ? "  <rfs async=\"none\" sendtimeout=\"7\"" + zone +
+                       (mo.keepmounted ? " keepmounted=\"on\"" : "") + "><replicated dir=\"" + Dir(i) +
+                       "/data\" mode=\"read_only\" directio=\"" + mo.directio + "\"/></rfs>\n"
                  : "")
       << (mo.witness
               ? "  <splitbrain ident=\"witness\" exec=\"ping\" arg=\"" + NetLab::ClientAddr() + "\"/>\n"

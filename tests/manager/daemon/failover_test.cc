@@ -276,13 +276,15 @@ TEST_CASE("fs data path: writes on the primary reach the secondary which serves 
   c.FirstStart();
   REQUIRE(c.FsPid(1) > 0);
   REQUIRE(c.FsPid(2) > 0);
-  // The configuration's directio reaches hamirror-fs's command line, and so do the lab's TLS files
-  // (secure by default): the link that connects below is mutual TLS, the peer checked by node name.
+  // The configuration's directio and sendtimeout reach hamirror-fs's command line, and so do the lab's TLS
+  // files (secure by default): the link that connects below is mutual TLS, the peer checked by node name.
   for (int i = 1; i <= 2; ++i) {
     std::ifstream in("/proc/" + std::to_string(c.FsPid(i)) + "/cmdline");
     std::string cmd((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     INFO(cmd);
     CHECK(cmd.find(std::string("--direct-io\0all", 15)) != std::string::npos);
+    CHECK(cmd.find(std::string("--send-timeout-ms") + '\0' + "7000") !=
+          std::string::npos);  // sendtimeout="7"
     const std::string tlsdir = c.Pki() + "/n" + std::to_string(i);
     CHECK(cmd.find(std::string("--tls-cert") + '\0' + tlsdir + "/node.pem") != std::string::npos);
     CHECK(cmd.find(std::string("--tls-ca") + '\0' + tlsdir + "/ca.pem") != std::string::npos);
