@@ -188,7 +188,9 @@ node_start_daemon() {
   node_spawn "$n" hamirrord.pid /var/log/hamirror/hamirrord.out \
     hamirrord --module "/etc/hamirror/modules/$mod" --node "n$n" --fs-bin "$BIN/hamirror-fs"
   pid=$(read_pid "$n" hamirrord.pid)
-  daemon_answers() { node_run "$1" hamirror state >/dev/null 2>&1; }
+  # (Any failure means "not yet": `hamirror state` exits 2 while the admin socket is not up, which
+  # wait_until would take for "give up".)
+  daemon_answers() { node_run "$1" hamirror state >/dev/null 2>&1 || return 1; }
   if ! wait_until 20 daemon_answers "$n"; then
     echo "lab.sh: hamirrord on n$n does not answer; its output:" >&2
     node_run "$n" tail -n 30 /var/log/hamirror/hamirrord.out >&2 || true
