@@ -261,9 +261,7 @@ struct Scripts {
 
 // What to do when both nodes wrote since they parted (the loser's changes always go to quarantine).
 enum class SplitBrainPolicy {
-  kManual,                 // "manual" (default): both wait, the operator chooses (prim/second)
-  kDiscardYoungerPrimary,  // "discard-younger-primary": the node that became primary last loses
-  kDiscardLeastChanges,    // "discard-least-changes": the node with fewer changed bytes loses
+  kManual,  // "manual" (the only one built): both wait, the operator chooses (prim/second)
 };
 
 // hamirror-only settings (optional <hamirror> element under <service>); SafeKit has fixed values.

@@ -55,8 +55,6 @@ const char* ToString(AsyncMode v) {
 const char* ToString(SplitBrainPolicy v) {
   switch (v) {
     case SplitBrainPolicy::kManual: return "manual";
-    case SplitBrainPolicy::kDiscardYoungerPrimary: return "discard-younger-primary";
-    case SplitBrainPolicy::kDiscardLeastChanges: return "discard-least-changes";
   }
   return "?";
 }

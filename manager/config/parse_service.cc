@@ -278,11 +278,17 @@ void ParseHamirror(Element& e, HamirrorSettings* out) {
       }
     }
   }
-  e.Enum("splitbrainpolicy",
-         {{"manual", SplitBrainPolicy::kManual},
-          {"discard-younger-primary", SplitBrainPolicy::kDiscardYoungerPrimary},
-          {"discard-least-changes", SplitBrainPolicy::kDiscardLeastChanges}},
-         &out->splitbrain_policy);
+  // The automatic policies were parsed and then ignored (both nodes waited as with "manual"): refused
+  // until built. (discard-younger-primary would also pick the wrong side after a witness partition:
+  // the node that took over became primary last and holds the acknowledged commits.)
+  if (std::optional<std::string> v = e.Get("splitbrainpolicy");
+      v && (*v == "discard-younger-primary" || *v == "discard-least-changes")) {
+    e.BadValue("splitbrainpolicy", *v,
+               "not implemented: only \"manual\" (after a split brain both nodes wait; `hamirror second` "
+               "on the side to discard, its changes kept in quarantine)");
+    return;
+  }
+  e.Enum("splitbrainpolicy", {{"manual", SplitBrainPolicy::kManual}}, &out->splitbrain_policy);
 }
 
 }  // namespace hamirror::config

@@ -189,6 +189,9 @@ std::vector<BrokenCase> Cases() {
        "'syslog' for attribute 'logging' on <user>: expected one of userlog, none"},
       {"same hamirror ports", Cfg("", "<hamirror heartport=\"5000\" rfsport=\"5000\"/>"), Where::kUserconfig,
        4, "rfsport and heartport must differ"},
+      {"automatic split-brain policy (not built)",
+       Cfg("", "<hamirror splitbrainpolicy=\"discard-least-changes\"/>"), Where::kUserconfig, 4,
+       "'discard-least-changes' for attribute 'splitbrainpolicy' on <hamirror>: not implemented"},
       {"cluster node with a host name", Cfg("", kRfs), Where::kCluster, 5,
        "'node2.example.com' for attribute 'addr' on <node>: not a numeric", kHostnameNode},
       {"cluster with three nodes", Cfg("", kRfs), Where::kCluster, 2,
@@ -275,7 +278,7 @@ TEST_CASE("a configuration using every element loads with the right values", "[c
     <var name="MYSQL_PORT" value="3306"/>
   </user>
   <failover><![CDATA[ rule: if (heartbeat.* == down) then alone(); ]]></failover>
-  <hamirror heartport="5800" rfsport="5801" statedir="/var/lib/hamirror-test" tlsdir="@TLS@" splitbrainpolicy="discard-least-changes"/>
+  <hamirror heartport="5800" rfsport="5801" statedir="/var/lib/hamirror-test" tlsdir="@TLS@" splitbrainpolicy="manual"/>
 </service>
 </safe>
 )");
@@ -361,7 +364,7 @@ TEST_CASE("a configuration using every element loads with the right values", "[c
   CHECK(cfg.rfs.encryption);
   CHECK(cfg.heart.key_file == m.key_file());
   CHECK_FALSE(cfg.heart.derived_key);
-  CHECK(cfg.hamirror.splitbrain_policy == SplitBrainPolicy::kDiscardLeastChanges);
+  CHECK(cfg.hamirror.splitbrain_policy == SplitBrainPolicy::kManual);
   CHECK(cfg.macros.size() == 2);
 }
 
