@@ -7,6 +7,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <mutex>
+#include <unordered_map>
 
 #include "fuse_fs/uring_abi.h"
 
@@ -47,5 +49,48 @@ int WriteRingReply(const struct iovec* iov, int count, uring_abi::ReqHeader* hdr
                    size_t payload_capacity);
 // An error answer (err > 0) to request `unique`.
 void WriteRingError(uint64_t unique, int err, uring_abi::ReqHeader* hdr);
+
+// Ring requests handed to libfuse and not answered yet, by unique; used from any thread. Routes each
+// reply libfuse writes: to the entry of its request (once), or nowhere (a /dev/fuse request's reply,
+// a notification).
+template <typename Entry>
+class RingInFlight {
+ public:
+  void Add(uint64_t unique, Entry* e) {
+    std::lock_guard<std::mutex> lock(mu_);
+    by_unique_[unique] = e;
+  }
+  // The entry the reply answers, forgotten here; null: the reply belongs to /dev/fuse.
+  Entry* TakeFor(const struct iovec* iov, int count) {
+    const uint64_t unique = ReplyUnique(iov, count);
+    if (unique == 0) return nullptr;
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = by_unique_.find(unique);
+    if (it == by_unique_.end()) return nullptr;
+    Entry* e = it->second;
+    by_unique_.erase(it);
+    return e;
+  }
+  size_t size() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return by_unique_.size();
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<uint64_t, Entry*> by_unique_;
+};
+
+// Where a ring request's reply goes when it arrives.
+enum class RingReplyPath {
+  kStage,         // the handler still runs and may read the request's payload (names, data), where the
+                  // reply would be written: keep a copy, written in when the handler returned
+  kCommitInline,  // written into the entry now; the queue thread, in the handler, commits it after
+  kCommitWake,    // written into the entry now; the queue thread is woken to commit it
+};
+inline RingReplyPath ChooseRingReplyPath(bool handler_running, bool request_has_payload) {
+  if (!handler_running) return RingReplyPath::kCommitWake;
+  return request_has_payload ? RingReplyPath::kStage : RingReplyPath::kCommitInline;
+}
 
 }  // namespace hamirror::fs

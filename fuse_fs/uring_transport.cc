@@ -372,10 +372,7 @@ void UringTransport::HandleCompletion(UringQueue& q, uint64_t user_data, int res
     e.request_has_payload = e.hdr->ent_in_out.payload_sz != 0;
     e.reply_staged = false;
   }
-  {
-    std::lock_guard<std::mutex> lock(inflight_mu_);
-    inflight_[req.unique] = &e;
-  }
+  inflight_.Add(req.unique, &e);
   served_.fetch_add(1, std::memory_order_relaxed);
   fuse_buf buf{};
   buf.size = req.size;
@@ -398,22 +395,14 @@ void UringTransport::HandleCompletion(UringQueue& q, uint64_t user_data, int res
 
 bool UringTransport::TryReply(const struct iovec* iov, int count) {
   if (!active_.load(std::memory_order_acquire)) return false;
-  const uint64_t unique = ReplyUnique(iov, count);
-  if (unique == 0) return false;
-  RingEntry* e = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(inflight_mu_);
-    auto it = inflight_.find(unique);
-    if (it == inflight_.end()) return false;
-    e = it->second;
-    inflight_.erase(it);
-  }
+  RingEntry* e = inflight_.TakeFor(iov, count);
+  if (e == nullptr) return false;
   UringQueue& q = *e->queue;
-  bool wake = false;
+  RingReplyPath path;
   {
     std::lock_guard<std::mutex> lock(q.mu);
-    if (e->state == RingEntry::State::kHandling && e->request_has_payload) {
-      // The handler is still running and may read its names or data, which live where the reply goes.
+    path = ChooseRingReplyPath(e->state == RingEntry::State::kHandling, e->request_has_payload);
+    if (path == RingReplyPath::kStage) {
       e->staged.clear();
       for (int i = 0; i < count; ++i) {
         const char* p = static_cast<const char*>(iov[i].iov_base);
@@ -424,15 +413,13 @@ bool UringTransport::TryReply(const struct iovec* iov, int count) {
     }
     if (int err = WriteRingReply(iov, count, e->hdr, e->payload, e->payload_capacity); err != 0) {
       HLOG_WARN("FUSE over io_uring: reply to %llu does not fit its entry (%s): answered EIO",
-                static_cast<unsigned long long>(unique), strerror(err));
-      WriteRingError(unique, EIO, e->hdr);
+                static_cast<unsigned long long>(ReplyUnique(iov, count)), strerror(err));
+      WriteRingError(e->hdr->ent_in_out.commit_id, EIO, e->hdr);
     }
-    // Replied inline on the queue's own thread: it commits right after the handler returns.
-    wake = e->state != RingEntry::State::kHandling;
     e->state = RingEntry::State::kReplied;
     q.to_commit.push_back(e);
   }
-  if (wake) {
+  if (path == RingReplyPath::kCommitWake) {
     const uint64_t one = 1;
     if (write(q.wake_fd.get(), &one, sizeof(one)) < 0) HLOG_WARN("eventfd write: %s", strerror(errno));
   }

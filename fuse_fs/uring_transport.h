@@ -21,10 +21,10 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "common/status.h"
+#include "fuse_fs/uring_request.h"
 
 namespace hamirror::fs {
 
@@ -99,9 +99,7 @@ class UringTransport {
   bool started_ = false;  // guarded by start_mu_: Activate or Stop happened
   bool stopping_ = false;
 
-  // Requests handed to libfuse and not answered yet, by unique.
-  std::mutex inflight_mu_;
-  std::unordered_map<uint64_t, RingEntry*> inflight_;
+  RingInFlight<RingEntry> inflight_;
 };
 
 }  // namespace hamirror::fs

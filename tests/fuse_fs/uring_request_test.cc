@@ -231,3 +231,43 @@ TEST_CASE("ring transport: names, kernel switch and possible CPUs are parsed", "
   REQUIRE(PossibleCpus(write("c4", "garbage\n")) == 0);
   REQUIRE(PossibleCpus(tmp.Sub("absent")) == 0);
 }
+
+TEST_CASE("ring reply routing: a reply goes to its request's entry once; others stay on /dev/fuse",
+          "[fuse_fs][uring]") {
+  struct Entry {
+    int id;
+  };
+  Entry e1{1}, e2{2};
+  hamirror::fs::RingInFlight<Entry> inflight;
+  inflight.Add(100, &e1);
+  inflight.Add(200, &e2);
+  auto reply = [](uint64_t unique, size_t header_len = sizeof(fuse_out_header)) {
+    static fuse_out_header out;
+    out = fuse_out_header{};
+    out.unique = unique;
+    out.len = sizeof(out);
+    return iovec{&out, header_len};
+  };
+  iovec r = reply(200);
+  REQUIRE(inflight.TakeFor(&r, 1) == &e2);
+  REQUIRE(inflight.TakeFor(&r, 1) == nullptr);  // answered once: a second reply is not a ring reply
+  r = reply(300);
+  REQUIRE(inflight.TakeFor(&r, 1) == nullptr);  // a /dev/fuse request
+  r = reply(0);
+  REQUIRE(inflight.TakeFor(&r, 1) == nullptr);  // a notification
+  r = reply(100, 8);
+  REQUIRE(inflight.TakeFor(&r, 1) == nullptr);  // too short to carry a unique
+  REQUIRE(inflight.size() == 1);
+  r = reply(100);
+  REQUIRE(inflight.TakeFor(&r, 1) == &e1);
+  REQUIRE(inflight.size() == 0);
+
+  using hamirror::fs::ChooseRingReplyPath;
+  using hamirror::fs::RingReplyPath;
+  // From another thread after the handler returned: committed by the woken queue thread.
+  REQUIRE(ChooseRingReplyPath(false, true) == RingReplyPath::kCommitWake);
+  REQUIRE(ChooseRingReplyPath(false, false) == RingReplyPath::kCommitWake);
+  // While the handler runs: its names/data share the payload buffer, so the reply waits in a copy.
+  REQUIRE(ChooseRingReplyPath(true, true) == RingReplyPath::kStage);
+  REQUIRE(ChooseRingReplyPath(true, false) == RingReplyPath::kCommitInline);
+}
