@@ -356,7 +356,10 @@ void UringTransport::HandleCompletion(UringQueue& q, uint64_t user_data, int res
   int err = RebuildRingRequest(*e.hdr, e.payload, e.payload_capacity, &req);
   if (err == 0 && !accepting_.load(std::memory_order_acquire)) err = ENOTCONN;
   if (err != 0) {
-    if (err != ENOTCONN)
+    // An opcode newer than this daemon (the kernel falls back, as libfuse would make it) is no fault.
+    if (err == ENOSYS)
+      HLOG_INFO("FUSE over io_uring: opcode %u not known here: answered ENOSYS", req.opcode);
+    else if (err != ENOTCONN)
       HLOG_WARN("FUSE over io_uring: queue %u: request refused (opcode %u, unique %llu): %s", q.qid, req.opcode,
                 static_cast<unsigned long long>(req.unique), strerror(err));
     WriteRingError(e.hdr->ent_in_out.commit_id, err == ENOSYS ? ENOSYS : (err == ENOTCONN ? ENOTCONN : EIO),
