@@ -33,7 +33,8 @@ ssize_t ChannelRead(int fd, void* buf, size_t len, void* /*userdata*/) {
 ssize_t ChannelWritev(int fd, struct iovec* iov, int count, void* /*userdata*/) {
   UringTransport* transport = g_transport.load(std::memory_order_acquire);
   // A reply to a request that came on the ring goes back through its ring entry.
-  if (transport != nullptr && transport->TryReply(iov, count)) return static_cast<ssize_t>(TotalLength(iov, count));
+  if (transport != nullptr && transport->TryReply(iov, count))
+    return static_cast<ssize_t>(TotalLength(iov, count));
   InitExtension* ext = g_extension.load(std::memory_order_acquire);
   // Only the INIT reply is changed; it has two parts (header, argument).
   if (ext != nullptr && count == 2 && ext->granted() == 0) {

@@ -15,6 +15,7 @@ namespace hamirror::fs {
 // Installs the channel on a mounted session (after fuse_session_mount, before the loop). ext must
 // outlive the session; one session per process. transport (optional): replies to ring requests go
 // there, and it is told when the INIT reply went out; it must outlive the session's traffic.
-[[nodiscard]] Status InstallDevChannel(fuse_session* se, InitExtension* ext, UringTransport* transport = nullptr);
+[[nodiscard]] Status InstallDevChannel(fuse_session* se, InitExtension* ext,
+                                       UringTransport* transport = nullptr);
 
 }  // namespace hamirror::fs

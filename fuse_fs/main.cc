@@ -70,10 +70,11 @@ Status MakeTransport(const Cli& cli, fuse_session* se, std::unique_ptr<UringTran
   const bool required = cli.transport == Transport::kUring;
   const KernelUring kernel = KernelUringSwitch();
   if (kernel != KernelUring::kOn) {
-    const char* why = kernel == KernelUring::kOff
-                          ? "the kernel's FUSE over io_uring is off (/sys/module/fuse/parameters/enable_uring "
-                            "is N; an administrator may write Y to it)"
-                          : "this kernel has no FUSE over io_uring (Linux 6.14+ built with FUSE_IO_URING)";
+    const char* why =
+        kernel == KernelUring::kOff
+            ? "the kernel's FUSE over io_uring is off (/sys/module/fuse/parameters/enable_uring "
+              "is N; an administrator may write Y to it)"
+            : "this kernel has no FUSE over io_uring (Linux 6.14+ built with FUSE_IO_URING)";
     if (required) return Status::Unavailable(std::string("--transport uring: ") + why);
     HLOG_INFO("transport: /dev/fuse (--transport auto: %s)", why);
     return Status::Ok();
@@ -209,7 +210,8 @@ int Run(Cli& cli) {
   uring.reset();
   fs.reset();
   HLOG_INFO("unmounted %s", dir.c_str());
-  if (ring_failed) fprintf(stderr, "hamirror-fs: error: --transport uring: the kernel refused the ring (see log)\n");
+  if (ring_failed)
+    fprintf(stderr, "hamirror-fs: error: --transport uring: the kernel refused the ring (see log)\n");
   return ret < 0 || ring_failed ? 1 : 0;
 }
 
@@ -256,8 +258,7 @@ int main(int argc, char** argv) {
            "drops set-id bits and capabilities itself); off: libfuse's INIT as it is")
         ->check(CLI::IsMember({"on", "off"}));
     sub->add_option_function<std::string>(
-           "--transport",
-           [&cli](const std::string& v) { hamirror::fs::ParseTransport(v, &cli.transport); },
+           "--transport", [&cli](const std::string& v) { hamirror::fs::ParseTransport(v, &cli.transport); },
            "how FUSE requests reach this daemon: dev (default): /dev/fuse; uring: FUSE over io_uring "
            "(kernel 6.14+ with fuse.enable_uring=Y; refuses to start otherwise); auto: io_uring when the "
            "kernel offers it, else /dev/fuse (docs/datapath.md)")

@@ -17,9 +17,14 @@ struct ArgSize {
 // INIT never are). 0: the opcode has none; its names and data are all payload.
 constexpr ArgSize ArgSizeOf(uint32_t opcode) {
   switch (opcode) {
-    case FUSE_LOOKUP: case FUSE_READLINK: case FUSE_SYMLINK: case FUSE_UNLINK: case FUSE_RMDIR:
-    case FUSE_STATFS: case FUSE_REMOVEXATTR: case FUSE_DESTROY:
-      return {0, 0};
+    case FUSE_LOOKUP:
+    case FUSE_READLINK:
+    case FUSE_SYMLINK:
+    case FUSE_UNLINK:
+    case FUSE_RMDIR:
+    case FUSE_STATFS:
+    case FUSE_REMOVEXATTR:
+    case FUSE_DESTROY: return {0, 0};
     case FUSE_GETATTR: return {sizeof(fuse_getattr_in), sizeof(fuse_getattr_in)};
     case FUSE_SETATTR: return {sizeof(fuse_setattr_in), sizeof(fuse_setattr_in)};
     case FUSE_MKNOD: return {FUSE_COMPAT_MKNOD_IN_SIZE, sizeof(fuse_mknod_in)};
@@ -27,24 +32,32 @@ constexpr ArgSize ArgSizeOf(uint32_t opcode) {
     case FUSE_RENAME: return {sizeof(fuse_rename_in), sizeof(fuse_rename_in)};
     case FUSE_RENAME2: return {sizeof(fuse_rename2_in), sizeof(fuse_rename2_in)};
     case FUSE_LINK: return {sizeof(fuse_link_in), sizeof(fuse_link_in)};
-    case FUSE_OPEN: case FUSE_OPENDIR: return {sizeof(fuse_open_in), sizeof(fuse_open_in)};
-    case FUSE_READ: case FUSE_READDIR: case FUSE_READDIRPLUS: return {24, sizeof(fuse_read_in)};
+    case FUSE_OPEN:
+    case FUSE_OPENDIR: return {sizeof(fuse_open_in), sizeof(fuse_open_in)};
+    case FUSE_READ:
+    case FUSE_READDIR:
+    case FUSE_READDIRPLUS: return {24, sizeof(fuse_read_in)};
     case FUSE_WRITE: return {FUSE_COMPAT_WRITE_IN_SIZE, sizeof(fuse_write_in)};
-    case FUSE_RELEASE: case FUSE_RELEASEDIR: return {sizeof(fuse_release_in), sizeof(fuse_release_in)};
-    case FUSE_FSYNC: case FUSE_FSYNCDIR: return {sizeof(fuse_fsync_in), sizeof(fuse_fsync_in)};
+    case FUSE_RELEASE:
+    case FUSE_RELEASEDIR: return {sizeof(fuse_release_in), sizeof(fuse_release_in)};
+    case FUSE_FSYNC:
+    case FUSE_FSYNCDIR: return {sizeof(fuse_fsync_in), sizeof(fuse_fsync_in)};
     case FUSE_SETXATTR: return {FUSE_COMPAT_SETXATTR_IN_SIZE, sizeof(fuse_setxattr_in)};
-    case FUSE_GETXATTR: case FUSE_LISTXATTR: return {sizeof(fuse_getxattr_in), sizeof(fuse_getxattr_in)};
+    case FUSE_GETXATTR:
+    case FUSE_LISTXATTR: return {sizeof(fuse_getxattr_in), sizeof(fuse_getxattr_in)};
     case FUSE_FLUSH: return {sizeof(fuse_flush_in), sizeof(fuse_flush_in)};
-    case FUSE_GETLK: case FUSE_SETLK: case FUSE_SETLKW: return {sizeof(fuse_lk_in), sizeof(fuse_lk_in)};
+    case FUSE_GETLK:
+    case FUSE_SETLK:
+    case FUSE_SETLKW: return {sizeof(fuse_lk_in), sizeof(fuse_lk_in)};
     case FUSE_ACCESS: return {sizeof(fuse_access_in), sizeof(fuse_access_in)};
-    case FUSE_CREATE: case FUSE_TMPFILE: return {sizeof(fuse_create_in), sizeof(fuse_create_in)};
+    case FUSE_CREATE:
+    case FUSE_TMPFILE: return {sizeof(fuse_create_in), sizeof(fuse_create_in)};
     case FUSE_BMAP: return {sizeof(fuse_bmap_in), sizeof(fuse_bmap_in)};
     case FUSE_IOCTL: return {sizeof(fuse_ioctl_in), sizeof(fuse_ioctl_in)};
     case FUSE_POLL: return {sizeof(fuse_poll_in), sizeof(fuse_poll_in)};
     case FUSE_FALLOCATE: return {sizeof(fuse_fallocate_in), sizeof(fuse_fallocate_in)};
     case FUSE_LSEEK: return {sizeof(fuse_lseek_in), sizeof(fuse_lseek_in)};
-    case FUSE_COPY_FILE_RANGE:
-      return {sizeof(fuse_copy_file_range_in), sizeof(fuse_copy_file_range_in)};
+    case FUSE_COPY_FILE_RANGE: return {sizeof(fuse_copy_file_range_in), sizeof(fuse_copy_file_range_in)};
     case FUSE_SYNCFS: return {sizeof(fuse_syncfs_in), sizeof(fuse_syncfs_in)};
     default: return {0xff, 0};  // unknown: min > max
   }

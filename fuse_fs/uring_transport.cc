@@ -39,10 +39,14 @@ constexpr int kRegisterRetries = 200;
 bool HandlingRingRequest() { return t_handling_ring_request; }
 
 bool ParseTransport(const std::string& name, Transport* out) {
-  if (name == "dev") *out = Transport::kDev;
-  else if (name == "uring") *out = Transport::kUring;
-  else if (name == "auto") *out = Transport::kAuto;
-  else return false;
+  if (name == "dev")
+    *out = Transport::kDev;
+  else if (name == "uring")
+    *out = Transport::kUring;
+  else if (name == "auto")
+    *out = Transport::kAuto;
+  else
+    return false;
   return true;
 }
 
@@ -270,8 +274,7 @@ void UringTransport::RunQueue(UringQueue& q) {
   for (RingEntry& e : q.entries) {
     uring_abi::CmdReq req{};
     req.qid = q.qid;
-    PrepFuseCmd(&q.ring, dev_fd, uring_abi::kCmdRegister, req, e.iov,
-                reinterpret_cast<uint64_t>(&e));
+    PrepFuseCmd(&q.ring, dev_fd, uring_abi::kCmdRegister, req, e.iov, reinterpret_cast<uint64_t>(&e));
   }
   ArmWake(q);
   bool stop = false;
@@ -321,8 +324,7 @@ void UringTransport::RunQueue(UringQueue& q) {
     for (RingEntry* e : registers) {
       uring_abi::CmdReq req{};
       req.qid = q.qid;
-      PrepFuseCmd(&q.ring, dev_fd, uring_abi::kCmdRegister, req, e->iov,
-                  reinterpret_cast<uint64_t>(e));
+      PrepFuseCmd(&q.ring, dev_fd, uring_abi::kCmdRegister, req, e->iov, reinterpret_cast<uint64_t>(e));
     }
   }
   io_uring_submit(&q.ring);  // the last commits
@@ -344,7 +346,8 @@ void UringTransport::HandleCompletion(UringQueue& q, uint64_t user_data, int res
       return;
     }
     // A commit the kernel refused (its request was ended meanwhile): the entry is given back anew.
-    HLOG_WARN("FUSE over io_uring: queue %u: commit refused (%s); entry registered again", q.qid, strerror(-res));
+    HLOG_WARN("FUSE over io_uring: queue %u: commit refused (%s); entry registered again", q.qid,
+              strerror(-res));
     if (++e.register_tries < kRegisterRetries) {
       std::lock_guard<std::mutex> lock(q.mu);
       q.to_register.push_back(&e);
@@ -360,8 +363,8 @@ void UringTransport::HandleCompletion(UringQueue& q, uint64_t user_data, int res
     if (err == ENOSYS)
       HLOG_INFO("FUSE over io_uring: opcode %u not known here: answered ENOSYS", req.opcode);
     else if (err != ENOTCONN)
-      HLOG_WARN("FUSE over io_uring: queue %u: request refused (opcode %u, unique %llu): %s", q.qid, req.opcode,
-                static_cast<unsigned long long>(req.unique), strerror(err));
+      HLOG_WARN("FUSE over io_uring: queue %u: request refused (opcode %u, unique %llu): %s", q.qid,
+                req.opcode, static_cast<unsigned long long>(req.unique), strerror(err));
     WriteRingError(e.hdr->ent_in_out.commit_id, err == ENOSYS ? ENOSYS : (err == ENOTCONN ? ENOTCONN : EIO),
                    e.hdr);
     std::lock_guard<std::mutex> lock(q.mu);

@@ -52,8 +52,8 @@ class UringTransport {
   // least the kernel's largest request), and their threads, which wait for Activate. required: a
   // failure later on (the kernel refused the flag or an entry) ends the session instead of leaving
   // the mount on /dev/fuse.
-  static Status Create(fuse_session* se, unsigned queues, unsigned entries, size_t payload_size, bool required,
-                       std::unique_ptr<UringTransport>* out);
+  static Status Create(fuse_session* se, unsigned queues, unsigned entries, size_t payload_size,
+                       bool required, std::unique_ptr<UringTransport>* out);
   ~UringTransport();
   UringTransport(const UringTransport&) = delete;
   UringTransport& operator=(const UringTransport&) = delete;

@@ -113,7 +113,8 @@ class MountWatchdog {
 uint64_t Seed() {
   const char* env = getenv("HAMIRROR_SEED");
   uint64_t seed = env && *env ? strtoull(env, nullptr, 0) : std::random_device{}();
-  printf("hamirror-fs workload seed: %llu (set HAMIRROR_SEED to replay)\n", static_cast<unsigned long long>(seed));
+  printf("hamirror-fs workload seed: %llu (set HAMIRROR_SEED to replay)\n",
+         static_cast<unsigned long long>(seed));
   fflush(stdout);
   return seed;
 }
@@ -151,11 +152,12 @@ struct UringPair {
   hamirror::Status Start(const std::string& transport) {
     port = PickFreePort();
     const std::string addr = "127.0.0.1:" + std::to_string(port);
-    hamirror::Status s = secondary.Start(b, tmp.Sub("s.sock"),
-                                         {"secondary", "--listen", addr, "--insecure", "--transport", transport},
-                                         tmp.Sub("secondary.log"));
+    hamirror::Status s = secondary.Start(
+        b, tmp.Sub("s.sock"), {"secondary", "--listen", addr, "--insecure", "--transport", transport},
+        tmp.Sub("secondary.log"));
     if (!s.ok()) return s;
-    s = primary.Start(a, tmp.Sub("p.sock"), {"primary", "--peer", addr, "--insecure", "--transport", transport},
+    s = primary.Start(a, tmp.Sub("p.sock"),
+                      {"primary", "--peer", addr, "--insecure", "--transport", transport},
                       tmp.Sub("primary.log"));
     if (!s.ok()) return s;
     hamirror::proto::FsStatus st;
@@ -188,9 +190,10 @@ TEST_CASE("--transport uring: refused with a clear reason while fuse.enable_urin
   mkdir(dir.c_str(), 0755);
   int code = -1;
   std::string out;
-  REQUIRE(RunCommand({FsBinary(), "alone", "--dir", dir, "--control", tmp.Sub("c.sock"), "--transport", "uring"},
-                     20s, &code, &out)
-              .ok());
+  REQUIRE(
+      RunCommand({FsBinary(), "alone", "--dir", dir, "--control", tmp.Sub("c.sock"), "--transport", "uring"},
+                 20s, &code, &out)
+          .ok());
   INFO(out);
   REQUIRE(code == 1);
   REQUIRE(out.find("--transport uring: the kernel's FUSE over io_uring is off") != std::string::npos);

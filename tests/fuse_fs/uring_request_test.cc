@@ -49,7 +49,8 @@ struct FakeEntry {
 
 }  // namespace
 
-TEST_CASE("ring request: a WRITE is rebuilt as /dev/fuse would deliver it, payload in place", "[fuse_fs][uring]") {
+TEST_CASE("ring request: a WRITE is rebuilt as /dev/fuse would deliver it, payload in place",
+          "[fuse_fs][uring]") {
   FakeEntry e;
   fuse_write_in w{};
   w.fh = 3;
