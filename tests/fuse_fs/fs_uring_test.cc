@@ -178,7 +178,7 @@ struct UringPair {
 
 }  // namespace
 
-TEST_CASE("--transport uring: refused with a clear reason while fuse.enable_uring is off",
+TEST_CASE("hamirror-fs --transport uring: refused with a clear reason while fuse.enable_uring is off",
           "[fuse_fs][uring]") {
   UringSwitch off(false);
   if (!off.ok()) {
@@ -212,8 +212,9 @@ TEST_CASE("--transport uring: refused with a clear reason while fuse.enable_urin
   }
 }
 
-TEST_CASE("--transport uring: primary+secondary, randomized workload and O_DSYNC writes replicate",
-          "[fuse_fs][uring]") {
+TEST_CASE(
+    "hamirror-fs --transport uring: primary+secondary, randomized workload and O_DSYNC writes replicate",
+    "[fuse_fs][uring]") {
   UringSwitch on(true);
   if (!on.ok()) {
     WARN("skipped: " << on.reason());

@@ -233,7 +233,7 @@ TEST_CASE("ring transport: names, kernel switch and possible CPUs are parsed", "
   REQUIRE(PossibleCpus(tmp.Sub("absent")) == 0);
 }
 
-TEST_CASE("ring reply routing: a reply goes to its request's entry once; others stay on /dev/fuse",
+TEST_CASE("ring reply routing: a reply goes to its request's entry once, others stay on /dev/fuse",
           "[fuse_fs][uring]") {
   struct Entry {
     int id;
