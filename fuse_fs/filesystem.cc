@@ -1,5 +1,4 @@
 #include "fuse_fs/filesystem.h"
-#include "fuse_fs/uring_transport.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -23,6 +22,7 @@
 #include "common/log.h"
 #include "common/unique_fd.h"
 #include "fuse_fs/pending_reply.h"
+#include "fuse_fs/uring_transport.h"
 #include "replicator/node_kind.h"
 
 namespace hamirror::fs {

@@ -57,7 +57,8 @@ struct Cli {
 
 // Ring entries per queue (one queue per possible CPU): requests in progress at once on one CPU's queue.
 constexpr unsigned kRingEntriesPerQueue = 8;
-// Largest request payload: max_write (Filesystem), or the kernel's page limit per request if larger.
+// Largest request payload: max_write (Filesystem's 1 MiB; libfuse sets max_pages to match). The payload
+// buffers get a page more.
 constexpr size_t kRingPayload = size_t{1} << 20;
 
 // --transport: the ring transport when asked for and possible. Null: /dev/fuse only. Fails only when
