@@ -49,7 +49,7 @@ struct RingEntry;
 class UringTransport {
  public:
   // Sets up `queues` rings with `entries` entries each and payload buffers of payload_size bytes (at
-  // least the kernel's largest request), and their threads, which wait for Activate. required: a
+  // least the kernel's largest request), and their threads, which wait for OnInitReplied. required: a
   // failure later on (the kernel refused the flag or an entry) ends the session instead of leaving
   // the mount on /dev/fuse.
   static Status Create(fuse_session* se, unsigned queues, unsigned entries, size_t payload_size,
@@ -66,8 +66,8 @@ class UringTransport {
   // handed to that entry's queue; false: it belongs to /dev/fuse.
   bool TryReply(const struct iovec* iov, int count);
   // A reply libfuse spliced from a pipe on a queue thread (not expected: Read avoids splice there):
-  // read back from the pipe and sent as a ring reply. Returns like splice(2).
-  // Not a ring request after all: the bytes are written to dev_fd.
+  // read back from the pipe and sent as a ring reply (not a ring request's after all: written to
+  // dev_fd). Returns like splice(2).
   ssize_t SpliceReplyFromPipe(int pipe_fd, size_t len, int dev_fd);
   // The loop ended: requests arriving from now on are answered ENOTCONN; in-flight ones keep their
   // replies until Stop.
@@ -96,7 +96,7 @@ class UringTransport {
   std::atomic<uint64_t> served_{0};
   std::mutex start_mu_;
   std::condition_variable start_cv_;
-  bool started_ = false;  // guarded by start_mu_: Activate or Stop happened
+  bool started_ = false;  // guarded by start_mu_: the ring was granted, or Stop happened
   bool stopping_ = false;
 
   RingInFlight<RingEntry> inflight_;
