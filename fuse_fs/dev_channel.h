@@ -8,11 +8,14 @@
 
 #include "common/status.h"
 #include "fuse_fs/init_extension.h"
+#include "fuse_fs/uring_transport.h"
 
 namespace hamirror::fs {
 
 // Installs the channel on a mounted session (after fuse_session_mount, before the loop). ext must
-// outlive the session; one session per process.
-[[nodiscard]] Status InstallDevChannel(fuse_session* se, InitExtension* ext);
+// outlive the session; one session per process. transport (optional): replies to ring requests go
+// there, and it is told when the INIT reply went out; it must outlive the session's traffic.
+[[nodiscard]] Status InstallDevChannel(fuse_session* se, InitExtension* ext,
+                                       UringTransport* transport = nullptr);
 
 }  // namespace hamirror::fs

@@ -22,6 +22,7 @@
 #include "common/log.h"
 #include "common/unique_fd.h"
 #include "fuse_fs/pending_reply.h"
+#include "fuse_fs/uring_transport.h"
 #include "replicator/node_kind.h"
 
 namespace hamirror::fs {
@@ -1202,7 +1203,8 @@ void Filesystem::Read(fuse_req_t req, fuse_ino_t /*ino*/, size_t size, off_t off
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
   buf.buf[0].fd = static_cast<int>(fi->fh);
   buf.buf[0].pos = off;
-  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  // A ring request is answered through its ring entry's memory: no splice into /dev/fuse.
+  fuse_reply_data(req, &buf, HandlingRingRequest() ? FUSE_BUF_NO_SPLICE : FUSE_BUF_SPLICE_MOVE);
 }
 
 void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t size, off_t off,

@@ -33,6 +33,8 @@
 #include "fuse_fs/dev_channel.h"
 #include "fuse_fs/filesystem.h"
 #include "fuse_fs/mount_check.h"
+#include "fuse_fs/uring_abi.h"
+#include "fuse_fs/uring_transport.h"
 
 namespace hamirror::fs {
 namespace {
@@ -50,7 +52,51 @@ struct Cli {
   int send_timeout_ms = 30000;
   int threads = 16;
   bool debug = false;
+  Transport transport = Transport::kDev;
 };
+
+// Ring entries per queue (one queue per possible CPU): requests in progress at once on one CPU's queue.
+constexpr unsigned kRingEntriesPerQueue = 8;
+// Largest request payload: max_write (Filesystem's 1 MiB; libfuse sets max_pages to match). The payload
+// buffers get a page more.
+constexpr size_t kRingPayload = size_t{1} << 20;
+
+// --transport: the ring transport when asked for and possible. Null: /dev/fuse only. Fails only when
+// the ring was required (--transport uring) and cannot be had.
+Status MakeTransport(const Cli& cli, fuse_session* se, std::unique_ptr<UringTransport>* out) {
+  if (cli.transport == Transport::kDev) {
+    HLOG_INFO("transport: /dev/fuse");
+    return Status::Ok();
+  }
+  const bool required = cli.transport == Transport::kUring;
+  const KernelUring kernel = KernelUringSwitch();
+  if (kernel != KernelUring::kOn) {
+    const char* why =
+        kernel == KernelUring::kOff
+            ? "the kernel's FUSE over io_uring is off (/sys/module/fuse/parameters/enable_uring "
+              "is N; an administrator may write Y to it)"
+            : "this kernel has no FUSE over io_uring (Linux 6.14+ built with FUSE_IO_URING)";
+    if (required) return Status::Unavailable(std::string("--transport uring: ") + why);
+    HLOG_INFO("transport: /dev/fuse (--transport auto: %s)", why);
+    return Status::Ok();
+  }
+  const unsigned queues = PossibleCpus();
+  if (queues == 0) {
+    if (required) return Status::Internal("--transport uring: cannot read /sys/devices/system/cpu/possible");
+    HLOG_WARN("transport: /dev/fuse (cannot read /sys/devices/system/cpu/possible)");
+    return Status::Ok();
+  }
+  Status s = UringTransport::Create(se, queues, kRingEntriesPerQueue, kRingPayload + 4096, required, out);
+  if (!s.ok()) {
+    if (required) return Status::Internal("--transport uring: " + s.ToString());
+    HLOG_WARN("transport: /dev/fuse (cannot set up io_uring: %s)", s.ToString().c_str());
+    out->reset();
+    return Status::Ok();
+  }
+  HLOG_INFO("transport: FUSE over io_uring asked for in INIT (%u queues x %u entries)", queues,
+            kRingEntriesPerQueue);
+  return Status::Ok();
+}
 
 // libfuse's signal handler only sets the session's exit flag; the loop notices it when the signal
 // interrupts the main thread (waiting for workers) or a worker's read of /dev/fuse. Delivered to any
@@ -119,6 +165,11 @@ int Run(Cli& cli) {
   fuse_opt_free_args(&args);
   if (se == nullptr) return Fail(Status::Internal("fuse_session_new failed"));
   fs->SetSession(se);
+  std::unique_ptr<UringTransport> uring;
+  if (s = MakeTransport(cli, se, &uring); !s.ok()) {
+    fuse_session_destroy(se);
+    return Fail(s);
+  }
   if (fuse_set_signal_handlers(se) != 0) return Fail(Status::Internal("cannot install signal handlers"));
   if (fuse_session_mount(se, dir.c_str()) != 0) {
     fuse_remove_signal_handlers(se);
@@ -126,9 +177,10 @@ int Run(Cli& cli) {
     return Fail(Status::Unavailable("cannot mount on " + dir + " (see message above)"));
   }
   HLOG_INFO("mounted %s as %s (control %s)", dir.c_str(), RoleName(cli.role), cli.control.c_str());
-  InitExtension init_extension(cli.options.killpriv_v2 ? kInitHandleKillprivV2 : 0);
+  InitExtension init_extension((cli.options.killpriv_v2 ? kInitHandleKillprivV2 : 0) |
+                               (uring != nullptr ? uring_abi::kInitOverIoUring : 0));
   fs->SetInitExtension(&init_extension);
-  if (s = InstallDevChannel(se, &init_extension); !s.ok()) {
+  if (s = InstallDevChannel(se, &init_extension, uring.get()); !s.ok()) {
     fuse_session_unmount(se);
     fuse_remove_signal_handlers(se);
     fuse_session_destroy(se);
@@ -145,16 +197,23 @@ int Run(Cli& cli) {
   fuse_loop_cfg_destroy(cfg);
   HLOG_INFO("stopping (loop returned %d)", ret);
 
-  // Requests in flight are answered (acked, or not shipped) before the mount goes away.
+  // Requests in flight are answered (acked, or not shipped) before the mount goes away: ring requests
+  // through their entries, so the ring's threads run until then (new ring requests get ENOTCONN).
+  if (uring) uring->StopAccepting();
   control.reset();
   fs->SetSession(nullptr);
   fs->Stop();
+  if (uring) uring->Stop();
   fuse_session_unmount(se);
   fuse_remove_signal_handlers(se);
   fuse_session_destroy(se);
+  const bool ring_failed = uring != nullptr && uring->failed() && cli.transport == Transport::kUring;
+  uring.reset();
   fs.reset();
   HLOG_INFO("unmounted %s", dir.c_str());
-  return ret < 0 ? 1 : 0;
+  if (ring_failed)
+    fprintf(stderr, "hamirror-fs: error: --transport uring: the kernel refused the ring (see log)\n");
+  return ret < 0 || ring_failed ? 1 : 0;
 }
 
 }  // namespace
@@ -199,6 +258,12 @@ int main(int argc, char** argv) {
            "on (default): ask the kernel for HANDLE_KILLPRIV_V2 (no GETXATTR per cached write; this daemon "
            "drops set-id bits and capabilities itself); off: libfuse's INIT as it is")
         ->check(CLI::IsMember({"on", "off"}));
+    sub->add_option_function<std::string>(
+           "--transport", [&cli](const std::string& v) { hamirror::fs::ParseTransport(v, &cli.transport); },
+           "how FUSE requests reach this daemon: dev (default): /dev/fuse; uring: FUSE over io_uring "
+           "(kernel 6.14+ with fuse.enable_uring=Y; refuses to start otherwise); auto: io_uring when the "
+           "kernel offers it, else /dev/fuse (docs/datapath.md)")
+        ->check(CLI::IsMember({"dev", "uring", "auto"}));
     sub->add_option("--path-fd-budget", cli.options.path_fd_budget,
                     "descriptors kept open for known inodes; past it they are reopened by file handle "
                     "(default 0: half the descriptor limit)");
