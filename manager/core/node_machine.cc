@@ -164,6 +164,7 @@ void NodeMachine::SetState(NodeState s, Readiness r) {
     vip_ = false;
   }
   if (s != state_) state_since_ = now_;
+  if (s == NodeState::kWait || s == NodeState::kStop) leaving_role_ = false;
   state_ = s;
   readiness_ = r;
   if (s != NodeState::kWait) wait_reason_.clear();
@@ -206,7 +207,7 @@ std::vector<Action> NodeMachine::Step(uint64_t now_ms, const Event& event) {
                  [this](const EvResyncDone& e) { OnResyncDone(e); },
                  [this](const EvDataLinkLost&) {
                    if (state_ == NodeState::kPrim && !handing_over_) {
-                     ChangePrimToAlone("data link lost");
+                     PeerStoppedAcknowledging("data link lost");
                      link_retry_at_ = now_ + cfg_.resync_retry_ms;  // the link failed: not at once
                    }
                    if (state_ == NodeState::kAlone && linked_) {
@@ -306,6 +307,7 @@ void NodeMachine::QueueLeaveRole() {
   }
   SetIntent(false);
   forced_ = false;
+  leaving_role_ = true;
   if (state_ != NodeState::kWait && state_ != NodeState::kStop) SetState(state_, Readiness::kTransient);
   if (resyncing_) {
     Emit(ActStopResync{});
@@ -403,6 +405,18 @@ void NodeMachine::QueueBecomeSecond() {
     resyncing_ = true;
     Emit(ActStartResync{});
   });
+}
+
+void NodeMachine::PeerStoppedAcknowledging(const char* why) {
+  if (!(leaving_role_ && !vip_)) {
+    ChangePrimToAlone(why);
+    return;
+  }
+  Log(2, std::string("peer out of sync (") + why +
+             ") while leaving PRIM without the VIP: the fs finishes the stop alone, no new generation");
+  Emit(ActSetFsRole{FsRole::kAlone});
+  linked_ = false;
+  SetState(NodeState::kAlone, Readiness::kTransient);
 }
 
 void NodeMachine::ChangePrimToAlone(const char* why) {
@@ -606,7 +620,7 @@ void NodeMachine::OnPeerLost() {
   NoteFailoverCause("peer " + cfg_.peer + " lost (no heartbeat on any network)");
   SetIntent(false);
   if (state_ == NodeState::kAlone) linked_ = false;  // link again when it is back
-  if (state_ == NodeState::kPrim && !handing_over_) ChangePrimToAlone("peer lost");
+  if (state_ == NodeState::kPrim && !handing_over_) PeerStoppedAcknowledging("peer lost");
 }
 
 void NodeMachine::OnWitness(const EvWitness& w) {

@@ -374,6 +374,11 @@ class NodeMachine {
   void QueueTakeOver();
   void QueueRestartPrim();
   void ChangePrimToAlone(const char* why);
+  // The peer stopped acknowledging while PRIM. Serving (VIP held): ALONE with a new generation. Leaving
+  // the role with the VIP gone: the fs goes alone only so that the stop can finish, and no generation
+  // is made (nothing written from now on was acknowledged to a client); the peer that took over is
+  // then newer, and this node rejoins as SECOND without a split brain.
+  void PeerStoppedAcknowledging(const char* why);
   void StepDown(const std::string& why);
   void AddVipIfAllowed();
   void BumpGeneration();
@@ -446,6 +451,10 @@ class NodeMachine {
   bool want_primforce_ = false;
   bool prim_in_split_ = false;  // `prim` typed while a split brain was reported: it chooses this side
   bool handing_over_ = false;
+  // Leaving PRIM/ALONE for good (step down, stop): set by QueueLeaveRole, cleared on reaching WAIT or
+  // STOP. With the VIP already gone, what the fs writes from then on (the application's own stop) was
+  // never acknowledged through the VIP.
+  bool leaving_role_ = false;
   uint64_t handover_deadline_ = 0;
   bool swap_request_ = false;
   uint64_t swap_request_until_ = 0;
