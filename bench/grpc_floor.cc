@@ -35,6 +35,8 @@
 //                  directory made by scripts/hamirror-certs whose certificate names 127.0.0.1)
 //   --tls-name N   name to expect in the server's certificate instead of 127.0.0.1
 //   --no-plain     only the TLS measurements
+// gRPC's poller follows the environment (GRPC_POLL_STRATEGY, inherited by both children); hamirror-fs
+// runs with "poll" unless told otherwise.
 // Output: a markdown table of medians (latencies in µs, context switches per round trip, client and
 // server side) on stdout; one key=value line per measurement on stderr.
 // Exit: 0 ok, 1 a measurement failed, 64 usage.
@@ -948,6 +950,8 @@ int RunParent(const Params& p) {
       "bench-grpc-floor: %s, gRPC %s, %ld CPUs, %d run(s), medians; %ld pings (payload < 64 KiB) / %ld "
       "(larger) per measurement after 1/20 as many warm-up pings\n",
       date, grpc::Version().c_str(), sysconf(_SC_NPROCESSORS_ONLN), p.runs, p.pings, p.big_pings);
+  const char* poll = getenv("GRPC_POLL_STRATEGY");  // hamirror-fs sets "poll" for itself
+  printf("GRPC_POLL_STRATEGY=%s\n", poll != nullptr ? poll : "(unset: gRPC's default, epoll1)");
   printf("load average (1/5/15 min, runnable/total, last pid) before: %s; after: %s\n\n", load_before.c_str(),
          LoadAverage().c_str());
   PrintTable(cells);
