@@ -562,3 +562,40 @@ TEST_CASE(
   CHECK(s->vip(B));
   CHECK(Is(*s, B, NodeState::kAlone));
 }
+
+TEST_CASE("a partition heals: a primary that lost its lease, then its peer while stopping, rejoins as SECOND",
+          "[core]") {
+  // As in the lab with a sendtimeout longer than the lease: no write of A failed while it held the
+  // VIP, so A served nothing alone. Its lease runs out, the VIP goes, and its application's stop
+  // outlasts the heartbeat timeout: the fs must finish that stop alone (else it hangs until the
+  // sendtimeout), but nothing written then reached a client. No new generation: at the heal B is newer
+  // and A joins it as SECOND, no split brain, no operator.
+  auto s = MakeSim(/*witness=*/true);
+  BringUp(*s);
+  s->SetAppWrites(false);
+  s->SlowNextScript(A, Script::kStopPrim, kHeartbeatTimeoutMs + 500);
+  const Generation before = s->disk(A).current;
+  s->SetLink(false, false);
+  s->SetWitness(false, true);
+  WAIT_FOR(*s, Is(*s, B, NodeState::kAlone) && s->vip(B), 6000);
+  WAIT_FOR(*s, Is(*s, A, NodeState::kWait), 4000);
+  INFO(Dump(*s));
+  bool finished_alone = false;
+  for (const auto& l : s->trace())
+    finished_alone |=
+        l.find("A -> log:") != std::string::npos && l.find("finishes the stop alone") != std::string::npos;
+  CHECK(finished_alone);
+  CHECK(s->disk(A).current == before);  // nothing acknowledged alone: no generation
+  s->SetAppWrites(true);
+  s->SetWitness(true, true);
+  s->RunFor(kHeartbeatTimeoutMs / 2);
+  s->SetLink(true, true);
+  WAIT_FOR(
+      *s,
+      Is(*s, A, NodeState::kSecond) && s->readiness(A) == Readiness::kReady && Is(*s, B, NodeState::kPrim),
+      10000);
+  REQUIRE(s->violation().empty());
+  CHECK_FALSE(s->disk(A).split_brain);
+  CHECK_FALSE(s->disk(B).split_brain);
+  CHECK(s->vip(B));
+}

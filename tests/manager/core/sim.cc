@@ -31,7 +31,8 @@ struct Sim::Node {
   bool fs_synced = false;  // fs primary and its catch-up of the secondary succeeded
   bool script_out = false;
   std::vector<std::pair<Script, ScriptResult>> fail_next;
-  uint32_t head = 0;          // last write this disk holds (truth)
+  std::vector<std::pair<Script, uint64_t>> slow_next;  // (script, duration ms) of its next run
+  uint32_t head = 0;                                   // last write this disk holds (truth)
   bool inconsistent = false;  // a resync into this disk started and has not finished (truth)
   uint64_t resync_token = 0;
   uint64_t knowledge = 0;  // latest send time of a peer heartbeat this node received
@@ -163,7 +164,7 @@ void Sim::Process(Item& it) {
       return;
     case Kind::kWrite:
       Schedule(now_ + 100, Kind::kWrite, it.node);
-      if (ServingNow(it.node) && n.m->readiness() == Readiness::kReady) DoWrite(it.node);
+      if (app_writes_ && ServingNow(it.node) && n.m->readiness() == Readiness::kReady) DoWrite(it.node);
       return;
     case Kind::kChaos: ChaosStep(); return;
     case Kind::kRestart:
@@ -252,6 +253,13 @@ void Sim::Execute(int i, const std::vector<Action>& actions, const std::optional
                          r = ScriptResult::kTimeout;
                      }
                      uint64_t dur = r == ScriptResult::kTimeout ? 300 : rng_() % 300;
+                     for (auto it = n.slow_next.begin(); it != n.slow_next.end(); ++it) {
+                       if (it->first == x.script) {
+                         dur = it->second;
+                         n.slow_next.erase(it);
+                         break;
+                       }
+                     }
                      Schedule(now_ + dur, Kind::kDeliver, i, EvScriptDone{x.script, r});
                    },
                    [&](const ActAddVip&) {
@@ -493,6 +501,8 @@ void Sim::FailNextScript(int i, Script script, ScriptResult result) {
   n_[i]->fail_next.emplace_back(script, result);
 }
 
+void Sim::SlowNextScript(int i, Script script, uint64_t ms) { n_[i]->slow_next.emplace_back(script, ms); }
+
 void Sim::CheckFailure(int i, FailAction action) { StepNode(i, EvCheckFailed{action, "sim checker"}); }
 
 void Sim::Deliver(int i, const Event& e) { StepNode(i, e); }
@@ -594,7 +604,10 @@ std::string Sim::RunRandom() {
   SetLink(true, true, 0);
   RunFor(300);  // both hear each other again before the witness answers both
   if (o_.witness) SetWitness(true, true);
-  for (int i = 0; i < 2; ++i) n_[i]->fail_next.clear();
+  for (int i = 0; i < 2; ++i) {
+    n_[i]->fail_next.clear();
+    n_[i]->slow_next.clear();
+  }
   for (int i = 0; i < 2; ++i) Restart(i);
   RunFor(2500);
   for (int i = 0; i < 2; ++i)

@@ -81,6 +81,11 @@ class Sim {
   void Restart(int i);  // new machine from the persisted facts, then `start`
   // The next run of `script` on node i ends with `result`.
   void FailNextScript(int i, Script script, ScriptResult result);
+  // The next run of `script` on node i takes ms (instead of 0-300 ms).
+  void SlowNextScript(int i, Script script, uint64_t ms);
+  // The application's writes on the serving node (every 100 ms; on by default). Off, a primary cut
+  // from its peer sees no write fail before its lease runs out (as with a sendtimeout longer than it).
+  void SetAppWrites(bool on) { app_writes_ = on; }
   void CheckFailure(int i, FailAction action);
   void Deliver(int i, const Event& e);  // any event, now
 
@@ -149,6 +154,7 @@ class Sim {
   uint64_t next_cmd_id_ = 1;
   bool dual_check_ = true;  // cleared after a primforce in the chaos phase
   bool chaos_ = false;
+  bool app_writes_ = true;
   bool ever_impaired_ = false;
   uint64_t impaired_since_ = 0, perfect_since_ = 0;
 };
