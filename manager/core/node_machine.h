@@ -54,7 +54,9 @@
 // saw the peer's intent never raises its own; if both raised one at once, the preferred one keeps it.
 // Two connected nodes therefore cannot both promote, whatever the message loss, delay or reordering.
 // A `prim` that loses such a race is dropped (logged) and the node joins the winner as SECOND.
-// On peer loss: PRIM -> ALONE; SECOND ready -> ALONE if failover=on (WAIT if off); SECOND transient
+// On peer loss: PRIM -> ALONE (a new generation; but a PRIM leaving its role with the VIP already
+// gone only lets its fs finish the stop alone: no generation, nothing was acknowledged); SECOND ready
+// -> ALONE if failover=on (WAIT if off); SECOND transient
 // -> WAIT (inconsistent). failover can be switched at runtime (EvSetFailover): a WAIT node that stayed
 // put because it was off takes over at the next step once it is on (same conditions as above). A started WAIT
 // node with kUpToDate data and failover=on goes ALONE once the peer has been silent for heartbeat_timeout_ms
