@@ -15,7 +15,7 @@
 #
 # Knobs (env): ROUNDS=3 DURATION=30 (s per run) SETTLE=10 (s idle after `sync` before each run)
 #   TARGETS="local local_fsync hamirror passthrough_ll bindfs" SB_THREADS=4 SB_TABLES=4 SB_TABLE_SIZE=10000
-#   KEEP_CPUS_AWAKE=1 (PM QoS 0 µs on /dev/cpu_dma_latency during the runs, so idle vCPUs poll instead
+#   KEEP_CPUS_AWAKE=0 (1: PM QoS 0 µs on /dev/cpu_dma_latency during the runs, so idle vCPUs poll instead
 #   of halting; see mariadb-lib.sh and docs/benchmarks.md: without it this VM can add ~4 ms of wake-up
 #   latency to every lone sync write)
 #   BENCH_DIR=/var/tmp/hamirror-bench HAMIRROR_FS=build/bin/hamirror-fs
