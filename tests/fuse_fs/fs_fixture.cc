@@ -26,6 +26,15 @@ std::string FsBinary() {
   return HAMIRROR_FS_BIN;
 }
 
+uint64_t TestSeed(const char* what) {
+  const char* env = getenv("HAMIRROR_SEED");
+  uint64_t seed = env && *env ? strtoull(env, nullptr, 0) : std::random_device{}();
+  printf("hamirror-fs %s seed: %llu (set HAMIRROR_SEED to replay)\n", what,
+         static_cast<unsigned long long>(seed));
+  fflush(stdout);
+  return seed;
+}
+
 Status FsProcess::Start(const std::string& dir, const std::string& control,
                         std::vector<std::string> role_args, const std::string& log_path,
                         std::chrono::milliseconds timeout) {

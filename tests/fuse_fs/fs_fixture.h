@@ -44,6 +44,10 @@ class FsProcess {
   int open_file_limit_ = 0;
 };
 
+// The seed of a randomized test: $HAMIRROR_SEED if set, else a random one; printed ("hamirror-fs
+// <what> seed: N") so that a failure can be replayed.
+uint64_t TestSeed(const char* what);
+
 // Randomized mutations through `root` (a mount), covering every kind of change hamirror replicates:
 // writes (incl. O_DSYNC, to files renamed or unlinked while open), truncate, fallocate (punch hole,
 // zero range), create, mknod (fifo), mkdir, symlink, link, unlink, rmdir, rename (NOREPLACE,

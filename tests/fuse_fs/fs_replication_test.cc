@@ -30,14 +30,7 @@ using hamirror::proto::FsStatus;
 
 namespace {
 
-uint64_t Seed() {
-  const char* env = getenv("HAMIRROR_SEED");
-  uint64_t seed = env && *env ? strtoull(env, nullptr, 0) : std::random_device{}();
-  printf("hamirror-fs workload seed: %llu (set HAMIRROR_SEED to replay)\n",
-         static_cast<unsigned long long>(seed));
-  fflush(stdout);
-  return seed;
-}
+uint64_t Seed() { return TestSeed("workload"); }
 
 class Pair {
  public:

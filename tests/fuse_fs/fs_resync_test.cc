@@ -43,14 +43,7 @@ constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * 1024;
 constexpr uint64_t kBlock = 64 * kKiB;  // the resync's checksum granularity
 
-uint64_t Seed() {
-  const char* env = getenv("HAMIRROR_SEED");
-  uint64_t seed = env && *env ? strtoull(env, nullptr, 0) : std::random_device{}();
-  printf("hamirror-fs resync seed: %llu (set HAMIRROR_SEED to replay)\n",
-         static_cast<unsigned long long>(seed));
-  fflush(stdout);
-  return seed;
-}
+uint64_t Seed() { return TestSeed("resync"); }
 
 bool WriteText(const std::string& path, const std::string& text, mode_t mode = 0644) {
   int fd = open(path.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, mode);

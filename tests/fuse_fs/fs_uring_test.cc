@@ -110,14 +110,7 @@ class MountWatchdog {
   std::thread thread_;
 };
 
-uint64_t Seed() {
-  const char* env = getenv("HAMIRROR_SEED");
-  uint64_t seed = env && *env ? strtoull(env, nullptr, 0) : std::random_device{}();
-  printf("hamirror-fs workload seed: %llu (set HAMIRROR_SEED to replay)\n",
-         static_cast<unsigned long long>(seed));
-  fflush(stdout);
-  return seed;
-}
+uint64_t Seed() { return TestSeed("workload"); }
 
 // Number N of "N requests served on the ring" in a daemon's log; -1 if absent.
 long RingRequestsServed(const std::string& log) {
