@@ -57,7 +57,7 @@ bank_start "$THREADS"
 # True if node $1's module log shows it up to date (the primary mirroring to it synchronously) after
 # it last entered SECOND (transient).
 resynced_in_time() {
-  lab exec "$1" hamirror log 2>/dev/null |
+  lab exec "$1" hamirror log -n 2000 2>/dev/null |
     awk '/state SECOND \(transient\)/ {up = 0} /primary is synchronous: data up to date/ {up = 1} END {exit !up}'
 }
 
