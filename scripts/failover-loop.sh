@@ -54,6 +54,9 @@ fi
 say "work directory $WORK; $N rounds, $THREADS client threads"
 bank_start "$THREADS"
 
+BALLAST=/var/lib/mysql/hamirror-lab-ballast
+BALLAST_MB=${BALLAST_MB:-768}
+
 # True if node $1's module log shows it up to date (the primary mirroring to it synchronously) after
 # it last entered SECOND (transient).
 resynced_in_time() {
@@ -103,6 +106,9 @@ kill_during_resync() {
   wait_ack_after "$t0" 120 >/dev/null
   wait_pair_ready 180 >/dev/null
   say "  service back after $(ms_between "$t0" "$(now_ns)") ms counting the boot of $victim; $(bank_verify --live)"
+  local serving_node
+  serving_node=$(wait_pair_ready 180)
+  lab exec "$serving_node" rm -f "$BALLAST" || fail "could not remove the ballast on $serving_node"
 }
 
 for ((round = 1; round <= N; round++)); do
@@ -117,6 +123,13 @@ for ((round = 1; round <= N; round++)); do
   s=$(node_state "$other")
   serving "$s" || fail "round $round: commits resumed but $other is '$s'"
   verify=$(bank_verify --live)
+  if [ "$round" -eq "$RESYNC_KILL_AT" ]; then
+    # Ballast the returning node must receive: its resync then lasts seconds, not the ~0.7 s of the
+    # workload's changes alone, so the kill below lands while it runs (`lab kill` takes about a
+    # second from the moment the resync is seen). MariaDB ignores a file of that name in its datadir.
+    lab exec "$other" dd if=/dev/urandom of="$BALLAST" bs=1M count="$BALLAST_MB" status=none ||
+      fail "could not write $BALLAST_MB MiB of ballast on $other"
+  fi
   lab start "$prim" >/dev/null
   if [ "$round" -eq "$RESYNC_KILL_AT" ]; then
     say "round $round: kill $prim -> $other serves after $failover_ms ms; $verify"
