@@ -64,6 +64,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "common/unique_fd.h"
@@ -125,22 +126,12 @@ replicator::TlsOptions TlsFor(const Params& p) {
   return t;
 }
 
-bool WriteAll(int fd, const void* buf, size_t n) {
-  const char* b = static_cast<const char*>(buf);
+// Moves exactly n bytes with io (read or write), retrying short transfers and EINTR.
+template <typename Io, typename Buf>
+bool TransferAll(Io io, int fd, Buf* buf, size_t n) {
+  auto* b = reinterpret_cast<std::conditional_t<std::is_const_v<Buf>, const char, char>*>(buf);
   while (n > 0) {
-    ssize_t w = write(fd, b, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return false;
-    b += w;
-    n -= static_cast<size_t>(w);
-  }
-  return true;
-}
-
-bool ReadAll(int fd, void* buf, size_t n) {
-  char* b = static_cast<char*>(buf);
-  while (n > 0) {
-    ssize_t r = read(fd, b, n);
+    ssize_t r = io(fd, b, n);
     if (r < 0 && errno == EINTR) continue;
     if (r <= 0) return false;
     b += r;
@@ -148,6 +139,9 @@ bool ReadAll(int fd, void* buf, size_t n) {
   }
   return true;
 }
+
+bool WriteAll(int fd, const void* buf, size_t n) { return TransferAll(::write, fd, buf, n); }
+bool ReadAll(int fd, void* buf, size_t n) { return TransferAll(::read, fd, buf, n); }
 
 void SetNoDelay(int fd) {
   int one = 1;
