@@ -775,9 +775,10 @@ void Filesystem::Setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int 
     int r = fd >= 0 ? ftruncate(fd, attr->st_size) : truncate(path.buf, attr->st_size);
     if (r < 0) err = errno;
   }
-  if (!err && (valid & FUSE_SET_ATTR_SIZE) && privs_left_to_us_.load(std::memory_order_relaxed)) {
+  if (!err && (valid & FUSE_SET_ATTR_SIZE) && privs_left_to_us_.load(std::memory_order_relaxed) &&
+      !inode.no_privs_to_drop) {
     // With HANDLE_KILLPRIV_V2 a truncate's privilege drop is ours too (libfuse 3.14 does not pass the
-    // kernel's FATTR_KILL_SUIDGID: decided as for a write).
+    // kernel's FATTR_KILL_SUIDGID: decided as for a write). Known to carry none: no reopen.
     UniqueFd reopened(fd >= 0 ? -1 : open(path.buf, O_RDONLY | O_CLOEXEC));
     if (fd >= 0 || reopened) DropPrivsLocked(req, inode, fd >= 0 ? fd : reopened.get());
   }
