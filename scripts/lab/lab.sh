@@ -16,8 +16,9 @@
 #   lab.sh state NODE                            "<state> <sub_state>" (e.g. "prim ready"), "unreachable", "off"
 #   lab.sh holder                                the nodes holding the VIP now, one per line (none: empty)
 #   lab.sh cut NODE LAN | heal NODE LAN          bridge-side link of node's lan down / up (NODE: 1 or n1)
-#   lab.sh loss NODE LAN PERCENT                 netem loss on node's interface (0 removes; needs sch_netem)
-#   lab.sh delay MS [LAN]                        netem delay on traffic between nodes on LAN (default 0), both ways
+#   lab.sh loss NODE LAN PERCENT                 drop PERCENT of the frames the node sends on LAN (0 removes)
+#   lab.sh delay MS [LAN]                        delay traffic between nodes on LAN (default 0) by MS, each way
+#   lab.sh linkstats NODE LAN                    linkem's counters on that link (from_node, delayed, dropped...)
 #   lab.sh exec NAME CMD...                      run CMD in <prefix>-NAME (NAME: n1, client, br, ...); in a
 #                                                cluster, n1/n2 = the node's network, mount and PID namespaces
 #   lab.sh addr NODE LAN                         print the node's address on that lan
@@ -120,43 +121,68 @@ cmd_link() {  # cmd_link up|down NODE LAN
   ip -n "${PREFIX}-br" link set "n${node}l${3}" "$1"
 }
 
-# netem settings live in the lab state (loss per interface, one delay): each change rebuilds the
-# interface's qdisc from both. Without delay: root netem (loss only). With delay: a prio root whose
-# third band, chosen by a filter on the other nodes' addresses on that lan, delays (and drops); the
-# rest (the client, ARP) only drops.
-netem_dir() { echo "${LAB_STATE_ROOT:-/run/hamirror-lab}/$PREFIX/netem"; }
+# Delay and loss come from scripts/lab/linkem.py (user space: many kernels lack sch_netem), one per
+# node link that has any, in the bridge namespace: the link's bridge-side end n<N>l<L> is taken off
+# the bridge and linkem forwards between it and a veth lk<N>l<L> whose other end lb<N>l<L> is on the
+# bridge. Settings live in the lab state (loss per node link, one delay for the lab); each change
+# rewrites the link's linkem settings file and signals it (SIGHUP); a link with neither goes back on
+# the bridge directly. linkem drops (loss) frames from the node, and delays IPv4 frames from the node
+# to the other nodes' addresses on that lan (the client's traffic is not delayed).
+linkem_dir() { echo "${LAB_STATE_ROOT:-/run/hamirror-lab}/$PREFIX/linkem"; }
 
-apply_netem() {  # apply_netem NODE LAN
-  local node=$1 lan=$2 ns="${PREFIX}-n$1" dir loss=0 delay=0 delay_lan=-1 j
-  dir=$(netem_dir)
-  [ -f "$dir/loss-n$node-$lan" ] && loss=$(cat "$dir/loss-n$node-$lan")
-  [ -f "$dir/delay" ] && read -r delay delay_lan <"$dir/delay"
-  tc -n "$ns" qdisc del dev "eth$lan" root 2>/dev/null || true
-  local lossarg=()
-  [ "$loss" -gt 0 ] && lossarg=(loss "$loss%")
-  if [ "$delay" -gt 0 ] && [ "$delay_lan" = "$lan" ]; then
-    tc -n "$ns" qdisc add dev "eth$lan" root handle 1: prio bands 3 priomap 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1
-    if [ "$loss" -gt 0 ]; then tc -n "$ns" qdisc add dev "eth$lan" parent 1:2 handle 20: netem "${lossarg[@]}"; fi
-    tc -n "$ns" qdisc add dev "eth$lan" parent 1:3 handle 30: netem delay "${delay}ms" "${lossarg[@]}" ||
-      die "netem unavailable (sch_netem)?"
-    for ((j = 1; j <= $(node_count); j++)); do
-      [ "$j" -eq "$node" ] && continue
-      tc -n "$ns" filter add dev "eth$lan" parent 1: protocol ip prio 1 u32 \
-        match ip dst "$(node_addr "$j" "$lan")/32" flowid 1:3
-    done
-  elif [ "$loss" -gt 0 ]; then
-    tc -n "$ns" qdisc replace dev "eth$lan" root netem "${lossarg[@]}" || die "netem unavailable (sch_netem)?"
+linkem_stop() {  # linkem_stop NODE LAN: link back on the bridge, forwarder gone
+  local node=$1 lan=$2 br="${PREFIX}-br" dir pid
+  dir=$(linkem_dir)
+  pid=$(cat "$dir/n$node-$lan.pid" 2>/dev/null || true)
+  if [ -n "$pid" ]; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
   fi
+  rm -f "$dir/n$node-$lan.pid" "$dir/n$node-$lan.conf" "$dir/n$node-$lan.stats"
+  ip -n "$br" link del "lk${node}l${lan}" 2>/dev/null || true
+  ip -n "$br" link set "n${node}l${lan}" promisc off master "br$lan" 2>/dev/null || true
 }
 
-# netem (sch_netem) is a kernel option some kernels lack: refuse loudly rather than pretend.
-require_netem() {
-  local ns="${PREFIX}-client"
-  if tc -n "$ns" qdisc replace dev lo root netem delay 0ms 2>/dev/null; then
-    tc -n "$ns" qdisc del dev lo root 2>/dev/null || true
+linkem_start() {  # linkem_start NODE LAN: the forwarder on the node's link (settings file written)
+  local node=$1 lan=$2 br="${PREFIX}-br" dir pid
+  dir=$(linkem_dir)
+  ip -n "$br" link add "lk${node}l${lan}" type veth peer name "lb${node}l${lan}"
+  ip -n "$br" link set "lb${node}l${lan}" master "br$lan" up
+  ip -n "$br" link set "lk${node}l${lan}" promisc on up
+  ip -n "$br" link set "n${node}l${lan}" nomaster
+  ip -n "$br" link set "n${node}l${lan}" promisc on
+  setsid ip netns exec "$br" python3 "$REPO/scripts/lab/linkem.py" "n${node}l${lan}" "lk${node}l${lan}" \
+    "$dir/n$node-$lan.conf" "$dir/n$node-$lan.stats" </dev/null >>"$dir/linkem.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$dir/n$node-$lan.pid"
+  for _ in $(seq 1 50); do [ -s "$dir/n$node-$lan.stats" ] && return 0; sleep 0.1; done
+  linkem_stop "$node" "$lan"
+  die "linkem on n$node lan $lan did not start: $(tail -3 "$dir/linkem.log")"
+}
+
+apply_linkem() {  # apply_linkem NODE LAN
+  local node=$1 lan=$2 dir loss=0 delay=0 delay_lan=-1 j addrs=
+  dir=$(linkem_dir)
+  mkdir -p "$dir"
+  [ -f "$dir/loss-n$node-$lan" ] && loss=$(cat "$dir/loss-n$node-$lan")
+  [ -f "$dir/delay" ] && read -r delay delay_lan <"$dir/delay"
+  [ "$delay_lan" = "$lan" ] || delay=0
+  if [ "$loss" -eq 0 ] && [ "$delay" -eq 0 ]; then
+    linkem_stop "$node" "$lan"
     return 0
   fi
-  die "netem is not available in this kernel (sch_netem, CONFIG_NET_SCH_NETEM): no loss or delay here"
+  for ((j = 1; j <= $(node_count); j++)); do
+    [ "$j" -eq "$node" ] || addrs+="${addrs:+,}$(node_addr "$j" "$lan")"
+  done
+  echo "$delay $loss $addrs" >"$dir/n$node-$lan.conf"
+  local pid
+  pid=$(cat "$dir/n$node-$lan.pid" 2>/dev/null || true)
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -HUP "$pid"
+  else
+    linkem_start "$node" "$lan"
+  fi
 }
 
 node_count() { ip netns list 2>/dev/null | awk '{print $1}' | grep -cE "^${PREFIX}-n[0-9]+$" || true; }
@@ -166,10 +192,10 @@ cmd_loss() {
   local node=${1#n}
   check_num node "$node"; check_num lan "$2"; check_num percent "$3"
   ip netns list | awk '{print $1}' | grep -qx "${PREFIX}-n$node" || die "no node n$node in lab '$PREFIX'"
-  [ "$3" -eq 0 ] || require_netem
-  mkdir -p "$(netem_dir)"
-  echo "$3" >"$(netem_dir)/loss-n$node-$2"
-  apply_netem "$node" "$2"
+  [ "$3" -le 100 ] || die "percent must be 0..100"
+  mkdir -p "$(linkem_dir)"
+  echo "$3" >"$(linkem_dir)/loss-n$node-$2"
+  apply_linkem "$node" "$2"
 }
 
 cmd_delay() {  # cmd_delay MS [LAN]
@@ -177,15 +203,20 @@ cmd_delay() {  # cmd_delay MS [LAN]
   local ms=$1 lan=${2:-0} old_lan=-1 j
   check_num ms "$ms"; check_num lan "$lan"
   [ -n "$(lab_namespaces)" ] || die "lab '$PREFIX' does not exist"
-  [ "$ms" -eq 0 ] || require_netem
-  mkdir -p "$(netem_dir)"
-  [ -f "$(netem_dir)/delay" ] && read -r _ old_lan <"$(netem_dir)/delay"
-  echo "$ms $lan" >"$(netem_dir)/delay"
+  mkdir -p "$(linkem_dir)"
+  [ -f "$(linkem_dir)/delay" ] && read -r _ old_lan <"$(linkem_dir)/delay"
+  echo "$ms $lan" >"$(linkem_dir)/delay"
   for ((j = 1; j <= $(node_count); j++)); do
-    apply_netem "$j" "$lan"
-    [ "$old_lan" -ge 0 ] && [ "$old_lan" != "$lan" ] && apply_netem "$j" "$old_lan"
+    apply_linkem "$j" "$lan"
+    if [ "$old_lan" -ge 0 ] && [ "$old_lan" != "$lan" ]; then apply_linkem "$j" "$old_lan"; fi
   done
   echo "delay ${ms} ms each way between nodes on lan $lan"
+}
+
+cmd_linkstats() {  # cmd_linkstats NODE LAN: linkem's counters, or nothing when the link has none
+  local node=${1#n}
+  check_num node "$node"; check_num lan "$2"
+  cat "$(linkem_dir)/n$node-$2.stats" 2>/dev/null || true
 }
 
 cmd_status() {
@@ -242,6 +273,7 @@ main() {
     heal) [ $# -eq 2 ] || die "usage: heal NODE LAN"; cmd_link up "$@" ;;
     loss) [ $# -eq 3 ] || die "usage: loss NODE LAN PERCENT"; cmd_loss "$@" ;;
     delay) [ $# -ge 1 ] && [ $# -le 2 ] || die "usage: delay MS [LAN]"; cmd_delay "$@" ;;
+    linkstats) [ $# -eq 2 ] || die "usage: linkstats NODE LAN"; cmd_linkstats "$@" ;;
     exec) [ $# -ge 2 ] || die "usage: exec NAME CMD..."; cmd_exec "$@" ;;
     addr) [ $# -eq 2 ] || die "usage: addr NODE LAN"; node_addr "${1#n}" "$2" ;;
     status) cmd_status "$@" ;;
