@@ -7,7 +7,9 @@
 # Checked: `systemctl restart`, a crash of hamirrord (Restart=on-failure) and a package upgrade leave the
 # child running (SIGUSR2 only; the next daemon adopts it); `systemctl stop` and the package's removal
 # stop it (SIGTERM) and leave nothing in the cgroup. Then, to show the check can fail, the same restart
-# with KillMode=control-group (systemd's default) does kill the child.
+# with KillMode=control-group (systemd's default) does kill the child. Last, the real hamirrord under the
+# unit with a small module (no replicated directory): READY=1, SAFE=/usr/bin for its scripts, the journal,
+# a restart that keeps the application its start_both left running, a stop that runs its stop scripts.
 # Exit 77 = skipped (not root, no systemd binary). Env: REPO, BUILD_DIR (Release build), WORK.
 set -uo pipefail
 REPO=${REPO:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -83,6 +85,7 @@ install -m 755 "$WORK/debs/fake_hamirrord.py" "\$R/usr/local/sbin/fake-hamirrord
 rm -f "\$R/usr/sbin/policy-rc.d"
 # Only what the test needs: no getty, no host service, no kernel module loading.
 ln -sf /dev/null "\$R/etc/systemd/system/modprobe@.service"
+echo n1 >"\$R/etc/hostname"
 printf '[Unit]\nDescription=hamirror unit test\nDefaultDependencies=no\nWants=systemd-journald.service\n' \
   >"\$R/etc/systemd/system/hamirror-test.target"
 exec chroot "\$R" /usr/bin/env -i container=hamirror-test PATH=/usr/sbin:/usr/bin:/sbin:/bin \
@@ -192,4 +195,69 @@ module_alive "$child3" || fail "control: no module child"
 in_ns systemctl restart hamirrord@m.service || fail "control: restart"
 for ((i = 0; i < 50; i++)); do module_alive "$child3" || break; sleep 0.1; done
 module_alive "$child3" && fail "control: KillMode=control-group did not kill the child (the checks above prove nothing)"
+in_ns systemctl stop hamirrord@m.service
+
+# The real hamirrord of the package, module t on node n1 (the namespace's host name): READY=1 reaches
+# systemd, the module's scripts get SAFE=/usr/bin (where hamirror and safekit are), `hamirror` answers,
+# the journal has hamirrord's lines, a restart leaves the application running, stop runs the stop scripts.
+step "the real hamirrord: start, SAFE, journal, restart keeps the application, stop"
+in_ns sh -c 'rm -rf /etc/systemd/system/hamirrord@.service.d && systemctl daemon-reload &&
+  mkdir -p /etc/hamirror/modules/t/conf /etc/hamirror/modules/t/bin /etc/hamirror/t &&
+  head -c 32 /dev/urandom >/etc/hamirror/t/heartbeat.key && chmod 600 /etc/hamirror/t/heartbeat.key' ||
+  fail "module t"
+T="/proc/$sd_pid/root/etc/hamirror"
+cat >"$T/cluster.xml" <<'XML'
+<cluster><lans><lan name="default">
+  <node name="n1" addr="127.0.0.1"/><node name="n2" addr="127.0.0.2"/>
+</lan></lans></cluster>
+XML
+cat >"$T/modules/t/conf/userconfig.xml" <<'XML'
+<safe>
+<service mode="mirror" boot="on">
+  <heart><heartbeat name="default"/></heart>
+</service>
+</safe>
+XML
+cat >"$T/modules/t/bin/start_both" <<'SCRIPT'
+#!/bin/sh
+# The application: detached, in the unit's cgroup, as a database started by start_prim would be.
+echo "$SAFE" >/run/hmtest/safe
+"$SAFE/safekit" printi "start_both: application starting"
+setsid sleep 3600 </dev/null >/dev/null 2>&1 &
+echo $! >/run/hmtest/app.pid
+SCRIPT
+cat >"$T/modules/t/bin/stop_both" <<'SCRIPT'
+#!/bin/sh
+[ -s /run/hmtest/app.pid ] && kill "$(cat /run/hmtest/app.pid)"
+rm -f /run/hmtest/app.pid
+SCRIPT
+chmod 755 "$T/modules/t/bin/start_both" "$T/modules/t/bin/stop_both"
+in_ns hamirror confcheck /etc/hamirror/modules/t >/dev/null ||
+  fail "confcheck of module t: $(in_ns hamirror confcheck /etc/hamirror/modules/t 2>&1)"
+in_ns systemctl start hamirrord@t.service || fail "systemctl start hamirrord@t (real hamirrord)"
+[ "$(in_ns systemctl is-active hamirrord@t.service)" = active ] || fail "hamirrord@t is not active"
+app=""
+for ((i = 0; i < 300; i++)); do
+  app=$(cat "/proc/$sd_pid/root/run/hmtest/app.pid" 2>/dev/null) && [ -n "$app" ] && break
+  sleep 0.1
+done
+[ -n "$app" ] || fail "start_both did not run: $(in_ns tail -20 /var/log/hamirror/t.log)"
+safe=$(cat "/proc/$sd_pid/root/run/hmtest/safe")
+[ "$safe" = /usr/bin ] || fail "the scripts' SAFE is '$safe', not /usr/bin"
+in_ns grep -q 'start_both: application starting' /var/log/hamirror/t.log ||
+  fail "\$SAFE/safekit printi did not reach the module log"
+in_ns hamirror -m t state -lq
+lq=$?
+[ "$lq" -ge 1 ] && [ "$lq" -le 4 ] || fail "hamirror -m t state -lq: $lq (not a started state)"
+in_ns journalctl -u hamirrord@t.service --no-pager | grep -q 'hamirrord starting: module t, node n1' ||
+  fail "hamirrord's lines are not in the journal"
+app_running() { in_ns sh -c "[ \"\$(cut -d' ' -f3 /proc/$app/stat 2>/dev/null)\" = S ]"; }
+in_ns systemctl restart hamirrord@t.service || fail "systemctl restart hamirrord@t"
+[ "$(in_ns systemctl is-active hamirrord@t.service)" = active ] || fail "hamirrord@t is not active after restart"
+app_running || fail "the restart killed the application"
+in_ns systemctl stop hamirrord@t.service || fail "systemctl stop hamirrord@t"
+[ "$(in_ns systemctl is-active hamirrord@t.service)" = inactive ] ||
+  fail "hamirrord@t is $(in_ns systemctl is-active hamirrord@t.service) after stop, not inactive"
+in_ns test -e /run/hamirror/t.sock && fail "the admin socket outlived the stop"
+in_ns grep -q 'stop_both' /var/log/hamirror/t.log || fail "stop did not run the stop scripts"
 echo PASS
