@@ -260,4 +260,13 @@ in_ns systemctl stop hamirrord@t.service || fail "systemctl stop hamirrord@t"
   fail "hamirrord@t is $(in_ns systemctl is-active hamirrord@t.service) after stop, not inactive"
 in_ns test -e /run/hamirror/t.sock && fail "the admin socket outlived the stop"
 in_ns grep -q 'stop_both' /var/log/hamirror/t.log || fail "stop did not run the stop scripts"
+
+step "an instance without its module fails at once, with hamirrord's reason, and is not restarted (exit 78)"
+in_ns systemctl start hamirrord@nope.service 2>/dev/null && fail "hamirrord@nope started"
+[ "$(in_ns systemctl is-failed hamirrord@nope.service)" = failed ] || fail "hamirrord@nope is not failed"
+in_ns journalctl -u hamirrord@nope.service --no-pager | grep -q '/etc/hamirror/modules/nope: module directory does not exist' ||
+  fail "the journal does not say why hamirrord@nope failed"
+[ "$(in_ns systemctl show -p ExecMainStatus --value hamirrord@nope.service)" = 78 ] || fail "hamirrord@nope: not exit 78"
+sleep 3  # RestartSec=2: a restart, if any, would have happened by now
+[ "$(in_ns systemctl show -p NRestarts --value hamirrord@nope.service)" = 0 ] || fail "hamirrord@nope was restarted"
 echo PASS
