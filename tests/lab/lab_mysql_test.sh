@@ -160,23 +160,31 @@ restart_one() {
   say "  $node adopted: same hamirror-fs (pid $fs_before), same MariaDB, $other stayed $other_state; longest commit gap $(max_ack_gap "$t0" "$(now_ns)") ms"
 }
 
-# A hook for lab.sh restartd (LAB_RESTARTD_HOOK, called with the node number between the old
-# daemon's exit and the new one's start): spoils the adoption record (one digit: checksum mismatch).
-write_corrupt_hook() {
-  printf '%s\n' '#!/bin/sh' \
-    "exec \"$LAB\" exec \"n\$1\" sed -i 's/^handoff \\([0-9]\\)/handoff 9\\1/' /var/lib/hamirror/mysql/adopt" \
-    >"$WORK/corrupt-record-hook"
-  chmod +x "$WORK/corrupt-record-hook"
+# hamirrord restarted on the secondary ($1; the primary is $2) with its adoption record spoiled
+# (tests/lab/adopt_record_hook.sh, mode $3): the new daemon logs why ($4) and takes the crash path; the
+# pair comes back PRIM/SECOND ready.
+restart_spoiled() {
+  local sec=$1 prim=$2 mode=$3 expect=$4 l log
+  l=$(module_log_lines "$sec")
+  ADOPT_HOOK_MODE=$mode LAB_RESTARTD_HOOK="$ROOT/tests/lab/adopt_record_hook.sh" lab restartd "$sec" >/dev/null
+  log=$(module_log_since "$sec" "$l")
+  grep -q "$expect.*; not adopting the running module: crash path" <<<"$log" ||
+    fail "$mode record on $sec: no crash-path line saying '$expect': $(tail -20 <<<"$log")"
+  ! grep -q "adopted the module left running" <<<"$log" || fail "$sec adopted from a $mode record"
+  [ "$(node_state "$sec" | cut -d' ' -f1)" != stop ] || lab exec "$sec" hamirror start >/dev/null
+  [ "$(wait_pair_ready 180)" = "$prim" ] || fail "after the crash path ($mode record) the pair is not back"
+  say "$mode record: crash path taken and logged ($(grep -o "adoption record.*crash path" <<<"$log" | head -1 | cut -c1-160)...)"
 }
 
 # hamirrord restarted without the module noticing (issue 13 part 2): on the primary, then on the
 # secondary, while the bank workload writes through the VIP: no error reaches the client (no reconnect,
-# nothing failed or in doubt), nothing is lost, the mount stays, no failover, no resync. Then a spoiled
-# adoption record: the new hamirrord says why and takes the crash path; the pair comes back.
+# nothing failed or in doubt), nothing is lost, the mount stays, no failover, no resync. Then spoiled
+# adoption records (corrupt, from before a reboot, too old): the new hamirrord says why and takes the
+# crash path; the pair comes back.
 step_restartd() {
   require_tools
   lab_env
-  local prim sec node summary l
+  local prim sec node summary
   prim=$(wait_pair_ready 120)
   sec=$(other_node "$prim")
   bank_start 4
@@ -187,16 +195,10 @@ step_restartd() {
   [[ " $summary " == *" in_doubt=0 failed=0 reconnects=0 gave_up=0 "* ]] ||
     fail "the client saw errors during the restarts: $summary"
   bank_verify
-  # Negative: a corrupt record on the secondary (checksum mismatch) means the crash path, logged.
-  l=$(module_log_lines "$sec")
-  write_corrupt_hook
-  LAB_RESTARTD_HOOK="$WORK/corrupt-record-hook" lab restartd "$sec"
-  module_log_since "$sec" "$l" | grep -q "adoption record: .*checksum mismatch; not adopting the running module: crash path" ||
-    fail "no crash-path log line for a corrupt record on $sec: $(module_log_since "$sec" "$l" | tail -20)"
-  module_log_since "$sec" "$l" | grep -q "adopted the module left running" && fail "$sec adopted from a corrupt record"
-  [ "$(node_state "$sec" | cut -d' ' -f1)" != stop ] || lab exec "$sec" hamirror start >/dev/null
-  [ "$(wait_pair_ready 180)" = "$prim" ] || fail "after the crash path the pair is not back"
-  say "corrupt record: crash path taken and logged; the pair is PRIM/SECOND ready again"
+  # Negative: a spoiled record on the secondary means the crash path, logged with the reason.
+  restart_spoiled "$sec" "$prim" corrupt "checksum mismatch"
+  restart_spoiled "$sec" "$prim" reboot "written before the node rebooted (boot id differs)"
+  restart_spoiled "$sec" "$prim" stale "not younger than the heartbeat timeout"
 }
 
 # Samples both nodes together for at most $1 s: fails if both hold the VIP or are both PRIM/ALONE at one
