@@ -858,9 +858,9 @@ Handoff NodeMachine::MakeHandoff(uint64_t now_ms) const {
 
 void NodeMachine::OnAdopt(const Handoff& h) {
   const char* refusal = stepped_ || state_ != NodeState::kStop || Busy() ? "not the first event"
-                        : IsServingState(h.state) != h.vip_held           ? "serving state and VIP disagree"
-                        : h.peer && h.peer->from != cfg_.peer             ? "the peer status is not from the peer"
-                                                                          : nullptr;
+                        : IsServingState(h.state) != h.vip_held          ? "serving state and VIP disagree"
+                        : h.peer && h.peer->from != cfg_.peer ? "the peer status is not from the peer"
+                                                              : nullptr;
   if (refusal) {
     Log(3, std::string("adoption of the running module refused: ") + refusal);
     return;

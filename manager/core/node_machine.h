@@ -278,9 +278,9 @@ struct EvSetFailover {
 struct Handoff {
   NodeState state = NodeState::kStop;  // Ready in that state
   bool vip_held = false;
-  bool fs_linked = false;      // serving: the fs replicates to the peer
-  bool forced = false;         // serving through primforce (no lease enforced)
-  uint64_t lease_left_ms = 0;  // witness lease left at the handoff (the new daemon subtracts the gap)
+  bool fs_linked = false;          // serving: the fs replicates to the peer
+  bool forced = false;             // serving through primforce (no lease enforced)
+  uint64_t lease_left_ms = 0;      // witness lease left at the handoff (the new daemon subtracts the gap)
   std::optional<PeerStatus> peer;  // the peer's last status, when it was connected
 };
 // First event of a new machine only (refused, logged, otherwise).

@@ -40,9 +40,9 @@ std::string Hex(uint64_t v) {
 
 void FormatPeer(const core::PeerStatus& p, std::ostream& o) {
   o << "peer 1 " << Name(p.from) << ' ' << int(p.state) << ' ' << int(p.readiness) << ' ' << int(p.data.data)
-    << ' ' << p.data.current.counter << ' ' << Name(p.data.current.author) << ' ' << p.data.base.counter << ' '
-    << Name(p.data.base.author) << ' ' << int(p.data.last_role) << ' ' << int(p.data.split_brain) << ' '
-    << p.data.incarnation << ' ' << p.incarnation << ' ' << p.seq << ' ' << p.echo_seq << ' '
+    << ' ' << p.data.current.counter << ' ' << Name(p.data.current.author) << ' ' << p.data.base.counter
+    << ' ' << Name(p.data.base.author) << ' ' << int(p.data.last_role) << ' ' << int(p.data.split_brain)
+    << ' ' << p.data.incarnation << ' ' << p.incarnation << ' ' << p.seq << ' ' << p.echo_seq << ' '
     << p.echo_incarnation << ' ' << int(p.want_serve) << ' ' << int(p.prefer_second) << ' '
     << int(p.handing_over) << ' ' << int(p.swap_request) << ' ' << int(p.split_brain) << '\n';
 }
@@ -52,9 +52,9 @@ bool InRange(int v, int lo, int hi) { return v >= lo && v <= hi; }
 bool ParsePeer(std::istringstream& in, core::PeerStatus* p) {
   std::string from, cur_author, base_author;
   int state, ready, data, role, split, want, prefer, hand, swap, sb;
-  if (!(in >> from >> state >> ready >> data >> p->data.current.counter >> cur_author >> p->data.base.counter >>
-        base_author >> role >> split >> p->data.incarnation >> p->incarnation >> p->seq >> p->echo_seq >>
-        p->echo_incarnation >> want >> prefer >> hand >> swap >> sb))
+  if (!(in >> from >> state >> ready >> data >> p->data.current.counter >> cur_author >>
+        p->data.base.counter >> base_author >> role >> split >> p->data.incarnation >> p->incarnation >>
+        p->seq >> p->echo_seq >> p->echo_incarnation >> want >> prefer >> hand >> swap >> sb))
     return false;
   if (!InRange(state, 0, 4) || !InRange(ready, 0, 1) || !InRange(data, 0, 3) || !InRange(role, 0, 2))
     return false;
@@ -86,7 +86,8 @@ bool ParseLine(const std::string& line, AdoptionRecord* r) {
   if (key == "daemon_pid") return static_cast<bool>(in >> r->daemon_pid);
   if (key == "handoff") {
     int state, vip, linked, forced;
-    if (!(in >> state >> vip >> linked >> forced >> r->handoff.lease_left_ms) || !InRange(state, 0, 4)) return false;
+    if (!(in >> state >> vip >> linked >> forced >> r->handoff.lease_left_ms) || !InRange(state, 0, 4))
+      return false;
     r->handoff.state = static_cast<core::NodeState>(state);
     r->handoff.vip_held = vip != 0;
     r->handoff.fs_linked = linked != 0;
@@ -166,7 +167,8 @@ std::string FormatAdoptionRecord(const AdoptionRecord& r) {
     FormatPeer(*h.peer, o);
   else
     o << "peer 0\n";
-  for (const auto& f : r.fs) o << "fs " << f.pid << ' ' << f.start_time << ' ' << f.role << ' ' << f.dir << '\n';
+  for (const auto& f : r.fs)
+    o << "fs " << f.pid << ' ' << f.start_time << ' ' << f.role << ' ' << f.dir << '\n';
   const std::string body = o.str();
   return body + "checksum " + Hex(Fnv1a(body)) + '\n';
 }
@@ -181,7 +183,8 @@ Status ParseAdoptionRecord(const std::string& text, AdoptionRecord* out) {
   if (sum != Hex(Fnv1a(body))) return Status::Corruption("adoption record: checksum mismatch");
   std::istringstream in(body);
   std::string line;
-  if (!std::getline(in, line) || line != kMagic) return Status::Corruption("adoption record: not a hamirror-adopt-1 file");
+  if (!std::getline(in, line) || line != kMagic)
+    return Status::Corruption("adoption record: not a hamirror-adopt-1 file");
   AdoptionRecord r;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
@@ -193,7 +196,9 @@ Status ParseAdoptionRecord(const std::string& text, AdoptionRecord* out) {
   return Status::Ok();
 }
 
-Status AdoptStore::Save(const AdoptionRecord& r) const { return WriteFileAtomic(path_, FormatAdoptionRecord(r)); }
+Status AdoptStore::Save(const AdoptionRecord& r) const {
+  return WriteFileAtomic(path_, FormatAdoptionRecord(r));
+}
 
 Status AdoptStore::Consume(AdoptionRecord* out) const {
   UniqueFd fd(open(path_.c_str(), O_RDWR | O_CLOEXEC));

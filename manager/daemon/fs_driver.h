@@ -11,8 +11,8 @@
 
 #include "common/status.h"
 #include "manager/admin/module_log.h"
-#include "manager/daemon/adopt_store.h"
 #include "manager/core/node_machine.h"
+#include "manager/daemon/adopt_store.h"
 #include "proto/admin.pb.h"
 
 namespace hamirror::daemon {

@@ -9,10 +9,10 @@
 
 #include "common/log.h"
 #include "common/run_dir.h"
+#include "manager/daemon/role_class.h"
 #include "manager/heartbeat/heartbeat_key.h"
 #include "manager/process/checkers.h"
 #include "manager/process/proc_scan.h"
-#include "manager/daemon/role_class.h"
 
 namespace hamirror::daemon {
 
@@ -165,18 +165,7 @@ Status Node::Init() {
   }
   const uint64_t cluster_id = heartbeat::ComputeClusterId(cluster_xml, cfg.module_name);
 
-  // VIPs.
-  for (const auto& itf : cfg.vip.interfaces) {
-    for (const auto& a : itf.addrs) {
-      vip::VipAddress v;
-      v.addr = a.addr;
-      v.prefix_len = a.prefix_len;
-      v.interface = itf.name;
-      vips_.push_back(v);
-      vip_arp_.push_back(itf.arpreroute);
-    }
-  }
-  vip_held_.assign(vips_.size(), false);
+  InitVips();
 
   // Persisted facts.
   store_ = std::make_unique<StateStore>(cfg.hamirror.state_dir + "/node.state");
@@ -262,6 +251,20 @@ Status Node::InitHeartbeatNetworks(std::vector<heartbeat::NetworkEndpoint>* nets
   }
   if (nets->empty()) return Status::InvalidArgument("no heartbeat network configured");
   return Status::Ok();
+}
+
+void Node::InitVips() {
+  for (const auto& itf : opt_.cfg.vip.interfaces) {
+    for (const auto& a : itf.addrs) {
+      vip::VipAddress v;
+      v.addr = a.addr;
+      v.prefix_len = a.prefix_len;
+      v.interface = itf.name;
+      vips_.push_back(v);
+      vip_arp_.push_back(itf.arpreroute);
+    }
+  }
+  vip_held_.assign(vips_.size(), false);
 }
 
 core::Config Node::MachineConfig() const {

@@ -109,6 +109,7 @@ class Node : public admin::NodeControl {
   // Init's parts.
   Status InitHeartbeatNetworks(std::vector<heartbeat::NetworkEndpoint>* nets, std::string* self_flow,
                                std::string* peer_flow);
+  void InitVips();
   manager::core::Config MachineConfig() const;
   void InitFs(const std::string& self_flow, const std::string& peer_flow);
   // Adopts the module the previous hamirrord left running (node_adopt.cc), or cleans what a crash left

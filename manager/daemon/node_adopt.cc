@@ -57,7 +57,8 @@ bool Node::LeaveStep(uint64_t* deadline) {
   if (NowMs() < *deadline) return false;
   // Never hang a restart: exit as after a crash (the VIP is removed on the way out, Run()).
   log_->Error("SIGUSR2: the module could not be handed over within " + std::to_string(kLeaveWaitMs / 1000) +
-              " s (" + why + "): exiting without an adoption record; the next hamirrord takes the crash path");
+              " s (" + why +
+              "): exiting without an adoption record; the next hamirrord takes the crash path");
   return true;
 }
 
@@ -143,14 +144,16 @@ std::optional<core::Handoff> Node::CheckAdoption() {
     return std::nullopt;
   }
   if (std::string why = AdoptionMismatch(r); !why.empty()) {
-    log_->Warning("adoption record " + adopt_store_->path() + " (" + Describe(r.handoff) + "): " + why + crash);
+    log_->Warning("adoption record " + adopt_store_->path() + " (" + Describe(r.handoff) + "): " + why +
+                  crash);
     return std::nullopt;
   }
   core::Handoff h = r.handoff;
   const uint64_t age = BoottimeMs() - r.written_ms;
   h.lease_left_ms = h.lease_left_ms > age ? h.lease_left_ms - age : 0;
-  log_->Info("adoption record " + adopt_store_->path() + " from hamirrord pid " + std::to_string(r.daemon_pid) +
-             ", " + std::to_string(age) + " ms old: " + Describe(r.handoff) + ": matches what runs");
+  log_->Info("adoption record " + adopt_store_->path() + " from hamirrord pid " +
+             std::to_string(r.daemon_pid) + ", " + std::to_string(age) + " ms old: " + Describe(r.handoff) +
+             ": matches what runs");
   return h;
 }
 

@@ -16,10 +16,10 @@
 namespace hamirror::daemon {
 
 struct VipKeeperArgs {
-  std::string record;                // the adoption record's path
-  uint64_t record_inode = 0;         // the record it guards (a later record is not its business)
-  uint64_t deadline_boottime_ms = 0; // CLOCK_BOOTTIME
-  std::string log_path;              // the module log
+  std::string record;                 // the adoption record's path
+  uint64_t record_inode = 0;          // the record it guards (a later record is not its business)
+  uint64_t deadline_boottime_ms = 0;  // CLOCK_BOOTTIME
+  std::string log_path;               // the module log
   std::vector<vip::VipAddress> vips;
 };
 

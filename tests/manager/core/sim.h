@@ -122,7 +122,17 @@ class Sim {
   struct Later {
     bool operator()(const Item& a, const Item& b) const;
   };
-  enum class Kind : uint8_t { kTick, kPulse, kDeliver, kWrite, kChaos, kRestart, kResyncEnd, kAdopt, kKeeper };
+  enum class Kind : uint8_t {
+    kTick,
+    kPulse,
+    kDeliver,
+    kWrite,
+    kChaos,
+    kRestart,
+    kResyncEnd,
+    kAdopt,
+    kKeeper
+  };
   struct Write {
     uint32_t parent;
     uint32_t depth;
