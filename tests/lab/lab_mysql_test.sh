@@ -179,8 +179,8 @@ restart_spoiled() {
 # hamirrord restarted without the module noticing (issue 13 part 2): on the primary, then on the
 # secondary, while the bank workload writes through the VIP: no error reaches the client (no reconnect,
 # nothing failed or in doubt), nothing is lost, the mount stays, no failover, no resync. Then spoiled
-# adoption records (corrupt, from before a reboot, too old): the new hamirrord says why and takes the
-# crash path; the pair comes back.
+# adoption records (corrupt, from before a reboot, too old, older than the hamirror-fs that runs): the
+# new hamirrord says why and takes the crash path; the pair comes back.
 step_restartd() {
   require_tools
   lab_env
@@ -199,6 +199,7 @@ step_restartd() {
   restart_spoiled "$sec" "$prim" corrupt "checksum mismatch"
   restart_spoiled "$sec" "$prim" reboot "written before the node rebooted (boot id differs)"
   restart_spoiled "$sec" "$prim" stale "not younger than the heartbeat timeout"
+  restart_spoiled "$sec" "$prim" fs-gone "hamirror-fs for /var/lib/mysql was pid [0-9]*.*, is pid 0"
 }
 
 # Samples both nodes together for at most $1 s: fails if both hold the VIP or are both PRIM/ALONE at one
