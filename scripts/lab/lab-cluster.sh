@@ -221,7 +221,7 @@ node_restart_daemon() {
   [ -z "${LAB_RESTARTD_HOOK:-}" ] || "$LAB_RESTARTD_HOOK" "$n"
   node_start_daemon "$n"
   t1=$(date +%s%N)
-  echo "n$n: hamirrord restarted leaving the module running (SIGUSR2 to pid $pid; $(((t1 - t0) / 1000000)) ms until the new one answered)"
+  echo "n$n: SIGUSR2 to hamirrord pid $pid, exited; a new hamirrord answers $(((t1 - t0) / 1000000)) ms after the signal (its log says whether it adopted the module)"
 }
 
 # Power cut on node N: every process of the node dies at once, then its links go down (no ARP answer
