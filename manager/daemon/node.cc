@@ -587,6 +587,21 @@ void Node::RunScriptAsync(core::Script script, bool force) {
   workers_.push_back(Worker{std::move(th), done});
 }
 
+bool Node::RunScriptNow(core::Script script, bool force) {
+  scripts::ScriptTimeouts t;
+  t.timeout = opt_.cfg.user.nicestoptimeout;
+  t.force_timeout = opt_.cfg.user.forcestoptimeout;
+  t.rerun_with_force = false;
+  log_->Info(std::string("running ") + core::ToString(script) + (force ? " force" : ""));
+  const bool logging = opt_.cfg.user.logging;
+  scripts::ScriptResult r = scripts::RunScript(ToScript(script), ScriptPath(opt_.cfg.scripts, script),
+                                               script_env_, t, force, [this, logging](std::string_view line) {
+                                                 if (logging) log_->Info(line);
+                                               });
+  log_->Write(r.ok ? admin::ModuleLog::Level::kInfo : admin::ModuleLog::Level::kWarning, r.Summary());
+  return r.ok;
+}
+
 void Node::ProbeWitnessAsync(uint64_t probe_id) {
   auto done = std::make_shared<std::atomic<bool>>(false);
   const auto addrs = opt_.cfg.splitbrain.addrs;

@@ -97,6 +97,9 @@ class Node : public admin::NodeControl {
   // PRIM (prim_ready), becomes EvDataLinkLost. *not_in_sync_polls: consecutive polls not in sync.
   void WatchFs(bool prim_ready, int* not_in_sync_polls);
   void RunScriptAsync(manager::core::Script script, bool force);
+  // Runs a module script on the calling thread (bounded by nicestoptimeout/forcestoptimeout), its
+  // output and result logged. True: exit 0 (or absent).
+  bool RunScriptNow(manager::core::Script script, bool force);
   void ProbeWitnessAsync(uint64_t probe_id);
   bool MakeStatus(manager::core::PeerStatus* out);  // heartbeat thread; false while a step runs
   void UpdateSnapshot();
@@ -121,6 +124,10 @@ class Node : public admin::NodeControl {
   // Why `r` does not describe what runs now ("" when it does).
   std::string AdoptionMismatch(const AdoptionRecord& r);
   std::string ApplicationMismatch(manager::core::NodeState s);
+  // Crash path: a hamirror-fs still primary or alone, with no hamirrord watching (this daemon
+  // crashed, not it), may have the application writing on it. Stopped as a module stop would stop
+  // it (stop_prim force, stop_both, directories released): a starting node never serves.
+  void FenceUnwatchedApplication();
   // Run(): RequestLeave is pending; true when the loop must end (record written, or gave up).
   bool LeaveStep(uint64_t* deadline);
   // Writes the adoption record (and spawns the VIP keeper when the VIP stays under a lease).

@@ -11,6 +11,7 @@
 #include "manager/daemon/vip_keeper.h"
 #include "manager/process/checkers.h"
 #include "manager/process/proc_scan.h"
+#include "proto/fs_control.pb.h"
 
 namespace hamirror::daemon {
 
@@ -124,11 +125,30 @@ bool Node::AdoptOrClean() {
       if (Status s = vip::Remove(v); !s.ok()) log_->Error("VIP " + v.addr + ": " + s.ToString());
     }
   }
+  FenceUnwatchedApplication();
   // A mount left by a crash (its hamirror-fs killed) is cleaned now: the module is STOP, and a stopped
-  // module's directory is the plain one. A live hamirror-fs (this daemon crashed, not it) is kept: the
-  // application may still run on it.
+  // module's directory is the plain one. A live secondary hamirror-fs is kept (nothing local writes
+  // through it).
   if (Status s = fs_->CleanDeadMounts(); !s.ok()) log_->Error("data directory: " + s.ToString());
   return false;
+}
+
+void Node::FenceUnwatchedApplication() {
+  std::string serving;
+  for (const FsSession& s : fs_->Sessions()) {
+    if (s.pid == 0 || (s.role != proto::FS_ROLE_PRIMARY && s.role != proto::FS_ROLE_ALONE)) continue;
+    serving += (serving.empty() ? "" : ", ") + s.dir + " (hamirror-fs pid " + std::to_string(s.pid) +
+               (s.role == proto::FS_ROLE_PRIMARY ? ", primary)" : ", alone)");
+  }
+  if (serving.empty()) return;
+  // Left running, the application would go on acknowledging writes that nobody fences: once the peer
+  // takes over (it hears no heartbeat from us), they would be lost when this node rejoins as SECOND.
+  log_->Warning("still serving with no hamirrord watching (the previous one ended without handing over): " +
+                serving + "; the application may be writing on it: stopping it as a module stop does");
+  if (!RunScriptNow(core::Script::kStopPrim, /*force=*/true))
+    log_->Error("stop_prim force failed: the application may still run; releasing the directories anyway");
+  (void)RunScriptNow(core::Script::kStopBoth, /*force=*/false);
+  if (Status s = fs_->Release(); !s.ok()) log_->Error("data directory: " + s.ToString());
 }
 
 std::optional<core::Handoff> Node::CheckAdoption() {

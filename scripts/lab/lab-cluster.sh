@@ -203,12 +203,13 @@ node_start_daemon() {
 # hamirrord"): the old daemon hands the module over and exits, a new one adopts it (its log says so, or
 # why it took the crash path). Prints how long no hamirrord ran (ms). LAB_RESTARTD_HOOK, if set, runs
 # (with the node number) between the exit and the new start: tests use it to spoil the record.
-node_restart_daemon() {
-  local n=$1 pid t0 t1
+node_restart_daemon() {  # node_restart_daemon N [--crash]
+  local n=$1 pid t0 t1 sig=USR2
+  [ "${2:-}" != --crash ] || sig=KILL
   pid=$(read_pid "$n" hamirrord.pid)
   pid_alive "$pid" || die "hamirrord on n$n is not running (lab.sh start n$n)"
   t0=$(date +%s%N)
-  kill -USR2 "$pid"
+  kill "-$sig" "$pid"
   # The daemon waits (<= 60 s) for a state it can hand over (no transition under way). Polled every
   # 20 ms: the new daemon must adopt the module within the lease (>= ~675 ms with the stock timings).
   local i deadline=$((SECONDS + 70))
@@ -217,11 +218,11 @@ node_restart_daemon() {
     [ $SECONDS -lt $deadline ] || die "hamirrord on n$n (pid $pid) still runs 70 s after SIGUSR2"
     sleep 0.02
   done
-  ! pid_alive "$pid" || die "hamirrord on n$n (pid $pid) did not exit after SIGUSR2"
+  ! pid_alive "$pid" || die "hamirrord on n$n (pid $pid) did not exit after SIG$sig"
   [ -z "${LAB_RESTARTD_HOOK:-}" ] || "$LAB_RESTARTD_HOOK" "$n"
   node_start_daemon "$n"
   t1=$(date +%s%N)
-  echo "n$n: SIGUSR2 to hamirrord pid $pid, exited; a new hamirrord answers $(((t1 - t0) / 1000000)) ms after the signal (its log says whether it adopted the module)"
+  echo "n$n: SIG$sig to hamirrord pid $pid, exited; a new hamirrord answers $(((t1 - t0) / 1000000)) ms after the signal (its log says whether it adopted the module)"
 }
 
 # Power cut on node N: every process of the node dies at once, then its links go down (no ARP answer

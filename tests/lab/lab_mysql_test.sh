@@ -200,6 +200,40 @@ step_restartd() {
   restart_spoiled "$sec" "$prim" reboot "written before the node rebooted (boot id differs)"
   restart_spoiled "$sec" "$prim" stale "not younger than the heartbeat timeout"
   restart_spoiled "$sec" "$prim" fs-gone "hamirror-fs for /var/lib/mysql was pid [0-9]*.*, is pid 0"
+  crash_primary_daemon "$prim" "$sec"
+}
+
+# hamirrord killed (SIGKILL, no hand-over) on the primary ($1) under the bank workload: the new
+# hamirrord finds hamirror-fs still primary with nobody watching and stops the application (stop_prim
+# force) before anything else, so nothing acknowledged on $1 after the crash can be lost when $2 takes
+# over; $1 then rejoins as SECOND. Zero loss is checked.
+crash_primary_daemon() {
+  local prim=$1 sec=$2 l mysqld_before log
+  mysqld_before=$(mysqld_pid "$prim")
+  [ -n "$mysqld_before" ] || fail "no MariaDB on $prim before the crash"
+  l=$(module_log_lines "$prim")
+  bank_start 4
+  wait_ack_after "$(now_ns)" 30 >/dev/null
+  lab restartd "$prim" --crash >/dev/null
+  log=$(module_log_since "$prim" "$l")
+  grep -q "still serving with no hamirrord watching.*stopping it as a module stop does" <<<"$log" ||
+    fail "$prim's new hamirrord did not fence the unwatched primary: $(tail -20 <<<"$log")"
+  # The pid is the node's own (its PID namespace): checked there.
+  ! lab exec "$prim" kill -0 "$mysqld_before" 2>/dev/null || fail "MariaDB (pid $mysqld_before) still runs on $prim after the crash path"
+  grep -q "released /var/lib/mysql" <<<"$log" || fail "$prim did not release /var/lib/mysql: $(tail -20 <<<"$log")"
+  # The peer serves alone (it hears no heartbeat from a stopped $prim) or, once $prim starts, as PRIM.
+  local i st=
+  for ((i = 0; i < 600; i++)); do
+    st=$(node_state "$sec")
+    [[ $st == "prim ready"* || $st == "alone ready"* ]] && break
+    sleep 0.1
+  done
+  [[ $st == "prim ready"* || $st == "alone ready"* ]] || fail "$sec did not take over after $prim's daemon crashed: '$st'"
+  [ "$(node_state "$prim" | cut -d' ' -f1)" != stop ] || lab exec "$prim" hamirror start >/dev/null
+  [ "$(wait_pair_ready 180)" = "$sec" ] || fail "after the crash of hamirrord on $prim the pair is not back"
+  bank_stop
+  say "crash of hamirrord on $prim: MariaDB there stopped by the crash path, $sec took over: $(bank_summary)"
+  bank_verify
 }
 
 # Samples both nodes together for at most $1 s: fails if both hold the VIP or are both PRIM/ALONE at one
