@@ -51,6 +51,17 @@ std::string SelfDir() {
   return Dirname(std::string(buf, n));
 }
 
+// SAFE, the directory of the hamirror CLI (module scripts call $SAFE/safekit): hamirrord's own in the build
+// tree or a side-by-side install; the bin/ beside a packaged sbin/ (/usr/sbin/hamirrord, /usr/bin/hamirror).
+std::string CliDir(const std::string& self_dir) {
+  if (access((self_dir + "/hamirror").c_str(), X_OK) == 0) return self_dir;
+  if (self_dir.ends_with("/sbin")) {
+    const std::string bin = self_dir.substr(0, self_dir.size() - 4) + "bin";
+    if (access((bin + "/hamirror").c_str(), X_OK) == 0) return bin;
+  }
+  return self_dir;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,8 +109,9 @@ int main(int argc, char** argv) {
   }
   if (socket_path.empty()) socket_path = admin::DefaultSocketPath(cfg.module_name);
   if (log_path.empty()) log_path = "/var/log/hamirror/" + cfg.module_name + ".log";
-  const std::string safe_dir = SelfDir();
-  if (fs_bin.empty()) fs_bin = safe_dir + "/hamirror-fs";
+  const std::string self_dir = SelfDir();
+  const std::string safe_dir = CliDir(self_dir);
+  if (fs_bin.empty()) fs_bin = self_dir + "/hamirror-fs";
   MakeDirs(Dirname(log_path), 0755);
   MakeDirs(Dirname(socket_path), 0755);
 
