@@ -33,7 +33,7 @@ foreach(page hamirror.1 hamirror-certs.1 hamirrord.8 hamirror-fs.8)
   install(FILES ${CMAKE_BINARY_DIR}/man/${page} DESTINATION share/man/man${section} ${HAMIRROR_COMPONENT})
 endforeach()
 install(FILES ${CMAKE_SOURCE_DIR}/README.md DESTINATION share/doc/hamirror ${HAMIRROR_COMPONENT})
-file(GLOB HAMIRROR_DOCS ${CMAKE_SOURCE_DIR}/docs/*.md)
+file(GLOB HAMIRROR_DOCS CONFIGURE_DEPENDS ${CMAKE_SOURCE_DIR}/docs/*.md)
 install(FILES ${HAMIRROR_DOCS} DESTINATION share/doc/hamirror ${HAMIRROR_COMPONENT})
 
 foreach(dir /etc/hamirror /etc/hamirror/modules /var/lib/hamirror /var/log/hamirror)

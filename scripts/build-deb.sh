@@ -9,6 +9,7 @@
 # built, so a build directory that is up to date is reused as it is.
 # Needs: cmake, ninja, dpkg-dev (dpkg-shlibdeps), gzip. No root needed (dpkg-deb --root-owner-group).
 set -euo pipefail
+umask 022
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 PROG=build-deb.sh
 die() { echo "$PROG: $*" >&2; exit 1; }

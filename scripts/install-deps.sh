@@ -18,6 +18,8 @@ packages=(
   # runtime and test tools
   iproute2 iputils-ping iputils-arping attr acl procps psmisc netcat-openbsd python3 util-linux
   mariadb-server mariadb-client libmariadb-dev sysbench fio bindfs rsync
+  # the Debian package (scripts/build-deb.sh, docs/deployment.md)
+  dpkg-dev lintian
   # profiling the data path (docs/benchmarks.md, "Data-path tuning")
   linux-perf
 )
