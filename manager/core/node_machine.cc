@@ -143,6 +143,10 @@ std::string ToString(const Event& e) {
           [](const EvResyncDone& x) { return std::string("resync ") + (x.ok ? "done" : "failed"); },
           [](const EvDataLinkLost&) { return std::string("data link lost"); },
           [](const EvSetFailover& x) { return std::string("failover ") + (x.on ? "on" : "off"); },
+          [](const EvAdopt& x) {
+            return std::string("adopt ") + ToString(x.handoff.state) + (x.handoff.vip_held ? " vip" : "") +
+                   (x.handoff.peer ? " peer " + std::string(ToString(x.handoff.peer->state)) : "");
+          },
       },
       e);
 }
@@ -221,8 +225,10 @@ std::vector<Action> NodeMachine::Step(uint64_t now_ms, const Event& event) {
                    Log(1, std::string("failover ") + (e.on ? "on" : "off") +
                               (e.on ? "" : ": a lost peer is not taken over without `prim`"));
                  },
+                 [this](const EvAdopt& e) { OnAdopt(e.handoff); },
              },
              event);
+  stepped_ = true;
   CheckTimers();
   Pump();
   if (!Busy()) Reconcile();
@@ -818,6 +824,76 @@ void NodeMachine::OnCommand(const EvCommand& c) {
       return Refuse(c.id, std::string("nothing to restart in ") + ToString(state_));
     default: return Refuse(c.id, "unknown command");
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Daemon restart: handoff and adoption.
+
+std::string NodeMachine::HandoffRefusal(uint64_t now_ms) const {
+  if (Busy() || stopping_) return "a transition is in progress";
+  if (readiness_ != Readiness::kReady) return std::string(ToString(state_)) + " is transient";
+  if (resyncing_) return "a resync into this node is in progress";
+  if (handing_over_ || (swap_request_ && now_ms < swap_request_until_)) return "a swap is in progress";
+  if (want_prim_ || want_primforce_ || prefer_second_ || discard_mine_)
+    return "an operator's prim/second is pending";
+  if (want_serve_) return "asking the peer before serving";
+  if (IsServingState(state_) != vip_) return "serving state and VIP disagree";
+  // The VIP stays during the gap only under a lease (the daemon's keeper removes it when the lease
+  // ends before a new daemon adopted the module): hand over with most of one left.
+  if (vip_ && !forced_ && (cfg_.witness || peer_connected_) && lease_until_ < now_ms + cfg_.lease_ms * 3 / 4)
+    return "waiting for a fresh lease (the peer's echo or the witness)";
+  return "";
+}
+
+Handoff NodeMachine::MakeHandoff(uint64_t now_ms) const {
+  Handoff h;
+  h.state = state_;
+  h.vip_held = vip_;
+  h.fs_linked = linked_;
+  h.forced = forced_;
+  h.lease_left_ms = lease_until_ > now_ms ? lease_until_ - now_ms : 0;
+  if (peer_connected_ && peer_) h.peer = *peer_;
+  return h;
+}
+
+void NodeMachine::OnAdopt(const Handoff& h) {
+  const char* refusal = stepped_ || state_ != NodeState::kStop || Busy() ? "not the first event"
+                        : IsServingState(h.state) != h.vip_held          ? "serving state and VIP disagree"
+                        : h.peer && h.peer->from != cfg_.peer ? "the peer status is not from the peer"
+                                                              : nullptr;
+  if (refusal) {
+    Log(3, std::string("adoption of the running module refused: ") + refusal);
+    return;
+  }
+  adopted_ = true;
+  if (h.state != NodeState::kStop) {
+    prestart_ran_ = both_started_ = true;  // what a start ran: a later stop runs stop_both, poststop
+    started_at_ = now_;
+  }
+  if (IsServingState(h.state)) {
+    prim_started_ = true;
+    vip_ = true;
+    linked_ = h.fs_linked;
+    forced_ = h.forced;
+    lease_until_ = h.lease_left_ms ? now_ + h.lease_left_ms : 0;
+  }
+  if (h.state == NodeState::kSecond) second_started_ = true;
+  if (h.peer) {
+    // As if the peer's last status had just arrived: its silence counts from now.
+    peer_ = h.peer;
+    peer_connected_ = true;
+    last_heard_ = fresh_heard_ = now_;
+    echo_seq_ = h.peer->seq;
+    echo_inc_ = h.peer->incarnation;
+    peer_state_since_ = now_;
+    peer_state_entered_ = false;
+  }
+  Log(1, std::string("adopted the running module: ") + ToString(h.state) + " (ready)" +
+             (h.vip_held ? ", VIP held" : "") +
+             (h.peer ? std::string(", peer ") + ToString(h.peer->state) : ", peer not connected") +
+             "; no script run");
+  SetState(h.state, Readiness::kReady);
+  Emit(ActSendStatus{});
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -95,6 +95,19 @@
 // time, done time, reason). The cause is dropped when the node becomes SECOND, stops, or the peer
 // serves again.
 //
+// Daemon restart without the module noticing (hamirrord SIGUSR2, then a new hamirrord): the exiting
+// daemon asks HandoffRefusal() until it is "" (no transition, script, resync, swap or operator wish
+// under way; the state Ready), takes MakeHandoff() and stops stepping (no heartbeat after it). The next
+// daemon constructs a machine from the persisted facts and gives it EvAdopt{handoff} as its FIRST event:
+// the machine resumes in the handed-over state without running a script, adding or removing the VIP or
+// changing the fs role, as if the peer's last status had just arrived (its silence counts from now,
+// which only delays a takeover). The witness lease carries over (lease_left_ms minus the gap): one that
+// ran out during the gap makes a serving node step down at once, as it would have without the restart.
+// The VIP outlives the old daemon only under that lease: a serving node hands over only with at least
+// 3/4 of lease_ms left (when a lease applies: witness configured or peer connected, not primforce), and the
+// daemon leaves a keeper that removes the VIP when the lease ends before a new daemon adopted it (the
+// peer may take over from then on); the new daemon then takes the crash path.
+//
 // Every Command gets exactly one CommandReply in the same Step: accepted (it takes effect) or refused
 // with a reason. `prim`/`second` typed on a node already in that role are accepted as no-ops.
 //
@@ -261,8 +274,21 @@ struct EvDataLinkLost {};  // fs: the peer stopped acknowledging (sendtimeout); 
 struct EvSetFailover {
   bool on = true;
 };
+// What a daemon leaving the module running hands to the next one (see the file comment).
+struct Handoff {
+  NodeState state = NodeState::kStop;  // Ready in that state
+  bool vip_held = false;
+  bool fs_linked = false;          // serving: the fs replicates to the peer
+  bool forced = false;             // serving through primforce (no lease enforced)
+  uint64_t lease_left_ms = 0;      // witness lease left at the handoff (the new daemon subtracts the gap)
+  std::optional<PeerStatus> peer;  // the peer's last status, when it was connected
+};
+// First event of a new machine only (refused, logged, otherwise).
+struct EvAdopt {
+  Handoff handoff;
+};
 using Event = std::variant<EvTick, EvPeerStatus, EvPeerLost, EvWitness, EvCommand, EvScriptDone,
-                           EvCheckFailed, EvResyncDone, EvDataLinkLost, EvSetFailover>;
+                           EvCheckFailed, EvResyncDone, EvDataLinkLost, EvSetFailover, EvAdopt>;
 
 // ---- Actions ----
 struct ActRunScript {
@@ -333,6 +359,13 @@ class NodeMachine {
 
   bool want_serve() const { return want_serve_; }
   uint64_t incarnation() const { return incarnation_; }
+
+  // Daemon restart (see the file comment): why the module cannot be handed over now ("" = it can),
+  // and what to hand over.
+  std::string HandoffRefusal(uint64_t now_ms) const;
+  Handoff MakeHandoff(uint64_t now_ms) const;
+  // The last EvAdopt was accepted (the machine resumed the handed-over state).
+  bool adopted() const { return adopted_; }
   // Checker/errd failures counted against maxloop at now_ms (within loop_interval), for `state -v`.
   int loop_count(uint64_t now_ms) const;
 
@@ -362,6 +395,7 @@ class NodeMachine {
   void OnCheckFailed(const EvCheckFailed& f);
   void OnResyncDone(const EvResyncDone& r);
   void OnWitness(const EvWitness& w);
+  void OnAdopt(const Handoff& h);
   void CheckTimers();
   void MaybeProbeWitness();
   void Reconcile();
@@ -480,6 +514,9 @@ class NodeMachine {
   std::optional<FailoverCause> failover_cause_;
   std::optional<Failover> last_failover_;
   uint64_t failovers_ = 0;
+
+  bool stepped_ = false;  // a Step ran (EvAdopt is only valid as the first event)
+  bool adopted_ = false;
 };
 
 }  // namespace hamirror::manager::core

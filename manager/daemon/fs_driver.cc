@@ -263,6 +263,20 @@ std::vector<ResyncTargetView> FsDriver::ResyncTargets() {
   return out;
 }
 
+std::vector<FsSession> FsDriver::Sessions() {
+  std::vector<FsSession> out;
+  for (const auto& d : dirs_) {
+    FsSession& f = out.emplace_back();
+    f.dir = d.dir;
+    proto::FsStatus st;
+    if (!QueryStatus(d.control, &st, 1000).ok()) continue;
+    f.pid = st.pid();
+    f.start_time = ProcessStartTime(st.pid());
+    f.role = st.role();
+  }
+  return out;
+}
+
 void FsDriver::FillStatus(proto::StateReply* reply) {
   for (const auto& d : dirs_) {
     auto* f = reply->add_fs();

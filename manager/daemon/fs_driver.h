@@ -12,6 +12,7 @@
 #include "common/status.h"
 #include "manager/admin/module_log.h"
 #include "manager/core/node_machine.h"
+#include "manager/daemon/adopt_store.h"
 #include "proto/admin.pb.h"
 
 namespace hamirror::daemon {
@@ -75,6 +76,9 @@ class FsDriver {
   Status Verify(bool repair);
   // The resync into this node of every directory, in order (1 s deadline each).
   std::vector<ResyncTargetView> ResyncTargets();
+  // Every directory's hamirror-fs as it answers now (pid 0: none answers), in order (1 s deadline
+  // each): what an adoption record names, and what the next daemon compares with.
+  std::vector<FsSession> Sessions();
 
  private:
   Status Spawn(const FsDir& d);

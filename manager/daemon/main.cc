@@ -8,6 +8,9 @@
 // Refuses to start (exit 78) on any configuration error, printing every one of them: missing TLS files
 // or heartbeat key without an explicit opt-out included, and a --node none of whose addresses is here.
 // SIGTERM/SIGINT: stop the module (stop scripts, VIP released), then exit; a second one exits now.
+// SIGUSR2: exit leaving the module running (hamirror-fs, application, VIP), with an adoption record for
+// the next hamirrord, which adopts the module instead of starting it (restart, upgrade; see
+// docs/operations.md "Restarting hamirrord"). `hamirrord --vip-keeper ...` is internal (vip_keeper.h).
 // Exit codes (common/exit_codes.h): 0 clean exit, 1 could not start (e.g. another hamirrord serves the
 // module), 64 usage error, 78 configuration error.
 #include <limits.h>
@@ -27,6 +30,7 @@
 #include "manager/config/config.h"
 #include "manager/daemon/address_check.h"
 #include "manager/daemon/node.h"
+#include "manager/daemon/vip_keeper.h"
 
 using namespace hamirror;
 
@@ -65,7 +69,13 @@ std::string CliDir(const std::string& self_dir) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Internal: the VIP keeper a hamirrord leaving the module running starts (not for operators).
+  if (argc >= 2 && std::string(argv[1]) == "--vip-keeper") return daemon::RunVipKeeper(argc - 2, argv + 2);
   CLI::App app{"hamirrord: manager daemon of a hamirror module", "hamirrord"};
+  app.footer(
+      "Signals: SIGTERM/SIGINT stop the module (stop scripts, VIP removed) then exit (a second one: exit "
+      "now); SIGUSR2 exits leaving the module running (hamirror-fs, application, VIP) for the next "
+      "hamirrord, which adopts it (restart, upgrade); SIGHUP is ignored.");
   std::string module_dir, cluster_file, node_name, socket_path, log_path, fs_bin;
   bool debug = false;
   app.add_option("--module", module_dir, "module directory (conf/userconfig.xml, bin/)")->required();
@@ -128,6 +138,7 @@ int main(int argc, char** argv) {
   sigaddset(&sigs, SIGTERM);
   sigaddset(&sigs, SIGINT);
   sigaddset(&sigs, SIGHUP);
+  sigaddset(&sigs, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
@@ -165,6 +176,10 @@ int main(int argc, char** argv) {
       int sig = 0;
       if (sigwait(&sigs, &sig) != 0) continue;
       if (sig == SIGHUP) continue;  // no reload: configuration changes need a restart
+      if (sig == SIGUSR2) {
+        node.RequestLeave();
+        continue;
+      }
       node.RequestExit(true);
     }
   });
@@ -174,7 +189,8 @@ int main(int argc, char** argv) {
   node.Run();
   sd_notify(0, "STOPPING=1");
   server->Shutdown();
-  log->Info("hamirrord exited");
+  log->Info(node.left_running() ? "hamirrord exited, module left running for the next hamirrord"
+                                : "hamirrord exited");
   if (node.left_workers()) {
     fflush(nullptr);
     _exit(0);  // a script thread still runs: no destructors under it

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/run_dir.h"
+#include "manager/daemon/role_class.h"
 #include "manager/heartbeat/heartbeat_key.h"
 #include "manager/process/checkers.h"
 #include "manager/process/proc_scan.h"
@@ -114,18 +115,6 @@ core::FailAction ToFail(config::RecoveryAction a) {
   }
 }
 
-// Whether a watch/checker of class `c` is active in state `s`.
-bool ClassActive(config::RoleClass c, core::NodeState s) {
-  const bool serving = s == core::NodeState::kPrim || s == core::NodeState::kAlone;
-  switch (c) {
-    case config::RoleClass::kPrim: return serving;
-    case config::RoleClass::kSecond: return s == core::NodeState::kSecond;
-    case config::RoleClass::kBoth: return serving || s == core::NodeState::kSecond;
-    case config::RoleClass::kPre: return s != core::NodeState::kStop;
-  }
-  return false;
-}
-
 std::string ReadAll(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
@@ -158,28 +147,9 @@ Status Node::Init() {
   if (!found) return Status::InvalidArgument("node '" + opt_.self + "' is not in " + cfg.cluster.file);
   if (peer_.empty() || names.size() != 2)
     return Status::InvalidArgument(cfg.cluster.file + ": a mirror module needs exactly two nodes");
-
-  // Heartbeat networks: this node's and the peer's address on each <heartbeat> lan.
   std::vector<heartbeat::NetworkEndpoint> nets;
   std::string self_flow, peer_flow;
-  for (const auto& hb : cfg.heart.heartbeats) {
-    heartbeat::NetworkEndpoint n;
-    n.name = hb.name;
-    n.port = static_cast<uint16_t>(cfg.hamirror.heartbeat_port);
-    for (const auto& node : hb.nodes) {
-      if (node.name == opt_.self) n.local_addr = node.addr;
-      if (node.name == peer_) n.peer_addr = node.addr;
-    }
-    if (n.local_addr.empty() || n.peer_addr.empty())
-      return Status::InvalidArgument("heartbeat network " + hb.name + ": missing address of " + opt_.self +
-                                     " or " + peer_);
-    if (hb.flow) {
-      self_flow = n.local_addr;
-      peer_flow = n.peer_addr;
-    }
-    nets.push_back(n);
-  }
-  if (nets.empty()) return Status::InvalidArgument("no heartbeat network configured");
+  if (Status s = InitHeartbeatNetworks(&nets, &self_flow, &peer_flow); !s.ok()) return s;
 
   // Key: the shared key file, or (explicit auth="derived" only) derived from cluster.xml. The loader
   // already refused a missing key file; one removed since is an error here, never a silent fallback.
@@ -195,28 +165,11 @@ Status Node::Init() {
   }
   const uint64_t cluster_id = heartbeat::ComputeClusterId(cluster_xml, cfg.module_name);
 
-  // VIPs.
-  for (const auto& itf : cfg.vip.interfaces) {
-    for (const auto& a : itf.addrs) {
-      vip::VipAddress v;
-      v.addr = a.addr;
-      v.prefix_len = a.prefix_len;
-      v.interface = itf.name;
-      vips_.push_back(v);
-      vip_arp_.push_back(itf.arpreroute);
-    }
-  }
-  vip_held_.assign(vips_.size(), false);
-  // After a crash the address may still be configured here: a stopped node never holds it.
-  for (const auto& v : vips_) {
-    if (vip::Held(v)) {
-      log_->Warning("removing VIP " + v.addr + " left over from a previous run");
-      if (Status s = vip::Remove(v); !s.ok()) log_->Error("VIP " + v.addr + ": " + s.ToString());
-    }
-  }
+  InitVips();
 
   // Persisted facts.
   store_ = std::make_unique<StateStore>(cfg.hamirror.state_dir + "/node.state");
+  adopt_store_ = std::make_unique<AdoptStore>(cfg.hamirror.state_dir + "/adopt");
   core::Persisted persisted;
   Status ls = store_->Load(&persisted);
   if (!ls.ok() && ls.code() != Status::Code::kNotFound) return ls;
@@ -236,6 +189,86 @@ Status Node::Init() {
     log_->Info(std::string("toggles from ") + toggle_store_->path() + ": boot " + (boot_ ? "on" : "off") +
                ", failover " + (failover_ ? "on" : "off"));
 
+  machine_ = std::make_unique<core::NodeMachine>(MachineConfig(), persisted);
+  // The constructor bumped the persisted incarnation: store it before the first heartbeat (contract).
+  if (Status s = store_->Save(machine_->persisted()); !s.ok()) return s;
+
+  // Scripts' environment.
+  script_env_.safe = opt_.safe_dir;
+  script_env_.module_name = cfg.module_name;
+  script_env_.safebin = opt_.safe_dir;
+  script_env_.safevar = cfg.hamirror.state_dir;
+  script_env_.safeuserbin = cfg.module_dir + "/" + config::kScriptsRelDir;
+  script_env_.admin_socket = opt_.admin_socket;
+  script_env_.vars = cfg.user.vars;
+  InitFs(self_flow, peer_flow);
+  // Before the first heartbeat: the peer must never hear this process in a state it does not keep.
+  const bool adopted = AdoptOrClean();
+
+  heartbeat::HeartbeatConfig hc;
+  hc.cluster_id = cluster_id;
+  hc.key = key;
+  hc.local_node = opt_.self;
+  hc.peer_node = peer_;
+  hc.networks = std::move(nets);
+  hc.pulse = cfg.heart.pulse;
+  hc.timeout = cfg.heart.timeout;
+  link_ = std::make_unique<HeartbeatBridge>(
+      std::move(hc), [this](const core::PeerStatus& s) { Post(core::EvPeerStatus{s}); },
+      [this] { Post(core::EvPeerLost{}); }, [this](core::PeerStatus* out) { return MakeStatus(out); });
+  if (Status s = link_->Start(); !s.ok()) return s;
+  monitor_ = std::thread([this] { MonitorLoop(); });
+  if (adopted) {
+    log_->Info("module adopted: no boot start");
+  } else if (boot_) {
+    Post(core::EvCommand{core::Command::kStart, 0});
+  } else {
+    log_->Info("boot off: the module stays STOP until `hamirror start`");
+  }
+  UpdateSnapshot();
+  return Status::Ok();
+}
+
+Status Node::InitHeartbeatNetworks(std::vector<heartbeat::NetworkEndpoint>* nets, std::string* self_flow,
+                                   std::string* peer_flow) {
+  // Heartbeat networks: this node's and the peer's address on each <heartbeat> lan.
+  for (const auto& hb : opt_.cfg.heart.heartbeats) {
+    heartbeat::NetworkEndpoint n;
+    n.name = hb.name;
+    n.port = static_cast<uint16_t>(opt_.cfg.hamirror.heartbeat_port);
+    for (const auto& node : hb.nodes) {
+      if (node.name == opt_.self) n.local_addr = node.addr;
+      if (node.name == peer_) n.peer_addr = node.addr;
+    }
+    if (n.local_addr.empty() || n.peer_addr.empty())
+      return Status::InvalidArgument("heartbeat network " + hb.name + ": missing address of " + opt_.self +
+                                     " or " + peer_);
+    if (hb.flow) {
+      *self_flow = n.local_addr;
+      *peer_flow = n.peer_addr;
+    }
+    nets->push_back(n);
+  }
+  if (nets->empty()) return Status::InvalidArgument("no heartbeat network configured");
+  return Status::Ok();
+}
+
+void Node::InitVips() {
+  for (const auto& itf : opt_.cfg.vip.interfaces) {
+    for (const auto& a : itf.addrs) {
+      vip::VipAddress v;
+      v.addr = a.addr;
+      v.prefix_len = a.prefix_len;
+      v.interface = itf.name;
+      vips_.push_back(v);
+      vip_arp_.push_back(itf.arpreroute);
+    }
+  }
+  vip_held_.assign(vips_.size(), false);
+}
+
+core::Config Node::MachineConfig() const {
+  const auto& cfg = opt_.cfg;
   core::Config cc;
   cc.self = opt_.self;
   cc.peer = peer_;
@@ -260,19 +293,11 @@ Status Node::Init() {
   timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   cc.incarnation = uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
-  machine_ = std::make_unique<core::NodeMachine>(cc, persisted);
-  // The constructor bumped the persisted incarnation: store it before the first heartbeat (contract).
-  if (Status s = store_->Save(machine_->persisted()); !s.ok()) return s;
+  return cc;
+}
 
-  // Scripts' environment.
-  script_env_.safe = opt_.safe_dir;
-  script_env_.module_name = cfg.module_name;
-  script_env_.safebin = opt_.safe_dir;
-  script_env_.safevar = cfg.hamirror.state_dir;
-  script_env_.safeuserbin = cfg.module_dir + "/" + config::kScriptsRelDir;
-  script_env_.admin_socket = opt_.admin_socket;
-  script_env_.vars = cfg.user.vars;
-
+void Node::InitFs(const std::string& self_flow, const std::string& peer_flow) {
+  const auto& cfg = opt_.cfg;
   // hamirror-fs per replicated directory.
   std::vector<FsDir> dirs;
   for (const auto& r : cfg.rfs.replicated) {
@@ -298,31 +323,6 @@ Status Node::Init() {
   launch.resync_workers = cfg.rfs.nbrei;
   launch.send_timeout_ms = cfg.rfs.sendtimeout.count();
   fs_ = std::make_unique<FsDriver>(std::move(dirs), std::move(launch), log_);
-  // A mount left by a crash (its hamirror-fs killed) is cleaned now: the module is STOP, and a stopped
-  // module's directory is the plain one. A live hamirror-fs (this daemon crashed, not it) is kept: the
-  // application may still run on it.
-  if (Status s = fs_->CleanDeadMounts(); !s.ok()) log_->Error("data directory: " + s.ToString());
-
-  heartbeat::HeartbeatConfig hc;
-  hc.cluster_id = cluster_id;
-  hc.key = key;
-  hc.local_node = opt_.self;
-  hc.peer_node = peer_;
-  hc.networks = std::move(nets);
-  hc.pulse = cfg.heart.pulse;
-  hc.timeout = cfg.heart.timeout;
-  link_ = std::make_unique<HeartbeatBridge>(
-      std::move(hc), [this](const core::PeerStatus& s) { Post(core::EvPeerStatus{s}); },
-      [this] { Post(core::EvPeerLost{}); }, [this](core::PeerStatus* out) { return MakeStatus(out); });
-  if (Status s = link_->Start(); !s.ok()) return s;
-  monitor_ = std::thread([this] { MonitorLoop(); });
-  if (boot_) {
-    Post(core::EvCommand{core::Command::kStart, 0});
-  } else {
-    log_->Info("boot off: the module stays STOP until `hamirror start`");
-  }
-  UpdateSnapshot();
-  return Status::Ok();
 }
 
 uint64_t Node::NowMs() const {
@@ -360,12 +360,21 @@ void Node::RequestExit(bool graceful) {
   cv_.notify_one();
 }
 
+void Node::RequestLeave() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (exit_requested_) return;  // SIGTERM came first: it stops the module
+    leave_requested_ = true;
+  }
+  cv_.notify_one();
+}
+
 void Node::Run() {
   uint64_t next_tick = 0;
   bool stop_sent = false;
-  uint64_t exit_deadline = 0;
+  uint64_t exit_deadline = 0, leave_deadline = 0;
   for (;;) {
-    bool exiting, graceful;
+    bool exiting, graceful, leaving;
     {
       std::unique_lock<std::mutex> lock(mu_);
       const uint64_t now = NowMs();
@@ -374,6 +383,7 @@ void Node::Run() {
                      [&] { return !events_.empty() || exit_requested_; });
       exiting = exit_requested_;
       graceful = graceful_exit_;
+      leaving = leave_requested_ && !exit_requested_;
     }
     // Every event queued so far goes before the tick: a step that blocked (an fs role change takes up
     // to seconds) leaves the peer's heartbeats waiting here, and a tick first would time the peer out.
@@ -383,6 +393,7 @@ void Node::Run() {
       next_tick = now + 100;
     }
     ReapWorkers(false);
+    if (leaving && LeaveStep(&leave_deadline)) break;
     if (exiting) {
       if (!graceful || machine_->state() == core::NodeState::kStop) break;
       if (!stop_sent) {
@@ -401,7 +412,8 @@ void Node::Run() {
   if (monitor_.joinable()) monitor_.join();
   link_->Stop();
   // Release the VIP if the machine still holds it (non-graceful exit): never leave an orphan address.
-  if (machine_->vip_held()) {
+  // Left running (SIGUSR2): the next hamirrord adopts it, or the keeper removes it at the lease's end.
+  if (machine_->vip_held() && !left_running_) {
     for (const auto& v : vips_) {
       if (Status s = vip::Remove(v); !s.ok()) log_->Error("VIP " + v.addr + ": " + s.ToString());
     }
@@ -743,7 +755,7 @@ admin::CommandResult Node::Execute(admin::Command cmd) {
       fullsync_pending_ = true;
       if (state_.load() == static_cast<int>(core::NodeState::kSecond)) core_cmd = core::Command::kResync;
     }
-    events_.push_back(core::EvCommand{core_cmd, id});
+    events_.emplace_back(std::in_place_type<core::EvCommand>, core::EvCommand{core_cmd, id});
   }
   cv_.notify_one();
   log_->Info(std::string("command ") + admin::CommandName(cmd));

@@ -23,6 +23,7 @@
 #include "manager/admin/node_control.h"
 #include "manager/config/config.h"
 #include "manager/core/node_machine.h"
+#include "manager/daemon/adopt_store.h"
 #include "manager/daemon/failover_store.h"
 #include "manager/daemon/fs_driver.h"
 #include "manager/daemon/heartbeat_bridge.h"
@@ -49,13 +50,23 @@ class Node : public admin::NodeControl {
   Node(NodeOptions options, admin::ModuleLog* log);
   ~Node() override;
 
-  // Resolves peer, networks and VIPs, loads the persisted facts, removes a stale VIP left by a crash,
-  // opens the peer link. Errors are fatal for the daemon.
+  // Resolves peer, networks and VIPs, loads the persisted facts, adopts the module a previous hamirrord
+  // left running (adoption record, see RequestLeave) or else removes a stale VIP left by a crash, opens
+  // the peer link. Errors are fatal for the daemon.
   Status Init();
-  // Runs the loop until RequestExit(). A first SIGTERM stops the module (bounded), then exits.
+  // Runs the loop until RequestExit()/RequestLeave(). A first SIGTERM stops the module (bounded), then
+  // exits.
   void Run();
   // Thread-safe; `graceful` stops the module first (stop scripts, VIP removed).
   void RequestExit(bool graceful);
+  // Thread-safe (SIGUSR2): exit leaving the module running (hamirror-fs, application, VIP) once the
+  // machine can hand over (no transition under way; bounded), with an adoption record for the next
+  // hamirrord in <statedir>/adopt. Ignored after RequestExit.
+  void RequestLeave();
+  // After Run(): the module was left running for the next hamirrord.
+  bool left_running() const { return left_running_; }
+  // Init() adopted the module a previous hamirrord left running.
+  bool adopted() const { return machine_ && machine_->adopted(); }
   // After Run(): a script was still running at exit (its thread was left behind): the process must
   // end with _exit rather than run destructors under it.
   bool left_workers() const { return left_workers_; }
@@ -94,6 +105,26 @@ class Node : public admin::NodeControl {
   // Time in state, last failover and VIP holder of the reply (under snap_mu_).
   void FillTimes(proto::StateReply* reply);
   void MonitorLoop();  // errd + checkers + VIP check + fs status, off the event loop
+
+  // Init's parts.
+  Status InitHeartbeatNetworks(std::vector<heartbeat::NetworkEndpoint>* nets, std::string* self_flow,
+                               std::string* peer_flow);
+  void InitVips();
+  manager::core::Config MachineConfig() const;
+  void InitFs(const std::string& self_flow, const std::string& peer_flow);
+  // Adopts the module the previous hamirrord left running (node_adopt.cc), or cleans what a crash left
+  // (VIP, dead mounts). True: adopted.
+  bool AdoptOrClean();
+  // The adoption record, consumed and checked against what runs now; nullopt (logged why) when the
+  // module must not be adopted.
+  std::optional<manager::core::Handoff> CheckAdoption();
+  // Why `r` does not describe what runs now ("" when it does).
+  std::string AdoptionMismatch(const AdoptionRecord& r);
+  std::string ApplicationMismatch(manager::core::NodeState s);
+  // Run(): RequestLeave is pending; true when the loop must end (record written, or gave up).
+  bool LeaveStep(uint64_t* deadline);
+  // Writes the adoption record (and spawns the VIP keeper when the VIP stays under a lease).
+  Status LeaveModuleRunning(const manager::core::Handoff& h);
   void ReapWorkers(bool all);
   // `swap nosync`: why it is refused ("" when no resync would follow the swap).
   std::string SwapNosyncRefusal();
@@ -129,6 +160,9 @@ class Node : public admin::NodeControl {
   uint64_t next_cmd_id_ = 1;
   bool exit_requested_ = false;
   bool graceful_exit_ = false;
+  bool leave_requested_ = false;  // SIGUSR2 (under mu_)
+  bool left_running_ = false;
+  std::unique_ptr<AdoptStore> adopt_store_;
 
   // Worker threads (scripts, witness probes), joined when done.
   struct Worker {

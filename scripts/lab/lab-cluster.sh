@@ -199,6 +199,25 @@ node_start_daemon() {
   fi
 }
 
+# Restart hamirrord on node N leaving the module running (SIGUSR2; docs/operations.md "Restarting
+# hamirrord"): the old daemon hands the module over and exits, a new one adopts it (its log says so, or
+# why it took the crash path). Prints how long no hamirrord ran (ms). LAB_RESTARTD_HOOK, if set, runs
+# (with the node number) between the exit and the new start: tests use it to spoil the record.
+node_restart_daemon() {
+  local n=$1 pid t0 t1
+  pid=$(read_pid "$n" hamirrord.pid)
+  pid_alive "$pid" || die "hamirrord on n$n is not running (lab.sh start n$n)"
+  t0=$(date +%s%N)
+  kill -USR2 "$pid"
+  daemon_gone() { ! pid_alive "$1"; }
+  # The daemon waits (<= 60 s) for a state it can hand over (no transition under way).
+  wait_until 70 daemon_gone "$pid" || die "hamirrord on n$n (pid $pid) still runs 70 s after SIGUSR2"
+  [ -z "${LAB_RESTARTD_HOOK:-}" ] || "$LAB_RESTARTD_HOOK" "$n"
+  node_start_daemon "$n"
+  t1=$(date +%s%N)
+  echo "n$n: hamirrord restarted leaving the module running (SIGUSR2 to pid $pid; $(((t1 - t0) / 1000000)) ms until the new one answered)"
+}
+
 # Power cut on node N: every process of the node dies at once, then its links go down (no ARP answer
 # for an address it held). The mount namespace, its FUSE mount and tmpfs vanish with the last process.
 node_power_off() {

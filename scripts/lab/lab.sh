@@ -15,6 +15,8 @@
 #                                                (SSH lab: VIP=, N1=, N2=, CLIENT=, SSH_DIR=)
 #   lab.sh kill NODE                             power cut: every process of NODE (n1, n2) killed at once
 #   lab.sh start NODE                            boot NODE again: hamirrord, `hamirror start`
+#   lab.sh restartd NODE                         restart NODE's hamirrord leaving the module running: SIGUSR2
+#                                                (hand over, exit), then a new hamirrord that adopts the module
 #   lab.sh wait NODE STATE [SECONDS]             until NODE is STATE (stop|wait|alone|prim|second) ready
 #   lab.sh state NODE                            "<state> <sub_state>" (e.g. "prim ready"), "unreachable", "off"
 #   lab.sh holder                                the nodes holding the VIP now, one per line (none: empty)
@@ -215,6 +217,14 @@ cmd_status() {
   fi
 }
 
+cmd_restartd() {
+  need_root
+  lab_paths
+  is_cluster || die "lab '$PREFIX' runs no cluster"
+  check_node "$1"
+  node_restart_daemon "${1#n}"
+}
+
 cmd_up_any() {
   case ${1:-} in
     --mysql) shift; cmd_up_cluster "$REPO/scripts/modules/mysql" 1 "$@" ;;
@@ -253,6 +263,7 @@ main() {
     env) [ $# -eq 0 ] || die "usage: env"; cmd_env ;;
     kill) [ $# -eq 1 ] || die "usage: kill NODE"; cmd_kill "$1" ;;
     start) [ $# -eq 1 ] || die "usage: start NODE"; cmd_start "$1" ;;
+    restartd) [ $# -eq 1 ] || die "usage: restartd NODE"; cmd_restartd "$1" ;;
     state) [ $# -eq 1 ] || die "usage: state NODE"; cmd_state "$1" ;;
     holder) [ $# -eq 0 ] || die "usage: holder"; cmd_holder ;;
     wait) [ $# -ge 2 ] && [ $# -le 3 ] || die "usage: wait NODE STATE [SECONDS]"; cmd_wait "$@" ;;

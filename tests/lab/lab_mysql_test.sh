@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Acceptance tests of issue 11 on the lab (scripts/lab/lab.sh up --mysql): MariaDB on hamirror behind the
 # VIP, the bank workload (bank-client) in the client namespace, failures thrown at the cluster.
-#   lab_mysql_test.sh up|failovers|failback|partition|slowlink|down
+#   lab_mysql_test.sh up|restartd|failovers|failback|partition|slowlink|down
 # ctest runs them in that order on one lab (fixture "lab": up first, down last). Needs root, MariaDB
 # and namespaces: anything missing fails the test (never a skip). Environment: LAB, BANK (paths), WORK
 # (logs, shared by the steps), HAMIRROR_LAB (prefix; ctest uses hmtest).
@@ -89,6 +89,117 @@ step_failback() {
   [ "$(wait_pair_ready 120)" = "$prim" ] || fail "after swap $prim is not the primary"
   bank_stop
   bank_verify
+}
+
+# Lines of node $1's module log after line $2, and its line count now.
+module_log_lines() { lab exec "$1" wc -l /var/log/hamirror/mysql.log | awk '{print $1}'; }
+module_log_since() { lab exec "$1" tail -n "+$(($2 + 1))" /var/log/hamirror/mysql.log; }
+fs_pid() {
+  lab exec "$1" hamirror state --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["fs"][0]["pid"])'
+}
+mysqld_pid() { lab exec "$1" cat /run/mysqld/mysqld.pid; }
+mount_type() { lab exec "$1" findmnt -n -o FSTYPE /var/lib/mysql | tail -n 1; }  # the top mount
+
+# Samples both nodes until $WORK/watch-stop exists (bounded: 120 s): node $1 (restarted) may be "down"
+# (no hamirrord for a moment) or in state $2; node $3 must stay in state $4 throughout; node $1's data
+# directory must stay a hamirror mount. Writes the first violation to $WORK/watch-bad.
+watch_restart() {
+  local deadline=$((SECONDS + 120)) s1 s2 m n=0
+  while [ ! -e "$WORK/watch-stop" ] && [ $SECONDS -lt $deadline ]; do
+    s1=$(node_state "$1")
+    s2=$(node_state "$3")
+    m=$(mount_type "$1")
+    n=$((n + 1))
+    if [[ $s1 != down && $s1 != "$2 ready"* ]]; then echo "$1 was '$s1'" >"$WORK/watch-bad"; break; fi
+    if [[ $s2 != "$4 ready"* ]]; then echo "$3 was '$s2'" >"$WORK/watch-bad"; break; fi
+    if [ "$m" != fuse.hamirror ]; then echo "$1's /var/lib/mysql was '$m'" >"$WORK/watch-bad"; break; fi
+  done
+  echo "$n" >"$WORK/watch-samples"
+}
+
+# hamirrord restarted on node $1 (lab.sh restartd: SIGUSR2, a new hamirrord) while the workload runs;
+# $2 is the primary, $3 the secondary. Same hamirror-fs and MariaDB processes, the mount never gone,
+# both nodes in their state throughout, nothing run or changed by either daemon but the adoption.
+restart_one() {
+  local node=$1 prim=$2 sec=$3 fs_before mysqld_before l1 l2 out state other other_state t0 acked
+  [ "$node" = "$prim" ] && { state=prim; other=$sec; other_state=second; } ||
+    { state=second; other=$prim; other_state=prim; }
+  fs_before=$(fs_pid "$node")
+  mysqld_before=$(mysqld_pid "$prim")
+  l1=$(module_log_lines "$node")
+  l2=$(module_log_lines "$other")
+  rm -f "$WORK/watch-stop" "$WORK/watch-bad" "$WORK/watch-samples"
+  watch_restart "$node" "$state" "$other" "$other_state" &
+  local watcher=$!
+  acked=$(acked_count)
+  t0=$(now_ns)
+  out=$(lab restartd "$node") || { touch "$WORK/watch-stop"; wait "$watcher" || true; fail "lab.sh restartd $node: $out"; }
+  say "$out"
+  # Two heartbeat timeouts (2 x 1.5 s) after the new daemon answered: a peer that lost us would have
+  # acted by then.
+  sleep 3
+  touch "$WORK/watch-stop"
+  wait "$watcher" || true
+  say "  watched in $(cat "$WORK/watch-samples" 2>/dev/null || echo 0) samples"
+  [ ! -s "$WORK/watch-bad" ] || fail "during the restart of hamirrord on $node: $(cat "$WORK/watch-bad")"
+  [ "$(fs_pid "$node")" = "$fs_before" ] || fail "hamirror-fs on $node changed: pid $fs_before -> $(fs_pid "$node")"
+  [ "$(mysqld_pid "$prim")" = "$mysqld_before" ] || fail "MariaDB on $prim was restarted"
+  [ "$(node_state "$node")" = "$state ready true vip=$([ "$node" = "$prim" ] && echo local || echo peer)" ] ||
+    fail "$node is '$(node_state "$node")' after the restart"
+  local newlog otherlog
+  newlog=$(module_log_since "$node" "$l1")
+  otherlog=$(module_log_since "$other" "$l2")
+  grep -q "adopted the module left running by the previous hamirrord" <<<"$newlog" ||
+    fail "$node did not adopt the module: $(grep -E 'adoption|crash path' <<<"$newlog" || echo 'no adoption line')"
+  if grep -E "running (prestart|start_|stop_|poststop)|resync|removing VIP|VIP .* (added|removed)|starting hamirror-fs|fs role|failover done|state (STOP|WAIT|ALONE)" \
+    <<<"$newlog$otherlog" >"$WORK/unexpected"; then
+    fail "something changed during the restart of $node: $(cat "$WORK/unexpected")"
+  fi
+  grep -q "state " <<<"$otherlog" && fail "$other changed state: $(grep 'state ' <<<"$otherlog")"
+  [ "$(acked_count)" -gt "$acked" ] || fail "no commit acknowledged while hamirrord on $node restarted"
+  say "  $node adopted: same hamirror-fs (pid $fs_before), same MariaDB, $other stayed $other_state; longest commit gap $(max_ack_gap "$t0" "$(now_ns)") ms"
+}
+
+# hamirrord restarted on the secondary ($1; the primary is $2) with its adoption record spoiled
+# (tests/lab/adopt_record_hook.sh, mode $3): the new daemon logs why ($4) and takes the crash path; the
+# pair comes back PRIM/SECOND ready.
+restart_spoiled() {
+  local sec=$1 prim=$2 mode=$3 expect=$4 l log
+  l=$(module_log_lines "$sec")
+  ADOPT_HOOK_MODE=$mode LAB_RESTARTD_HOOK="$ROOT/tests/lab/adopt_record_hook.sh" lab restartd "$sec" >/dev/null
+  log=$(module_log_since "$sec" "$l")
+  grep -q "$expect.*; not adopting the running module: crash path" <<<"$log" ||
+    fail "$mode record on $sec: no crash-path line saying '$expect': $(tail -20 <<<"$log")"
+  ! grep -q "adopted the module left running" <<<"$log" || fail "$sec adopted from a $mode record"
+  [ "$(node_state "$sec" | cut -d' ' -f1)" != stop ] || lab exec "$sec" hamirror start >/dev/null
+  [ "$(wait_pair_ready 180)" = "$prim" ] || fail "after the crash path ($mode record) the pair is not back"
+  say "$mode record: crash path taken and logged ($(grep -o "adoption record.*crash path" <<<"$log" | head -1 | cut -c1-160)...)"
+}
+
+# hamirrord restarted without the module noticing (issue 13 part 2): on the primary, then on the
+# secondary, while the bank workload writes through the VIP: no error reaches the client (no reconnect,
+# nothing failed or in doubt), nothing is lost, the mount stays, no failover, no resync. Then spoiled
+# adoption records (corrupt, from before a reboot, too old, older than the hamirror-fs that runs): the
+# new hamirrord says why and takes the crash path; the pair comes back.
+step_restartd() {
+  require_tools
+  lab_env
+  local prim sec node summary
+  prim=$(wait_pair_ready 120)
+  sec=$(other_node "$prim")
+  bank_start 4
+  for node in "$prim" "$sec" "$prim"; do restart_one "$node" "$prim" "$sec"; done
+  bank_stop
+  summary=$(bank_summary)
+  say "workload: $summary"
+  [[ " $summary " == *" in_doubt=0 failed=0 reconnects=0 gave_up=0 "* ]] ||
+    fail "the client saw errors during the restarts: $summary"
+  bank_verify
+  # Negative: a spoiled record on the secondary means the crash path, logged with the reason.
+  restart_spoiled "$sec" "$prim" corrupt "checksum mismatch"
+  restart_spoiled "$sec" "$prim" reboot "written before the node rebooted (boot id differs)"
+  restart_spoiled "$sec" "$prim" stale "not younger than the heartbeat timeout"
+  restart_spoiled "$sec" "$prim" fs-gone "hamirror-fs for /var/lib/mysql was pid [0-9]*.*, is pid 0"
 }
 
 # Samples both nodes together for at most $1 s: fails if both hold the VIP or are both PRIM/ALONE at one
@@ -214,6 +325,6 @@ step_down() {
 }
 
 case $STEP in
-  up | failovers | failback | partition | slowlink | down) "step_$STEP" ;;
+  up | restartd | failovers | failback | partition | slowlink | down) "step_$STEP" ;;
   *) echo "unknown step $STEP" >&2; exit 64 ;;
 esac

@@ -41,6 +41,11 @@ struct Sim::Node {
   uint64_t reference_since = 0;          // an override made this disk the reference at this time
   std::optional<core::Command> pending;  // accepted stop/start whose effect is checked
   uint64_t pending_deadline = 0;
+  // Daemon restart: the machine is not stepped (the old one is kept for its state) until kAdopt.
+  bool daemon_down = false;
+  Handoff handoff;
+  uint64_t handoff_at = 0;
+  bool keeper_fired = false;  // the lease ended during the gap: VIP removed, no adoption
 };
 
 struct Sim::Item {
@@ -170,6 +175,16 @@ void Sim::Process(Item& it) {
     case Kind::kRestart:
       if (!n.alive) Restart(it.node);
       return;
+    case Kind::kAdopt:
+      if (n.alive && n.daemon_down && it.inc == n.inc) FinishDaemonRestart(it.node);
+      return;
+    case Kind::kKeeper:
+      if (n.alive && n.daemon_down && it.inc == n.inc) {
+        Tr(std::string(kName[it.node]) + " KEEPER: lease over during the daemon restart, VIP removed");
+        n.vip = false;
+        n.keeper_fired = true;
+      }
+      return;
     case Kind::kResyncEnd: {
       if (!n.alive || it.token != n.resync_token) return;
       int j = 1 - it.node;
@@ -192,7 +207,7 @@ void Sim::Process(Item& it) {
       return;
     }
     case Kind::kDeliver:
-      if (!n.alive) return;
+      if (!n.alive || n.daemon_down) return;  // no daemon: nobody reads the datagram
       if (it.ev && std::holds_alternative<EvPeerStatus>(*it.ev)) {
         if (!link_up_[1 - it.node]) return;  // the partition began while it was in flight
         n.knowledge = std::max(n.knowledge, it.send_time);
@@ -213,8 +228,9 @@ void Sim::Process(Item& it) {
 
 void Sim::StepNode(int i, const Event& e) {
   Node& n = *n_[i];
-  if (!n.alive || !violation_.empty()) return;
+  if (!n.alive || n.daemon_down || !violation_.empty()) return;
   NodeState before = n.m->state();
+  if (std::holds_alternative<EvAdopt>(e)) before = std::get<EvAdopt>(e).handoff.state;  // it never left
   if (o_.trace && !std::holds_alternative<EvTick>(e)) Tr(std::string(kName[i]) + " <- " + ToString(e));
   std::optional<uint64_t> cmd;
   if (auto* c = std::get_if<EvCommand>(&e)) cmd = c->id;
@@ -387,7 +403,7 @@ void Sim::CheckGlobal() {
 
 void Sim::SendHeartbeat(int i) {
   Node& n = *n_[i];
-  if (!n.alive) return;
+  if (!n.alive || n.daemon_down) return;
   PeerStatus st = n.m->MakeHeartbeat(now_);
   if (!link_up_[i]) return;
   if (loss_ > 0 && static_cast<double>(rng_() % 1000) < loss_ * 1000) return;
@@ -428,6 +444,7 @@ ActCommandReply Sim::Command(int i, core::Command cmd) {
   Node& n = *n_[i];
   uint64_t id = next_cmd_id_++;
   if (!n.alive) return ActCommandReply{id, false, "node down"};
+  if (n.daemon_down) return ActCommandReply{id, false, "hamirrord restarting"};
   Tr(std::string(kName[i]) + " operator: " + ToString(cmd));
   NodeState before = n.m->state();
   DataState data_before = n.disk.data;
@@ -484,6 +501,7 @@ void Sim::Crash(int i) {
   ++n.inc;
   n.pending.reset();
   n.override_ = false;
+  n.daemon_down = false;
 }
 
 void Sim::Restart(int i) {
@@ -496,6 +514,44 @@ void Sim::Restart(int i) {
   n.disk = n.m->persisted();
   Command(i, core::Command::kStart);
 }
+
+std::string Sim::BeginDaemonRestart(int i, uint64_t gap_ms) {
+  Node& n = *n_[i];
+  if (!n.alive || n.daemon_down) return "node down or hamirrord already restarting";
+  std::string refusal = n.m->HandoffRefusal(now_);
+  if (!refusal.empty()) return refusal;
+  n.handoff = n.m->MakeHandoff(now_);
+  n.handoff_at = now_;
+  n.daemon_down = true;
+  n.keeper_fired = false;
+  n.pending.reset();
+  ++n.inc;  // answers meant for the old machine (witness probes) are dropped
+  Tr(std::string(kName[i]) + " DAEMON EXIT (module left running), back in " + std::to_string(gap_ms) + " ms");
+  Schedule(now_ + gap_ms, Kind::kAdopt, i);
+  const Handoff& h = n.handoff;
+  if (h.vip_held && !h.forced && (o_.witness || h.peer)) Schedule(now_ + h.lease_left_ms, Kind::kKeeper, i);
+  return "";
+}
+
+void Sim::FinishDaemonRestart(int i) {
+  Node& n = *n_[i];
+  n.daemon_down = false;
+  ++n.inc;
+  n.m = std::make_unique<NodeMachine>(MakeConfig(i), n.disk);
+  n.disk = n.m->persisted();
+  if (n.keeper_fired) {  // no record to adopt: the crash path (boot on)
+    Tr(std::string(kName[i]) + " DAEMON START (crash path: the keeper released the VIP)");
+    Command(i, core::Command::kStart);
+    return;
+  }
+  Handoff h = n.handoff;
+  const uint64_t gap = now_ - n.handoff_at;
+  h.lease_left_ms = h.lease_left_ms > gap ? h.lease_left_ms - gap : 0;
+  Tr(std::string(kName[i]) + " DAEMON START (adopting)");
+  StepNode(i, EvAdopt{h});
+}
+
+bool Sim::daemon_down(int i) const { return n_[i]->daemon_down; }
 
 void Sim::FailNextScript(int i, Script script, ScriptResult result) {
   n_[i]->fail_next.emplace_back(script, result);
@@ -549,6 +605,14 @@ void Sim::ChaosStep() {
   if (r < 36 && o_.net_faults && o_.witness && !Impaired() &&
       (!o_.safe_witness || now_ >= perfect_since_ + 300)) {
     SetWitness(rng_() % 4 != 0, rng_() % 4 != 0);  // while both hear each other, anything goes
+    return;
+  }
+  if (r < 39 && o_.daemon_restarts) {
+    int i = static_cast<int>(rng_() % 2);
+    // Mostly quicker than the heartbeat timeout, sometimes not (the peer may then take over); never
+    // quicker than a network delay (a process start is not: the incarnations' first heartbeats must
+    // not overtake each other, which the core's incarnation filter does not order).
+    (void)BeginDaemonRestart(i, kMaxDelayMs + (rng_() % 4 == 0 ? rng_() % 1400 : rng_() % 300));
     return;
   }
   if (r < 42 && o_.crashes) {

@@ -22,6 +22,10 @@
 // - witness: ActProbeWitness is answered within 10..90 ms (never: 3 %; after the machine's 100 ms
 //   timeout: 5 %), with the reachability at answer time.
 // - crash: the node loses everything but its persisted facts and its disk; the VIP goes with it.
+// - daemon restart (adoption): only the machine goes for a gap; the VIP, the fs and the application stay
+//   (writes go on), no heartbeat is sent or received meanwhile; the new machine gets EvAdopt. Under a
+//   lease (witness, or peer connected) the daemon's keeper removes the VIP when the lease ends first;
+//   the new daemon then takes the crash path (new machine, `start`).
 #pragma once
 
 #include <cstdint>
@@ -55,6 +59,8 @@ struct SimOptions {
   // `hamirror failover on|off` typed at random in the chaos phase (EvSetFailover). A restart gives a
   // node `failover` again (the daemon would keep the toggle: safety does not depend on either).
   bool toggle_failover = false;
+  // hamirrord restarted at random in the chaos phase (handoff, a gap of 0-1500 ms, EvAdopt).
+  bool daemon_restarts = false;
   uint64_t chaos_ms = 0;  // random faults (0: 3-15 s drawn from the seed), then heal, liveness check
   bool trace = false;
 };
@@ -79,6 +85,10 @@ class Sim {
   void SetWitness(bool a_reaches, bool b_reaches);
   void Crash(int i);
   void Restart(int i);  // new machine from the persisted facts, then `start`
+  // hamirrord on node i leaves the module running (handoff) and a new one adopts it gap_ms later.
+  // Returns the machine's refusal ("" when the restart began).
+  std::string BeginDaemonRestart(int i, uint64_t gap_ms);
+  bool daemon_down(int i) const;
   // The next run of `script` on node i ends with `result`.
   void FailNextScript(int i, Script script, ScriptResult result);
   // The next run of `script` on node i takes ms (instead of 0-300 ms).
@@ -112,7 +122,17 @@ class Sim {
   struct Later {
     bool operator()(const Item& a, const Item& b) const;
   };
-  enum class Kind : uint8_t { kTick, kPulse, kDeliver, kWrite, kChaos, kRestart, kResyncEnd };
+  enum class Kind : uint8_t {
+    kTick,
+    kPulse,
+    kDeliver,
+    kWrite,
+    kChaos,
+    kRestart,
+    kResyncEnd,
+    kAdopt,
+    kKeeper
+  };
   struct Write {
     uint32_t parent;
     uint32_t depth;
@@ -126,6 +146,7 @@ class Sim {
   void StepNode(int i, const Event& e);
   void Execute(int i, const std::vector<Action>& actions, const std::optional<uint64_t>& cmd_id);
   void CheckAfterStep(int i, NodeState before);
+  void FinishDaemonRestart(int i);
   void CheckGlobal();
   void SendHeartbeat(int i);
   void DoWrite(int i);

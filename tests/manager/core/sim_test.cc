@@ -46,6 +46,9 @@ SimOptions Mode(const std::string& mode, uint64_t seed) {
   } else if (mode == "auto") {  // no operator commands: the pair must recover by itself
     o.witness = seed % 2 == 0;
     o.commands = false;
+  } else if (mode == "daemon-restarts") {  // hamirrord restarted (adoption) among every other fault
+    o.witness = seed % 2 == 0;
+    o.daemon_restarts = true;
   } else if (mode == "stable") {  // no network faults: dual serving is checked even without witness
     o.witness = seed % 2 == 0;
     o.net_faults = false;
@@ -100,6 +103,10 @@ TEST_CASE("sim: no operator commands, the pair recovers by itself", "[sim]") {
 }
 TEST_CASE("sim: stable network, crashes, commands and script failures", "[sim]") {
   RunMode("stable", 7000000, 1000);
+}
+
+TEST_CASE("sim: daemon restarts that leave the module running, among the other faults", "[sim]") {
+  RunMode("daemon-restarts", 9000000, 1500);
 }
 
 TEST_CASE("sim: replay one seed (HAMIRROR_SIM_SEED, HAMIRROR_SIM_MODE)", "[replay][.]") {
