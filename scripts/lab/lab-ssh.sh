@@ -8,6 +8,7 @@
 #     real units (systemctl, journalctl) and `systemctl restart hamirrord@mysql` is systemd's restart;
 #   - an sshd on the node's lan-0 address with a host key made for the lab, accepting root by one
 #     generated key only ($LAB_STATE/ssh/id_ed25519, known_hosts next to it);
+#   - sshd enabled in the node's root whatever the host says (install-deps.sh disables the host's own);
 #   - /var/lib/mysql: an empty directory of the node's disk; the distribution's mariadb.service is
 #     disabled in the node's root as scripts/install-deps.sh does on the host (the role disables it too).
 # The overlay is mounted in a private mount namespace of the node's nspawn, never on the host; the node's
@@ -87,6 +88,8 @@ KbdInteractiveAuthentication no
 UseDNS no
 CONF
 rm -f \$r/etc/systemd/system/multi-user.target.wants/mariadb.service
+mkdir -p \$r/etc/systemd/system/multi-user.target.wants
+ln -sfn /lib/systemd/system/ssh.service \$r/etc/systemd/system/multi-user.target.wants/ssh.service
 EOF
   for u in "${SSH_LAB_MASK[@]}"; do echo "ln -sfn /dev/null \$r/etc/systemd/system/$u"; done
   # nspawn keeps per-machine state under /run/systemd/nspawn: a tmpfs of this namespace, not the host's.

@@ -51,6 +51,11 @@ for n in n1 n2; do
 done
 # The peers check each other's certificate: the replication link is up only if they passed.
 lab exec n1 hamirror state -v | grep -q 'peer connected' || { fail "n1: replication link not up"; exit 1; }
+# Certificate expiry in `state -v` (hamirror-certs --days 3650 by default).
+for n in n1 n2; do
+  lab exec $n hamirror state -v | grep -Eq "^tls /etc/hamirror/tls/node.pem: CN=$n, expires .* \(in 36(49|50) days\)$" ||
+    { lab exec $n hamirror state -v; fail "$n: state -v shows no certificate expiry"; exit 1; }
+done
 create_db_user
 export MYSQL_PORT=3306
 sql_vip 'SELECT @@hostname' | grep -qx n1 || { fail "MariaDB on the VIP is not n1's"; exit 1; }
