@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # deploy:ansible-lab (issue 13): deploy/ansible/site.yml run from the SSH lab's client namespace against
 # two bare hosts (scripts/lab/lab.sh up --ssh: own root, systemd, sshd, MariaDB installed, no hamirror):
+#   0. --check --diff on the bare hosts runs through and installs nothing;
 #   1. the play deploys the cluster: n1 PRIM, n2 SECOND (Ready), units enabled, MariaDB on the VIP,
 #      certificate files root-only;
 #   2. a second run changes nothing (changed=0);
@@ -29,6 +30,14 @@ mkdir -p "$WORK"
 rm -rf "${WORK:?}"/*
 build_deb
 lab_up_ssh
+
+say "0. --check --diff on the bare hosts: succeeds, installs nothing"
+run_play "$WORK/check-bare.log" --check --diff || { tail -n 40 "$WORK/check-bare.log"; fail "--check on bare hosts failed"; exit 1; }
+for n in n1 n2; do
+  for p in /usr/sbin/hamirrord /etc/hamirror /var/cache/hamirror /var/lib/hamirror; do
+    lab exec $n test ! -e $p || { fail "$n: --check made $p"; exit 1; }
+  done
+done
 
 say "1. deploy from bare hosts"
 run_play "$WORK/deploy.log" || { tail -n 60 "$WORK/deploy.log"; fail "the play failed"; exit 1; }
