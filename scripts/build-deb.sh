@@ -11,7 +11,7 @@
 set -euo pipefail
 umask 022
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-PROG=build-deb.sh
+PROG="build-deb.sh"
 die() { echo "$PROG: $*" >&2; exit 1; }
 usage() { echo "usage: $PROG [--version V] [--out DIR]   (env BUILD_DIR: the Release build, default build/)"; }
 
