@@ -9,6 +9,8 @@
 #   - an sshd on the node's lan-0 address with a host key made for the lab, accepting root by one
 #     generated key only ($LAB_STATE/ssh/id_ed25519, known_hosts next to it);
 #   - sshd enabled in the node's root whatever the host says (install-deps.sh disables the host's own);
+#   - the host's /etc/hamirror, /var/lib/hamirror, /var/log/hamirror, /var/cache/hamirror hidden (whiteouts in
+#     the upper layer), the lab disks ($LAB_DISK_ROOT) covered by an empty tmpfs;
 #   - /var/lib/mysql: an empty directory of the node's disk; the distribution's mariadb.service is
 #     disabled in the node's root as scripts/install-deps.sh does on the host (the role disables it too).
 # The overlay is mounted in a private mount namespace of the node's nspawn, never on the host; the node's
@@ -88,6 +90,8 @@ KbdInteractiveAuthentication no
 UseDNS no
 CONF
 rm -f \$r/etc/systemd/system/multi-user.target.wants/mariadb.service
+# hamirror's own paths as the host has them (other labs' mount points, test records) are not the node's.
+rm -rf \$r/etc/hamirror \$r/var/lib/hamirror \$r/var/log/hamirror \$r/var/cache/hamirror
 mkdir -p \$r/etc/systemd/system/multi-user.target.wants
 ln -sfn /lib/systemd/system/ssh.service \$r/etc/systemd/system/multi-user.target.wants/ssh.service
 EOF
@@ -114,7 +118,8 @@ ssh_node_boot() {
     exec setsid unshare --mount --propagation private -- sh -c '. "$1"; shift; exec "$@"' sh "$dir/boot.sh" \
       systemd-nspawn --quiet --directory="$d/root" --boot --register=no --keep-unit \
       --machine="${PREFIX}-n$n" --hostname="n$n" --network-namespace-path="/run/netns/$ns" \
-      --capability=all --bind=/dev/fuse --bind="$d/mysql:/var/lib/mysql" --console=passive) \
+      --capability=all --bind=/dev/fuse --bind="$d/mysql:/var/lib/mysql" --tmpfs="$LAB_DISK_ROOT:mode=0700" \
+      --console=passive) \
     </dev/null >>"$dir/console.log" 2>&1 &
   outer=$!
   disown "$outer"

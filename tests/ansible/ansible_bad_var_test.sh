@@ -39,9 +39,9 @@ check_rejected "$WORK/vip.log" "userconfig\.xml:[0-9]+: invalid value 'not-an-ad
   -e hamirror_vip=not-an-address
 
 for n in 1 2; do
-  lab exec n$n test ! -e /usr/sbin/hamirrord || { fail "n$n: the package was installed"; exit 1; }
-  lab exec n$n test ! -e /etc/hamirror || { fail "n$n: /etc/hamirror was made"; exit 1; }
-  lab exec n$n test ! -e /var/cache/hamirror || { fail "n$n: the package was copied"; exit 1; }
+  for p in /usr/sbin/hamirrord /etc/hamirror /var/cache/hamirror /var/lib/hamirror; do
+    ! node_wrote n$n $p || { fail "n$n: the play made $p"; exit 1; }
+  done
 done
 [ "$(upper_list 1)" = "$before1" ] && [ "$(upper_list 2)" = "$before2" ] ||
   { diff <(echo "$before1") <(upper_list 1) || true; fail "files of a node changed"; exit 1; }

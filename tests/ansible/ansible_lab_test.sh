@@ -35,7 +35,7 @@ say "0. --check --diff on the bare hosts: succeeds, installs nothing"
 run_play "$WORK/check-bare.log" --check --diff || { tail -n 40 "$WORK/check-bare.log"; fail "--check on bare hosts failed"; exit 1; }
 for n in n1 n2; do
   for p in /usr/sbin/hamirrord /etc/hamirror /var/cache/hamirror /var/lib/hamirror; do
-    lab exec $n test ! -e $p || { fail "$n: --check made $p"; exit 1; }
+    ! node_wrote $n $p || { fail "$n: --check made $p"; exit 1; }
   done
 done
 
