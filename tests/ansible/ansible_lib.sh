@@ -66,8 +66,12 @@ expect_changed() {
 }
 
 # node_wrote NODE PATH: PATH exists in what node NODE (n1, n2) wrote: its overlay's upper layer (the
-# merged view also shows the host's own directories, e.g. an empty /etc/hamirror of another lab).
-node_wrote() { [ -e "/var/lib/hamirror-lab/$HAMIRROR_LAB/${1#n}/upper$2" ] || [ -e "/var/lib/hamirror-lab/$HAMIRROR_LAB/$1/upper$2" ]; }
+# merged view also shows the host's own files), not as a whiteout (a 0/0 character device: the lab hides
+# the host's /var/lib/hamirror and the like that way).
+node_wrote() {
+  local f="/var/lib/hamirror-lab/$HAMIRROR_LAB/$1/upper$2"
+  [ -e "$f" ] && ! [ -c "$f" ]
+}
 
 # What the play may change on the nodes: the configuration files and the installed package.
 node_sums() {
