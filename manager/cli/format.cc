@@ -258,13 +258,15 @@ std::string FailoverLine(const proto::StateReply& r) {
 std::string CertificateLine(const proto::StateReply& r, const Painter& paint) {
   if (!r.has_tls_certificate()) return "";
   const auto& c = r.tls_certificate();
-  if (!c.error().empty()) return "tls " + c.path() + ": " + paint("unreadable: " + c.error(), Colour::kRed) + "\n";
+  if (!c.error().empty())
+    return "tls " + c.path() + ": " + paint("unreadable: " + c.error(), Colour::kRed) + "\n";
   constexpr int64_t kDay = 86400;
   const int64_t left = c.expires_in_s();
   const std::string when = LocalTime(c.not_after_unix_s() * 1000);
   std::string text;
   if (left < 0)
-    text = paint("EXPIRED " + when + " (" + FormatDuration(static_cast<uint64_t>(-left) * 1000) + " ago)", Colour::kRed);
+    text = paint("EXPIRED " + when + " (" + FormatDuration(static_cast<uint64_t>(-left) * 1000) + " ago)",
+                 Colour::kRed);
   else if (left < 30 * kDay)
     text = paint("expires " + when + " (in " + FormatDuration(static_cast<uint64_t>(left) * 1000) + ")",
                  Colour::kYellow);

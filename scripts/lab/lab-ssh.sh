@@ -185,12 +185,12 @@ ssh_lab_fail() {
 
 # rm_cgroup DIR: every process in DIR and below killed, then the directories removed, deepest first.
 rm_cgroup() {
-  local dir=$1 sub
+  local dir=$1
   [ -d "$dir" ] || return 0
   if [ -f "$dir/cgroup.kill" ]; then echo 1 >"$dir/cgroup.kill" 2>/dev/null || true; fi
+  local procs pid
   for _ in $(seq 1 50); do
-    local procs=""
-    for sub in $(find "$dir" -type d 2>/dev/null); do procs+=$(cat "$sub/cgroup.procs" 2>/dev/null); done
+    procs=$(find "$dir" -name cgroup.procs -exec cat {} + 2>/dev/null || true)
     [ -z "$procs" ] && break
     for pid in $procs; do kill -KILL "$pid" 2>/dev/null || true; done
     sleep 0.1

@@ -265,11 +265,26 @@ TEST_CASE("state --json: the field names are stable and each one is documented",
   std::regex top("\n  \"([a-z_]+)\": ");
   for (auto it = std::sregex_iterator(j.begin(), j.end(), top); it != std::sregex_iterator(); ++it)
     keys.push_back((*it)[1]);
-  const std::vector<std::string> want = {
-      "module",          "local",         "peer",       "heartbeats", "vips",     "fs",
-      "processes",       "checkers",      "loop_count", "maxloop",    "pid",      "uptime_s",
-      "heartbeat_drops", "last_failover", "vip_holder", "tls_certificate", "boot", "failover",
-      "errd",            "checkers_enabled"};
+  const std::vector<std::string> want = {"module",
+                                         "local",
+                                         "peer",
+                                         "heartbeats",
+                                         "vips",
+                                         "fs",
+                                         "processes",
+                                         "checkers",
+                                         "loop_count",
+                                         "maxloop",
+                                         "pid",
+                                         "uptime_s",
+                                         "heartbeat_drops",
+                                         "last_failover",
+                                         "vip_holder",
+                                         "tls_certificate",
+                                         "boot",
+                                         "failover",
+                                         "errd",
+                                         "checkers_enabled"};
   CHECK(keys == want);
   // docs/operations.md documents every field as `message.field` in its JSON reference.
   std::ifstream in(HAMIRROR_OPERATIONS_MD);

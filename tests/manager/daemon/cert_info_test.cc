@@ -28,9 +28,9 @@ struct TempDir {
 TEST_CASE("a node certificate's subject and expiry", "[daemon][tls]") {
   TempDir dir;
   const std::string pem = (dir.path / "node.pem").string();
-  const std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " +
-                          (dir.path / "node.key").string() + " -out " + pem +
-                          " -days 42 -subj /CN=n1 >/dev/null 2>&1";
+  const std::string cmd =
+      "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout " +
+      (dir.path / "node.key").string() + " -out " + pem + " -days 42 -subj /CN=n1 >/dev/null 2>&1";
   REQUIRE(std::system(cmd.c_str()) == 0);
   CertificateInfo info;
   const auto st = ReadCertificateInfo(pem, &info);
