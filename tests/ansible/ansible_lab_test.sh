@@ -95,6 +95,8 @@ bank_setup
 : >"$WORK/bank.log"
 db_pid=$(lab exec n1 systemctl show -p MainPID --value hamirrord@mysql.service)
 server_before=$(lab exec n1 sh -c 'cat /run/mysqld/mysqld.pid')
+mount_before=$(lab exec n1 findmnt -n -o SOURCE,FSTYPE,ID /var/lib/mysql)
+[[ $mount_before == *fuse* ]] || { fail "n1: /var/lib/mysql is not hamirror-fs' mount: $mount_before"; exit 1; }
 bank_start 4
 run_play "$WORK/rollout.log" -e hamirror_heartbeat_timeout_ms=2000 ||
   { tail -n 60 "$WORK/rollout.log"; bank_stop || true; fail "the rollout failed"; exit 1; }
@@ -126,6 +128,8 @@ done
   { fail "hamirrord on n1 was not restarted"; exit 1; }
 [ "$(lab exec n1 sh -c 'cat /run/mysqld/mysqld.pid')" = "$server_before" ] ||
   { fail "the database server on n1 was restarted (pid $server_before before)"; exit 1; }
+[ "$(lab exec n1 findmnt -n -o SOURCE,FSTYPE,ID /var/lib/mysql)" = "$mount_before" ] ||
+  { fail "n1: the mount of /var/lib/mysql changed during the rollout"; exit 1; }
 wait_pair_ready 60 >/dev/null || exit 1
 say "rolled out; total $((SECONDS - T0)) s"
 
