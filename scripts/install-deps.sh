@@ -22,13 +22,22 @@ packages=(
   dpkg-dev lintian systemd
   # profiling the data path (docs/benchmarks.md, "Data-path tuning")
   linux-perf
+  # deploy/ansible and its SSH lab (docs/deployment.md, "Ansible", "The SSH lab")
+  ansible ansible-lint openssh-server openssh-client systemd-container
 )
+# openssh-server is for the SSH lab's hosts (their own sshd, in their own root): a host that had no
+# sshd before does not get one listening because of this script.
+had_sshd=0
+dpkg -s openssh-server >/dev/null 2>&1 && had_sshd=1
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
 # MariaDB's package may start a system instance; hamirror's tests run their own instances.
 if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mariadb 2>/dev/null; then
   systemctl stop mariadb || true
   systemctl disable mariadb >/dev/null 2>&1 || true
+fi
+if [ "$had_sshd" = 0 ] && [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now ssh.service >/dev/null 2>&1 || true
 fi
 modprobe fuse 2>/dev/null || true
 echo "install-deps.sh: all packages present"

@@ -253,6 +253,28 @@ std::string FailoverLine(const proto::StateReply& r) {
          FormatDuration(f.duration_ms()) + " to " + StateName(f.state()) + ": " + f.reason() + "\n";
 }
 
+// "tls /etc/hamirror/tls/node.pem: CN=n1, expires 2036-12-02 10:00:00 (in 3649 days)"; yellow within
+// 30 days of expiry, red once expired or unreadable. Nothing without TLS.
+std::string CertificateLine(const proto::StateReply& r, const Painter& paint) {
+  if (!r.has_tls_certificate()) return "";
+  const auto& c = r.tls_certificate();
+  if (!c.error().empty())
+    return "tls " + c.path() + ": " + paint("unreadable: " + c.error(), Colour::kRed) + "\n";
+  constexpr int64_t kDay = 86400;
+  const int64_t left = c.expires_in_s();
+  const std::string when = LocalTime(c.not_after_unix_s() * 1000);
+  std::string text;
+  if (left < 0)
+    text = paint("EXPIRED " + when + " (" + FormatDuration(static_cast<uint64_t>(-left) * 1000) + " ago)",
+                 Colour::kRed);
+  else if (left < 30 * kDay)
+    text = paint("expires " + when + " (in " + FormatDuration(static_cast<uint64_t>(left) * 1000) + ")",
+                 Colour::kYellow);
+  else
+    text = "expires " + when + " (in " + std::to_string(left / kDay) + " days)";
+  return "tls " + c.path() + ": " + (c.subject().empty() ? "" : c.subject() + ", ") + text + "\n";
+}
+
 std::string HeartbeatLines(const proto::StateReply& r, const Painter& paint) {
   std::ostringstream o;
   for (const auto& h : r.heartbeats()) {
@@ -387,6 +409,7 @@ std::string FormatState(const proto::StateReply& r, bool verbose, bool colour) {
   o += FailoverLine(r);
   o += HeartbeatLines(r, paint);
   for (const auto& f : r.fs()) o += FsLine(f, paint);
+  o += CertificateLine(r, paint);
   o += WatchLines(r, paint);
   o += "restarts " + std::to_string(r.loop_count()) + "/" + std::to_string(r.maxloop()) + " (maxloop)\n";
   o += FormatToggles(r) + "\n";

@@ -9,6 +9,7 @@
 
 #include "common/log.h"
 #include "common/run_dir.h"
+#include "manager/daemon/cert_info.h"
 #include "manager/daemon/role_class.h"
 #include "manager/heartbeat/heartbeat_key.h"
 #include "manager/process/checkers.h"
@@ -752,6 +753,22 @@ void Node::FillState(bool verbose, proto::StateReply* reply) {
       reply->add_processes()->set_name(w.name.empty() ? w.nameregex : w.name);
   }
   for (const auto& c : checker_status_) *reply->add_checkers() = c;
+  FillCertificate(reply);
+}
+
+void Node::FillCertificate(proto::StateReply* reply) {
+  const auto& cfg = opt_.cfg;
+  if (cfg.rfs.replicated.empty() || !cfg.rfs.encryption) return;
+  auto* c = reply->mutable_tls_certificate();
+  c->set_path(cfg.hamirror.tls_dir + "/node.pem");
+  CertificateInfo info;
+  if (Status st = ReadCertificateInfo(c->path(), &info); !st.ok()) {
+    c->set_error(st.message());
+    return;
+  }
+  c->set_subject(info.subject);
+  c->set_not_after_unix_s(info.not_after_s);
+  c->set_expires_in_s(static_cast<int64_t>(info.not_after_s) - static_cast<int64_t>(WallMs() / 1000));
 }
 
 admin::CommandResult Node::Execute(admin::Command cmd) {

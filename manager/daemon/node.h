@@ -107,6 +107,8 @@ class Node : public admin::NodeControl {
   void RecordFailover();
   // Time in state, last failover and VIP holder of the reply (under snap_mu_).
   void FillTimes(proto::StateReply* reply);
+  // This node's TLS certificate (subject, expiry) when the module replicates over TLS.
+  void FillCertificate(proto::StateReply* reply);
   void MonitorLoop();  // errd + checkers + VIP check + fs status, off the event loop
 
   // Init's parts.

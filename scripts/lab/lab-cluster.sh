@@ -409,6 +409,11 @@ cmd_up_cluster() {  # cmd_up_cluster MODULE_DIR MYSQL(0|1) [lab options]
 
 cmd_env() {
   lab_paths
+  if is_ssh_lab; then
+    printf 'VIP=%s\nN1=%s\nN2=%s\nCLIENT=%s\nSSH_DIR=%s\n' "$LAB_VIP" "$(node_addr 1 0)" "$(node_addr 2 0)" \
+      "$LAB_CLIENT" "$LAB_STATE/ssh"
+    return 0
+  fi
   is_cluster || die "lab '$PREFIX' runs no cluster (lab.sh up --mysql)"
   echo "VIP=$LAB_VIP"
   echo "N1=$(node_addr 1 0)"
@@ -481,6 +486,7 @@ cmd_holder() {
 down_cluster() {
   lab_paths
   local n
+  [ ! -f "$LAB_STATE/ssh-lab" ] || down_ssh_nodes
   if [ -d "$LAB_STATE" ]; then
     for n in 1 2; do [ ! -d "$(node_dir "$n")" ] || node_power_off "$n" || true; done
   fi

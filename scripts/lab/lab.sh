@@ -8,8 +8,11 @@
 #   lab.sh up [-n NODES] [-l LANS] [-p PREFIX]   build the network only (fails if it already exists)
 #   lab.sh up --mysql [-p PREFIX]                a two-node cluster: n1 PRIM, n2 SECOND, MariaDB on the VIP
 #   lab.sh up --module DIR [-p PREFIX]           the same with any module directory
+#   lab.sh up --ssh [-p PREFIX]                  two bare hosts n1, n2 (own root, systemd, sshd on lan 0,
+#                                                MariaDB installed, no hamirror) for deploy/ansible
 #   lab.sh down [-p PREFIX]                      delete everything it made (idempotent)
 #   lab.sh env                                   VIP=, N1=, N2=, CLIENT=, MYSQL_PORT=, MYSQL_USER=, MYSQL_PASSWORD=
+#                                                (SSH lab: VIP=, N1=, N2=, CLIENT=, SSH_DIR=)
 #   lab.sh kill NODE                             power cut: every process of NODE (n1, n2) killed at once
 #   lab.sh start NODE                            boot NODE again: hamirrord, `hamirror start`
 #   lab.sh restartd NODE [--crash]               restart NODE's hamirrord leaving the module running: SIGUSR2
@@ -42,6 +45,8 @@ die() {
 }
 # shellcheck source=lab-cluster.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lab-cluster.sh"
+# shellcheck source=lab-ssh.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lab-ssh.sh"
 need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root"; }
 node_addr() { echo "198.18.$2.$((10 + $1))"; }
 lab_namespaces() { ip netns list 2>/dev/null | awk '{print $1}' | grep -E "^${PREFIX}-(br|client|n[0-9]+)$" || true; }
@@ -230,6 +235,12 @@ cmd_status() {
     ip -n "$ns" -br addr | grep -v '^lo ' || true
   done
   lab_paths
+  if is_ssh_lab; then
+    for n in 1 2; do
+      if [ -n "$(ssh_node_init "$n")" ]; then echo "n$n: running (systemd $(ssh_node_init "$n")), ssh root@$(node_addr "$n" 0)"
+      else echo "n$n: not running"; fi
+    done
+  fi
   if is_cluster; then
     for n in 1 2; do
       if [ -n "$(node_init "$n")" ]; then echo "n$n: running, module $(module_name): $(node_state "$n")"
@@ -250,6 +261,7 @@ cmd_restartd() {
 cmd_up_any() {
   case ${1:-} in
     --mysql) shift; cmd_up_cluster "$REPO/scripts/modules/mysql" 1 "$@" ;;
+    --ssh) shift; cmd_up_ssh "$@" ;;
     --module) [ $# -ge 2 ] || die "usage: up --module DIR"; local dir=$2; shift 2; cmd_up_cluster "$dir" 0 "$@" ;;
     *) cmd_up "$@" ;;
   esac
@@ -259,6 +271,12 @@ cmd_exec() {
   local name=$1
   shift
   lab_paths
+  if is_ssh_lab && [[ "$name" =~ ^n[12]$ ]]; then
+    ssh_node_run "${name#n}" "$@"
+    exit $?
+  fi
+  # The SSH lab's key and known hosts, for deploy/ansible/inventory.lab.ini (run from the client).
+  is_ssh_lab && export HAMIRROR_LAB_SSH="$LAB_STATE/ssh"
   if is_cluster && [[ "$name" =~ ^n[12]$ ]]; then
     node_run "${name#n}" "$@"
     exit $?

@@ -218,6 +218,35 @@ TEST_CASE("state --json: lower-case values, numbers as numbers, unset messages n
   CHECK(cli::FormatStateJson(r).find("\"last_failover\": null") != std::string::npos);
 }
 
+TEST_CASE("state -v: the node certificate's expiry, coloured when near or past", "[cli]") {
+  proto::StateReply r = Pair();
+  CHECK(cli::FormatState(r, true).find("tls ") == std::string::npos);  // no TLS: no line
+  auto* c = r.mutable_tls_certificate();
+  c->set_path("/etc/hamirror/tls/node.pem");
+  c->set_subject("CN=n1");
+  c->set_not_after_unix_s(1764000000 + 3649LL * 86400);
+  c->set_expires_in_s(3649LL * 86400 + 100);
+  std::string out = cli::FormatState(r, true);
+  INFO(out);
+  CHECK(out.find("tls /etc/hamirror/tls/node.pem: CN=n1, expires ") != std::string::npos);
+  CHECK(out.find(" (in 3649 days)\n") != std::string::npos);
+  c->set_expires_in_s(5 * 86400);
+  out = cli::FormatState(r, true, true);
+  CHECK(out.find("\033[33mexpires ") != std::string::npos);
+  CHECK(out.find("(in 5d00h)") != std::string::npos);
+  c->set_expires_in_s(-2 * 3600);
+  out = cli::FormatState(r, true);
+  CHECK(out.find("CN=n1, EXPIRED ") != std::string::npos);
+  CHECK(out.find("(2h00m ago)") != std::string::npos);
+  c->Clear();
+  c->set_path("/etc/hamirror/tls/node.pem");
+  c->set_error("/etc/hamirror/tls/node.pem: no PEM certificate");
+  CHECK(cli::FormatState(r, true).find("tls /etc/hamirror/tls/node.pem: unreadable: ") != std::string::npos);
+  const std::string j = cli::FormatStateJson(r);
+  CHECK(j.find("\"tls_certificate\": {") != std::string::npos);
+  CHECK(j.find("\"error\": \"/etc/hamirror/tls/node.pem: no PEM certificate\"") != std::string::npos);
+}
+
 // Every field name reachable from StateReply, "message.field" (each message type once).
 void CollectFields(const google::protobuf::Descriptor* d, std::set<std::string>* seen_types,
                    std::set<std::string>* out) {
@@ -236,11 +265,26 @@ TEST_CASE("state --json: the field names are stable and each one is documented",
   std::regex top("\n  \"([a-z_]+)\": ");
   for (auto it = std::sregex_iterator(j.begin(), j.end(), top); it != std::sregex_iterator(); ++it)
     keys.push_back((*it)[1]);
-  const std::vector<std::string> want = {
-      "module",          "local",         "peer",       "heartbeats", "vips",     "fs",
-      "processes",       "checkers",      "loop_count", "maxloop",    "pid",      "uptime_s",
-      "heartbeat_drops", "last_failover", "vip_holder", "boot",       "failover", "errd",
-      "checkers_enabled"};
+  const std::vector<std::string> want = {"module",
+                                         "local",
+                                         "peer",
+                                         "heartbeats",
+                                         "vips",
+                                         "fs",
+                                         "processes",
+                                         "checkers",
+                                         "loop_count",
+                                         "maxloop",
+                                         "pid",
+                                         "uptime_s",
+                                         "heartbeat_drops",
+                                         "last_failover",
+                                         "vip_holder",
+                                         "tls_certificate",
+                                         "boot",
+                                         "failover",
+                                         "errd",
+                                         "checkers_enabled"};
   CHECK(keys == want);
   // docs/operations.md documents every field as `message.field` in its JSON reference.
   std::ifstream in(HAMIRROR_OPERATIONS_MD);
