@@ -9,7 +9,10 @@
 #   4. an invalid variable stops the play before any node is changed, with confcheck's file:line: reason;
 #   5. a changed heartbeat timeout is rolled out one node at a time (hamirrord restarted on n1, pair
 #      Ready, then n2) while the bank workload writes through the VIP: no client error, no lost commit,
-#      the database server keeps running.
+#      the database server keeps running;
+#   6. the package upgraded to a newer build through the play while the bank workload writes: no client
+#      error, no lost commit, same database server and mount on n1; then removed and purged on n2: the
+#      module stops there, /var/lib/mysql and /etc/hamirror/modules/mysql are as they were.
 # Environment: REPO, BUILD_DIR (Release build for scripts/build-deb.sh), WORK, BANK, HAMIRROR_BIN,
 # HAMIRROR_LAB (prefix). Needs root, systemd-nspawn, sshd, ansible, MariaDB: anything missing fails.
 set -Eeuo pipefail
@@ -132,6 +135,54 @@ done
   { fail "n1: the mount of /var/lib/mysql changed during the rollout"; exit 1; }
 wait_pair_ready 60 >/dev/null || exit 1
 say "rolled out; total $((SECONDS - T0)) s"
+
+say "6. package upgrade on the running cluster under the bank workload, then remove and purge on n2"
+ver=$(dpkg-deb -f "$DEB" Version)
+"$REPO/scripts/build-deb.sh" --version "$ver+upgrade1" --out "$WORK/deb-new" >"$WORK/build-deb-new.log" 2>&1 ||
+  { tail -n 20 "$WORK/build-deb-new.log"; fail "scripts/build-deb.sh --version $ver+upgrade1 failed"; exit 1; }
+DEB_NEW="$WORK/deb-new/hamirror_${ver}+upgrade1_amd64.deb"
+[ -f "$DEB_NEW" ] || { fail "no $DEB_NEW"; exit 1; }
+server_before=$(lab exec n1 sh -c 'cat /run/mysqld/mysqld.pid')
+mount_before=$(lab exec n1 findmnt -n -o SOURCE,FSTYPE,ID /var/lib/mysql)
+bank_start 4
+# The package's upgrade restarts hamirrord@mysql (hamirrord-stop: SIGUSR2, the module adopted).
+run_play "$WORK/upgrade.log" -e "hamirror_package_file=$DEB_NEW" ||
+  { tail -n 60 "$WORK/upgrade.log"; bank_stop || true; fail "the upgrade play failed"; exit 1; }
+sleep 2  # commits after the upgrade too
+bank_stop || exit 1
+summary=$(bank_summary)
+say "bank during the upgrade: $summary"
+bank_verify || exit 1
+[[ $summary == *" in_doubt=0 failed=0 reconnects=0 "* ]] || { fail "the clients saw the upgrade: $summary"; exit 1; }
+for n in n1 n2; do
+  [ "$(lab exec $n dpkg-query -W -f '${Version}' hamirror)" = "$ver+upgrade1" ] ||
+    { fail "$n: hamirror not upgraded to $ver+upgrade1"; exit 1; }
+done
+[ "$(lab exec n1 sh -c 'cat /run/mysqld/mysqld.pid')" = "$server_before" ] ||
+  { fail "the database server on n1 was restarted by the upgrade"; exit 1; }
+[ "$(lab exec n1 findmnt -n -o SOURCE,FSTYPE,ID /var/lib/mysql)" = "$mount_before" ] ||
+  { fail "n1: the mount of /var/lib/mysql changed during the upgrade"; exit 1; }
+[ "$(wait_pair_ready 60)" = n1 ] || exit 1
+# Remove, then purge, on the secondary: the module stops there (n1 serves alone), the replicated
+# directory and the operator's module directory stay as they were.
+files_before=$(lab exec n2 sh -c 'cd /var/lib/mysql && find . -printf "%y %P\n" | sort')
+grep -q '^d bank$' <<<"$files_before" || { fail "n2: no bank database in /var/lib/mysql before the removal"; exit 1; }
+module_before=$(lab exec n2 sh -c 'cd /etc/hamirror/modules/mysql && find . -type f -exec sha256sum {} + | sort')
+for step in "-r" "-P"; do
+  lab exec n2 dpkg "$step" hamirror >"$WORK/dpkg$step.log" 2>&1 || { cat "$WORK/dpkg$step.log"; fail "n2: dpkg $step hamirror"; exit 1; }
+  lab exec n2 test ! -e /usr/sbin/hamirrord || { fail "n2: hamirrord left after dpkg $step"; exit 1; }
+  [ "$(lab exec n2 findmnt -n -o FSTYPE /var/lib/mysql || true)" != fuse.hamirror ] ||
+    { fail "n2: /var/lib/mysql still a hamirror mount after dpkg $step"; exit 1; }
+  [ "$(lab exec n2 sh -c 'cd /var/lib/mysql && find . -printf "%y %P\n" | sort')" = "$files_before" ] ||
+    { fail "n2: /var/lib/mysql changed by dpkg $step"; exit 1; }
+  [ "$(lab exec n2 sh -c 'cd /etc/hamirror/modules/mysql && find . -type f -exec sha256sum {} + | sort')" = "$module_before" ] ||
+    { fail "n2: /etc/hamirror/modules/mysql changed by dpkg $step"; exit 1; }
+done
+lab exec n2 test ! -e /var/lib/hamirror || { fail "n2: /var/lib/hamirror left after purge"; exit 1; }
+st=$(lab exec n1 hamirror state -lq && echo 0 || echo $?)
+[ "$st" = 2 ] || [ "$st" = 3 ] || { fail "n1 is not serving after n2's removal (state -lq $st)"; exit 1; }
+sql_vip 'SELECT COUNT(*) FROM bank.accounts' >/dev/null || { fail "MariaDB on the VIP does not answer after n2's removal"; exit 1; }
+say "upgraded under load ($ver -> $ver+upgrade1), removed and purged on n2: data and module directories unchanged"
 
 lab_down_clean
 say "PASS"
