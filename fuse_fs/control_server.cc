@@ -20,12 +20,14 @@ class ControlServer::Service final : public proto::FsControl::Service {
   explicit Service(Filesystem* fs) : fs_(fs) {}
 
   grpc::Status Status(grpc::ServerContext*, const proto::FsStatusRequest*, proto::FsStatus* out) override {
+    fs_->NoteControlCall();
     *out = fs_->GetStatus();
     return grpc::Status::OK;
   }
 
   grpc::Status SetRole(grpc::ServerContext*, const proto::SetRoleRequest* req,
                        proto::FsStatus* out) override {
+    fs_->NoteControlCall();
     Role role;
     switch (req->role()) {
       case proto::FS_ROLE_PRIMARY: role = Role::kPrimary; break;
@@ -41,6 +43,7 @@ class ControlServer::Service final : public proto::FsControl::Service {
 
   grpc::Status ExpectResync(grpc::ServerContext*, const proto::ExpectResyncRequest* req,
                             proto::FsStatus* out) override {
+    fs_->NoteControlCall();
     hamirror::Status s = fs_->ExpectResync(req->quarantine(), req->full());
     if (!s.ok()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.ToString());
     *out = fs_->GetStatus();
@@ -48,6 +51,7 @@ class ControlServer::Service final : public proto::FsControl::Service {
   }
 
   grpc::Status Verify(grpc::ServerContext*, const proto::VerifyRequest* req, proto::FsStatus* out) override {
+    fs_->NoteControlCall();
     hamirror::Status s = fs_->Verify(req->repair());
     if (!s.ok()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.ToString());
     *out = fs_->GetStatus();
@@ -56,6 +60,7 @@ class ControlServer::Service final : public proto::FsControl::Service {
 
   grpc::Status PrepareRelease(grpc::ServerContext*, const proto::PrepareReleaseRequest*,
                               proto::FsStatus* out) override {
+    fs_->NoteControlCall();
     hamirror::Status s = fs_->PrepareRelease();
     if (!s.ok()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.ToString());
     *out = fs_->GetStatus();
@@ -63,6 +68,7 @@ class ControlServer::Service final : public proto::FsControl::Service {
   }
 
   grpc::Status Resync(grpc::ServerContext*, const proto::ResyncRequest* req, proto::FsStatus* out) override {
+    fs_->NoteControlCall();
     hamirror::Status s = fs_->Resync(req->full());
     if (!s.ok()) return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, s.ToString());
     *out = fs_->GetStatus();

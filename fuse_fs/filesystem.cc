@@ -28,6 +28,11 @@
 namespace hamirror::fs {
 namespace {
 
+int64_t SteadyMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // The primary is the only writer of its tree, so the kernel may cache names and attributes for long;
 // the secondary's tree changes underneath the kernel, so it caches nothing.
 constexpr double kPrimaryTimeout = 86400.0;
@@ -236,8 +241,13 @@ Status Filesystem::MakeShipper(const std::string& peer, std::unique_ptr<replicat
   so.peer = peer;
   so.send_timeout = options_.send_timeout;
   so.tls = options_.tls;
+  if (options_.manager_grace.count() > 0) {
+    so.may_go_alone = [this] { return SteadyMs() - control_heard_ms_.load() <= options_.manager_grace.count(); };
+  }
   return replicator::Shipper::Create(so, out);
 }
+
+void Filesystem::NoteControlCall() { control_heard_ms_.store(SteadyMs()); }
 
 void Filesystem::StartResyncIfConnected(const char* why) {
   {

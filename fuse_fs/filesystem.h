@@ -46,6 +46,10 @@ struct FsOptions {
   std::string peer;    // primary: HOST:PORT of the secondary
   std::string listen;  // secondary: HOST:PORT to listen on
   std::chrono::milliseconds send_timeout{30000};
+  // Non-zero (hamirrord passes it): a primary whose peer is lost goes alone by itself only when a
+  // control call (a manager: hamirrord polls every second) came within this time; otherwise its writes
+  // wait for one. docs/datapath.md "Without a manager, never alone".
+  std::chrono::milliseconds manager_grace{0};
   replicator::TlsOptions tls;
   std::string node_name;
   // Handles in FUSE direct-I/O mode (no page cache on the mount; docs/datapath.md "Direct I/O"):
@@ -99,6 +103,8 @@ class Filesystem : private ResyncHost {
   // written to it meanwhile bypasses the record, so the record is marked `tree` (durable on return).
   Status PrepareRelease();
   proto::FsStatus GetStatus();
+  // A control call came in (the control server calls it for every one): a manager is around.
+  void NoteControlCall();
   // After the FUSE loop ended: waits (bounded by the send timeout) for in-flight operations, then
   // stops the shipper / replication server.
   void Stop();
@@ -206,6 +212,7 @@ class Filesystem : private ResyncHost {
   const FsOptions options_;
   InodeTable table_;
   std::atomic<Role> role_{Role::kAlone};
+  std::atomic<int64_t> control_heard_ms_{0};  // steady clock, ms: the last control call (NoteControlCall)
   std::string peer_;  // guarded by shipper_mu_
 
   // Namespace lock: exclusive across (local apply, Ship) of tree changes; shared by lookups that bind.

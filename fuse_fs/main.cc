@@ -50,6 +50,7 @@ struct Cli {
   std::string control;
   std::string state_dir;
   int send_timeout_ms = 30000;
+  int manager_grace_ms = 0;
   int threads = 16;
   bool debug = false;
   Transport transport = Transport::kDev;
@@ -121,6 +122,7 @@ int Run(Cli& cli) {
   if (!s.ok()) return Fail(s);
   cli.options.dir = dir;
   cli.options.send_timeout = std::chrono::milliseconds(cli.send_timeout_ms);
+  cli.options.manager_grace = std::chrono::milliseconds(cli.manager_grace_ms);
   if (cli.options.node_name.empty()) {
     char host[256] = {};
     gethostname(host, sizeof(host) - 1);
@@ -301,6 +303,13 @@ int main(int argc, char** argv) {
   secondary->add_option("--send-timeout-ms", cli.send_timeout_ms,
                         "once switched to primary in place: peer declared lost after this")
       ->check(CLI::Range(1, 3600 * 1000));
+  for (CLI::App* sub : {primary, secondary}) {
+    sub->add_option("--manager-grace-ms", cli.manager_grace_ms,
+                    "run by a manager (hamirrord passes it): a lost peer makes the primary go alone by "
+                    "itself only if a control call came within this many ms; else writes wait for one "
+                    "(default 0: always go alone after the send timeout)")
+        ->check(CLI::Range(0, 3600 * 1000));
+  }
   auto* alone = app.add_subcommand("alone", "read-write, no peer; changes recorded dirty");
   add_common(alone, false);
   hamirror::fs::CtlRequest ctl;

@@ -104,6 +104,9 @@ class ShipperImpl final : public Shipper {
   void WatchdogLoop();
   // With mu_ held: mark the stream of generation gen broken (no-op if already replaced).
   void StreamBrokenLocked(uint64_t gen, const std::string& why);
+  // With mu_ held: whether going alone for `reason` is allowed now (options_.may_go_alone); logs once
+  // when it is held.
+  bool MayGoAloneLocked(const std::string& reason);
   // With mu_ held: goes alone, moving every pending callback to *out.
   void GoAloneLocked(const std::string& reason, std::vector<Completion>* out);
   // With mu_ held: completes entry seq (if pending) with result.
@@ -137,6 +140,7 @@ class ShipperImpl final : public Shipper {
   std::unique_ptr<grpc::ClientContext> ctx_;
   std::unique_ptr<Stream> stream_;
   bool stream_finished_ = false;  // Finish() already called (by the reader, on a refused handshake)
+  bool holding_ = false;          // going alone is due but held (MayGoAloneLocked)
   std::thread reader_;
   std::thread sender_;
   std::thread watchdog_;
@@ -320,8 +324,14 @@ void ShipperImpl::SenderLoop() {
       const bool ok = Connect(deadline);
       lock.lock();
       if (!ok && !alone_ && !stopping_) {
+        const std::string reason = "peer lost: could not reconnect within send_timeout (" + last_error_ + ")";
+        if (!MayGoAloneLocked(reason)) {
+          // Held: keep trying the peer, a slice at a time (Connect gives up at once past its deadline).
+          down_since_ = Clock::now() - options_.send_timeout + std::chrono::milliseconds(500);
+          continue;
+        }
         std::vector<Completion> done;
-        GoAloneLocked("peer lost: could not reconnect within send_timeout (" + last_error_ + ")", &done);
+        GoAloneLocked(reason, &done);
         lock.unlock();
         Run(&done);
         lock.lock();
@@ -418,6 +428,8 @@ void ShipperImpl::ReaderLoop(Stream* stream, uint64_t gen) {
       for (uint64_t seq = front_seq_; seq <= at; ++seq) CompleteLocked(seq, {ShipOutcome::kAcked, 0}, &done);
       send_seq_ = at + 1;
       link_ = Link::kUp;
+      if (holding_) HLOG_INFO("the peer answers again: the held writes go on");
+      holding_ = false;
       if (stream_gen_ > 1) ++reconnects_;
       HLOG_INFO("replication stream to %s (%s) up, session %s, resending after seq %llu",
                 options_.peer.c_str(), h.node_name().c_str(), session_id_.c_str(), (unsigned long long)at);
@@ -564,6 +576,7 @@ void ShipperImpl::WatchdogLoop() {
     } else if (link_ != Link::kUp && now - down_since_ >= options_.send_timeout) {
       reason = "stream down for send_timeout (" + last_error_ + ")";
     }
+    if (!reason.empty() && !MayGoAloneLocked(reason)) continue;
     if (!reason.empty()) {
       std::vector<Completion> done;
       GoAloneLocked(reason, &done);
@@ -572,6 +585,20 @@ void ShipperImpl::WatchdogLoop() {
       lock.lock();
     }
   }
+}
+
+bool ShipperImpl::MayGoAloneLocked(const std::string& reason) {
+  if (!options_.may_go_alone || options_.may_go_alone()) {
+    holding_ = false;
+    return true;
+  }
+  if (!holding_) {
+    holding_ = true;
+    HLOG_WARN("%s, but no manager heard lately: holding the writes instead of going alone (nobody would "
+              "fence them) until a manager is heard or the peer answers again",
+              reason.c_str());
+  }
+  return false;
 }
 
 ShipperStats ShipperImpl::Stats() const {

@@ -18,6 +18,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -62,6 +63,12 @@ struct ShipperOptions {
   size_t max_inflight_bytes = 8 << 20;
   // Test hook: flip one byte on the wire (not in the resend buffer) of this many Write frames.
   int test_corrupt_writes = 0;
+  // When set, going alone by itself (the peer silent or unreachable past send_timeout) needs it to say
+  // yes; until then the operations wait (and reconnecting goes on). hamirror-fs run by hamirrord says
+  // "a manager was heard lately": a primary left without its manager (hamirrord died and did not come
+  // back) must not acknowledge writes alone that nobody fences, since the peer may have taken over.
+  // Called with the shipper's lock held: must be quick and must not call the shipper.
+  std::function<bool()> may_go_alone;
 };
 
 struct ShipperStats {

@@ -17,6 +17,9 @@
 
 namespace hamirror::daemon {
 
+// --manager-grace-ms given to every hamirror-fs this daemon starts (fs_driver.cc).
+constexpr int kFsManagerGraceMs = 10000;
+
 struct FsDir {
   std::string dir;
   std::string control;         // control socket path

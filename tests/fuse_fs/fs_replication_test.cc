@@ -343,6 +343,54 @@ TEST_CASE("primary: peer loss during writes -> alone within the send timeout, no
   REQUIRE(pair.primary.Stop().ok());
 }
 
+// hamirrord passes --manager-grace-ms: a primary whose manager died (no control call lately) must not
+// acknowledge writes alone that nobody fences (the peer may have taken over); it holds them until a
+// control call comes, then goes alone as before.
+TEST_CASE("primary run by a manager: with no manager heard a lost peer holds the writes until a control call",
+          "[fuse_fs][replication]") {
+  Pair pair;
+  REQUIRE(pair.Start(1000, {"--manager-grace-ms", "1500"}).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0};
+  std::atomic<long> writes{0};
+  std::thread writer([&] {
+    hamirror::UniqueFd fd(open((pair.a_ + "/held").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    if (!fd) {
+      failures++;
+      return;
+    }
+    std::string chunk(4096, 'h');
+    for (off_t off = 0; !stop.load(); off = (off + 4096) % (16 << 20)) {
+      if (pwrite(fd.get(), chunk.data(), chunk.size(), off) != static_cast<ssize_t>(chunk.size())) failures++;
+      writes++;
+    }
+  });
+  REQUIRE(WaitUntil([&] { return writes.load() > 20; }, 10s));
+  // No control call for longer than the grace: the manager is "gone" (a duration to let pass, not a
+  // synchronisation).
+  std::this_thread::sleep_for(2000ms);
+  pair.secondary.Kill();  // SIGKILL by pid: the peer is lost
+  std::this_thread::sleep_for(1500ms);  // past the send timeout (1000 ms)
+  const long held_at = writes.load();
+  std::this_thread::sleep_for(2000ms);
+  const long still = writes.load();
+  const std::string log_while_held = pair.primary.LogTail();
+  // A manager is heard (this call): the primary goes alone, the writes go on.
+  FsStatus st;
+  bool alone = WaitUntil(
+      [&] { return pair.primary.GetStatus(&st).ok() && st.role() == hamirror::proto::FS_ROLE_ALONE; }, 10s);
+  bool flowing = WaitUntil([&] { return writes.load() > still + 20; }, 10s);
+  stop = true;
+  writer.join();
+  INFO(pair.Logs() << "\nstatus: " << st.ShortDebugString() << ", writes " << held_at << " -> " << still);
+  CHECK(still == held_at);  // nothing acknowledged while nobody could fence it
+  CHECK(log_while_held.find("no manager heard lately: holding the writes") != std::string::npos);
+  REQUIRE(alone);
+  REQUIRE(flowing);
+  REQUIRE(failures.load() == 0);
+  REQUIRE(pair.primary.Stop().ok());
+}
+
 TEST_CASE("role switch: secondary -> primary in place, re-binding its live inodes for the new peer",
           "[fuse_fs][replication]") {
   Pair pair;
