@@ -137,10 +137,9 @@ std::vector<std::string> FsCommandLine(const FsDir& d, const FsLaunch& launch) {
   args.insert(args.end(), {"--zone-size", std::to_string(launch.zone_size), "--resync-workers",
                            std::to_string(launch.resync_workers), "--send-timeout-ms",
                            std::to_string(launch.send_timeout_ms)});
-  // The monitor polls every hamirror-fs at least every 2 s: heard from within 10 s means a live
-  // manager. Without one, a primary whose peer is lost holds its writes instead of going alone
-  // (docs/datapath.md "Without a manager, never alone").
-  args.insert(args.end(), {"--manager-grace-ms", std::to_string(kFsManagerGraceMs)});
+  // Without a manager heard within this, a primary whose peer is lost holds its writes instead of
+  // going alone (docs/datapath.md "Without a manager, never alone").
+  args.insert(args.end(), {"--manager-grace-ms", std::to_string(launch.manager_grace_ms)});
   if (launch.resync_rate_bps != 0)
     args.insert(args.end(), {"--resync-rate", std::to_string(launch.resync_rate_bps)});
   return args;

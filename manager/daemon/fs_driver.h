@@ -17,9 +17,6 @@
 
 namespace hamirror::daemon {
 
-// --manager-grace-ms given to every hamirror-fs this daemon starts (fs_driver.cc).
-constexpr int kFsManagerGraceMs = 10000;
-
 struct FsDir {
   std::string dir;
   std::string control;         // control socket path
@@ -40,6 +37,9 @@ struct FsLaunch {
   uint64_t resync_rate_bps = 0;     // --resync-rate (reiallowedbw), 0: unlimited
   int resync_workers = 3;           // --resync-workers (nbrei)
   int64_t send_timeout_ms = 30000;  // --send-timeout-ms (sendtimeout): peer lost, primary goes alone
+  // --manager-grace-ms: how long without a control call means "no manager" to hamirror-fs. The monitor
+  // polls every 2 s, between checkers it runs inline (each bounded by its timeout): ManagerGraceMs().
+  int64_t manager_grace_ms = 10000;
 };
 
 // The hamirror-fs command line that serves directory d (argv, the binary first).

@@ -323,6 +323,12 @@ void Node::InitFs(const std::string& self_flow, const std::string& peer_flow) {
   launch.resync_rate_bps = cfg.rfs.reiallowedbw_kbps * 1024;
   launch.resync_workers = cfg.rfs.nbrei;
   launch.send_timeout_ms = cfg.rfs.sendtimeout.count();
+  // The monitor's fs poll (every 2 s) waits behind the checkers it runs inline: 10 s plus their
+  // timeouts, so a slow checker is never taken for a dead manager.
+  launch.manager_grace_ms = 10000;
+  for (const auto& c : cfg.check.tcp) launch.manager_grace_ms += c.timeout.count();
+  for (const auto& c : cfg.check.custom) launch.manager_grace_ms += c.timeout.count();
+  for (const auto& c : cfg.check.ping) launch.manager_grace_ms += c.timeout.count();
   fs_ = std::make_unique<FsDriver>(std::move(dirs), std::move(launch), log_);
 }
 
