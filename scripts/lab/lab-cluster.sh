@@ -43,7 +43,11 @@ lab_paths() {
 is_cluster() { [ -f "$LAB_STATE/module" ]; }
 module_name() { cat "$LAB_STATE/module"; }
 node_dir() { echo "$LAB_STATE/n$1"; }
-pid_alive() { [ -n "$1" ] && [ -d "/proc/$1" ] && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+# Alive: running or sleeping; a zombie (Z) or a process being reaped (X, briefly) counts as gone.
+pid_alive() {
+  [ -n "$1" ] && [ -d "/proc/$1" ] || return 1
+  case "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" in Z | X | '') return 1 ;; esac
+}
 # PID files hold "PID START-TIME": a PID reused by an unrelated process after ours died never matches,
 # so lab.sh never enters or kills a stranger.
 start_time() { awk '{print $22}' "/proc/$1/stat" 2>/dev/null; }
@@ -212,13 +216,13 @@ node_restart_daemon() {  # node_restart_daemon N [--crash]
   kill "-$sig" "$pid"
   # The daemon waits (<= 60 s) for a state it can hand over (no transition under way). Polled every
   # 20 ms: the new daemon must adopt the module within the lease (>= ~675 ms with the stock timings).
-  local i deadline=$((SECONDS + 70))
+  local i deadline=$((SECONDS + 70)) exited=0
   for ((i = 0; i < 10000; i++)); do
-    pid_alive "$pid" || break
-    [ $SECONDS -lt $deadline ] || die "hamirrord on n$n (pid $pid) still runs 70 s after SIGUSR2"
+    if ! pid_alive "$pid"; then exited=1; break; fi
+    [ $SECONDS -lt $deadline ] || die "hamirrord on n$n (pid $pid) still runs 70 s after SIG$sig"
     sleep 0.02
   done
-  ! pid_alive "$pid" || die "hamirrord on n$n (pid $pid) did not exit after SIG$sig"
+  [ "$exited" = 1 ] || die "hamirrord on n$n (pid $pid) did not exit after SIG$sig"
   [ -z "${LAB_RESTARTD_HOOK:-}" ] || "$LAB_RESTARTD_HOOK" "$n"
   node_start_daemon "$n"
   t1=$(date +%s%N)

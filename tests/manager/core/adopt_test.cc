@@ -30,15 +30,6 @@ std::string Dump(const Sim& s) {
   return out;
 }
 
-template <class Cond>
-bool RunUntil(Sim& s, Cond cond, uint64_t max_ms) {
-  for (uint64_t t = 0; t < max_ms; t += 10) {
-    if (cond()) return true;
-    s.RunFor(10);
-    if (!s.violation().empty()) return false;
-  }
-  return cond();
-}
 
 void BringUp(Sim& s) {
   REQUIRE(s.Command(A, Command::kStart).accepted);

@@ -28,16 +28,6 @@ bool Is(const Sim& s, int i, NodeState st, Readiness r = Readiness::kReady) {
   return s.state(i) == st && s.readiness(i) == r;
 }
 
-// Runs until cond holds (checked every 10 ms) or max_ms passed; fails on any invariant violation.
-template <class Cond>
-bool RunUntil(Sim& s, Cond cond, uint64_t max_ms) {
-  for (uint64_t t = 0; t < max_ms; t += 10) {
-    if (cond()) return true;
-    s.RunFor(10);
-    if (!s.violation().empty()) return false;
-  }
-  return cond();
-}
 
 #define WAIT_FOR(sim, cond, ms)                    \
   do {                                             \

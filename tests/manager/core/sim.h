@@ -180,4 +180,15 @@ class Sim {
   uint64_t impaired_since_ = 0, perfect_since_ = 0;
 };
 
+// Runs until cond holds (checked every 10 ms) or max_ms passed; false on any invariant violation.
+template <class Cond>
+bool RunUntil(Sim& s, Cond cond, uint64_t max_ms) {
+  for (uint64_t t = 0; t < max_ms; t += 10) {
+    if (cond()) return true;
+    s.RunFor(10);
+    if (!s.violation().empty()) return false;
+  }
+  return cond();
+}
+
 }  // namespace hamirror::manager::core::sim
