@@ -52,6 +52,15 @@ wait_pair_ready() {
     if [[ $s2 == "prim ready"* && $s1 == "second ready"* ]]; then echo n2; return 0; fi
     sleep 0.3
   done
+  # What each node waits for (state -v: the wait reason) and its last log lines, so that a failure
+  # explains itself.
+  local n
+  for n in n1 n2; do
+    echo "--- $n: hamirror state -v" >&2
+    timeout 10 "$LAB" exec "$n" hamirror state -v >&2 2>&1 || true
+    echo "--- $n: last module log lines" >&2
+    timeout 10 "$LAB" exec "$n" hamirror log -n 25 >&2 2>&1 || true
+  done
   fail "after $1 s the cluster is not PRIM/SECOND ready: n1='$s1' n2='$s2'"
 }
 
