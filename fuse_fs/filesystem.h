@@ -46,9 +46,9 @@ struct FsOptions {
   std::string peer;    // primary: HOST:PORT of the secondary
   std::string listen;  // secondary: HOST:PORT to listen on
   std::chrono::milliseconds send_timeout{30000};
-  // Non-zero (hamirrord passes it): a primary whose peer is lost goes alone by itself only when a
-  // control call (a manager: hamirrord polls every second) came within this time; otherwise its writes
-  // wait for one. docs/datapath.md "Without a manager, never alone".
+  // Non-zero (hamirrord passes it): a primary whose peer is lost goes alone by itself only when the
+  // manager was heard within this time (NoteControlCall); otherwise its writes wait for it.
+  // docs/datapath.md "Without a manager, never alone".
   std::chrono::milliseconds manager_grace{0};
   replicator::TlsOptions tls;
   std::string node_name;
@@ -103,7 +103,8 @@ class Filesystem : private ResyncHost {
   // written to it meanwhile bypasses the record, so the record is marked `tree` (durable on return).
   Status PrepareRelease();
   proto::FsStatus GetStatus();
-  // A control call came in (the control server calls it for every one): a manager is around.
+  // A manager's sign of life (the control server calls it for every call that changes something and
+  // for keepalive status polls): see FsOptions::manager_grace.
   void NoteControlCall();
   // After the FUSE loop ended: waits (bounded by the send timeout) for in-flight operations, then
   // stops the shipper / replication server.

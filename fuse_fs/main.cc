@@ -306,8 +306,9 @@ int main(int argc, char** argv) {
   for (CLI::App* sub : {primary, secondary}) {
     sub->add_option("--manager-grace-ms", cli.manager_grace_ms,
                     "run by a manager (hamirrord passes it): a lost peer makes the primary go alone by "
-                    "itself only if a control call came within this many ms; else writes wait for one "
-                    "(default 0: always go alone after the send timeout)")
+                    "itself only if the manager was heard (a control call that changes something, or a "
+                    "keepalive status poll) within this many ms; else writes wait for it (default 0: "
+                    "always go alone after the send timeout)")
         ->check(CLI::Range(0, 3600 * 1000));
   }
   auto* alone = app.add_subcommand("alone", "read-write, no peer; changes recorded dirty");

@@ -29,10 +29,14 @@ std::unique_ptr<proto::FsControl::Stub> Connect(const std::string& sock) {
   return proto::FsControl::NewStub(grpc::CreateChannel("unix:" + sock, grpc::InsecureChannelCredentials()));
 }
 
-grpc::Status QueryStatus(const std::string& sock, proto::FsStatus* st, int timeout_ms) {
+// keepalive: the monitor's periodic polls only (FsStatusRequest.keepalive): never the queries the
+// crash path makes before it has stopped the application.
+grpc::Status QueryStatus(const std::string& sock, proto::FsStatus* st, int timeout_ms, bool keepalive = false) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
-  return Connect(sock)->Status(&ctx, proto::FsStatusRequest(), st);
+  proto::FsStatusRequest req;
+  req.set_keepalive(keepalive);
+  return Connect(sock)->Status(&ctx, req, st);
 }
 
 }  // namespace
@@ -285,7 +289,7 @@ void FsDriver::FillStatus(proto::StateReply* reply) {
     auto* f = reply->add_fs();
     f->set_dir(d.dir);
     proto::FsStatus st;
-    grpc::Status g = QueryStatus(d.control, &st, 1000);
+    grpc::Status g = QueryStatus(d.control, &st, 1000, /*keepalive=*/true);
     f->set_running(g.ok());
     if (!g.ok()) continue;
     f->set_role(st.role());

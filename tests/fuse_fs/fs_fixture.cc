@@ -86,10 +86,12 @@ std::unique_ptr<proto::FsControl::Stub> Stub(const std::string& control) {
 }
 }  // namespace
 
-Status FsProcess::GetStatus(proto::FsStatus* out) {
+Status FsProcess::GetStatus(proto::FsStatus* out, bool keepalive) {
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
-  grpc::Status s = Stub(control_)->Status(&ctx, proto::FsStatusRequest(), out);
+  proto::FsStatusRequest req;
+  req.set_keepalive(keepalive);
+  grpc::Status s = Stub(control_)->Status(&ctx, req, out);
   if (!s.ok()) return Status::Unavailable("Status: " + s.error_message());
   return Status::Ok();
 }

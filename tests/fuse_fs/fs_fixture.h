@@ -28,7 +28,8 @@ class FsProcess {
   void Kill();
   ~FsProcess();
 
-  Status GetStatus(proto::FsStatus* out);
+  // keepalive: as a manager's periodic poll (FsStatusRequest.keepalive).
+  Status GetStatus(proto::FsStatus* out, bool keepalive = false);
   Status SetRole(proto::FsRole role, const std::string& peer, proto::FsStatus* out = nullptr);
 
   // Starts the daemon with this RLIMIT_NOFILE (soft and hard; 0: inherited), through prlimit(1).

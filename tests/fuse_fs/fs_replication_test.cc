@@ -366,19 +366,25 @@ TEST_CASE("primary run by a manager: with no manager heard a lost peer holds the
     }
   });
   REQUIRE(WaitUntil([&] { return writes.load() > 20; }, 10s));
-  // No control call for longer than the grace: the manager is "gone" (a duration to let pass, not a
-  // synchronisation).
+  // A manager polls (keepalive), then is gone: no keepalive for longer than the grace (a duration to
+  // let pass, not a synchronisation). Plain status queries, as a restarted hamirrord makes before it
+  // stops the application, are not a sign of life: one is made while the writes are held.
+  FsStatus st;
+  REQUIRE(pair.primary.GetStatus(&st, /*keepalive=*/true).ok());
   std::this_thread::sleep_for(2000ms);
   pair.secondary.Kill();  // SIGKILL by pid: the peer is lost
   std::this_thread::sleep_for(1500ms);  // past the send timeout (1000 ms)
   const long held_at = writes.load();
+  REQUIRE(pair.primary.GetStatus(&st).ok());
   std::this_thread::sleep_for(2000ms);
   const long still = writes.load();
   const std::string log_while_held = pair.primary.LogTail();
-  // A manager is heard (this call): the primary goes alone, the writes go on.
-  FsStatus st;
+  // A manager is heard (a keepalive poll): the primary goes alone, the writes go on.
   bool alone = WaitUntil(
-      [&] { return pair.primary.GetStatus(&st).ok() && st.role() == hamirror::proto::FS_ROLE_ALONE; }, 10s);
+      [&] {
+        return pair.primary.GetStatus(&st, /*keepalive=*/true).ok() && st.role() == hamirror::proto::FS_ROLE_ALONE;
+      },
+      10s);
   bool flowing = WaitUntil([&] { return writes.load() > still + 20; }, 10s);
   stop = true;
   writer.join();
