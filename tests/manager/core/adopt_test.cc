@@ -23,14 +23,6 @@ std::unique_ptr<Sim> MakeSim(bool witness) {
 
 bool Is(const Sim& s, int i, NodeState st) { return s.state(i) == st && s.readiness(i) == Readiness::kReady; }
 
-std::string Dump(const Sim& s) {
-  std::string out = s.Describe() + "\n" + s.violation() + "\n";
-  size_t from = s.trace().size() > 300 ? s.trace().size() - 300 : 0;
-  for (size_t i = from; i < s.trace().size(); ++i) out += s.trace()[i] + "\n";
-  return out;
-}
-
-
 void BringUp(Sim& s) {
   REQUIRE(s.Command(A, Command::kStart).accepted);
   REQUIRE(s.Command(B, Command::kStart).accepted);

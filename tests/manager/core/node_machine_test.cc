@@ -36,13 +36,6 @@ bool Is(const Sim& s, int i, NodeState st, Readiness r = Readiness::kReady) {
       FAIL("waited for " #cond "\n" << Dump(sim)); \
   } while (0)
 
-std::string Dump(const Sim& s) {
-  std::string out = s.Describe() + "\n" + s.violation() + "\n";
-  size_t from = s.trace().size() > 300 ? s.trace().size() - 300 : 0;
-  for (size_t i = from; i < s.trace().size(); ++i) out += s.trace()[i] + "\n";
-  return out;
-}
-
 // First start, as the SafeKit procedure says: start both, prim on A, second on B.
 void BringUp(Sim& s) {
   REQUIRE(s.Command(A, Command::kStart).accepted);

@@ -191,4 +191,12 @@ bool RunUntil(Sim& s, Cond cond, uint64_t max_ms) {
   return cond();
 }
 
+// The simulation's state, its first violation and the last 300 trace lines: a failing test's message.
+inline std::string Dump(const Sim& s) {
+  std::string out = s.Describe() + "\n" + s.violation() + "\n";
+  size_t from = s.trace().size() > 300 ? s.trace().size() - 300 : 0;
+  for (size_t i = from; i < s.trace().size(); ++i) out += s.trace()[i] + "\n";
+  return out;
+}
+
 }  // namespace hamirror::manager::core::sim
