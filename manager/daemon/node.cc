@@ -572,20 +572,9 @@ bool Node::Apply(const core::Action& a) {
 }
 
 void Node::RunScriptAsync(core::Script script, bool force) {
-  const std::string path = ScriptPath(opt_.cfg.scripts, script);
-  scripts::ScriptTimeouts t;
-  t.timeout = opt_.cfg.user.nicestoptimeout;
-  t.force_timeout = opt_.cfg.user.forcestoptimeout;
-  t.rerun_with_force = false;  // the state machine decides about the force run
   auto done = std::make_shared<std::atomic<bool>>(false);
-  log_->Info(std::string("running ") + core::ToString(script) + (force ? " force" : ""));
-  const bool logging = opt_.cfg.user.logging;
-  std::thread th([this, script, force, path, t, done, logging] {
-    scripts::ScriptResult r = scripts::RunScript(ToScript(script), path, script_env_, t, force,
-                                                 [this, logging](std::string_view line) {
-                                                   if (logging) log_->Info(line);
-                                                 });
-    log_->Write(r.ok ? admin::ModuleLog::Level::kInfo : admin::ModuleLog::Level::kWarning, r.Summary());
+  std::thread th([this, script, force, done] {
+    const scripts::ScriptResult r = RunScriptNow(script, force);
     Post(core::EvScriptDone{script, r.ok          ? core::ScriptResult::kOk
                                     : r.timed_out ? core::ScriptResult::kTimeout
                                                   : core::ScriptResult::kFailed});
@@ -594,11 +583,11 @@ void Node::RunScriptAsync(core::Script script, bool force) {
   workers_.push_back(Worker{std::move(th), done});
 }
 
-bool Node::RunScriptNow(core::Script script, bool force) {
+scripts::ScriptResult Node::RunScriptNow(core::Script script, bool force) {
   scripts::ScriptTimeouts t;
   t.timeout = opt_.cfg.user.nicestoptimeout;
   t.force_timeout = opt_.cfg.user.forcestoptimeout;
-  t.rerun_with_force = false;
+  t.rerun_with_force = false;  // the state machine (or the crash path) decides about the force run
   log_->Info(std::string("running ") + core::ToString(script) + (force ? " force" : ""));
   const bool logging = opt_.cfg.user.logging;
   scripts::ScriptResult r = scripts::RunScript(ToScript(script), ScriptPath(opt_.cfg.scripts, script),
@@ -606,7 +595,7 @@ bool Node::RunScriptNow(core::Script script, bool force) {
                                                  if (logging) log_->Info(line);
                                                });
   log_->Write(r.ok ? admin::ModuleLog::Level::kInfo : admin::ModuleLog::Level::kWarning, r.Summary());
-  return r.ok;
+  return r;
 }
 
 void Node::ProbeWitnessAsync(uint64_t probe_id) {

@@ -98,8 +98,8 @@ class Node : public admin::NodeControl {
   void WatchFs(bool prim_ready, int* not_in_sync_polls);
   void RunScriptAsync(manager::core::Script script, bool force);
   // Runs a module script on the calling thread (bounded by nicestoptimeout/forcestoptimeout), its
-  // output and result logged. True: exit 0 (or absent).
-  bool RunScriptNow(manager::core::Script script, bool force);
+  // output and result logged. RunScriptAsync runs it on a worker and posts EvScriptDone.
+  scripts::ScriptResult RunScriptNow(manager::core::Script script, bool force);
   void ProbeWitnessAsync(uint64_t probe_id);
   bool MakeStatus(manager::core::PeerStatus* out);  // heartbeat thread; false while a step runs
   void UpdateSnapshot();

@@ -145,7 +145,7 @@ void Node::FenceUnwatchedApplication() {
   // takes over (it hears no heartbeat from us), they would be lost when this node rejoins as SECOND.
   log_->Warning("still serving with no hamirrord watching (the previous one ended without handing over): " +
                 serving + "; the application may be writing on it: stopping it as a module stop does");
-  if (!RunScriptNow(core::Script::kStopPrim, /*force=*/true))
+  if (!RunScriptNow(core::Script::kStopPrim, /*force=*/true).ok)
     log_->Error("stop_prim force failed: the application may still run; releasing the directories anyway");
   (void)RunScriptNow(core::Script::kStopBoth, /*force=*/false);
   if (Status s = fs_->Release(); !s.ok()) log_->Error("data directory: " + s.ToString());
