@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <memory>
+#include <string>
 #include <thread>
 
 #include "proto/fs_control.grpc.pb.h"
@@ -48,17 +50,30 @@ grpc::Status Call(proto::FsControl::Stub* stub, const CtlRequest& r, proto::FsSt
   return stub->ExpectResync(&ctx, req, st);
 }
 
+std::unique_ptr<proto::FsControl::Stub> NewStub(const std::string& control) {
+  return proto::FsControl::NewStub(grpc::CreateChannel("unix:" + control, grpc::InsecureChannelCredentials()));
+}
+
 // Polls until the resync (or verify) with an id other than `old_id` has ended. Exit code.
-int WaitEnd(proto::FsControl::Stub* stub, const CtlRequest& r, uint64_t old_id) {
+int WaitEnd(std::unique_ptr<proto::FsControl::Stub> stub, const CtlRequest& r, uint64_t old_id) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(r.timeout_s);
+  auto unreachable_until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
   while (std::chrono::steady_clock::now() < deadline) {
     proto::FsStatus st;
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
     if (!stub->Status(&ctx, proto::FsStatusRequest(), &st).ok()) {
+      // `wait` may be called while hamirror-fs is still starting: its socket gets some time to appear.
+      const auto now = std::chrono::steady_clock::now();
+      if (r.verb == "wait" && now < unreachable_until) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        stub = NewStub(r.control);  // a failed channel backs off for a second or more: start afresh
+        continue;
+      }
       fprintf(stderr, "hamirror-fs ctl: lost the control socket while waiting\n");
       return 2;
     }
+    unreachable_until = std::chrono::steady_clock::time_point::min();
     const proto::FsResync& p = r.verb == "verify" ? st.verify() : st.resync();
     if (p.id() != old_id && p.phase() != "running" && p.phase() != "idle") {
       Print(st);
@@ -74,8 +89,10 @@ int WaitEnd(proto::FsControl::Stub* stub, const CtlRequest& r, uint64_t old_id) 
 }  // namespace
 
 int RunCtl(const CtlRequest& r) {
-  auto stub =
-      proto::FsControl::NewStub(grpc::CreateChannel("unix:" + r.control, grpc::InsecureChannelCredentials()));
+  auto stub = NewStub(r.control);
+  // wait: poll here, in one process (a script polling `status` costs a process start per poll,
+  // which on a small machine competes with the resync it waits for).
+  if (r.verb == "wait") return WaitEnd(std::move(stub), r, r.after_id);
   uint64_t old_id = 0;
   if (r.wait) {
     proto::FsStatus before;
@@ -90,7 +107,7 @@ int RunCtl(const CtlRequest& r) {
     fprintf(stderr, "hamirror-fs ctl: %s: %s\n", r.control.c_str(), g.error_message().c_str());
     return g.error_code() == grpc::StatusCode::FAILED_PRECONDITION ? 1 : 2;
   }
-  if (r.wait && (r.verb == "resync" || r.verb == "verify")) return WaitEnd(stub.get(), r, old_id);
+  if (r.wait && (r.verb == "resync" || r.verb == "verify")) return WaitEnd(std::move(stub), r, old_id);
   Print(st);
   return 0;
 }

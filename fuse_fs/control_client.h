@@ -7,20 +7,22 @@
 //   ... [--wait]: resync/verify: until it ended (exit 1 if it failed or verify found differences)
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace hamirror::fs {
 
 struct CtlRequest {
   std::string control;  // socket path
-  std::string verb;     // status, role, resync, verify, expect-resync
+  std::string verb;     // status, role, resync, verify, expect-resync, wait
   std::string role;     // role: primary, alone
   std::string peer;
   bool full = false;
   bool repair = false;
   bool quarantine = false;
   bool wait = false;
-  int timeout_s = 24 * 3600;  // --wait bound
+  uint64_t after_id = 0;       // wait: the resync to wait for is one with another id
+  int timeout_s = 24 * 3600;  // --wait (and wait) bound
 };
 
 // Runs the request; returns the process exit code (0 ok, 1 refused/failed/differences, 2 unreachable).

@@ -316,9 +316,9 @@ int main(int argc, char** argv) {
   hamirror::fs::CtlRequest ctl;
   auto* ctl_cmd = app.add_subcommand("ctl", "talk to a running hamirror-fs through its control socket");
   ctl_cmd->add_option("--control", ctl.control, "its control socket")->required();
-  ctl_cmd->add_option("verb", ctl.verb, "status | role | resync | verify | expect-resync")
+  ctl_cmd->add_option("verb", ctl.verb, "status | role | resync | verify | expect-resync | wait")
       ->required()
-      ->check(CLI::IsMember({"status", "role", "resync", "verify", "expect-resync"}));
+      ->check(CLI::IsMember({"status", "role", "resync", "verify", "expect-resync", "wait"}));
   ctl_cmd->add_option("role", ctl.role, "with role: primary | alone")
       ->check(CLI::IsMember({"primary", "alone"}));
   ctl_cmd->add_option("--peer", ctl.peer, "with role primary: the secondary's HOST:PORT");
@@ -326,7 +326,9 @@ int main(int argc, char** argv) {
   ctl_cmd->add_flag("--repair", ctl.repair, "verify: record what differs");
   ctl_cmd->add_flag("--quarantine", ctl.quarantine, "expect-resync: save what the resync changes first");
   ctl_cmd->add_flag("--wait", ctl.wait, "resync, verify: wait until it ended");
-  ctl_cmd->add_option("--timeout", ctl.timeout_s, "with --wait: seconds")
+  ctl_cmd->add_option("--after-id", ctl.after_id,
+                      "wait: for the end of a resync whose id is not this one (default 0: any resync)");
+  ctl_cmd->add_option("--timeout", ctl.timeout_s, "with --wait, and wait: seconds")
       ->check(CLI::Range(1, 7 * 24 * 3600));
   try {
     app.parse(argc, argv);

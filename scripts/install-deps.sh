@@ -17,7 +17,7 @@ packages=(
   libsystemd-dev libssl-dev openssl
   # runtime and test tools
   iproute2 iputils-ping iputils-arping attr acl procps psmisc netcat-openbsd python3 util-linux
-  mariadb-server mariadb-client libmariadb-dev sysbench fio bindfs rsync
+  mariadb-server mariadb-client libmariadb-dev sysbench fio bindfs rsync socat
   # the Debian package and its unit (scripts/build-deb.sh, docs/deployment.md; systemd as a test PID 1)
   dpkg-dev lintian systemd
   # profiling the data path (docs/benchmarks.md, "Data-path tuning")
