@@ -683,6 +683,12 @@ void Filesystem::Init(fuse_conn_info* conn) {
   HLOG_INFO("kernel FUSE: handle_killpriv_v2 %s", killpriv_v2 ? "on (privileges dropped by this daemon)"
                                                   : options_.killpriv_v2 ? "not offered by the kernel"
                                                                          : "off (--killpriv-v2 off)");
+  const bool allow_mmap = init_extension_ && (init_extension_->accepted() & kInitDirectIoAllowMmap);
+  sync_handles_direct_.store(allow_mmap, std::memory_order_relaxed);
+  HLOG_INFO("kernel FUSE: direct_io_allow_mmap %s",
+            allow_mmap                ? "on (O_DSYNC/O_SYNC handles for writing use direct I/O)"
+            : options_.direct_io_mmap ? "not offered by the kernel"
+                                      : "off (--direct-io-mmap off)");
 }
 
 int Filesystem::LookupLocked(Inode& parent, const char* name, fuse_entry_param* e) {
@@ -1129,11 +1135,14 @@ constexpr uint64_t kFhDirectIo = uint64_t{1} << 32;
 // write FUSE requests of the cached path: the GETXATTR of security.capability the kernel's privilege
 // check sends first (FUSE never caches its answer without FUSE_HANDLE_KILLPRIV_V2, which libfuse 3.14
 // cannot ask for), and, for O_DSYNC, the FSYNC sent after the write. The write handler does both jobs
-// itself (DropPrivsLocked, and the flush it does for sync writes anyway). Cost: the kernel refuses a
-// shared mmap of such a handle.
-void SetDirectIo(fuse_file_info* fi, bool all_writable) {
+// itself (DropPrivsLocked, and the flush it does for sync writes anyway). Cost: without
+// DIRECT_IO_ALLOW_MMAP the kernel refuses a shared mmap of such a handle; with it (sync_writable) a
+// handle opened O_DSYNC/O_SYNC for writing gets direct I/O too, sparing each of its writes the FSYNC
+// round trip (≈ 50 µs of a 4 KiB O_DSYNC write here), and its reads are not cached on the mount.
+void SetDirectIo(fuse_file_info* fi, bool all_writable, bool sync_writable) {
   const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
-  if (!(fi->flags & O_DIRECT) && !(all_writable && writable)) return;
+  const bool sync = (fi->flags & O_DSYNC) != 0;  // O_SYNC includes the O_DSYNC bit
+  if (!(fi->flags & O_DIRECT) && !(all_writable && writable) && !(sync_writable && sync && writable)) return;
   fi->direct_io = 1;
   fi->fh |= kFhDirectIo;
 }
@@ -1158,7 +1167,7 @@ void Filesystem::Open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fi->keep_cache = 0;
   } else {
     fi->keep_cache = 1;  // only we write this tree, through this very page cache
-    SetDirectIo(fi, options_.direct_io_all);
+    SetDirectIo(fi, options_.direct_io_all, sync_handles_direct_.load(std::memory_order_relaxed));
   }
   fi->noflush = 0;
   if (fuse_reply_open(req, fi) == -ENOENT) close(fd);  // interrupted
@@ -1199,7 +1208,7 @@ void Filesystem::Create(fuse_req_t req, fuse_ino_t parent_ino, const char* name,
   }
   fi->fh = static_cast<uint64_t>(fd.Release());
   fi->keep_cache = 1;
-  SetDirectIo(fi, options_.direct_io_all);
+  SetDirectIo(fi, options_.direct_io_all, sync_handles_direct_.load(std::memory_order_relaxed));
   p->file_info = *fi;
   if (!op.has_make_node() && !op.has_bind()) {
     ns.unlock();

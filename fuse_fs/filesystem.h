@@ -58,6 +58,10 @@ struct FsOptions {
   // Ask the kernel for HANDLE_KILLPRIV_V2 (docs/datapath.md): cached writes then cost no GETXATTR of
   // security.capability, and this daemon drops set-id bits and capabilities itself.
   bool killpriv_v2 = true;
+  // Ask the kernel for DIRECT_IO_ALLOW_MMAP: a shared mmap of a direct-I/O handle then works (the
+  // kernel keeps it coherent), so handles opened with O_DSYNC/O_SYNC for writing get direct I/O too
+  // (no FSYNC request after each of their writes). docs/datapath.md "Direct I/O".
+  bool direct_io_mmap = true;
   // The persistent record of what the peer may lack (replicator/zone_record.h), outside the tree.
   std::string record_path;
   // Where a split-brain resync into this node saves what it changes (replicator/quarantine.h).
@@ -233,6 +237,8 @@ class Filesystem : private ResyncHost {
   const InitExtension* init_extension_ = nullptr;
   // HANDLE_KILLPRIV_V2 is on: the kernel leaves every privilege drop (write, truncate) to us.
   std::atomic<bool> privs_left_to_us_{false};
+  // DIRECT_IO_ALLOW_MMAP is on: handles opened for synchronous writes get direct I/O (SetDirectIo).
+  std::atomic<bool> sync_handles_direct_{false};
 };
 
 }  // namespace hamirror::fs

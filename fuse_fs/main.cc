@@ -180,6 +180,7 @@ int Run(Cli& cli) {
   }
   HLOG_INFO("mounted %s as %s (control %s)", dir.c_str(), RoleName(cli.role), cli.control.c_str());
   InitExtension init_extension((cli.options.killpriv_v2 ? kInitHandleKillprivV2 : 0) |
+                               (cli.options.direct_io_mmap ? kInitDirectIoAllowMmap : 0) |
                                (uring != nullptr ? uring_abi::kInitOverIoUring : 0));
   fs->SetInitExtension(&init_extension);
   if (s = InstallDevChannel(se, &init_extension, uring.get()); !s.ok()) {
@@ -259,6 +260,12 @@ int main(int argc, char** argv) {
            "--killpriv-v2", [&cli](const std::string& v) { cli.options.killpriv_v2 = v == "on"; },
            "on (default): ask the kernel for HANDLE_KILLPRIV_V2 (no GETXATTR per cached write; this daemon "
            "drops set-id bits and capabilities itself); off: libfuse's INIT as it is")
+        ->check(CLI::IsMember({"on", "off"}));
+    sub->add_option_function<std::string>(
+           "--direct-io-mmap", [&cli](const std::string& v) { cli.options.direct_io_mmap = v == "on"; },
+           "on (default): ask the kernel for DIRECT_IO_ALLOW_MMAP (shared mmap of direct-I/O handles "
+           "works; handles opened O_DSYNC/O_SYNC for writing then use direct I/O: no FSYNC request per "
+           "sync write); off: direct-I/O handles refuse shared mmap, O_DSYNC handles stay cached")
         ->check(CLI::IsMember({"on", "off"}));
     sub->add_option_function<std::string>(
            "--transport", [&cli](const std::string& v) { hamirror::fs::ParseTransport(v, &cli.transport); },

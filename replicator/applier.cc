@@ -189,9 +189,10 @@ class ApplierImpl final : public Applier {
   // Applies ops [begin, end) of batch, all non-duplicate Writes, through the write ring; stops early
   // (returns where) when kMaxRetiredIoFds evicted descriptors wait to be closed.
   int ApplyWriteRun(const proto::OpBatch& batch, int begin, int end, std::vector<proto::Ack>* acks);
-  // answer (optional): a query's answer, moved into the ack when err is 0.
+  // answer (optional): a query's answer, moved into the ack when err is 0. times_done: the op's time
+  // fixes were applied already (ApplyWriteRun does so before a write's flush); time_err their result.
   void FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks,
-                proto::Ack* answer = nullptr);
+                proto::Ack* answer = nullptr, bool times_done = false, int time_err = 0);
 
   // Flush path: asynchronous fsync/fdatasync (flush_threads_), syncfs (syncfs_thread_).
   // Returns 0 or an errno; *deferred tells whether the ack will come from the flush path (false when
@@ -534,8 +535,8 @@ Status ApplierImpl::Apply(const proto::OpBatch& batch, std::vector<proto::Ack>* 
 }
 
 void ApplierImpl::FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks,
-                           proto::Ack* answer) {
-  const int time_err = ApplyTimeFixes(op);
+                           proto::Ack* answer, bool times_done, int time_err) {
+  if (!times_done) time_err = ApplyTimeFixes(op);
   if (err == 0) err = time_err;
   applied_through_ = op.seq();
   if (deferred && err != 0) {
@@ -1288,9 +1289,12 @@ int ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
     }
     start += count;
   }
-  // 5. Acks in seq order; dsync writes get an fdatasync and a late ack.
+  // 5. Acks in seq order; dsync writes get an fdatasync and a late ack. The time fixes go first: a
+  // dsync write's ack waits for its flush, and nothing need wait for a utimensat after it (the flush
+  // does not depend on it: fdatasync skips a change of times alone, before or after).
   for (WriteSlot& s : slots_) {
     const proto::Op& op = batch.ops(s.op_index);
+    const int time_err = ApplyTimeFixes(op);
     bool deferred = false;
     if (s.err == 0 && op.write().dsync()) {
       s.err = SubmitFlush(op.seq(), s.fd, true, &deferred);
@@ -1299,7 +1303,7 @@ int ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
       std::lock_guard<std::mutex> lock(stats_mu_);
       stats_.bytes_applied += op.write().data().size();
     }
-    FinishOp(op, s.err, deferred, acks);
+    FinishOp(op, s.err, deferred, acks, nullptr, /*times_done=*/true, time_err);
   }
   return end;
 }

@@ -104,7 +104,8 @@ std::string ReadAt(int dirfd, const char* name, off_t off, size_t n) {
 }
 
 // errno of a shared mapping of `path` opened with `flags` (0: it mapped; writable if the handle is).
-// FUSE refuses any shared mapping of a direct-I/O handle (ENODEV): the probe for which mode a handle got.
+// Without DIRECT_IO_ALLOW_MMAP (`--direct-io-mmap off`) FUSE refuses any shared mapping of a direct-I/O
+// handle (ENODEV): a probe for which mode a handle got. With it, see ReadBypassesCache.
 int SharedMapErrno(const std::string& path, int flags) {
   int fd = open(path.c_str(), flags | O_CLOEXEC);
   if (fd < 0) return -1;
@@ -117,6 +118,21 @@ int SharedMapErrno(const std::string& path, int flags) {
     munmap(map, 4096);
   close(fd);
   return err;
+}
+
+// Whether a handle of `path` opened with `flags` (and O_RDWR) reads around the mount's page cache, as
+// only a direct-I/O handle does: the first page is read through it (a cached handle now holds it),
+// then rewritten underneath the mount (`under`/`name`, on the primary's side only), then read again.
+bool ReadBypassesCache(const std::string& path, int under, const char* name, int flags) {
+  hamirror::UniqueFd fd(open(path.c_str(), O_RDWR | O_CLOEXEC | flags));
+  hamirror::UniqueFd beneath(openat(under, name, O_WRONLY | O_CLOEXEC));
+  if (!fd || !beneath) return false;
+  char first = 0, again = 0;
+  if (pread(fd.get(), &first, 1, 0) != 1) return false;
+  const char changed = static_cast<char>(first + 1);
+  if (pwrite(beneath.get(), &changed, 1, 0) != 1) return false;
+  if (pread(fd.get(), &again, 1, 0) != 1) return false;
+  return again == changed;
 }
 
 // Runs the randomized workload on a started pair, then checks the primary stayed primary with no peer
@@ -280,7 +296,8 @@ TEST_CASE(
     "leaves identical trees",
     "[fuse_fs][replication]") {
   Pair pair;
-  REQUIRE(pair.Start(30000, {"--direct-io", "all"}).ok());
+  // The mmap probe needs the kernel's ENODEV for shared maps of direct-I/O handles.
+  REQUIRE(pair.Start(30000, {"--direct-io", "all", "--direct-io-mmap", "off"}).ok());
   {
     int fd = open((pair.a_ + "/probe").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
     REQUIRE(fd >= 0);
@@ -497,6 +514,49 @@ TEST_CASE("primary: an O_DSYNC write costs one replicated operation (its FSYNC n
   REQUIRE(pair.secondary.Stop().ok());
 }
 
+TEST_CASE("primary: handles opened O_DSYNC/O_SYNC for writing use direct I/O and still map shared",
+          "[fuse_fs][replication]") {
+  // With DIRECT_IO_ALLOW_MMAP (asked for by default) such a handle needs no FSYNC request after each
+  // write, and a shared mapping of it still works and is replicated. --direct-io-mmap off: cached.
+  const std::string mmap_mode = GENERATE(as<std::string>{}, "on", "off");
+  Pair pair;
+  REQUIRE(pair.Start(30000, {"--direct-io-mmap", mmap_mode}).ok());
+  const std::string log = pair.primary.LogTail();
+  INFO("--direct-io-mmap " << mmap_mode << "\n" << pair.Logs());
+  if (mmap_mode == "on" && log.find("direct_io_allow_mmap not offered") != std::string::npos) {
+    WARN("skipped: this kernel does not offer FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6+)");
+    return;
+  }
+  REQUIRE(log.find(mmap_mode == "on" ? "direct_io_allow_mmap on" : "direct_io_allow_mmap off") !=
+          std::string::npos);
+  const std::string file = pair.a_ + "/sync-handles";
+  {
+    hamirror::UniqueFd fd(open(file.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644));
+    REQUIRE(fd);
+    REQUIRE(pwrite(fd.get(), std::string(8192, 'a').data(), 8192, 0) == 8192);
+  }
+  const bool direct = mmap_mode == "on";
+  CHECK(ReadBypassesCache(file, pair.under_a_, "sync-handles", O_DSYNC) == direct);
+  CHECK(ReadBypassesCache(file, pair.under_a_, "sync-handles", O_SYNC) == direct);
+  CHECK_FALSE(ReadBypassesCache(file, pair.under_a_, "sync-handles", 0));  // the probe tells both apart
+  // A shared, writable mapping of an O_DSYNC handle: written, synced, and on the peer.
+  {
+    hamirror::UniqueFd fd(open(file.c_str(), O_RDWR | O_DSYNC | O_CLOEXEC));
+    REQUIRE(fd);
+    void* map = mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
+    REQUIRE(map != MAP_FAILED);
+    memcpy(static_cast<char*>(map) + 4096, "mapped", 6);
+    CHECK(msync(map, 8192, MS_SYNC) == 0);
+    munmap(map, 8192);
+    char seen[6] = {};
+    CHECK(pread(fd.get(), seen, 6, 4096) == 6);  // coherent with the handle's own direct reads
+    CHECK(std::string(seen, 6) == "mapped");
+  }
+  CHECK(ReadAt(pair.under_b_, "sync-handles", 4096, 6) == "mapped");
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+}
+
 TEST_CASE("primary: a log (one write, then fdatasync, repeated) costs one operation per pair",
           "[fuse_fs][replication]") {
   // After two write+fdatasync pairs in a row, a file's next write is made durable on both sides at
@@ -641,7 +701,7 @@ TEST_CASE("primary: O_DIRECT files use FUSE direct I/O and their writes still dr
   // file system drops set-user-ID/set-group-ID itself, on both sides, as a cached write would have.
   Pair pair;
   REQUIRE(chmod(pair.tmp_.path().c_str(), 0711) == 0);  // the unprivileged writer must reach a_
-  REQUIRE(pair.Start().ok());
+  REQUIRE(pair.Start(30000, {"--direct-io-mmap", "off"}).ok());  // the mmap probe needs ENODEV
   for (const char* name : {"by-user", "by-root"}) {
     int fd = open((pair.a_ + "/" + name).c_str(), O_CREAT | O_WRONLY, 0644);
     REQUIRE(fd >= 0);
