@@ -5,9 +5,12 @@
 #   dsync  4 KiB random writes with O_DSYNC (sync=dsync), one job, psync: IOPS, p50 and p99 latency
 # Reports medians per target, ratios to local, the latency hamirror adds (µs), and hamirror-fs peak RSS
 # (VmHWM) of the primary and the secondary under this load.
+# Target local_x2 runs both tests as two jobs at once in a plain directory (two files; per-job numbers):
+# what each copy of a mirror whose two copies share this machine's one disk and two vCPUs can get at
+# most, the ceiling for hamirror on this machine (a real pair has a disk and CPUs per copy).
 #
 # Knobs (env): ROUNDS=3 SETTLE=10 (s idle after `sync` before each run) SEQ_SIZE=1G RAND_SIZE=64M
-#   RAND_SECONDS=20 TARGETS="local hamirror" (bindfs also accepted) BENCH_DIR=/var/tmp/hamirror-bench
+#   RAND_SECONDS=20 TARGETS="local hamirror" (bindfs and local_x2 also accepted) BENCH_DIR=/var/tmp/hamirror-bench
 #   DIRECT=1: both tests with O_DIRECT (as InnoDB writes its data files), default 0 (page cache)
 #   HAMIRROR_FS=build/bin/hamirror-fs
 #   HAMIRROR_FS_ALT=path/to/another/hamirror-fs with target hamirror_alt: A/B of two builds in one run
@@ -35,8 +38,10 @@ bench_init fio
 # setup_target NAME: sets TDIR, the directory fio writes into.
 setup_target() {
   local name=$1
+  JOBS=1
   case $name in
     local) TDIR=$W/local; mkdir -p "$TDIR" ;;
+    local_x2) TDIR=$W/local; mkdir -p "$TDIR"; JOBS=2 ;;
     hamirror) hm_pair_start "$W/hm" || return 1; TDIR=$W/hm/primary ;;
     hamirror_alt) HAMIRROR_FS=$HAMIRROR_FS_ALT hm_pair_start "$W/hm" || return 1; TDIR=$W/hm/primary ;;
     bindfs)
@@ -49,7 +54,7 @@ setup_target() {
 
 teardown_target() {
   case $1 in
-    local) rm -rf "$W/local" ;;
+    local | local_x2) rm -rf "$W/local" ;;
     hamirror | hamirror_alt) hm_pair_stop || hm_log "$1: a daemon did not stop cleanly"; rm -rf "$W/hm" ;;
     bindfs) fuse_stop; rm -rf "$W/bindfs" ;;
   esac
@@ -59,7 +64,7 @@ teardown_target() {
 fio_json() {
   local name=$1 out=$2
   shift 2
-  fio --name="$name" --directory="$TDIR" --ioengine=psync --numjobs=1 --output-format=json "$@" >"$out" 2>"$out.err" ||
+  fio --name="$name" --directory="$TDIR" --ioengine=psync --numjobs="$JOBS" --output-format=json "$@" >"$out" 2>"$out.err" ||
     { hm_log "fio $name failed:"; tail -5 "$out.err" >&2; return 1; }
 }
 
@@ -83,7 +88,8 @@ run_one() {
   if fio_json seq "$W/seq-$name-$round.json" --rw=write --bs=1M --size="$SEQ_SIZE" --end_fsync=1 \
     --direct="$DIRECT"; then
     local mibs
-    mibs=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("%.0f" % (j["jobs"][0]["write"]["bw_bytes"] / 1048576))' "$W/seq-$name-$round.json")
+    # Per job (the mean of the jobs when there are several).
+    mibs=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1]))["jobs"]; print("%.0f" % (sum(x["write"]["bw_bytes"] for x in j) / len(j) / 1048576))' "$W/seq-$name-$round.json")
     SEQ[$name]="${SEQ[$name]:-} $mibs"
     hm_log "round $round $name: seq 1 MiB writes $mibs MiB/s"
   fi
@@ -92,16 +98,17 @@ run_one() {
   # Write the random-write file in full first: fio would otherwise fallocate it, and every O_DSYNC write
   # into an unwritten extent then waits for a journal commit (ms, not µs) on ext4: that measures extent
   # conversion, not the steady overwrite a database does.
-  fio_json prefill "$W/prefill-$name-$round.json" --filename=dsync.dat --rw=write --bs=1M --size="$RAND_SIZE" \
+  fio_json prefill "$W/prefill-$name-$round.json" --filename_format='dsync.$jobnum' --rw=write --bs=1M --size="$RAND_SIZE" \
     --end_fsync=1 || true
   sync
   sleep "$SETTLE"
-  if fio_json dsync "$W/dsync-$name-$round.json" --filename=dsync.dat --rw=randwrite --bs=4k --size="$RAND_SIZE" \
+  if fio_json dsync "$W/dsync-$name-$round.json" --filename_format='dsync.$jobnum' --rw=randwrite --bs=4k --size="$RAND_SIZE" \
     --sync=dsync --time_based --runtime="$RAND_SECONDS" --direct="$DIRECT"; then
     local line iops p50 p99
     line=$(python3 -c 'import json,sys
-w=json.load(open(sys.argv[1]))["jobs"][0]["write"]; p=w["clat_ns"]["percentile"]
-print("%.0f %.0f %.0f" % (w["iops"], p["50.000000"] / 1000, p["99.000000"] / 1000))' "$W/dsync-$name-$round.json")
+ws=[j["write"] for j in json.load(open(sys.argv[1]))["jobs"]]; n=len(ws)
+pct=lambda k: sum(w["clat_ns"]["percentile"][k] for w in ws) / n / 1000
+print("%.0f %.0f %.0f" % (sum(w["iops"] for w in ws) / n, pct("50.000000"), pct("99.000000")))' "$W/dsync-$name-$round.json")
     read -r iops p50 p99 <<<"$line"
     IOPS[$name]="${IOPS[$name]:-} $iops"
     P50[$name]="${P50[$name]:-} $p50"
@@ -133,6 +140,10 @@ for t in "${active[@]}"; do
   s=$(median ${SEQ[$t]:-}); i=$(median ${IOPS[$t]:-}); a=$(median ${P50[$t]:-}); b=$(median ${P99[$t]:-})
   echo "| $t | $s [${SEQ[$t]:-} ] | $(ratio "$s" "$lseq") | $i [${IOPS[$t]:-} ] | $(ratio "$i" "$liops") | $a | $b | $(diff_us "$a" "$lp50") / $(diff_us "$b" "$lp99") |"
 done
+if [[ " ${active[*]} " == *" local_x2 "* ]]; then
+  echo
+  echo "local_x2: per job, two jobs at once on the local disk: the most each copy of a mirror whose two copies share this machine can get."
+fi
 if [ "$HWM_P" -gt 0 ]; then
   echo
   echo "hamirror-fs peak RSS (VmHWM): primary $(( HWM_P / 1024 )) MiB, secondary $(( HWM_S / 1024 )) MiB"

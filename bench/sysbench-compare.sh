@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MariaDB sysbench oltp_write_only on several targets, in interleaved rounds, same machine, same run:
+# MariaDB sysbench (oltp_write_only; SB_TEST for another) on several targets, in interleaved rounds, same machine, same run:
 #   local           a plain directory on the local disk (the baseline), MariaDB's default flush method
 #                   (O_DIRECT)
 #   local_fsync     the same with innodb_flush_method=fsync (what a FUSE layer that drops O_DIRECT on its
@@ -15,6 +15,7 @@
 #
 # Knobs (env): ROUNDS=3 DURATION=30 (s per run) SETTLE=10 (s idle after `sync` before each run)
 #   TARGETS="local local_fsync hamirror passthrough_ll bindfs" SB_THREADS=4 SB_TABLES=4 SB_TABLE_SIZE=10000
+#   SB_TEST=oltp_write_only (or oltp_read_write, oltp_read_only)
 #   KEEP_CPUS_AWAKE=0 (1: PM QoS 0 µs on /dev/cpu_dma_latency during the runs, so idle vCPUs poll instead
 #   of halting; see mariadb-lib.sh and docs/benchmarks.md: without it this VM can add ~4 ms of wake-up
 #   latency to every lone sync write)
@@ -120,14 +121,14 @@ for t in $TARGETS; do
   if [ "$t" = bindfs ] && ! command -v bindfs >/dev/null; then hm_log "bindfs not installed; target skipped"; continue; fi
   active+=("$t")
 done
-hm_log "sysbench oltp_write_only: targets=${active[*]} rounds=$ROUNDS duration=${DURATION}s threads=$SB_THREADS tables=$SB_TABLES x $SB_TABLE_SIZE rows, work dir $W"
+hm_log "sysbench $SB_TEST: targets=${active[*]} rounds=$ROUNDS duration=${DURATION}s threads=$SB_THREADS tables=$SB_TABLES x $SB_TABLE_SIZE rows, work dir $W"
 
 [ "$KEEP_CPUS_AWAKE" = 1 ] && hm_cpus_awake_start
 bench_rounds run_one "${active[@]}"
 
 local_median=$(median ${TPS[local]:-})
 echo
-echo "## sysbench oltp_write_only, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), MariaDB $(mariadbd --version | awk '{print $3}')"
+echo "## sysbench $SB_TEST, $(date -u +%Y-%m-%dT%H:%MZ), $(uname -r), MariaDB $(mariadbd --version | awk '{print $3}')"
 echo "threads=$SB_THREADS tables=$SB_TABLES table_size=$SB_TABLE_SIZE duration=${DURATION}s rounds=$ROUNDS settle=${SETTLE}s keep_cpus_awake=$KEEP_CPUS_AWAKE"
 echo
 echo "| target | tps per round | median tps | ratio to local |"

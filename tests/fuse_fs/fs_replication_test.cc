@@ -494,6 +494,40 @@ TEST_CASE("role switch: primary -> alone -> primary in place", "[fuse_fs][replic
   REQUIRE(pair.secondary.Stop().ok());
 }
 
+TEST_CASE("ctl wait: returns once a resync other than --after-id has ended, not before",
+          "[fuse_fs][replication]") {
+  Pair pair;
+  REQUIRE(pair.Start().ok());
+  auto ctl = [&](std::vector<std::string> args, std::string* out) {
+    std::vector<std::string> argv = {FsBinary(), "ctl", "--control", pair.tmp_.Sub("p.sock")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    int code = -1;
+    REQUIRE(RunCommand(argv, 60s, &code, out).ok());
+    return code;
+  };
+  std::string out;
+  // The resync of the stream coming up (empty trees: quick).
+  REQUIRE(ctl({"wait", "--timeout", "30"}, &out) == 0);
+  CHECK(out.find("\"phase\": \"done\"") != std::string::npos);
+  FsStatus st;
+  REQUIRE(pair.primary.GetStatus(&st).ok());
+  const uint64_t first = st.resync().id();
+  REQUIRE(first != 0);
+  // Nothing new: it waits out its timeout and says so.
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(ctl({"wait", "--after-id", std::to_string(first), "--timeout", "1"}, &out) == 2);
+  CHECK(std::chrono::steady_clock::now() - t0 >= 1s);
+  CHECK(out.find("not done after 1 s") != std::string::npos);
+  // A new resync: waited for, and it is the new one that is reported.
+  REQUIRE(ctl({"resync", "--full"}, &out) == 0);
+  REQUIRE(ctl({"wait", "--after-id", std::to_string(first), "--timeout", "30"}, &out) == 0);
+  REQUIRE(pair.primary.GetStatus(&st).ok());
+  CHECK(st.resync().id() > first);
+  CHECK(out.find("\"id\": \"" + std::to_string(st.resync().id()) + "\"") != std::string::npos);
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+}
+
 TEST_CASE("primary: an O_DSYNC write costs one replicated operation (its FSYNC needs no round trip)",
           "[fuse_fs][replication]") {
   Pair pair;

@@ -127,6 +127,7 @@ mdb_sql() { mariadb --no-defaults -S "$MDB_SOCK" -u root -N -B -e "$*"; }
 SB_TABLES=${SB_TABLES:-4}
 SB_TABLE_SIZE=${SB_TABLE_SIZE:-10000}
 SB_THREADS=${SB_THREADS:-4}
+SB_TEST=${SB_TEST:-oltp_write_only}  # or oltp_read_write, oltp_read_only (same tables)
 
 sb_args() {
   echo --db-driver=mysql --mysql-socket="$MDB_SOCK" --mysql-user=root --mysql-db=sbtest \
@@ -137,13 +138,13 @@ sb_args() {
 sb_prepare() {
   mdb_sql "CREATE DATABASE IF NOT EXISTS sbtest" || return 1
   # shellcheck disable=SC2046
-  sysbench oltp_write_only $(sb_args) prepare >"$1" 2>&1 || { tail -20 "$1" >&2; return 1; }
+  sysbench "$SB_TEST" $(sb_args) prepare >"$1" 2>&1 || { tail -20 "$1" >&2; return 1; }
 }
 
 # sb_run SECONDS LOG: prints the run's tps.
 sb_run() {
   # shellcheck disable=SC2046
-  sysbench oltp_write_only $(sb_args) --time="$1" --report-interval=0 run >"$2" 2>&1 ||
+  sysbench "$SB_TEST" $(sb_args) --time="$1" --report-interval=0 run >"$2" 2>&1 ||
     { tail -20 "$2" >&2; return 1; }
   sed -n 's/.*transactions: *[0-9]* *(\([0-9.]*\) per sec.).*/\1/p' "$2" | head -1
 }
