@@ -257,21 +257,27 @@ run_full_resync() {
 }
 
 run_plain_copy() {
-  local round=$1 T=$W/t t0 t1
+  local round=$1 T=$W/t t0
   mkdir -p "$T/copy"
   cold
   t0=$(now)
   cp -a "$W/master/." "$T/copy/" || return 1
+  copy_done plain_copy "$round" "$t0"
+}
+
+# copy_done NAME ROUND T0: after a copy into $W/t/copy: sync, its time and rate, the tree compared.
+copy_done() {
+  local name=$1 round=$2 t0=$3 t1
   sync
   t1=$(now)
-  add plain_copy.wall_sync "$(secs "$t0" "$t1")"
-  add plain_copy.mibps_sync "$(mibps "$TOTAL_MB" "$(secs "$t0" "$t1")")"
-  hm_log "  plain_copy: $(secs "$t0" "$t1") s with sync"
-  same_tree "$W/master" "$T/copy" "plain_copy r$round"
+  add "$name.wall_sync" "$(secs "$t0" "$t1")"
+  add "$name.mibps_sync" "$(mibps "$TOTAL_MB" "$(secs "$t0" "$t1")")"
+  hm_log "  $name: $(secs "$t0" "$t1") s with sync"
+  same_tree "$W/master" "$W/t/copy" "$name r$round"
 }
 
 run_net_copy() {
-  local round=$1 T=$W/t t0 t1 rpid i
+  local round=$1 T=$W/t t0 rpid i
   mkdir -p "$T/copy"
   PORT=$(free_port)
   socat -u -T 60 "TCP-LISTEN:$PORT,bind=127.0.0.1,reuseaddr" - 2>"$T/socat.err" | tar -C "$T/copy" -xf - &
@@ -284,12 +290,7 @@ run_net_copy() {
   t0=$(now)
   tar --format=posix -C "$W/master" -cf - . | socat -u -T 60 - "TCP:127.0.0.1:$PORT" || { kill "$rpid" 2>/dev/null; return 1; }
   wait "$rpid" || return 1
-  sync
-  t1=$(now)
-  add net_copy.wall_sync "$(secs "$t0" "$t1")"
-  add net_copy.mibps_sync "$(mibps "$TOTAL_MB" "$(secs "$t0" "$t1")")"
-  hm_log "  net_copy: $(secs "$t0" "$t1") s with sync"
-  same_tree "$W/master" "$T/copy" "net_copy r$round"
+  copy_done net_copy "$round" "$t0"
 }
 
 run_incremental() {
