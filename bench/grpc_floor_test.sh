@@ -5,14 +5,8 @@
 set -uo pipefail
 BIN=$1
 CERTS=$2
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() {  # check DESCRIPTION COMMAND...: counts a failure if COMMAND fails
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fails=$((fails + 1)); fi
-}
+# shellcheck source=check_lib.sh
+source "$(dirname "$0")/check_lib.sh"
 
 sh "$CERTS" --out "$T/certs" --days 1 bench=127.0.0.1 >/dev/null || { echo "FAILED: hamirror-certs"; exit 1; }
 
@@ -43,5 +37,4 @@ check "a missing TLS directory exits 64" [ $? = 64 ]
 "$BIN" --pings 5 >/dev/null 2>&1
 check "too few pings exits 64" [ $? = 64 ]
 
-[ "$fails" = 0 ] || { echo "$fails check(s) failed"; exit 1; }
-echo "all checks passed"
+checks_done

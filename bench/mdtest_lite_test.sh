@@ -3,14 +3,8 @@
 # calls it. Usage: mdtest_lite_test.sh PATH/TO/bench-mdtest
 set -uo pipefail
 MDTEST=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() {  # check DESCRIPTION COMMAND...: counts a failure if COMMAND fails
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fails=$((fails + 1)); fi
-}
+# shellcheck source=check_lib.sh
+source "$(dirname "$0")/check_lib.sh"
 has() { [[ " $1 " == *" $2 "* ]]; }    # has LINE KEY=VALUE
 matches() { [[ "$1" == $2 ]]; }          # matches TEXT GLOB
 
@@ -69,5 +63,4 @@ check "unknown compare option is a usage error" [ "$rc" = 64 ]
 "$MDTEST" create "$T/a" --files 10 --per-dir 0 >/dev/null 2>&1; rc=$?
 check "--per-dir 0 is a usage error" [ "$rc" = 64 ]
 
-[ "$fails" = 0 ] || { echo "$fails check(s) failed"; exit 1; }
-echo "all checks passed"
+checks_done

@@ -4,14 +4,8 @@
 # Usage: sync_write_floor_test.sh REPO
 set -uo pipefail
 REPO=$1
-T=$(mktemp -d)
-trap 'rm -rf "$T"' EXIT
-fails=0
-check() {  # check DESCRIPTION COMMAND...: counts a failure if COMMAND fails
-  local what=$1
-  shift
-  if "$@"; then echo "ok: $what"; else echo "FAILED: $what"; fails=$((fails + 1)); fi
-}
+# shellcheck source=check_lib.sh
+source "$(dirname "$0")/check_lib.sh"
 line_ok() { [[ "$1" =~ ^p50\ [0-9]+\ p90\ [0-9]+\ p99\ [0-9]+\ n\ $2$ ]]; }
 
 for mode in write two_flushes; do
@@ -60,5 +54,4 @@ check "primary flush starts 25 µs before the secondary's" grep -q "secondary fd
 python3 "$REPO/bench/sync_write_stages.py" "$T/trace.txt" 2>/dev/null; rc=$?
 check "a missing argument is refused" [ "$rc" != 0 ]
 
-echo "$fails failed"
-[ "$fails" = 0 ]
+checks_done

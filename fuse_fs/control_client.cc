@@ -51,7 +51,8 @@ grpc::Status Call(proto::FsControl::Stub* stub, const CtlRequest& r, proto::FsSt
 }
 
 std::unique_ptr<proto::FsControl::Stub> NewStub(const std::string& control) {
-  return proto::FsControl::NewStub(grpc::CreateChannel("unix:" + control, grpc::InsecureChannelCredentials()));
+  return proto::FsControl::NewStub(
+      grpc::CreateChannel("unix:" + control, grpc::InsecureChannelCredentials()));
 }
 
 // Polls until the resync (or verify) with an id other than `old_id` has ended. Exit code.

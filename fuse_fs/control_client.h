@@ -21,7 +21,7 @@ struct CtlRequest {
   bool repair = false;
   bool quarantine = false;
   bool wait = false;
-  uint64_t after_id = 0;       // wait: the resync to wait for is one with another id
+  uint64_t after_id = 0;      // wait: the resync to wait for is one with another id
   int timeout_s = 24 * 3600;  // --wait (and wait) bound
 };
 
