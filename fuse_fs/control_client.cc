@@ -71,7 +71,11 @@ int WaitEnd(std::unique_ptr<proto::FsControl::Stub> stub, const CtlRequest& r, u
         stub = NewStub(r.control);  // a failed channel backs off for a second or more: start afresh
         continue;
       }
-      fprintf(stderr, "hamirror-fs ctl: lost the control socket while waiting\n");
+      if (unreachable_until == std::chrono::steady_clock::time_point::min()) {
+        fprintf(stderr, "hamirror-fs ctl: lost the control socket %s while waiting\n", r.control.c_str());
+      } else {
+        fprintf(stderr, "hamirror-fs ctl: no hamirror-fs answers on %s\n", r.control.c_str());
+      }
       return 2;
     }
     unreachable_until = std::chrono::steady_clock::time_point::min();

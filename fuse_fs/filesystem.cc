@@ -1137,8 +1137,8 @@ constexpr uint64_t kFhDirectIo = uint64_t{1} << 32;
 // cannot ask for), and, for O_DSYNC, the FSYNC sent after the write. The write handler does both jobs
 // itself (DropPrivsLocked, and the flush it does for sync writes anyway). Cost: without
 // DIRECT_IO_ALLOW_MMAP the kernel refuses a shared mmap of such a handle; with it (sync_writable) a
-// handle opened O_DSYNC/O_SYNC for writing gets direct I/O too, sparing each of its writes the FSYNC
-// round trip (≈ 50 µs of a 4 KiB O_DSYNC write here), and its reads are not cached on the mount.
+// handle opened O_DSYNC/O_SYNC for writing gets direct I/O too, so each of its writes is one FUSE
+// request instead of a WRITE and an FSYNC, and its reads are not cached on the mount.
 void SetDirectIo(fuse_file_info* fi, bool all_writable, bool sync_writable) {
   const bool writable = (fi->flags & O_ACCMODE) != O_RDONLY;
   const bool sync = (fi->flags & O_DSYNC) != 0;  // O_SYNC includes the O_DSYNC bit

@@ -528,6 +528,36 @@ TEST_CASE("ctl wait: returns once a resync other than --after-id has ended, not 
   REQUIRE(pair.secondary.Stop().ok());
 }
 
+TEST_CASE("ctl wait: called before hamirror-fs starts, it waits for its socket, then for the resync",
+          "[fuse_fs][replication]") {
+  Pair pair;
+  REQUIRE(pair.StartSecondary().ok());
+  int code = -1;
+  std::string out;
+  // As a script does: the primary started in the background, `ctl wait` right after.
+  std::thread waiter([&] {
+    (void)RunCommand({FsBinary(), "ctl", "--control", pair.tmp_.Sub("p.sock"), "wait", "--timeout", "30"}, 40s,
+                     &code, &out);
+  });
+  std::this_thread::sleep_for(300ms);  // not a synchronisation: makes the socket surely absent at first
+  const hamirror::Status started = pair.StartPrimary();
+  waiter.join();
+  REQUIRE(started.ok());
+  INFO(out << "\n" << pair.Logs());
+  CHECK(code == 0);
+  CHECK(out.find("\"phase\": \"done\"") != std::string::npos);
+  // Nobody there: a clear error within its grace (10 s), not the whole timeout.
+  const auto t0 = std::chrono::steady_clock::now();
+  REQUIRE(RunCommand({FsBinary(), "ctl", "--control", pair.tmp_.Sub("nobody.sock"), "wait", "--timeout", "60"},
+                     40s, &code, &out)
+              .ok());
+  CHECK(code == 2);
+  CHECK(out.find("no hamirror-fs answers on") != std::string::npos);
+  CHECK(std::chrono::steady_clock::now() - t0 < 20s);
+  REQUIRE(pair.primary.Stop().ok());
+  REQUIRE(pair.secondary.Stop().ok());
+}
+
 TEST_CASE("primary: an O_DSYNC write costs one replicated operation (its FSYNC needs no round trip)",
           "[fuse_fs][replication]") {
   Pair pair;
