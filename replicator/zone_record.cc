@@ -432,7 +432,31 @@ uint64_t ZoneRecord::BeginZonesLocked(uint64_t ino, uint64_t first, uint64_t las
     Account(zone, +1);
     need = std::max(need, zone.lsn);
   }
+  if (need > durable_lsn_) LookAheadLocked(ino, first, last, use);
   return need;
+}
+
+// A sequential writer opens a new zone every zone_size bytes, and each would wait for its own append
+// and fdatasync (a disk flush per MiB at the default zone size, on the write's path). When a write
+// opens a zone right after one this file used in the last few Begin()s, the zones that follow (up to
+// 16 of them, at most kLookAheadBytes) go into the same append as retirable zones: the next writes find them
+// durable. On disk a retirable zone is a zone like any other, so a crash can only make the record a larger
+// superset (what a resync compares grows by at most 16 zones per sequential writer).
+void ZoneRecord::LookAheadLocked(uint64_t ino, uint64_t first, uint64_t last, uint64_t use) {
+  constexpr uint64_t kLookAheadBytes = 16 << 20;
+  constexpr uint64_t kLookAheadZones = 16;  // small zones: a flush per 16 of them is cheap enough
+  constexpr uint64_t kRecentUses = 64;      // "lately": several writers may interleave their Begin()s
+  if (first == 0) return;
+  auto prev = zones_.find(ZoneKey{ino, first - 1});
+  if (prev == zones_.end() || prev->second.last_use + kRecentUses < use) return;
+  const uint64_t count = std::clamp<uint64_t>(kLookAheadBytes / zone_size_, 1, kLookAheadZones);
+  for (uint64_t z = last + 1; z <= last + count; ++z) {
+    auto [it, inserted] = zones_.try_emplace(ZoneKey{ino, z});
+    if (!inserted) continue;
+    it->second.lsn = Queue(kZoneEntry, 0, ino, z);
+    it->second.last_use = use;
+    Account(it->second, +1);
+  }
 }
 
 uint64_t ZoneRecord::BeginTailLocked(uint64_t ino, uint64_t first, bool sticky) {

@@ -340,12 +340,13 @@ TEST_CASE("zone_record: compaction keeps in-flight, sticky and hot zones, bounds
   test::TempDir dir("zone-record");
   auto o = Opts(dir, 64);
   auto r = OpenEmpty(o);
-  for (uint64_t z = 0; z < 10; ++z) REQUIRE_OK(r->Begin(70, z * kZ, 1, true));
-  for (uint64_t z = 0; z < 5; ++z) REQUIRE_OK(r->Begin(71, z * kZ, 1, false));  // never ended
+  // Every other zone throughout: no look-ahead (see the sequential test).
+  for (uint64_t z = 0; z < 10; ++z) REQUIRE_OK(r->Begin(70, 2 * z * kZ, 1, true));
+  for (uint64_t z = 0; z < 5; ++z) REQUIRE_OK(r->Begin(71, 2 * z * kZ, 1, false));  // never ended
   size_t max_size = 0;
   for (uint64_t i = 0; i < 2000; ++i) {
-    REQUIRE_OK(r->Begin(73, i * kZ, 1, false));
-    r->End(73, i * kZ, 1, true);
+    REQUIRE_OK(r->Begin(73, 2 * i * kZ, 1, false));
+    r->End(73, 2 * i * kZ, 1, true);
     REQUIRE_OK(r->Begin(72, 0, 1, false));  // hot: never the least recently used
     r->End(72, 0, 1, true);
     max_size = std::max<size_t>(max_size, fs::file_size(o.path));
@@ -375,6 +376,63 @@ TEST_CASE("zone_record: compaction keeps in-flight, sticky and hot zones, bounds
   s = r->Snapshot();
   CHECK(Zones(s, 70).size() == 10);
   CHECK(Zones(s, 71).size() == 5);
+}
+
+TEST_CASE(
+    "zone_record: a sequential writer waits for one fdatasync per 16 zones, and every zone it wrote "
+    "is on disk",
+    "[zone_record]") {
+  test::TempDir dir("zone-record");
+  auto o = Opts(dir);
+  auto r = OpenEmpty(o);
+  auto syncs = [&r] { return r->Counts().syncs; };
+  // Connected, sequential: zone 0 alone, then each append covers the new zone and the 16 after it.
+  uint64_t before = syncs();
+  for (uint64_t z = 0; z < 64; ++z) {
+    REQUIRE_OK(r->Begin(80, z * kZ, kZ, false));
+    r->End(80, z * kZ, kZ, true);
+  }
+  uint64_t sequential_syncs = syncs() - before;
+  CHECK(sequential_syncs <= 64 / 16 + 2);
+  CHECK(r->Empty());  // looked-ahead zones are retirable: nothing for a resync
+  // Every other zone: nothing to look ahead for, one fdatasync per zone.
+  before = syncs();
+  for (uint64_t i = 0; i < 32; ++i) {
+    REQUIRE_OK(r->Begin(81, 2 * i * kZ, kZ, false));
+    r->End(81, 2 * i * kZ, kZ, true);
+  }
+  CHECK(syncs() - before == 32);
+  // A writer that comes back to a file after many other Begin()s does not look ahead.
+  REQUIRE_OK(r->Begin(81, 65 * kZ, 1, false));
+  r->End(81, 65 * kZ, 1, true);
+  for (int i = 0; i < 100; ++i) {
+    REQUIRE_OK(r->Begin(82, 0, 1, false));
+    r->End(82, 0, 1, true);
+  }
+  REQUIRE_OK(r->Begin(81, 66 * kZ, 1, false));
+  r->End(81, 66 * kZ, 1, true);
+  // Alone (sticky), sequential: fewer flushes too, and every zone written stays recorded.
+  before = syncs();
+  for (uint64_t z = 0; z < 64; ++z) REQUIRE_OK(r->Begin(83, z * kZ, kZ, true));
+  CHECK(syncs() - before <= 64 / 16 + 2);
+  RecordSnapshot s = r->Snapshot();
+  CHECK(Zones(s, 83).size() == 64);  // only what was written is sticky
+  CHECK(Zones(s, 80).empty());
+
+  RecordSnapshot disk;  // what a crash now would leave
+  REQUIRE_OK(ZoneRecord::Inspect(o.path, kZ, &disk));
+  for (uint64_t z = 0; z < 64; ++z) {
+    INFO("zone " << z);
+    CHECK(Has(disk, 80, z));
+    CHECK(Has(disk, 83, z));
+  }
+  CHECK(Zones(disk, 80).size() <= 64 + 16);  // look-ahead is bounded
+  CHECK(Zones(disk, 83).size() <= 64 + 16);
+  CHECK(!Has(disk, 81, 67));  // no look-ahead past 65 or 66 (65's Begin was not "lately")
+  r.reset();
+  r = OpenOk(o);  // unclean end: every zone on disk comes back recorded
+  s = r->Snapshot();
+  for (uint64_t z = 0; z < 64; ++z) CHECK(Has(s, 83, z));
 }
 
 TEST_CASE("zone_record: damaged files give full with the cause", "[zone_record]") {
@@ -713,7 +771,8 @@ TEST_CASE("zone_record: hot path cost", "[zone_record][perf]") {
               sticky_ns);
   CHECK(r->Counts().appends == appends);  // no disk write
   auto t3 = std::chrono::steady_clock::now();
-  for (uint64_t z = 0; z < 100; ++z) REQUIRE_OK(r->Begin(2, z * kZ, 1, true));  // new zones: append+fdatasync
+  // New zones (every other one: no look-ahead): append + fdatasync each.
+  for (uint64_t z = 0; z < 100; ++z) REQUIRE_OK(r->Begin(2, 2 * z * kZ, 1, true));
   double cold_us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t3).count() / 100;
   std::printf("zone_record: Begin on a new zone (append + fdatasync) %.0f us\n", cold_us);
