@@ -174,6 +174,7 @@ Status Filesystem::Start(Role role) {
       so.on_applied = [this](const proto::OpBatch& batch) { OnBatchApplied(batch); };
       so.applier.on_resync_begin = [this](proto::Ack* answer) { AnswerResyncBegin(answer); };
       so.applier.quarantine_root = options_.quarantine_dir;
+      so.applier.direct_writes = options_.direct_apply;
       so.applier.max_path_fds = options_.path_fd_budget;  // 0: the applier's default
       std::unique_ptr<replicator::ReplicationServer> server;
       if (Status s = replicator::ReplicationServer::Start(so, &server); !s.ok()) return s;

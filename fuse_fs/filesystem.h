@@ -62,6 +62,8 @@ struct FsOptions {
   // kernel keeps it coherent), so handles opened with O_DSYNC/O_SYNC for writing get direct I/O too
   // (no FSYNC request after each of their writes). docs/datapath.md "Direct I/O".
   bool direct_io_mmap = true;
+  // As a secondary, large aligned writes go to the disk with O_DIRECT (ApplierOptions.direct_writes).
+  bool direct_apply = true;
   // The persistent record of what the peer may lack (replicator/zone_record.h), outside the tree.
   std::string record_path;
   // Where a split-brain resync into this node saves what it changes (replicator/quarantine.h).

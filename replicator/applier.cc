@@ -64,6 +64,12 @@ constexpr uint64_t kMaxFlushesInFlight = 1024;
 constexpr size_t kMaxRetiredIoFds = 64;
 // Unlinked inodes pinned for handle-only rids (PinIfLastLink); past this the oldest pin is dropped.
 constexpr size_t kMaxPinned = 1024;
+// Direct writes: at least this long, offset and length multiples of kDirectAlign (enough for any
+// logical block size and memory alignment a file system asks of O_DIRECT), copied through a bounce
+// buffer of kBounceBytes.
+constexpr uint64_t kDirectWriteMin = 256 << 10;
+constexpr uint64_t kDirectAlign = 4096;
+constexpr size_t kBounceBytes = 1 << 20;
 
 // "/proc/self/fd/N": how an O_PATH handle is reopened for I/O, or used by calls without an fd form.
 struct ProcPath {
@@ -189,6 +195,17 @@ class ApplierImpl final : public Applier {
   // Applies ops [begin, end) of batch, all non-duplicate Writes, through the write ring; stops early
   // (returns where) when kMaxRetiredIoFds evicted descriptors wait to be closed.
   int ApplyWriteRun(const proto::OpBatch& batch, int begin, int end, std::vector<proto::Ack>* acks);
+  int ResolveWriteSlots(const proto::OpBatch& batch, int begin, int end);
+  void OrderWriteSlots(const proto::OpBatch& batch);
+  void SubmitWritesToRing(const proto::OpBatch& batch, size_t start, size_t count);
+  void FinishWritesInOrder(const proto::OpBatch& batch, size_t start, size_t count);
+  void AckWrites(const proto::OpBatch& batch, std::vector<proto::Ack>* acks);
+  // Direct writes: a large aligned write bypasses this node's page cache (ApplierOptions.direct_writes).
+  bool DirectEligible(const proto::Write& w) const;
+  // Writes data at offset through an O_DIRECT descriptor of fd's file; returns the bytes written (the
+  // caller finishes the rest, if any, through the page cache).
+  size_t WriteDirect(int fd, const std::string& data, uint64_t offset);
+  void StopDirectWrites(const char* what, int err);
   // answer (optional): a query's answer, moved into the ack when err is 0. times_done: the op's time
   // fixes were applied already (ApplyWriteRun does so before a write's flush); time_err their result.
   void FinishOp(const proto::Op& op, int err, bool deferred, std::vector<proto::Ack>* acks,
@@ -234,10 +251,16 @@ class ApplierImpl final : public Applier {
     int fd;
     dev_t dev;
     ino_t ino;
-    int result;  // bytes written, or -errno
-    int err;     // final errno for the ack
+    int result;   // bytes written, or -errno
+    int err;      // final errno for the ack
+    bool direct;  // DirectEligible
   };
   std::vector<WriteSlot> slots_;
+  bool direct_writes_ = true;
+  struct FreeDeleter {
+    void operator()(char* p) const { std::free(p); }
+  };
+  std::unique_ptr<char, FreeDeleter> bounce_;  // aligned copy of a direct write's data (kBounceBytes)
   std::vector<int> order_;
   // Scratch for the resync queries, kept between ops: BlockSums' read buffer (at most one chunk),
   // ListDir's xattr name list and value buffers.
@@ -334,6 +357,7 @@ Status ApplierImpl::Init(const ApplierOptions& options) {
   ring_entries_ = std::clamp(options.ring_entries, 8u, 4096u);
   on_resync_begin_ = options.on_resync_begin;
   quarantine_root_ = options.quarantine_root;
+  direct_writes_ = options.direct_writes;
   if (!options.force_sync_io) {
     // io_uring may be disabled (sysctl kernel.io_uring_disabled, container seccomp): then degrade to
     // plain pwrite/fsync on the apply thread rather than refuse to be a secondary.
@@ -1161,16 +1185,36 @@ int ApplierImpl::ReadXattrs(const std::string& path, proto::DirEntry* e) {
 
 int ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
                                std::vector<proto::Ack>* acks) {
-  // 1. Resolve every write's fd (or its errno). Descriptors evicted from the I/O cache meanwhile stay
-  //    open until the run is over (CloseRetiredIo): cut the run so that they stay few.
+  end = ResolveWriteSlots(batch, begin, end);
+  OrderWriteSlots(batch);
+  // Writes to a single file gain nothing from the ring (one linked chain runs serially, and buffered
+  // ext4 writes are punted to an io-wq worker): plain pwrite saves two thread hops per batch, which is
+  // most of a small synchronous write's cost.
+  const bool one_file = !order_.empty() && slots_[order_.front()].dev == slots_[order_.back()].dev &&
+                        slots_[order_.front()].ino == slots_[order_.back()].ino;
+  // In chunks of at most ring_entries_, in order, so the order holds across chunks.
+  for (size_t start = 0; start < order_.size();) {
+    const size_t count = std::min<size_t>(ring_entries_, order_.size() - start);
+    if (write_ring_ok_ && !one_file) {
+      SubmitWritesToRing(batch, start, count);
+    } else {
+      for (size_t k = start; k < start + count; ++k) slots_[order_[k]].result = -ECANCELED;
+    }
+    FinishWritesInOrder(batch, start, count);
+    start += count;
+  }
+  AckWrites(batch, acks);
+  return end;
+}
+
+// Resolves every write's fd (or its errno). Descriptors evicted from the I/O cache meanwhile stay open
+// until the run is over (CloseRetiredIo): the run is cut (the returned end) so that they stay few.
+int ApplierImpl::ResolveWriteSlots(const proto::OpBatch& batch, int begin, int end) {
   slots_.clear();
   for (int i = begin; i < end; ++i) {
-    if (retired_io_.size() >= kMaxRetiredIoFds) {
-      end = i;
-      break;
-    }
+    if (retired_io_.size() >= kMaxRetiredIoFds) return i;
     const proto::Write& w = batch.ops(i).write();
-    WriteSlot slot{i, -1, 0, 0, 0, 0};
+    WriteSlot slot{i, -1, 0, 0, 0, 0, DirectEligible(w)};
     Rid* r = Find(w.rid());
     if (r == nullptr) {
       slot.err = ESTALE;
@@ -1186,8 +1230,12 @@ int ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
     }
     slots_.push_back(slot);
   }
-  // 2. Group per inode (stable, so each group keeps seq order); each group becomes one linked chain
-  //    so overlapping writes land in order, while different files proceed in parallel.
+  return end;
+}
+
+// Groups the writes with data per inode (stable, so each group keeps seq order): each group becomes one
+// linked chain, so overlapping writes land in order while different files proceed in parallel.
+void ApplierImpl::OrderWriteSlots(const proto::OpBatch& batch) {
   order_.clear();
   for (size_t k = 0; k < slots_.size(); ++k) {
     if (slots_[k].err == 0 && !batch.ops(slots_[k].op_index).write().data().empty()) order_.push_back(k);
@@ -1197,101 +1245,151 @@ int ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
     const WriteSlot& y = slots_[b];
     return x.dev != y.dev ? x.dev < y.dev : x.ino < y.ino;
   });
-  // 3. Submit in chunks of at most ring_entries_ (chunks in order, so order holds across chunks).
-  //    Writes to a single file gain nothing from the ring (one linked chain runs serially, and buffered
-  //    ext4 writes are punted to an io-wq worker): plain pwrite here saves two thread hops per batch,
-  //    which is most of a small synchronous write's cost.
-  const bool one_file = !order_.empty() && slots_[order_.front()].dev == slots_[order_.back()].dev &&
-                        slots_[order_.front()].ino == slots_[order_.back()].ino;
-  for (size_t start = 0; start < order_.size();) {
-    const size_t count = std::min<size_t>(ring_entries_, order_.size() - start);
-    if (!write_ring_ok_ || one_file) {
-      // No io_uring here: everything goes through the in-order pwrite path below.
-      for (size_t k = start; k < start + count; ++k) slots_[order_[k]].result = -ECANCELED;
-    } else {
-      for (size_t k = start; k < start + count; ++k) {
-        WriteSlot& s = slots_[order_[k]];
-        const std::string& data = batch.ops(s.op_index).write().data();
-        io_uring_sqe* sqe = io_uring_get_sqe(&write_ring_);
-        if (sqe == nullptr) {
-          // Cannot happen: the ring is empty at the start of a chunk and a chunk fits in it.
-          HLOG_ERROR("io_uring write ring full unexpectedly");
-          std::abort();
-        }
-        io_uring_prep_write(sqe, s.fd, data.data(), static_cast<unsigned>(data.size()),
-                            batch.ops(s.op_index).write().offset());
-        io_uring_sqe_set_data64(sqe, order_[k]);
-        const bool same_next =
-            k + 1 < start + count && slots_[order_[k + 1]].dev == s.dev && slots_[order_[k + 1]].ino == s.ino;
-        if (same_next) sqe->flags |= IOSQE_IO_LINK;
-      }
-      // The SQEs are in the ring now: they must all be submitted and reaped before the batch (which owns
-      // the data buffers) can go away, so retry transient submit errors.
-      size_t submitted = 0;
-      for (int tries = 0; submitted < count && tries < 1000; ++tries) {
-        int rc = io_uring_submit(&write_ring_);
-        if (rc > 0) {
-          submitted += static_cast<size_t>(rc);
-        } else if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
-          // Queued SQEs point into this batch: they must never be submitted after it is gone, and
-          // the ring offers no way to withdraw them. Stop rather than risk writing garbage.
-          HLOG_ERROR("io_uring submit (writes) failed: %s; stopping", strerror(-rc));
-          std::abort();
-        }
-      }
-      if (submitted < count) {
-        HLOG_ERROR("io_uring submit (writes) kept failing; stopping");
+}
+
+// Submits order_[start, start+count) to the write ring, one linked chain per inode, and reaps them all
+// (slot.result). A chain with a direct write is left out whole (result -ECANCELED: FinishWritesInOrder
+// writes it, in order). Aborts the process when the ring fails with SQEs that point into the batch.
+void ApplierImpl::SubmitWritesToRing(const proto::OpBatch& batch, size_t start, size_t count) {
+  auto same_file = [this](size_t a, size_t b) {
+    return slots_[order_[a]].dev == slots_[order_[b]].dev && slots_[order_[a]].ino == slots_[order_[b]].ino;
+  };
+  size_t queued = 0;
+  for (size_t group = start; group < start + count;) {
+    size_t group_end = group + 1;
+    bool direct = slots_[order_[group]].direct;
+    for (; group_end < start + count && same_file(group_end, group); ++group_end) {
+      direct = direct || slots_[order_[group_end]].direct;
+    }
+    for (size_t k = group; k < group_end; ++k) {
+      WriteSlot& s = slots_[order_[k]];
+      s.result = -ECANCELED;
+      if (direct) continue;
+      const std::string& data = batch.ops(s.op_index).write().data();
+      io_uring_sqe* sqe = io_uring_get_sqe(&write_ring_);
+      if (sqe == nullptr) {
+        // Cannot happen: the ring is empty at the start of a chunk and a chunk fits in it.
+        HLOG_ERROR("io_uring write ring full unexpectedly");
         std::abort();
       }
-      for (size_t k = start; k < start + count; ++k) slots_[order_[k]].result = -ECANCELED;
-      for (size_t reaped = 0; reaped < submitted;) {
-        io_uring_cqe* cqe;
-        int wrc = io_uring_wait_cqe(&write_ring_, &cqe);
-        if (wrc < 0) {
-          if (wrc == -EINTR || wrc == -EAGAIN || wrc == -EBUSY) continue;
-          // Unreaped writes would still read this batch's buffers after it is gone, race the pwrite
-          // fallback below, and could land after a later op read the range (BlockSums): stop, as for
-          // a failed submit.
-          HLOG_ERROR("io_uring wait (writes) failed: %s; stopping", strerror(-wrc));
-          std::abort();
-        }
-        slots_[io_uring_cqe_get_data64(cqe)].result = cqe->res;
-        io_uring_cqe_seen(&write_ring_, cqe);
-        ++reaped;
-      }
+      io_uring_prep_write(sqe, s.fd, data.data(), static_cast<unsigned>(data.size()),
+                          batch.ops(s.op_index).write().offset());
+      io_uring_sqe_set_data64(sqe, order_[k]);
+      if (k + 1 < group_end) sqe->flags |= IOSQE_IO_LINK;
+      ++queued;
     }
-    // 4. Anything short, cancelled (broken chain) or failed is finished with pwrite, in chain order.
-    bool chain_broken = false;
-    for (size_t k = start; k < start + count; ++k) {
-      WriteSlot& s = slots_[order_[k]];
-      if (k > start) {
-        const WriteSlot& prev = slots_[order_[k - 1]];
-        if (prev.dev != s.dev || prev.ino != s.ino) chain_broken = false;
-      }
-      const proto::Write& w = batch.ops(s.op_index).write();
-      const size_t len = w.data().size();
-      if (!chain_broken && s.result >= 0 && static_cast<size_t>(s.result) == len) continue;
-      chain_broken = true;
-      size_t done = s.result > 0 ? static_cast<size_t>(s.result) : 0;
-      if (s.result < 0 && s.result != -ECANCELED && s.result != -EAGAIN && s.result != -EINTR) {
-        s.err = -s.result;
-        continue;
-      }
-      while (done < len) {
-        ssize_t n = pwrite(s.fd, w.data().data() + done, len - done, static_cast<off_t>(w.offset() + done));
-        if (n < 0) {
-          if (errno == EINTR) continue;
-          s.err = errno;
-          break;
-        }
-        done += static_cast<size_t>(n);
-      }
-    }
-    start += count;
+    group = group_end;
   }
-  // 5. Acks in seq order; dsync writes get an fdatasync and a late ack. The time fixes go first: a
-  // dsync write's ack waits for its flush, and nothing need wait for a utimensat after it (the flush
-  // does not depend on it: fdatasync skips a change of times alone, before or after).
+  // The SQEs are in the ring now: they must all be submitted and reaped before the batch (which owns
+  // the data buffers) can go away, so retry transient submit errors.
+  size_t submitted = 0;
+  for (int tries = 0; submitted < queued && tries < 1000; ++tries) {
+    int rc = io_uring_submit(&write_ring_);
+    if (rc > 0) {
+      submitted += static_cast<size_t>(rc);
+    } else if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+      // Queued SQEs point into this batch: they must never be submitted after it is gone, and
+      // the ring offers no way to withdraw them. Stop rather than risk writing garbage.
+      HLOG_ERROR("io_uring submit (writes) failed: %s; stopping", strerror(-rc));
+      std::abort();
+    }
+  }
+  if (submitted < queued) {
+    HLOG_ERROR("io_uring submit (writes) kept failing; stopping");
+    std::abort();
+  }
+  for (size_t reaped = 0; reaped < submitted;) {
+    io_uring_cqe* cqe;
+    int wrc = io_uring_wait_cqe(&write_ring_, &cqe);
+    if (wrc < 0) {
+      if (wrc == -EINTR || wrc == -EAGAIN || wrc == -EBUSY) continue;
+      // Unreaped writes would still read this batch's buffers after it is gone, race the pwrite
+      // fallback, and could land after a later op read the range (BlockSums): stop, as for a failed
+      // submit.
+      HLOG_ERROR("io_uring wait (writes) failed: %s; stopping", strerror(-wrc));
+      std::abort();
+    }
+    slots_[io_uring_cqe_get_data64(cqe)].result = cqe->res;
+    io_uring_cqe_seen(&write_ring_, cqe);
+    ++reaped;
+  }
+}
+
+// Finishes order_[start, start+count) in chain order: anything short, cancelled (a broken chain, or
+// never submitted) or failed is written here, directly when eligible, else with pwrite.
+void ApplierImpl::FinishWritesInOrder(const proto::OpBatch& batch, size_t start, size_t count) {
+  bool chain_broken = false;
+  for (size_t k = start; k < start + count; ++k) {
+    WriteSlot& s = slots_[order_[k]];
+    if (k > start) {
+      const WriteSlot& prev = slots_[order_[k - 1]];
+      if (prev.dev != s.dev || prev.ino != s.ino) chain_broken = false;
+    }
+    const proto::Write& w = batch.ops(s.op_index).write();
+    const size_t len = w.data().size();
+    if (!chain_broken && s.result >= 0 && static_cast<size_t>(s.result) == len) continue;
+    chain_broken = true;
+    size_t done = s.result > 0 ? static_cast<size_t>(s.result) : 0;
+    if (s.result < 0 && s.result != -ECANCELED && s.result != -EAGAIN && s.result != -EINTR) {
+      s.err = -s.result;
+      continue;
+    }
+    if (s.direct && done == 0) done = WriteDirect(s.fd, w.data(), w.offset());
+    while (done < len) {
+      ssize_t n = pwrite(s.fd, w.data().data() + done, len - done, static_cast<off_t>(w.offset() + done));
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        s.err = errno;
+        break;
+      }
+      done += static_cast<size_t>(n);
+    }
+  }
+}
+
+bool ApplierImpl::DirectEligible(const proto::Write& w) const {
+  const uint64_t len = w.data().size();
+  return direct_writes_ && len >= kDirectWriteMin && len % kDirectAlign == 0 &&
+         w.offset() % kDirectAlign == 0;
+}
+
+size_t ApplierImpl::WriteDirect(int fd, const std::string& data, uint64_t offset) {
+  UniqueFd direct(open(ProcPath(fd).buf, O_WRONLY | O_DIRECT | O_CLOEXEC));
+  if (!direct) {
+    StopDirectWrites("open with O_DIRECT", errno);
+    return 0;
+  }
+  if (!bounce_) {
+    bounce_.reset(static_cast<char*>(std::aligned_alloc(kDirectAlign, kBounceBytes)));
+    if (!bounce_) return 0;
+  }
+  size_t done = 0;
+  while (done < data.size()) {
+    const size_t n = std::min(kBounceBytes, data.size() - done);
+    memcpy(bounce_.get(), data.data() + done, n);
+    ssize_t w = pwrite(direct.get(), bounce_.get(), n, static_cast<off_t>(offset + done));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) {
+      // EINVAL: this file system wants another alignment, or no direct I/O at all. Anything else
+      // (ENOSPC, EIO) comes back from the buffered write that finishes the job, with its errno.
+      if (errno == EINVAL) StopDirectWrites("direct write", errno);
+      return done;
+    }
+    done += static_cast<size_t>(w);
+    if (static_cast<size_t>(w) < n) break;
+  }
+  return done;
+}
+
+void ApplierImpl::StopDirectWrites(const char* what, int err) {
+  direct_writes_ = false;
+  HLOG_INFO("large writes applied through the page cache from now on: %s failed (%s)", what, strerror(err));
+}
+
+// Acks in seq order; dsync writes get an fdatasync and a late ack. The time fixes go first: a dsync
+// write's ack waits for its flush, and nothing need wait for a utimensat after it (the flush does not
+// depend on it: fdatasync skips a change of times alone, before or after).
+void ApplierImpl::AckWrites(const proto::OpBatch& batch, std::vector<proto::Ack>* acks) {
   for (WriteSlot& s : slots_) {
     const proto::Op& op = batch.ops(s.op_index);
     const int time_err = ApplyTimeFixes(op);
@@ -1305,7 +1403,6 @@ int ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
     }
     FinishOp(op, s.err, deferred, acks, nullptr, /*times_done=*/true, time_err);
   }
-  return end;
 }
 
 int ApplierImpl::SubmitFlush(uint64_t seq, int fd, bool datasync, bool* deferred) {
