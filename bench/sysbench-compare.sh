@@ -10,6 +10,13 @@
 #   passthrough_ll  libfuse's passthrough_ll example (Debian's libfuse3-dev docs), built here, default
 #                   options (multithreaded); no replication
 #   bindfs          bindfs, default options; no replication
+#   floor           MariaDB on a plain local directory with bench/floor_shim.c preloaded: every fsync and
+#                   fdatasync also pays a loopback round trip to a "peer" thread that writes and flushes
+#                   4 KiB on the same disk (overlapping the local flush). What a perfect synchronous
+#                   mirror of this workload could reach on this machine, whatever its design (an upper
+#                   bound for hamirror: nothing else is charged)
+#   floor_fuse      the same on a passthrough_ll mount (flush method as passthrough_ll): the FUSE hop plus
+#                   a perfect mirror, the upper bound for any FUSE-based synchronous mirror here
 # Full durability everywhere: innodb_flush_log_at_trx_commit=1, sync_binlog=1, binary log on.
 # Prints per-round tps, the median per target and its ratio to local's median.
 #
@@ -45,7 +52,7 @@ setup_target() {
   local name=$1 d=$2
   mkdir -p "$d"
   case $name in
-    local | local_fsync) DATADIR=$d/data ;;
+    local | local_fsync | floor) DATADIR=$d/data ;;
     hamirror)
       hm_pair_start "$d" || return 1
       DATADIR=$d/primary/data ;;
@@ -59,9 +66,9 @@ setup_target() {
       fuse_start "$d/alone" "$d/alone.log" "$bin" alone --dir "$d/alone" --control "$d/alone.ctl" ||
         { tail -20 "$d/alone.log" >&2; return 1; }
       DATADIR=$d/alone/data ;;
-    passthrough_ll | bindfs)
+    passthrough_ll | bindfs | floor_fuse)
       mkdir -p "$d/src" "$d/mnt"
-      if [ "$name" = passthrough_ll ]; then
+      if [ "$name" != bindfs ]; then
         fuse_start "$d/mnt" "$d/fuse.log" "$PT_BIN" -f -o source="$d/src" "$d/mnt" || return 1
       else
         fuse_start "$d/mnt" "$d/fuse.log" bindfs -f "$d/src" "$d/mnt" || return 1
@@ -75,7 +82,7 @@ teardown_target() {
   local name=$1 d=$2
   case $name in
     hamirror | hamirror_alt) hm_pair_stop || hm_log "$name: a daemon did not stop cleanly" ;;
-    passthrough_ll | bindfs | hamirror_alone | hamirror_alone_alt) fuse_stop ;;
+    passthrough_ll | bindfs | floor_fuse | hamirror_alone | hamirror_alone_alt) fuse_stop ;;
   esac
   rm -rf "$d"
 }
@@ -86,9 +93,18 @@ run_one() {
   local name=$1 round=$2 d=$W/hm flush=$MDB_FLUSH_METHOD
   [ "$name" = hamirror ] || d=$W/$name
   setup_target "$name" "$d" || { hm_log "$name: setup failed"; teardown_target "$name" "$d"; return 1; }
-  [ "$name" = passthrough_ll ] && MDB_FLUSH_METHOD=$PT_FLUSH_METHOD
+  { [ "$name" = passthrough_ll ] || [ "$name" = floor_fuse ]; } && MDB_FLUSH_METHOD=$PT_FLUSH_METHOD
   [ "$name" = local_fsync ] && MDB_FLUSH_METHOD=fsync
-  if mdb_install "$DATADIR" "$W/run" && mdb_start "$DATADIR" "$W/run" && sb_prepare "$W/prepare.log"; then
+  local started=0
+  if mdb_install "$DATADIR" "$W/run"; then
+    if [ "$name" = floor ] || [ "$name" = floor_fuse ]; then
+      rm -f "$d/mirror.count"
+      LD_PRELOAD=$FLOOR_SHIM FLOOR_MIRROR=$d/mirror mdb_start "$DATADIR" "$W/run" && started=1
+    else
+      mdb_start "$DATADIR" "$W/run" && started=1
+    fi
+  fi
+  if [ "$started" = 1 ] && sb_prepare "$W/prepare.log"; then
     sync
     sleep "$SETTLE"  # let the disk settle (anchors.md), the same for every target
     local tps
@@ -105,6 +121,13 @@ run_one() {
     hm_log "$name: MariaDB could not run here (see above)"
   fi
   mdb_stop || hm_log "$name: mariadbd did not stop cleanly"
+  if [ "$name" = floor ] || [ "$name" = floor_fuse ]; then
+    # The shim counts what it mirrored: a floor that mirrored nothing would be local, not a floor.
+    local mirrored
+    mirrored=$(cat "$d/mirror.count" 2>/dev/null || echo 0)
+    hm_log "round $round $name: $mirrored flushes mirrored"
+    [ "$mirrored" -gt 0 ] || hm_die "$name: the shim mirrored no flush (LD_PRELOAD not applied?)"
+  fi
   MDB_FLUSH_METHOD=$flush
   rm -rf "$W/run"
   teardown_target "$name" "$d"
@@ -112,7 +135,12 @@ run_one() {
 
 active=()
 for t in $TARGETS; do
-  if [ "$t" = passthrough_ll ] && ! build_passthrough_ll; then continue; fi
+  if { [ "$t" = passthrough_ll ] || [ "$t" = floor_fuse ]; } && ! build_passthrough_ll; then continue; fi
+  if { [ "$t" = floor ] || [ "$t" = floor_fuse ]; } && [ -z "${FLOOR_SHIM:-}" ]; then
+    FLOOR_SHIM=$W/floor_shim.so
+    gcc -O2 -Wall -shared -fPIC -o "$FLOOR_SHIM" "$REPO/bench/floor_shim.c" -ldl -lpthread ||
+      hm_die "floor: cannot build bench/floor_shim.c"
+  fi
   if { [ "$t" = hamirror ] || [ "$t" = hamirror_alone ]; } && ! bench_have_hamirror; then continue; fi
   if { [ "$t" = hamirror_alt ] || [ "$t" = hamirror_alone_alt ]; } && [ ! -x "${HAMIRROR_FS_ALT:-}" ]; then
     hm_log "$t: set HAMIRROR_FS_ALT; target skipped"
