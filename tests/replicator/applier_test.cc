@@ -4,9 +4,9 @@
 
 #include <linux/fs.h>
 #include <sys/resource.h>
-#include <sys/uio.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
@@ -257,6 +257,13 @@ TEST_CASE("applier writes large aligned writes around its page cache, in order w
       }
       close(probe);
       CHECK(Cached(f.tree.Path("b"), 2 << 20, 1 << 20) == !direct);
+      // Two files in one batch (the io_uring path: chains submitted together, directly).
+      REQUIRE(f.Apply({Write(2, 4 << 20, big), Write(3, 4 << 20, big), Write(2, 5 << 20, more)}).ok());
+      for (uint64_t seq = f.next_seq - 2; seq <= f.next_seq; ++seq) CHECK(f.AckOf(seq) == 0);
+      CHECK(Cached(f.tree.Path("a"), 4 << 20, 1 << 20) == !direct);
+      CHECK(Cached(f.tree.Path("b"), 4 << 20, 1 << 20) == !direct);
+      CHECK(ReadFile(f.tree.Path("a")).substr(4 << 20) == big + more);
+      CHECK(ReadFile(f.tree.Path("b")).substr(4 << 20) == big);
     }
   }
 }
