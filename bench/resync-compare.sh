@@ -26,6 +26,7 @@
 #                  Then, on a second old copy, the same with --fuzzy (rsync finds the renamed file's old
 #                  name as its basis; without it the renamed file is sent whole).
 #   full_compare   the changed tree vs an old copy through hamirror with no record: full checksum compare.
+#   full_resync_alt  full_resync with HAMIRROR_FS_ALT on both nodes (two builds A/B in one run).
 # The change list (which file, which MiB) is the same for incremental, rsync and full_compare within a
 # round (seeded by the round), the written data is fresh random data each time.
 # Prints per-round values, medians and ratios (full_resync / plain_copy throughput; hamirror's wire bytes
@@ -60,6 +61,7 @@ WAIT_S=${WAIT_S:-900}
 TOTAL_MB=$(( FILES * FILE_MB ))
 [ "$(id -u)" -eq 0 ] || hm_die "run as root (FUSE mounts, drop_caches)"
 [ -x "$HAMIRROR_FS" ] || hm_die "no hamirror-fs binary at $HAMIRROR_FS (build it first)"
+case " $TARGETS " in *" full_resync_alt "*) [ -x "${HAMIRROR_FS_ALT:-}" ] || hm_die "target full_resync_alt needs HAMIRROR_FS_ALT=<another hamirror-fs>";; esac
 command -v python3 >/dev/null || hm_die "python3 not installed (scripts/install-deps.sh)"
 [ "$CHANGE_MB" -le "$TOTAL_MB" ] || hm_die "CHANGE_MB ($CHANGE_MB) > data set ($TOTAL_MB MiB)"
 [ "$SUBDIRS" -ge 1 ] && [ "$FILES" -ge 1 ] || hm_die "FILES and SUBDIRS must be >= 1"
@@ -237,7 +239,7 @@ resync_fields() {
 }
 
 run_full_resync() {
-  local round=$1 T=$W/t t0 t1 t2
+  local round=$1 name=${2:-full_resync} T=$W/t t0 t1 t2
   mkdir -p "$T/sec"
   PORT=$(free_port)
   sec_start "$T/sec" "$T" || return 1
@@ -248,12 +250,17 @@ run_full_resync() {
   t1=$(now)
   sync
   t2=$(now)
-  resync_fields full_resync "$T/done.json" "$(secs "$t0" "$t1")"
-  add full_resync.wall_sync "$(secs "$t0" "$t2")"
-  add full_resync.mibps "$(mibps "$TOTAL_MB" "$(jget "$T/done.json" resync.elapsed_s)")"
-  add full_resync.mibps_sync "$(mibps "$TOTAL_MB" "$(secs "$t0" "$t2")")"
+  resync_fields "$name" "$T/done.json" "$(secs "$t0" "$t1")"
+  add "$name.wall_sync" "$(secs "$t0" "$t2")"
+  add "$name.mibps" "$(mibps "$TOTAL_MB" "$(jget "$T/done.json" resync.elapsed_s)")"
+  add "$name.mibps_sync" "$(mibps "$TOTAL_MB" "$(secs "$t0" "$t2")")"
   pair_down
-  same_tree "$W/master" "$T/sec" "full_resync r$round"
+  same_tree "$W/master" "$T/sec" "$name r$round"
+}
+
+# The same with HAMIRROR_FS_ALT (both nodes): two builds A/B in one run.
+run_full_resync_alt() {
+  HAMIRROR_FS=$HAMIRROR_FS_ALT run_full_resync "$1" full_resync_alt
 }
 
 run_plain_copy() {
@@ -427,6 +434,9 @@ row "full_resync: MiB/s (elapsed_s)" full_resync.mibps
 row "full_resync: MiB/s (wall + sync)" full_resync.mibps_sync
 row "full_resync: sent MiB" full_resync.sent_mib
 row "full_resync: wire MiB" full_resync.wire_mib
+row "full_resync_alt (HAMIRROR_FS_ALT): resync elapsed_s" full_resync_alt.elapsed
+row "full_resync_alt: MiB/s (elapsed_s)" full_resync_alt.mibps
+row "full_resync_alt: MiB/s (wall + sync)" full_resync_alt.mibps_sync
 row "plain_copy: cp -a + sync s" plain_copy.wall_sync
 row "plain_copy: MiB/s" plain_copy.mibps_sync
 row "net_copy: tar | socat loopback | tar + sync s" net_copy.wall_sync
@@ -452,6 +462,7 @@ row "full_compare: wire MiB" full_compare.wire_mib
 echo
 echo "Ratios of medians:"
 echo "- full_resync / plain_copy throughput: $(ratio "$(med full_resync.mibps)" "$(med plain_copy.mibps_sync)") (resync elapsed_s, no sync) and $(ratio "$(med full_resync.mibps_sync)" "$(med plain_copy.mibps_sync)") (wall from the primary's start, + sync; both against cp -a + sync; target >= 0.8)"
+[ -n "${V[full_resync_alt.mibps]:-}" ] && echo "- full_resync_alt / plain_copy throughput: $(ratio "$(med full_resync_alt.mibps)" "$(med plain_copy.mibps_sync)") (elapsed_s) and $(ratio "$(med full_resync_alt.mibps_sync)" "$(med plain_copy.mibps_sync)") (wall + sync)"
 echo "- full_resync / net_copy throughput (extra column: a plain copy through a loopback socket): $(ratio "$(med full_resync.mibps)" "$(med net_copy.mibps_sync)") (resync elapsed_s) and $(ratio "$(med full_resync.mibps_sync)" "$(med net_copy.mibps_sync)") (wall + sync)"
 echo "- incremental wire bytes / rsync bytes sent: $(ratio "$(med incremental.wire_mib)" "$(med rsync_inplace.sent_mib)") (plain), $(ratio "$(med incremental.wire_mib)" "$(med rsync_fuzzy.sent_mib)") (--fuzzy)"
 echo "- incremental time / rsync time: $(ratio "$(med incremental.elapsed)" "$(med rsync_inplace.wall_sync)") (plain), $(ratio "$(med incremental.elapsed)" "$(med rsync_fuzzy.wall_sync)") (--fuzzy)"

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/proc_path.h"
 #include "common/unique_fd.h"
 #include "fuse_fs/pending_reply.h"
 #include "fuse_fs/uring_transport.h"
@@ -29,7 +30,8 @@ namespace hamirror::fs {
 namespace {
 
 int64_t SteadyMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
       .count();
 }
 
@@ -39,11 +41,6 @@ constexpr double kPrimaryTimeout = 86400.0;
 constexpr size_t kMaxWrite = 1 << 20;
 // Write-then-fdatasync pairs in a row after which a file's writes are made durable at once (Write).
 constexpr uint32_t kLogStreak = 2;
-
-struct ProcPath {
-  explicit ProcPath(int fd) { snprintf(buf, sizeof(buf), "/proc/self/fd/%d", fd); }
-  char buf[32];
-};
 
 void NoopCallback(void*, const replicator::ShipResult&) {}
 
@@ -243,7 +240,9 @@ Status Filesystem::MakeShipper(const std::string& peer, std::unique_ptr<replicat
   so.send_timeout = options_.send_timeout;
   so.tls = options_.tls;
   if (options_.manager_grace.count() > 0) {
-    so.may_go_alone = [this] { return SteadyMs() - control_heard_ms_.load() <= options_.manager_grace.count(); };
+    so.may_go_alone = [this] {
+      return SteadyMs() - control_heard_ms_.load() <= options_.manager_grace.count();
+    };
   }
   return replicator::Shipper::Create(so, out);
 }

@@ -22,7 +22,9 @@
 #include <vector>
 
 #include "common/log.h"
+#include "common/proc_path.h"
 #include "common/unique_fd.h"
+#include "fuse_fs/chunk_reader.h"
 #include "replicator/node_kind.h"
 
 namespace hamirror::fs {
@@ -31,11 +33,6 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using replicator::ShipOutcome;
 using replicator::ShipResult;
-
-struct ProcPath {
-  explicit ProcPath(int fd) { snprintf(buf, sizeof(buf), "/proc/self/fd/%d", fd); }
-  char buf[32];
-};
 
 void ToProto(const struct timespec& ts, proto::Timespec* out) {
   out->set_sec(ts.tv_sec);
@@ -314,9 +311,9 @@ struct ResyncEngine::Run {
   struct FileState {
     const FileJob* job = nullptr;
     int io_fd = -1;
-    bool saved = false;  // its peer copy is saved (or needs no saving)
-    bool sent = false;   // a block of it was sent
-    std::vector<char>* buf = nullptr;
+    bool saved = false;             // its peer copy is saved (or needs no saving)
+    bool sent = false;              // a block of it was sent
+    ChunkReader* reader = nullptr;  // bound to io_fd
   };
   // A BlockSums query in flight, with the local sums taken at its stream position.
   struct Pending {
@@ -336,8 +333,8 @@ struct ResyncEngine::Run {
   void StartWorkers();
   void StopWorkers();
   void Submit(FileJob&& job);
-  void DrainWorkers();         // every job submitted so far is done
-  std::vector<char> walk_buf;  // chunk reads of the jobs the walk runs itself
+  void DrainWorkers();                      // every job submitted so far is done
+  ChunkReader walk_reader{opt.chunk_size};  // chunk reads of the jobs the walk runs itself
 
   // Regular files with more than one name, this pass: the first name met keeps a lookup reference
   // (its rid stays bound on the peer) so that the others are made as hard links of it there.
@@ -364,7 +361,7 @@ struct ResyncEngine::Run {
   void ReconcileEntries(Inode* dir, const std::string& rel, const std::vector<LocalEntry>& local,
                         bool peer_empty, std::map<std::string, EntryWork>* work);
   void WalkDir(Inode* dir, const std::string& rel, bool compare, bool peer_empty, int depth);
-  void RunJob(FileJob& job, std::vector<char>* buf);
+  void RunJob(FileJob& job, ChunkReader* reader);
   void ResyncFile(FileState& fs);
   // The file's size, mode, owner and times on the peer as they stand here now (or, verifying,
   // reported when they differ).
@@ -788,7 +785,7 @@ void ResyncEngine::Run::StartWorkers() {
   closing = false;
   for (int i = 1; i < opt.workers; ++i) {
     threads.emplace_back([this] {
-      std::vector<char> buf;
+      ChunkReader reader(opt.chunk_size);
       std::unique_lock<std::mutex> lock(q_mu);
       while (true) {
         q_cv.wait(lock, [this] { return closing || !queue.empty(); });
@@ -798,7 +795,7 @@ void ResyncEngine::Run::StartWorkers() {
         ++busy;
         q_cv.notify_all();  // room in the queue
         lock.unlock();
-        RunJob(job, &buf);
+        RunJob(job, &reader);
         lock.lock();
         --busy;
         if (queue.empty() && busy == 0) q_idle_cv.notify_all();
@@ -819,7 +816,7 @@ void ResyncEngine::Run::StopWorkers() {
 
 void ResyncEngine::Run::Submit(FileJob&& job) {
   if (threads.empty()) {
-    RunJob(job, &walk_buf);
+    RunJob(job, &walk_reader);
     return;
   }
   std::unique_lock<std::mutex> lock(q_mu);
@@ -868,10 +865,11 @@ bool ResyncEngine::Run::AskChunk(FileState& fs, uint64_t off, uint64_t len, Pend
   std::lock_guard<std::mutex> lock(file->data_mu);
   out->reply = Ask(std::move(query));
   if (out->reply == nullptr) return false;
-  ssize_t n = pread(fs.io_fd, fs.buf->data(), len, static_cast<off_t>(off));
+  ssize_t n = fs.reader->Read(off, len);
   if (n < 0) n = 0;
+  const char* data = fs.reader->data();
   for (ssize_t at = 0; at < n; at += bs)
-    out->mine.push_back(XXH3_64bits(fs.buf->data() + at, std::min<size_t>(bs, static_cast<size_t>(n - at))));
+    out->mine.push_back(XXH3_64bits(data + at, std::min<size_t>(bs, static_cast<size_t>(n - at))));
   return true;
 }
 
@@ -933,11 +931,11 @@ uint64_t ResyncEngine::Run::ShipRange(FileState& fs, uint64_t off, uint64_t len)
   // writes of this file.
   std::lock_guard<std::mutex> lock(file->data_mu);
   // (Reading straight into the op's string instead, which saves this copy, measured no faster: the
-  // string is zero-filled first, and fs.buf stays warm.)
-  const ssize_t n = pread(fs.io_fd, fs.buf->data(), len, static_cast<off_t>(off));
+  // string is zero-filled first, and the reader's buffer stays warm.)
+  const ssize_t n = fs.reader->Read(off, len);
   if (n < 0) {
     // Never "done" with bytes the peer did not get.
-    Fail("cannot read " + fs.job->rel + " to resync it: " + strerror(errno));
+    Fail("cannot read " + fs.job->rel + " to resync it: " + strerror(static_cast<int>(-n)));
     return 0;
   }
   if (n == 0) return 0;  // the file shrank meanwhile: its truncate is in the stream
@@ -945,7 +943,7 @@ uint64_t ResyncEngine::Run::ShipRange(FileState& fs, uint64_t off, uint64_t len)
   auto* w = op.mutable_write();
   w->set_rid(file->rid);
   w->set_offset(off);
-  w->set_data(fs.buf->data(), static_cast<size_t>(n));
+  w->set_data(fs.reader->data(), static_cast<size_t>(n));
   Fix(std::move(op));
   fs.sent = true;
   return static_cast<uint64_t>(n);
@@ -957,11 +955,11 @@ bool ResyncEngine::Run::BeforeFileChange(FileState& fs) {
   return SaveOnPeer(fs.job->parent_rid, fs.job->name, fs.job->rel);
 }
 
-void ResyncEngine::Run::RunJob(FileJob& job, std::vector<char>* buf) {
+void ResyncEngine::Run::RunJob(FileJob& job, ChunkReader* reader) {
   FileState fs;
   fs.job = &job;
   fs.saved = !job.save_first;
-  fs.buf = buf;
+  fs.reader = reader;
   const PathFd file_path = host->resync_table().Open(*job.file);
   UniqueFd io;
   if (file_path) {
@@ -973,7 +971,9 @@ void ResyncEngine::Run::RunJob(FileJob& job, std::vector<char>* buf) {
     Fail(std::string("cannot open ") + job.rel + " to resync it: " + strerror(err));
   } else {
     fs.io_fd = io.get();
+    reader->Open(io.get());
     ResyncFile(fs);
+    reader->Close();
   }
   Release(job.file, /*ns_held=*/false);
   job.file = nullptr;
@@ -1054,7 +1054,6 @@ void ResyncEngine::Run::ResyncFile(FileState& fs) {
     engine->progress_.set_bytes_total(engine->progress_.bytes_total() + total);
     engine->progress_.set_files_total(engine->progress_.files_total() + 1);
   }
-  fs.buf->resize(opt.chunk_size);
   // Up to `window` queries of this file in flight: the peer reads and hashes chunk k+1 while this
   // side compares chunk k.
   std::deque<Pending> window;

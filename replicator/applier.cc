@@ -29,7 +29,9 @@
 
 #include "common/kept_path.h"
 #include "common/log.h"
+#include "common/proc_path.h"
 #include "common/unique_fd.h"
+#include "replicator/direct_writer.h"
 #include "replicator/node_kind.h"
 #include "replicator/quarantine.h"
 
@@ -70,12 +72,10 @@ constexpr size_t kMaxPinned = 1024;
 constexpr uint64_t kDirectWriteMin = 256 << 10;
 constexpr uint64_t kDirectAlign = 4096;
 constexpr size_t kBounceBytes = 1 << 20;
-
-// "/proc/self/fd/N": how an O_PATH handle is reopened for I/O, or used by calls without an fd form.
-struct ProcPath {
-  explicit ProcPath(int fd) { snprintf(buf, sizeof buf, "/proc/self/fd/%d", fd); }
-  char buf[32];
-};
+// Direct writes of a run made only of them are queued to the DirectWriter (at most this many buffers
+// of kBounceBytes at once: two full batches) instead of written on the apply thread.
+constexpr size_t kQueuedDirectBuffers = 8;
+constexpr int kDirectWriterThreads = 3;  // the disk writes a few at once about as fast as one
 
 int64_t WallClockMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -98,6 +98,17 @@ const char* BadBlockSums(const proto::BlockSums& b) {
 const char* OpKindName(const proto::Op& op) {
   const auto* field = proto::Op::descriptor()->FindFieldByNumber(static_cast<int>(op.body_case()));
   return field != nullptr ? field->name().c_str() : "empty";
+}
+
+// Writes data[done..] at offset + done, through short writes; 0 or an errno.
+int PwriteAll(int fd, const std::string& data, uint64_t offset, size_t done = 0) {
+  while (done < data.size()) {
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errno;
+    done += static_cast<size_t>(n);
+  }
+  return 0;
 }
 
 timespec ToTimespec(const proto::Timespec& t) {
@@ -195,6 +206,14 @@ class ApplierImpl final : public Applier {
   // Applies ops [begin, end) of batch, all non-duplicate Writes, through the write ring; stops early
   // (returns where) when kMaxRetiredIoFds evicted descriptors wait to be closed.
   int ApplyWriteRun(const proto::OpBatch& batch, int begin, int end, std::vector<proto::Ack>* acks);
+  // A run whose every write is direct, at most kBounceBytes, with no time fix but its own file's, is
+  // queued whole to direct_writer_ (QueueDirectWrites) and acked from there: the apply thread does not
+  // wait for the disk. Anything else waits for what is queued first (WaitDirectWrites).
+  bool RunQueueable(const proto::OpBatch& batch) const;
+  void QueueDirectWrites(const proto::OpBatch& batch);
+  void WaitDirectWrites() {
+    if (direct_writer_) direct_writer_->WaitIdle();
+  }
   int ResolveWriteSlots(const proto::OpBatch& batch, int begin, int end);
   void OrderWriteSlots(const proto::OpBatch& batch);
   void SubmitWritesToRing(const proto::OpBatch& batch, size_t start, size_t count);
@@ -217,7 +236,9 @@ class ApplierImpl final : public Applier {
   int SubmitFlush(uint64_t seq, int fd, bool datasync, bool* deferred);
   void FlushLoop();
   void SyncfsLoop();
-  void Durable(uint64_t seq, int err);
+  // what: the kind of the late op for the error log ("flush", "write"); flushes_in_flight counts only
+  // the flushes.
+  void Durable(uint64_t seq, int err, const char* what = "flush");
 
   const int root_fd_;
   int root_io_fd_ = -1;  // root reopened O_RDONLY for syncfs
@@ -251,16 +272,18 @@ class ApplierImpl final : public Applier {
     int fd;
     dev_t dev;
     ino_t ino;
-    int result;   // bytes written, or -errno
-    int err;      // final errno for the ack
-    bool direct;  // DirectEligible
+    int result;           // bytes written, or -errno
+    int err;              // final errno for the ack
+    bool direct;          // DirectEligible
+    bool queued = false;  // handed to direct_writer_, acked from there
   };
   std::vector<WriteSlot> slots_;
   bool direct_writes_ = true;
   struct FreeDeleter {
     void operator()(char* p) const { std::free(p); }
   };
-  std::unique_ptr<char, FreeDeleter> bounce_;  // aligned copy of a direct write's data (kBounceBytes)
+  std::unique_ptr<char, FreeDeleter> bounce_;    // aligned copy of a direct write's data (kBounceBytes)
+  std::unique_ptr<DirectWriter> direct_writer_;  // with async_flush_ only
   std::vector<int> order_;
   // Scratch for the resync queries, kept between ops: BlockSums' read buffer (at most one chunk),
   // ListDir's xattr name list and value buffers.
@@ -326,6 +349,7 @@ class ApplierImpl final : public Applier {
 
 ApplierImpl::~ApplierImpl() {
   Drain();
+  direct_writer_.reset();  // idle after Drain; its callback uses what follows
   {
     std::lock_guard<std::mutex> lock(flush_mu_);
     stopping_ = true;
@@ -371,6 +395,9 @@ Status ApplierImpl::Init(const ApplierOptions& options) {
   // stands for a restricted environment: keep the old, simplest behaviour there).
   async_flush_ = write_ring_ok_;
   if (async_flush_) {
+    direct_writer_ =
+        std::make_unique<DirectWriter>(kQueuedDirectBuffers, kBounceBytes, kDirectWriterThreads,
+                                       [this](uint64_t seq, int err) { Durable(seq, err, "write"); });
     for (int i = 0; i < kFlushThreads; ++i)
       flush_threads_.emplace_back([this] {
         pthread_setname_np(pthread_self(), "hm-flush");
@@ -531,6 +558,7 @@ Status ApplierImpl::Apply(const proto::OpBatch& batch, std::vector<proto::Ack>* 
       CloseRetiredIo();
       continue;
     }
+    WaitDirectWrites();  // what follows may read, flush or change a file with direct writes queued
     if (op.body_case() == proto::Op::kBlockSums || op.body_case() == proto::Op::kListDir) {
       ApplyQuery(op, acks);
       CloseRetiredIo();
@@ -1185,7 +1213,14 @@ int ApplierImpl::ReadXattrs(const std::string& path, proto::DirEntry* e) {
 
 int ApplierImpl::ApplyWriteRun(const proto::OpBatch& batch, int begin, int end,
                                std::vector<proto::Ack>* acks) {
+  if (direct_writer_ && direct_writes_ && direct_writer_->refused()) StopDirectWrites("direct write", EINVAL);
   end = ResolveWriteSlots(batch, begin, end);
+  if (RunQueueable(batch)) {
+    QueueDirectWrites(batch);
+    AckWrites(batch, acks);
+    return end;
+  }
+  WaitDirectWrites();  // writes queued earlier land first (same file, overlapping ranges)
   OrderWriteSlots(batch);
   // Writes to a single file gain nothing from the ring (one linked chain runs serially, and buffered
   // ext4 writes are punted to an io-wq worker): plain pwrite saves two thread hops per batch, which is
@@ -1335,15 +1370,7 @@ void ApplierImpl::FinishWritesInOrder(const proto::OpBatch& batch, size_t start,
       continue;
     }
     if (s.direct && done == 0) done = WriteDirect(s.fd, w.data(), w.offset());
-    while (done < len) {
-      ssize_t n = pwrite(s.fd, w.data().data() + done, len - done, static_cast<off_t>(w.offset() + done));
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        s.err = errno;
-        break;
-      }
-      done += static_cast<size_t>(n);
-    }
+    s.err = PwriteAll(s.fd, w.data(), w.offset(), done);
   }
 }
 
@@ -1381,6 +1408,59 @@ size_t ApplierImpl::WriteDirect(int fd, const std::string& data, uint64_t offset
   return done;
 }
 
+bool ApplierImpl::RunQueueable(const proto::OpBatch& batch) const {
+  if (!direct_writer_ || !direct_writes_ || slots_.empty()) return false;
+  for (const WriteSlot& s : slots_) {
+    const proto::Op& op = batch.ops(s.op_index);
+    if (s.err != 0 || !s.direct || op.write().data().size() > kBounceBytes) return false;
+    // One time fix, of the written file: the writer sets it on its descriptor after the write.
+    if (op.times_size() > 1 || (op.times_size() == 1 && op.times(0).rid() != op.write().rid())) return false;
+  }
+  return true;
+}
+
+// Queues every write of the run (slots_, all RunQueueable) in seq order. One whose file cannot be
+// reopened for direct I/O stops direct writes and is written here, after the queue (same file).
+void ApplierImpl::QueueDirectWrites(const proto::OpBatch& batch) {
+  for (WriteSlot& s : slots_) {
+    const proto::Op& op = batch.ops(s.op_index);
+    const proto::Write& w = op.write();
+    DirectWriter::Job job;
+    job.fd.Reset(direct_writes_ ? open(ProcPath(s.fd).buf, O_WRONLY | O_DIRECT | O_CLOEXEC) : -1);
+    if (!job.fd) {
+      if (direct_writes_) StopDirectWrites("open with O_DIRECT", errno);
+      WaitDirectWrites();
+      s.err = PwriteAll(s.fd, w.data(), w.offset());
+      continue;  // acked by AckWrites (times, flush) as any buffered write
+    }
+    job.data = direct_writer_->Acquire();
+    if (job.data == nullptr) {
+      WaitDirectWrites();
+      s.err = PwriteAll(s.fd, w.data(), w.offset());
+      continue;
+    }
+    memcpy(job.data, w.data().data(), w.data().size());
+    job.seq = op.seq();
+    job.dev = s.dev;
+    job.ino = s.ino;
+    job.offset = w.offset();
+    job.length = w.data().size();
+    job.datasync = w.dsync();
+    if (op.times_size() == 1) {
+      const proto::TimeFix& t = op.times(0);
+      job.set_times = true;
+      job.times[0] = t.has_atime() ? ToTimespec(t.atime()) : timespec{0, UTIME_OMIT};
+      job.times[1] = t.has_mtime() ? ToTimespec(t.mtime()) : timespec{0, UTIME_OMIT};
+    }
+    {
+      std::lock_guard<std::mutex> lock(flush_mu_);
+      ++in_flight_;  // Drain() (StartSession, the destructor) waits for it too
+    }
+    direct_writer_->Submit(std::move(job));
+    s.queued = true;
+  }
+}
+
 void ApplierImpl::StopDirectWrites(const char* what, int err) {
   direct_writes_ = false;
   HLOG_INFO("large writes applied through the page cache from now on: %s failed (%s)", what, strerror(err));
@@ -1392,6 +1472,14 @@ void ApplierImpl::StopDirectWrites(const char* what, int err) {
 void ApplierImpl::AckWrites(const proto::OpBatch& batch, std::vector<proto::Ack>* acks) {
   for (WriteSlot& s : slots_) {
     const proto::Op& op = batch.ops(s.op_index);
+    if (s.queued) {  // its time fix and flush come after its write, on the writer's thread
+      {
+        std::lock_guard<std::mutex> lock(stats_mu_);
+        stats_.bytes_applied += op.write().data().size();
+      }
+      FinishOp(op, 0, /*deferred=*/true, acks, nullptr, /*times_done=*/true);
+      continue;
+    }
     const int time_err = ApplyTimeFixes(op);
     bool deferred = false;
     if (s.err == 0 && op.write().dsync()) {
@@ -1435,7 +1523,7 @@ int ApplierImpl::SubmitFlush(uint64_t seq, int fd, bool datasync, bool* deferred
   return 0;
 }
 
-void ApplierImpl::Durable(uint64_t seq, int err) {
+void ApplierImpl::Durable(uint64_t seq, int err, const char* what) {
   DurableCallback cb;
   void* ctx;
   {
@@ -1446,8 +1534,8 @@ void ApplierImpl::Durable(uint64_t seq, int err) {
   {
     std::lock_guard<std::mutex> lock(stats_mu_);
     ++stats_.ops_applied;
-    if (err != 0) RememberErrorLocked(seq, err, "flush");
-    if (stats_.flushes_in_flight > 0) --stats_.flushes_in_flight;
+    if (err != 0) RememberErrorLocked(seq, err, what);
+    if (std::strcmp(what, "flush") == 0 && stats_.flushes_in_flight > 0) --stats_.flushes_in_flight;
   }
   if (cb != nullptr) cb(ctx, seq, err);
   std::lock_guard<std::mutex> lock(flush_mu_);
