@@ -206,9 +206,9 @@ class ApplierImpl final : public Applier {
   // Applies ops [begin, end) of batch, all non-duplicate Writes, through the write ring; stops early
   // (returns where) when kMaxRetiredIoFds evicted descriptors wait to be closed.
   int ApplyWriteRun(const proto::OpBatch& batch, int begin, int end, std::vector<proto::Ack>* acks);
-  // A run whose every write is direct, at most kBounceBytes, with no time fix but its own file's, is
-  // queued whole to direct_writer_ (QueueDirectWrites) and acked from there: the apply thread does not
-  // wait for the disk. Anything else waits for what is queued first (WaitDirectWrites).
+  // A run whose every write is direct, at most kBounceBytes, without a time fix, is queued whole to
+  // direct_writer_ (QueueDirectWrites) and acked from there: the apply thread does not wait for the
+  // disk. Anything else waits for what is queued first (WaitDirectWrites).
   bool RunQueueable(const proto::OpBatch& batch) const;
   void QueueDirectWrites(const proto::OpBatch& batch);
   void WaitDirectWrites() {
@@ -1413,8 +1413,10 @@ bool ApplierImpl::RunQueueable(const proto::OpBatch& batch) const {
   for (const WriteSlot& s : slots_) {
     const proto::Op& op = batch.ops(s.op_index);
     if (s.err != 0 || !s.direct || op.write().data().size() > kBounceBytes) return false;
-    // One time fix, of the written file: the writer sets it on its descriptor after the write.
-    if (op.times_size() > 1 || (op.times_size() == 1 && op.times(0).rid() != op.write().rid())) return false;
+    // A time fix must be set after its write and after the earlier ones of the file, which the
+    // writer's threads do not order: such a write goes the in-order way. (Live writes ship their
+    // mtime later as a Setattr, and the resync at the end of each file: neither has one.)
+    if (op.times_size() > 0) return false;
   }
   return true;
 }
@@ -1446,12 +1448,6 @@ void ApplierImpl::QueueDirectWrites(const proto::OpBatch& batch) {
     job.offset = w.offset();
     job.length = w.data().size();
     job.datasync = w.dsync();
-    if (op.times_size() == 1) {
-      const proto::TimeFix& t = op.times(0);
-      job.set_times = true;
-      job.times[0] = t.has_atime() ? ToTimespec(t.atime()) : timespec{0, UTIME_OMIT};
-      job.times[1] = t.has_mtime() ? ToTimespec(t.mtime()) : timespec{0, UTIME_OMIT};
-    }
     {
       std::lock_guard<std::mutex> lock(flush_mu_);
       ++in_flight_;  // Drain() (StartSession, the destructor) waits for it too
@@ -1472,7 +1468,7 @@ void ApplierImpl::StopDirectWrites(const char* what, int err) {
 void ApplierImpl::AckWrites(const proto::OpBatch& batch, std::vector<proto::Ack>* acks) {
   for (WriteSlot& s : slots_) {
     const proto::Op& op = batch.ops(s.op_index);
-    if (s.queued) {  // its time fix and flush come after its write, on the writer's thread
+    if (s.queued) {  // its flush comes after its write, on the writer's thread
       {
         std::lock_guard<std::mutex> lock(stats_mu_);
         stats_.bytes_applied += op.write().data().size();

@@ -154,7 +154,6 @@ int DirectWriter::Write(Job& job) {
       if (!DropDirect(fd)) return errno;
     }
   }
-  if (job.set_times && futimens(fd, job.times) != 0) return errno;
   if (job.datasync && fdatasync(fd) != 0) return errno;
   return 0;
 }

@@ -1,12 +1,13 @@
-// DirectWriter: a secondary's large aligned writes, written with O_DIRECT on a thread of their own in
+// DirectWriter: a secondary's large aligned writes, written with O_DIRECT on threads of their own in
 // the order they were queued, so that the apply thread goes back to receiving the next batch while the
 // disk writes this one (a full resync's 1 MiB chunks were received and written in turn on one thread).
 //
 // Each job owns its data (an aligned buffer of a small pool, which bounds the bytes queued) and an
-// O_DIRECT descriptor of its file. The thread writes it, then sets the file's times when asked (the
-// write itself moves mtime, so a time fix must come after it), then flushes when asked (a dsync
-// write), and reports done(seq, errno). Where the file system refuses the direct write (EINVAL), that
-// job goes through the page cache instead and refused() turns true: the caller stops queueing.
+// O_DIRECT descriptor of its file. The threads write it, flush it when asked (a dsync write) and
+// report done(seq, errno). Time fixes are the caller's: jobs of one file may finish in any order, so
+// a time set after each would not end at the last one's. Where the file system refuses the direct
+// write (EINVAL), that job goes through the page cache instead and refused() turns true: the caller
+// stops queueing.
 //
 // Order: jobs start in the order they were queued, on a few threads (the disk writes several at once
 // about as fast as one); a job waits for every running one that writes an overlapping range of the
@@ -45,8 +46,6 @@ class DirectWriter {
     size_t length = 0;     // at most buffer_bytes
     char* data = nullptr;  // from Acquire(); returned to the pool once written
     bool datasync = false;
-    bool set_times = false;
-    timespec times[2] = {};  // futimens() values (UTIME_OMIT for one left alone)
   };
 
   // buffers x buffer_bytes (a multiple of the alignment) is the most data queued at once; the buffers
