@@ -150,6 +150,27 @@ TEST_CASE("applier creates nodes with exact mode and owner", "[applier]") {
   // Creating over an existing entry fails like on Linux, and changes nothing.
   CHECK(f.One(MakeFile(1, "f", 7)) == EEXIST);
   CHECK(Lstat(f.tree.Path("f")).st_uid == 1234);
+
+  // The owner and mode come out exact whichever of chown and chmod the create needed: a set-user-ID
+  // file for another owner (the chown clears the bit, the chmod after it sets it back), a file whose
+  // mode this process's umask cuts, and one created as it is (both skipped).
+  proto::Op suid = MakeFile(1, "suid", 8, 04755);
+  suid.mutable_make_node()->set_uid(1234);
+  REQUIRE(f.One(suid) == 0);
+  st = Lstat(f.tree.Path("suid"));
+  CHECK((st.st_mode & 07777) == 04755);
+  CHECK(st.st_uid == 1234);
+  CHECK(st.st_gid == 0);
+  const mode_t old_umask = umask(077);
+  const int masked = f.One(MakeFile(1, "masked", 9, 0664));
+  const int plain = f.One(MakeFile(1, "plain", 10, 0600));
+  umask(old_umask);
+  REQUIRE(masked == 0);
+  REQUIRE(plain == 0);
+  CHECK((Lstat(f.tree.Path("masked")).st_mode & 07777) == 0664);
+  st = Lstat(f.tree.Path("plain"));
+  CHECK((st.st_mode & 07777) == 0600);
+  CHECK(st.st_uid == 0);
 }
 
 TEST_CASE("applier writes, truncates, fallocates, copies ranges", "[applier]") {
