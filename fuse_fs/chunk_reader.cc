@@ -4,6 +4,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdlib>
 #include <new>
@@ -22,8 +23,8 @@ int WhollyCached(int fd, uint64_t off, size_t len) {
 #ifndef SYS_cachestat
   constexpr long SYS_cachestat = 451;  // the same number on every architecture
 #endif
-  static bool unsupported = false;  // ENOSYS once: never again (benign race: a bool set once)
-  if (unsupported) return -1;
+  static std::atomic<bool> unsupported{false};  // ENOSYS once: not asked again (any worker thread)
+  if (unsupported.load(std::memory_order_relaxed)) return -1;
   struct {
     uint64_t off, len;
   } range{off, len};
@@ -31,7 +32,7 @@ int WhollyCached(int fd, uint64_t off, size_t len) {
     uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
   } cs{};
   if (syscall(SYS_cachestat, fd, &range, &cs, 0) != 0) {
-    if (errno == ENOSYS) unsupported = true;
+    if (errno == ENOSYS) unsupported.store(true, std::memory_order_relaxed);
     return -1;
   }
   const uint64_t first = off / kAlign, last = (off + len + kAlign - 1) / kAlign;

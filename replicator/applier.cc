@@ -1441,7 +1441,7 @@ void ApplierImpl::QueueDirectWrites(const proto::OpBatch& batch) {
       if (direct_writes_) StopDirectWrites("open with O_DIRECT", errno);
       WaitDirectWrites();
       s.err = PwriteAll(s.fd, w.data(), w.offset());
-      continue;  // acked by AckWrites (times, flush) as any buffered write
+      continue;  // acked by AckWrites (and flushed, if dsync) as any buffered write
     }
     job.data = direct_writer_->Acquire();
     if (job.data == nullptr) {
