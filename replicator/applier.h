@@ -14,8 +14,9 @@
 //    being applied, and their acks are delivered through the DurableCallback once on disk (a lone
 //    flush ending its batch with none in flight is done inline and acked with the batch). syncfs
 //    (Fsync rid 0; io_uring has no opcode for it) runs on a helper thread, acked the same way.
-//  - A run of large aligned writes only (ApplierOptions.direct_writes) is queued to writer threads
-//    (DirectWriter) and acked the same way once written; every other op waits for the queued writes.
+//  - A run of large aligned writes only, none with a time fix (ApplierOptions.direct_writes), is queued
+//    to writer threads (DirectWriter) and acked the same way once written; every other op waits for
+//    the queued writes first, and Drain() and StartSession() wait for them too.
 //  - Resync ops (docs/replication.md "Resync ops") change nothing on disk and are acked at once, in
 //    stream order like the others (every earlier op of the stream is applied when they run): BlockSums
 //    and ListDir answer in their Ack (sums/file_size, entries), ResyncMark moves the resync state
