@@ -221,9 +221,9 @@ class ApplierImpl final : public Applier {
   void AckWrites(const proto::OpBatch& batch, std::vector<proto::Ack>* acks);
   // Direct writes: a large aligned write bypasses this node's page cache (ApplierOptions.direct_writes).
   bool DirectEligible(const proto::Write& w) const;
-  // Writes data at offset through an O_DIRECT descriptor of fd's file; returns the bytes written (the
-  // caller finishes the rest, if any, through the page cache).
-  size_t WriteDirect(int fd, const std::string& data, uint64_t offset);
+  // Writes data at offset through an O_DIRECT descriptor of fd's file, copied through bounce_, on this
+  // thread (WriteAligned: the page cache takes over where the file system refuses); 0 or an errno.
+  int WriteDirect(int fd, const std::string& data, uint64_t offset);
   void StopDirectWrites(const char* what, int err);
   // answer (optional): a query's answer, moved into the ack when err is 0. times_done: the op's time
   // fixes were applied already (ApplyWriteRun does so before a write's flush); time_err their result.
@@ -1377,8 +1377,8 @@ void ApplierImpl::FinishWritesInOrder(const proto::OpBatch& batch, size_t start,
       s.err = -s.result;
       continue;
     }
-    if (s.direct && done == 0) done = WriteDirect(s.fd, w.data(), w.offset());
-    s.err = PwriteAll(s.fd, w.data(), w.offset(), done);
+    s.err = s.direct && done == 0 ? WriteDirect(s.fd, w.data(), w.offset())
+                                  : PwriteAll(s.fd, w.data(), w.offset(), done);
   }
 }
 
@@ -1388,32 +1388,26 @@ bool ApplierImpl::DirectEligible(const proto::Write& w) const {
          w.offset() % kDirectAlign == 0;
 }
 
-size_t ApplierImpl::WriteDirect(int fd, const std::string& data, uint64_t offset) {
+int ApplierImpl::WriteDirect(int fd, const std::string& data, uint64_t offset) {
   UniqueFd direct(open(ProcPath(fd).buf, O_WRONLY | O_DIRECT | O_CLOEXEC));
   if (!direct) {
     StopDirectWrites("open with O_DIRECT", errno);
-    return 0;
+    return PwriteAll(fd, data, offset);
   }
   if (!bounce_) {
     bounce_.reset(static_cast<char*>(std::aligned_alloc(kDirectAlign, kBounceBytes)));
-    if (!bounce_) return 0;
+    if (!bounce_) return PwriteAll(fd, data, offset);
   }
-  size_t done = 0;
-  while (done < data.size()) {
+  for (size_t done = 0; done < data.size();) {
     const size_t n = std::min(kBounceBytes, data.size() - done);
     memcpy(bounce_.get(), data.data() + done, n);
-    ssize_t w = pwrite(direct.get(), bounce_.get(), n, static_cast<off_t>(offset + done));
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) {
-      // EINVAL: this file system wants another alignment, or no direct I/O at all. Anything else
-      // (ENOSPC, EIO) comes back from the buffered write that finishes the job, with its errno.
-      if (errno == EINVAL) StopDirectWrites("direct write", errno);
-      return done;
-    }
-    done += static_cast<size_t>(w);
-    if (static_cast<size_t>(w) < n) break;
+    bool refused = false;
+    const int err = WriteAligned(direct.get(), bounce_.get(), n, offset + done, &refused);
+    if (refused) StopDirectWrites("direct write", EINVAL);
+    if (err != 0) return err;
+    done += n;
   }
-  return done;
+  return 0;
 }
 
 bool ApplierImpl::RunQueueable(const proto::OpBatch& batch) const {

@@ -129,18 +129,28 @@ void DirectWriter::Loop() {
 
 int DirectWriter::Write(Job& job) {
   const int fd = job.fd.get();
-  bool direct = !refused();
-  if (!direct && !DropDirect(fd)) return errno;
+  if (refused() && !DropDirect(fd)) return errno;
+  bool refused_now = false;
+  int err = WriteAligned(fd, job.data, job.length, job.offset, &refused_now);
+  if (refused_now && !refused_.exchange(true)) {
+    HLOG_INFO("large writes applied through the page cache from now on: direct write failed (%s)",
+              strerror(EINVAL));
+  }
+  if (err == 0 && job.datasync && fdatasync(fd) != 0) err = errno;
+  return err;
+}
+
+int WriteAligned(int fd, const char* data, size_t length, uint64_t offset, bool* refused) {
+  const int flags = fcntl(fd, F_GETFL);
+  if (flags < 0) return errno;
+  bool direct = (flags & O_DIRECT) != 0;
   size_t done = 0;
-  while (done < job.length) {
-    const ssize_t n = pwrite(fd, job.data + done, job.length - done, static_cast<off_t>(job.offset + done));
+  while (done < length) {
+    const ssize_t n = pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && errno == EINVAL && direct) {
       // This file system wants another alignment, or no direct I/O at all: through the page cache.
-      if (!refused_.exchange(true)) {
-        HLOG_INFO("large writes applied through the page cache from now on: direct write failed (%s)",
-                  strerror(errno));
-      }
+      *refused = true;
       direct = false;
       if (!DropDirect(fd)) return errno;
       continue;
@@ -149,12 +159,11 @@ int DirectWriter::Write(Job& job) {
     if (n == 0) return EIO;
     done += static_cast<size_t>(n);
     // A short direct write leaves an end that may not be aligned any more.
-    if (direct && done < job.length) {
+    if (direct && done < length) {
       direct = false;
       if (!DropDirect(fd)) return errno;
     }
   }
-  if (job.datasync && fdatasync(fd) != 0) return errno;
   return 0;
 }
 

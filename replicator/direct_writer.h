@@ -32,6 +32,11 @@
 
 namespace hamirror::replicator {
 
+// Writes length bytes of data (aligned for O_DIRECT) at offset through fd, opened with O_DIRECT. Where
+// the file system refuses a direct write (EINVAL: *refused set) or one comes back short (its end may
+// not be aligned), O_DIRECT is cleared on fd and the rest goes through the page cache. 0 or an errno.
+int WriteAligned(int fd, const char* data, size_t length, uint64_t offset, bool* refused);
+
 class DirectWriter {
  public:
   // Runs on the writer thread after each job, once its data (and times, and flush) are done or failed.
