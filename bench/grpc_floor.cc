@@ -17,6 +17,9 @@
 //                          and wakes the caller through a condition variable
 //                cq        async API: the calling thread starts Read and Write and drives its own
 //                          completion queue (Next) until both are done
+//                cqacks    async API with an acks thread: the caller starts a Write and does not wait
+//                          for its completion; the acks thread drives the completion queue (read and
+//                          write completions) and wakes the caller when the answer is in
 //                callback  callback API (ClientBidiReactor): reactions run on gRPC's threads and wake the
 //                          caller through a condition variable
 // Server kinds:  tcp; sync (Service, gRPC's handler threads); cq (AsyncService, one completion-queue
@@ -84,7 +87,7 @@ constexpr int kMaxMessageBytes = 256 << 20;
 
 struct Params {
   std::string role;  // "": the parent; "serve" or "client": a child
-  std::string kind;  // child: tcp, sync, syncacks, cq, callback
+  std::string kind;  // child: tcp, sync, syncacks, cq, cqacks, callback
   bool tls = false;
   std::string tls_dir, tls_name;
   bool plain = true;
@@ -593,6 +596,109 @@ class CqPinger final : public Pinger {
   AckBatch resp_;
 };
 
+// Async API, the completions on an acks thread: the caller's Write returns at once; the acks thread
+// sees the write's completion and the answer, and wakes the caller once the answer is in (the shape of a
+// FUSE worker that ships and goes back to /dev/fuse while the acks thread replies).
+class CqAcksPinger final : public Pinger {
+ public:
+  CqAcksPinger(std::shared_ptr<grpc::Channel> ch, size_t size) : stub_(proto::Replication::NewStub(ch)) {
+    FillRequest(size, &req_);
+  }
+  ~CqAcksPinger() override {
+    ctx_.TryCancel();
+    if (acks_.joinable()) acks_.join();
+    cq_.Shutdown();
+    void* tag;
+    bool ok;
+    while (cq_.Next(&tag, &ok)) {
+    }
+  }
+  bool Open() {
+    rw_ = stub_->AsyncStream(&ctx_, &cq_, Tag(kStart));
+    void* tag;
+    bool ok;
+    if (!cq_.Next(&tag, &ok) || !ok) {
+      error = "start failed";
+      return false;
+    }
+    rw_->Read(&resp_, Tag(kRead));
+    acks_ = std::thread([this] { AcksLoop(); });
+    return true;
+  }
+  bool Ping(uint64_t seq) override {
+    req_.mutable_ops(0)->set_seq(seq);
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return !writing_ || ended_; });  // one write outstanding at a time
+      if (ended_) {
+        error = "stream ended";
+        return false;
+      }
+      writing_ = true;
+    }
+    rw_->Write(req_, Tag(kWrite));  // serializes now: req_ may change once this returns
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return acked_ >= seq || ended_; });
+    if (acked_ == seq) return true;
+    error = "stream ended before the answer to ping " + std::to_string(seq);
+    return false;
+  }
+  bool Close() override {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return !writing_ || ended_; });
+      closing_ = true;
+    }
+    rw_->WritesDone(Tag(kWritesDone));
+    acks_.join();  // the server finishes after our WritesDone: the read fails, then Finish
+    return FinishStatus(status_, &error);
+  }
+
+ private:
+  enum TagKind : intptr_t { kStart = 1, kRead, kWrite, kWritesDone, kFinish };
+  static void* Tag(TagKind k) { return reinterpret_cast<void*>(k); }
+  void AcksLoop() {
+    void* tag;
+    bool ok;
+    bool reading = true, finishing = false;
+    while (cq_.Next(&tag, &ok)) {
+      const auto kind = static_cast<TagKind>(reinterpret_cast<intptr_t>(tag));
+      std::unique_lock<std::mutex> lock(mu_);
+      if (kind == kWrite) {
+        writing_ = false;
+      } else if (kind == kRead && ok) {
+        if (resp_.acks_size() == 1) acked_ = resp_.acks(0).seq();
+        rw_->Read(&resp_, Tag(kRead));
+      } else if (kind == kRead) {
+        reading = false;
+        ended_ = true;
+      } else if (kind == kFinish) {
+        ended_ = true;
+        cv_.notify_all();
+        return;
+      }
+      if (!ok && kind == kWrite) ended_ = true;
+      cv_.notify_all();
+      if (!reading && !finishing && (closing_ || ended_)) {
+        finishing = true;
+        rw_->Finish(&status_, Tag(kFinish));
+      }
+    }
+  }
+  std::unique_ptr<proto::Replication::Stub> stub_;
+  grpc::CompletionQueue cq_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::ClientAsyncReaderWriter<OpBatch, AckBatch>> rw_;
+  OpBatch req_;
+  AckBatch resp_;
+  grpc::Status status_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint64_t acked_ = 0;
+  bool writing_ = false, ended_ = false, closing_ = false;
+  std::thread acks_;
+};
+
 // Callback API: reactions run on gRPC's threads; the caller sleeps on a condition variable.
 class CallbackPinger final : public Pinger, public grpc::ClientBidiReactor<OpBatch, AckBatch> {
  public:
@@ -688,6 +794,11 @@ std::unique_ptr<Pinger> MakePinger(const Params& p, std::string* error) {
   if (p.kind == "sync") return std::make_unique<SyncPinger>(ch, p.size);
   if (p.kind == "syncacks") return std::make_unique<SyncAcksPinger>(ch, p.size);
   if (p.kind == "callback") return std::make_unique<CallbackPinger>(ch, p.size);
+  if (p.kind == "cqacks") {
+    auto c = std::make_unique<CqAcksPinger>(ch, p.size);
+    if (!c->Open()) *error = c->error;
+    return c;
+  }
   auto c = std::make_unique<CqPinger>(ch, p.size);
   if (!c->Open()) *error = c->error;
   return c;
@@ -871,6 +982,7 @@ std::string SizeName(size_t size) {
 
 std::string KindName(const std::string& k) {
   if (k == "syncacks") return "sync + acks thread";
+  if (k == "cqacks") return "async write + acks thread";
   if (k == "cq") return "async CQ";
   return k;
 }
@@ -960,7 +1072,8 @@ int Usage(const std::string& why) {
           "bench-grpc-floor: %s\n"
           "usage: bench-grpc-floor [--pings N] [--big-pings N] [--runs R] [--sizes B,B] [--rows C/S,C/S]\n"
           "                        [--tls-dir DIR [--tls-name NAME]] [--no-plain]\n"
-          "  kinds: client tcp|sync|syncacks|cq|callback, server tcp|sync|cq|callback (tcp only with tcp)\n",
+          "  kinds: client tcp|sync|syncacks|cq|cqacks|callback, server tcp|sync|cq|callback (tcp only with "
+          "tcp)\n",
           why.c_str());
   return kExitUsage;
 }
@@ -987,7 +1100,7 @@ bool ParseCount(const std::string& s, long min, long max, long* out) {
 }
 
 bool ValidRow(const std::string& row) {
-  static const std::vector<std::string> clients = {"sync", "syncacks", "cq", "callback"};
+  static const std::vector<std::string> clients = {"sync", "syncacks", "cq", "cqacks", "callback"};
   static const std::vector<std::string> servers = {"sync", "cq", "callback"};
   const size_t slash = row.find('/');
   if (row == "tcp/tcp") return true;

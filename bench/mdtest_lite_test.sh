@@ -56,6 +56,24 @@ out=$("$MDTEST" unlink "$T/c" --files 1000 --per-dir 1000); rc=$?
 check "unlink after a partial create: $out" [ "$rc" = 0 ]
 check "partial create's extra directory removed" [ -z "$(ls -A "$T/c")" ]
 
+# --mirror: every namespace operation repeated in a second directory by the peer behind the socket.
+mkdir "$T/m" "$T/m2"
+out=$("$MDTEST" create "$T/m" --files 1500 --per-dir 1000 --size 5 --mirror "$T/m2"); rc=$?
+check "create with --mirror exits 0: $out" [ "$rc" = 0 ]
+check "the mirror holds the 1500 files" [ "$(find "$T/m2" -type f | wc -l)" = 1500 ]
+check "the mirror's files have the size asked" [ "$(stat -c %s "$T/m2/d00001/f0001499")" = 5 ]
+listing() { (cd "$1" && find . -printf '%y %m %P\n' -type f -printf 'size %s %P\n' | sort); }
+check "the mirror has the same names, types, modes and sizes" [ "$(listing "$T/m")" = "$(listing "$T/m2")" ]
+out=$("$MDTEST" unlink "$T/m" --files 1500 --per-dir 1000 --mirror "$T/m2"); rc=$?
+check "unlink with --mirror exits 0: $out" [ "$rc" = 0 ]
+check "the mirror is empty after unlink" [ -z "$(ls -A "$T/m2")" ]
+mkdir "$T/m2/d00000"
+out=$("$MDTEST" create "$T/m" --files 10 --mirror "$T/m2"); rc=$?
+check "a failure on the mirror fails the phase: $out" [ "$rc" = 1 ]
+check "and names the mirror's errno" matches "$out" "*errno_name=EEXIST error=mirror of $T/m/d00000: File exists"
+"$MDTEST" stat "$T/m" --files 10 --mirror "$T/m2" >/dev/null 2>&1; rc=$?
+check "--mirror with stat is a usage error" [ "$rc" = 64 ]
+
 "$MDTEST" create "$T/a" >/dev/null 2>&1; rc=$?
 check "missing --files is a usage error" [ "$rc" = 64 ]
 "$MDTEST" compare "$T/a" "$T/b" --fast >/dev/null 2>&1; rc=$?

@@ -6,6 +6,12 @@
 #   hamirror        a hamirror-fs primary mount replicating synchronously to a secondary on 127.0.0.1
 #   passthrough_ll  libfuse's passthrough_ll example, built here (FUSE alone, no replication)
 #   bindfs          bindfs, default options (FUSE alone, libfuse 2, single-threaded)
+#   floor           a perfect synchronous mirror of the namespace on this machine: a plain directory,
+#                   each mkdir/create/unlink/rmdir repeated in a second directory of the same disk by a
+#                   peer behind a loopback TCP round trip before the next one (bench-mdtest --mirror):
+#                   what any mirror that keeps promise 1 for creates pays here at least
+#   floor_fuse      the same on a passthrough_ll mount (the FUSE hop added)
+#   hamirror_alt    hamirror with HAMIRROR_FS_ALT (two builds A/B in one run; no RSS or tree checks)
 # Phases per run: create (mkdir per PER_DIR files + open(O_CREAT|O_EXCL) + close), stat (stat(2) of every
 # file by path, nothing dropped: a user re-stat'ing), unlink (every file, then the directories).
 # Reports ops/s per phase (medians, per-round values in brackets) and ratios to local. For hamirror,
@@ -73,25 +79,30 @@ fi
 
 bench_init md
 
-# setup_target NAME: mounts/creates the target; sets TDIR (where bench-mdtest works, created here).
+# setup_target NAME: mounts/creates the target; sets TDIR (where bench-mdtest works, created here) and
+# MIRROR_DIR (the floor targets' second copy, else empty).
 setup_target() {
+  MIRROR_DIR=
   case $1 in
     local) TDIR=$W/local/md ;;
-    hamirror)
+    floor) TDIR=$W/floor/md MIRROR_DIR=$W/floor/mirror ;;
+    hamirror | hamirror_alt)
+      local fs=$HAMIRROR_FS
+      [ "$1" = hamirror_alt ] && fs=$HAMIRROR_FS_ALT
       if [ -n "$HM_NOFILE" ]; then
         # hm_pair_start runs $HAMIRROR_FS: a wrapper that execs it (same PID) with the limit.
         mkdir -p "$W/tools"
-        printf '#!/bin/sh\nexec prlimit --nofile=%s:%s %s "$@"\n' "$HM_NOFILE" "$HM_NOFILE" "$HAMIRROR_FS" \
+        printf '#!/bin/sh\nexec prlimit --nofile=%s:%s %s "$@"\n' "$HM_NOFILE" "$HM_NOFILE" "$fs" \
           >"$W/tools/hamirror-fs-nofile"
         chmod +x "$W/tools/hamirror-fs-nofile"
-        HAMIRROR_FS=$W/tools/hamirror-fs-nofile hm_pair_start "$W/hm" || return 1
-      else
-        hm_pair_start "$W/hm" || return 1
+        fs=$W/tools/hamirror-fs-nofile
       fi
+      HAMIRROR_FS=$fs hm_pair_start "$W/hm" || return 1
       TDIR=$HM_PRIMARY_DIR/md ;;
-    passthrough_ll | bindfs)
+    passthrough_ll | bindfs | floor_fuse)
       mkdir -p "$W/$1/src" "$W/$1/mnt"
-      if [ "$1" = passthrough_ll ]; then
+      [ "$1" = floor_fuse ] && MIRROR_DIR=$W/$1/mirror
+      if [ "$1" != bindfs ]; then
         fuse_start "$W/$1/mnt" "$W/$1.log" prlimit --nofile="$PT_NOFILE:$PT_NOFILE" "$PT_BIN" -f \
           -o source="$W/$1/src" "$W/$1/mnt" || return 1
       else
@@ -101,13 +112,14 @@ setup_target() {
     *) hm_die "unknown target $1" ;;
   esac
   mkdir -p "$TDIR"
+  if [ -n "$MIRROR_DIR" ]; then mkdir -p "$MIRROR_DIR"; fi
 }
 
 teardown_target() {
   case $1 in
-    local) rm -rf "$W/local" ;;
-    hamirror) hm_pair_stop || hm_log "hamirror: a daemon did not stop cleanly"; rm -rf "$W/hm" ;;
-    passthrough_ll | bindfs) fuse_stop; rm -rf "${W:?}/$1" ;;
+    local | floor) rm -rf "${W:?}/$1" ;;
+    hamirror | hamirror_alt) hm_pair_stop || hm_log "$1: a daemon did not stop cleanly"; rm -rf "$W/hm" ;;
+    passthrough_ll | bindfs | floor_fuse) fuse_stop; rm -rf "${W:?}/$1" ;;
   esac
 }
 
@@ -126,9 +138,10 @@ fail() { FAILS+=("round $1 $2: $3"); hm_log "round $1 $2: $3"; }
 # PHASE_TIMEOUT. Sets DONE to the files it got through ("" if unknown: killed). RECORD=1: its ops/s
 # count towards the medians. Returns non-zero if the phase failed.
 phase() {
-  local name=$1 round=$2 ph=$3 count=$4 record=$5 out rc
+  local name=$1 round=$2 ph=$3 count=$4 record=$5 out rc mirror=()
+  if [ -n "$MIRROR_DIR" ] && [ "$ph" != stat ]; then mirror=(--mirror "$MIRROR_DIR"); fi
   out=$(timeout -k 10 "$PHASE_TIMEOUT" "$BENCH_MDTEST" "$ph" "$TDIR" --files "$count" --per-dir "$PER_DIR" \
-    --size "$FILE_SIZE" 2>&1) && rc=0 || rc=$?
+    --size "$FILE_SIZE" "${mirror[@]}" 2>&1) && rc=0 || rc=$?
   if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
     DONE='' FAILED_AS[$name.$ph]=timeout
     fail "$round" "$name" "$ph of $count files did not finish within ${PHASE_TIMEOUT}s (PHASE_TIMEOUT); killed"
@@ -226,10 +239,11 @@ active=()
 for t in $TARGETS; do
   case $t in
     hamirror) bench_have_hamirror || continue ;;
-    passthrough_ll) build_passthrough_ll || continue ;;
+    hamirror_alt) [ -x "${HAMIRROR_FS_ALT:-}" ] || hm_die "target hamirror_alt needs HAMIRROR_FS_ALT=<another hamirror-fs>" ;;
+    passthrough_ll | floor_fuse) build_passthrough_ll || continue ;;
     bindfs) command -v bindfs >/dev/null || { hm_log "bindfs not installed; target skipped"; continue; } ;;
-    local) ;;
-    *) hm_die "unknown target $t (local hamirror passthrough_ll bindfs)" ;;
+    local | floor) ;;
+    *) hm_die "unknown target $t (local hamirror hamirror_alt passthrough_ll bindfs floor floor_fuse)" ;;
   esac
   active+=("$t")
 done
@@ -268,6 +282,12 @@ if [[ " ${active[*]} " == *" local "* && " ${active[*]} " == *" hamirror "* ]]; 
   echo "issue 12 goals: create >= 0.4x local: $(goal "$(ratio "$(med hamirror.create)" "$(med local.create)")" 0.4)," \
     "stat >= 0.8x local: $(goal "$(ratio "$(med hamirror.stat)" "$(med local.stat)")" 0.8)"
 fi
+for f in floor floor_fuse; do
+  if [[ " ${active[*]} " == *" $f "* && " ${active[*]} " == *" hamirror "* ]]; then
+    echo "hamirror against $f (a perfect synchronous mirror$([ $f = floor_fuse ] && echo ' behind FUSE')):" \
+      "create $(ratio "$(med hamirror.create)" "$(med $f.create)"), unlink $(ratio "$(med hamirror.unlink)" "$(med $f.unlink)")"
+  fi
+done
 if [ -n "${SECS[hamirror.create]:-}" ]; then
   # shellcheck disable=SC2086
   echo "hamirror create of $FILES files: $(median ${SECS[hamirror.create]}) s (median)"

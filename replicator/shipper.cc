@@ -47,6 +47,14 @@ std::string NewSessionId() {
 // op is written by the sender, so its caller's local write overlaps the copy and the send.
 constexpr uint64_t kInlineWriteBytes = 64 << 10;
 
+// Forgets change nothing the peer could lack and nobody waits for them, so they are held back and ride
+// with the next op shipped instead of costing a message, an ack and a wake-up on both sides each (an
+// unlink is followed by the Forget of its inode). Held at most this many, and at most one watchdog
+// tick longer than kForgetDelay (the peer then drops the file's descriptor, which may hold the space
+// of an unlinked file).
+constexpr size_t kMaxHeldForgets = 64;
+constexpr std::chrono::milliseconds kForgetDelay{50};
+
 uint64_t PayloadBytes(const proto::Op& op) {
   switch (op.body_case()) {
     case proto::Op::kWrite: return op.write().data().size();
@@ -94,6 +102,8 @@ class ShipperImpl final : public Shipper {
     bool done = false;
   };
 
+  // With mu_ held: queues the held forgets (seqs before the next op's). Returns how many.
+  size_t QueueHeldForgetsLocked();
   bool Connect(Clock::time_point deadline);
   void TearDownStream();
   void SenderLoop();
@@ -127,6 +137,8 @@ class ShipperImpl final : public Shipper {
   std::condition_variable stop_cv_;   // watchdog sleep
   std::condition_variable idle_cv_;   // writing_ became false
   std::deque<Entry> q_;               // seqs [front_seq_, next_seq_)
+  std::vector<Entry> held_forgets_;   // no seq yet (kMaxHeldForgets)
+  Clock::time_point held_since_;      // when the first of them was held
   uint64_t front_seq_ = 1;
   uint64_t next_seq_ = 1;
   uint64_t send_seq_ = 1;  // next seq to write on the stream
@@ -292,7 +304,17 @@ void ShipperImpl::Ship(proto::Op&& op, ShipCallback callback, void* ctx) {
       return alone_ || stopping_ || inflight_bytes_ == 0 ||
              inflight_bytes_ + bytes <= options_.max_inflight_bytes;
     });
+    if (!alone_ && !stopping_ && op.body_case() == proto::Op::kForget &&
+        held_forgets_.size() + 1 < kMaxHeldForgets) {
+      if (held_forgets_.empty()) held_since_ = Clock::now();
+      Entry& e = held_forgets_.emplace_back();
+      e.op.Swap(&op);
+      e.cb = callback;
+      e.ctx = ctx;
+      return;
+    }
     if (!alone_ && !stopping_) {
+      const size_t held = QueueHeldForgetsLocked();
       op.set_seq(next_seq_++);
       Entry& e = q_.emplace_back();
       e.op.Swap(&op);
@@ -302,7 +324,7 @@ void ShipperImpl::Ship(proto::Op&& op, ShipCallback callback, void* ctx) {
       e.bytes = bytes;
       e.queued = Clock::now();
       inflight_bytes_ += bytes;
-      if (link_ == Link::kUp && !writing_ && q_.size() == 1 && bytes <= kInlineWriteBytes) {
+      if (link_ == Link::kUp && !writing_ && q_.size() == held + 1 && bytes <= kInlineWriteBytes) {
         WriteBatchLocked(&lock, kInlineWriteBytes);
         return;
       }
@@ -313,6 +335,22 @@ void ShipperImpl::Ship(proto::Op&& op, ShipCallback callback, void* ctx) {
   }
   dirty_.Record(note);
   callback(ctx, ShipResult{ShipOutcome::kNotShipped, 0});
+}
+
+size_t ShipperImpl::QueueHeldForgetsLocked() {
+  const size_t n = held_forgets_.size();
+  const auto now = Clock::now();
+  for (Entry& held : held_forgets_) {
+    held.op.set_seq(next_seq_++);
+    Entry& e = q_.emplace_back();
+    e.op.Swap(&held.op);
+    e.cb = held.cb;
+    e.ctx = held.ctx;
+    e.bytes = 0;
+    e.queued = now;
+  }
+  held_forgets_.clear();
+  return n;
 }
 
 void ShipperImpl::SenderLoop() {
@@ -536,6 +574,8 @@ void ShipperImpl::GoAloneLocked(const std::string& reason, std::vector<Completio
     dirty_.Record(e.note);
     out->push_back({e.cb, e.ctx, {ShipOutcome::kNotShipped, 0}});
   }
+  for (Entry& e : held_forgets_) out->push_back({e.cb, e.ctx, {ShipOutcome::kNotShipped, 0}});
+  held_forgets_.clear();
   q_.clear();
   front_seq_ = send_seq_ = next_seq_;
   inflight_bytes_ = 0;
@@ -576,6 +616,10 @@ void ShipperImpl::WatchdogLoop() {
     } else if (link_ != Link::kUp && now - down_since_ >= options_.send_timeout) {
       reason = "stream down for send_timeout (" + last_error_ + ")";
     }
+    if (reason.empty() && !held_forgets_.empty() && now - held_since_ >= kForgetDelay) {
+      QueueHeldForgetsLocked();
+      send_cv_.notify_one();
+    }
     if (!reason.empty() && !MayGoAloneLocked(reason)) continue;
     if (!reason.empty()) {
       std::vector<Completion> done;
@@ -594,9 +638,10 @@ bool ShipperImpl::MayGoAloneLocked(const std::string& reason) {
   }
   if (!holding_) {
     holding_ = true;
-    HLOG_WARN("%s, but no manager heard lately: holding the writes instead of going alone (nobody would "
-              "fence them) until a manager is heard or the peer answers again",
-              reason.c_str());
+    HLOG_WARN(
+        "%s, but no manager heard lately: holding the writes instead of going alone (nobody would "
+        "fence them) until a manager is heard or the peer answers again",
+        reason.c_str());
   }
   return false;
 }

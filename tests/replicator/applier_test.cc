@@ -1129,12 +1129,6 @@ proto::Op Link(uint64_t rid, uint64_t new_parent, const std::string& new_name) {
   return op;
 }
 
-proto::Op Forget(uint64_t rid) {
-  proto::Op op;
-  op.mutable_forget()->set_rid(rid);
-  return op;
-}
-
 // Every op applied so far was acked without an error.
 void RequireAllAckedOk(Fixture& f) {
   for (uint64_t seq = 1; seq <= f.next_seq; ++seq) {

@@ -581,6 +581,67 @@ TEST_CASE("one primary at a time, unreachable peer means alone", "[grpc]") {
   CHECK(s.message().find("TLS") != std::string::npos);
 }
 
+TEST_CASE("forgets ride with the next op, or go on their own within a bounded delay", "[grpc]") {
+  // Every batch the secondary applied, as the op kinds it held, in order.
+  std::mutex mu;
+  std::vector<std::vector<proto::Op::BodyCase>> batches;
+  auto kinds_of = [&](size_t i) {
+    std::lock_guard<std::mutex> lock(mu);
+    return batches.at(i);
+  };
+  auto count = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return batches.size();
+  };
+  Secondary sec;
+  REQUIRE(sec.Start({}, 0,
+                    [&](const proto::OpBatch& b) {
+                      std::vector<proto::Op::BodyCase> kinds;
+                      for (const proto::Op& op : b.ops()) kinds.push_back(op.body_case());
+                      std::lock_guard<std::mutex> lock(mu);
+                      batches.push_back(std::move(kinds));
+                    })
+              .ok());
+  std::unique_ptr<Shipper> shipper;
+  REQUIRE(Shipper::Create(Opts(sec.addr()), &shipper).ok());
+  Waiter w;
+  shipper->Ship(MakeFile(1, "a", 2), &Waiter::Cb, &w);
+  REQUIRE(w.WaitTotal(1, 5000ms));
+
+  // The forget of rid 2 is held, then written ahead of the next op in the same message.
+  const size_t before = count();
+  shipper->Ship(Forget(2), &Waiter::Cb, &w);
+  shipper->Ship(MakeFile(1, "b", 3), &Waiter::Cb, &w);
+  REQUIRE(w.WaitTotal(3, 5000ms));
+  CHECK(w.acked() == 3);
+  REQUIRE(count() == before + 1);
+  CHECK((kinds_of(before) == std::vector<proto::Op::BodyCase>{proto::Op::kForget, proto::Op::kMakeNode}));
+
+  // A lone forget is not held for ever: the watchdog sends it (send_timeout 20 s: a tick of 100 ms).
+  const auto t0 = Clock::now();
+  shipper->Ship(Forget(3), &Waiter::Cb, &w);
+  REQUIRE(w.WaitTotal(4, 5000ms));
+  INFO("lone forget acked after "
+       << std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count() << " ms");
+  CHECK(Clock::now() - t0 < 2000ms);
+  CHECK((kinds_of(before + 1) == std::vector<proto::Op::BodyCase>{proto::Op::kForget}));
+
+  // Many forgets in a row travel in a few messages, not one each; all are acked.
+  const size_t before_many = count();
+  for (uint64_t rid = 100; rid < 300; ++rid) shipper->Ship(Forget(rid), &Waiter::Cb, &w);
+  REQUIRE(w.WaitTotal(204, 5000ms));
+  CHECK(w.acked() == 204);
+  INFO("batches for 200 forgets: " << count() - before_many);
+  CHECK(count() - before_many <= 8);
+  CHECK(shipper->Stats().inflight == 0);
+
+  // Held forgets complete (kNotShipped) when the shipper goes alone.
+  shipper->Ship(Forget(4), &Waiter::Cb, &w);
+  shipper->GoAlone("role change to alone");
+  CHECK(w.total() == 205);
+  CHECK(w.not_shipped() == 1);
+}
+
 TEST_CASE("alone shipper and GoAlone", "[grpc]") {
   ShipperOptions o = Opts("unused:1");
   std::unique_ptr<Shipper> alone = Shipper::CreateAlone(o);

@@ -99,6 +99,12 @@ inline proto::Op Bind(uint64_t rid, uint64_t parent, const std::string& name) {
   return op;
 }
 
+inline proto::Op Forget(uint64_t rid) {
+  proto::Op op;
+  op.mutable_forget()->set_rid(rid);
+  return op;
+}
+
 inline proto::Op Write(uint64_t rid, uint64_t offset, const std::string& data, bool dsync = false) {
   proto::Op op;
   proto::Write* w = op.mutable_write();
