@@ -51,10 +51,12 @@ const char* ToString(MountProbe p) {
   return "?";
 }
 
+bool DeadMountErrno(int err) { return err == ENOTCONN || err == ECONNABORTED; }
+
 Status ProbeMount(const std::string& dir, MountProbe* out) {
   struct statfs sfs;
   if (statfs(dir.c_str(), &sfs) != 0) {
-    if (errno == ENOTCONN) {
+    if (DeadMountErrno(errno)) {
       *out = MountProbe::kDead;
       return Status::Ok();
     }
@@ -155,7 +157,7 @@ Status CanonicalMountPoint(const std::string& dir, std::string* out) {
     *out = buf;
     return Status::Ok();
   }
-  if (errno != ENOTCONN) return Status::FromErrno("realpath " + dir, errno);
+  if (!DeadMountErrno(errno)) return Status::FromErrno("realpath " + dir, errno);
   // A dead mount point: its parent is resolved, the last component taken as written.
   std::string d = dir;
   while (d.size() > 1 && d.back() == '/') d.pop_back();

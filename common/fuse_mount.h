@@ -4,7 +4,8 @@
 //
 // Why statfs(): a FUSE mount's root attributes are cached by the kernel (hamirror-fs as primary asks
 // for a day), so stat() on a dead mount may still succeed; statfs() is never cached: it always asks
-// the daemon, and fails with ENOTCONN once the daemon is gone. Caveat: on a live FUSE daemon that hangs
+// the daemon, and fails with ENOTCONN once the daemon is gone (ECONNABORTED when it served the mount
+// over io_uring: the kernel aborts the ring's queues). Caveat: on a live FUSE daemon that hangs
 // (stopped, deadlocked) statfs() blocks too; hamirrord calls it on a helper thread with a deadline.
 #pragma once
 
@@ -21,12 +22,16 @@ inline constexpr long kFuseSuperMagic = 0x65735546;  // FUSE_SUPER_MAGIC (linux/
 enum class MountProbe {
   kNotFuse,  // no FUSE file system answers at this path (a plain directory, or another file system)
   kLive,     // a FUSE daemon answered statfs()
-  kDead,     // a FUSE mount whose daemon is gone (statfs: ENOTCONN)
+  kDead,     // a FUSE mount whose daemon is gone (statfs: ENOTCONN, or ECONNABORTED after io_uring)
 };
 
 const char* ToString(MountProbe p);
 
-// statfs(dir). ENOENT: Status::NotFound; other errors than ENOTCONN (EACCES...) as such.
+// Whether a call on a FUSE mount failed because its daemon is gone: ENOTCONN, or ECONNABORTED for a
+// mount that was served over io_uring.
+bool DeadMountErrno(int err);
+
+// statfs(dir). ENOENT: Status::NotFound; other errors than a dead mount's (EACCES...) as such.
 Status ProbeMount(const std::string& dir, MountProbe* out);
 // The same with a deadline: statfs() runs on a detached thread, left behind if a hung FUSE daemon
 // never answers (Status::Timeout then: the mount is alive but not answering).
@@ -37,7 +42,7 @@ Status ProbeMountWithin(const std::string& dir, std::chrono::milliseconds timeou
 std::string TopMountType(const std::string& canonical_path);
 
 // The absolute, symlink-free form of dir, computed without looking at dir itself (only at its parent):
-// works on a dead mount point, where realpath() fails with ENOTCONN.
+// works on a dead mount point, where realpath() fails (DeadMountErrno).
 Status CanonicalMountPoint(const std::string& dir, std::string* out);
 
 // The mount id (first field of /proc/self/mountinfo) of the topmost mount at canonical_path; -1 if none.
