@@ -542,6 +542,19 @@ class SyncAcksPinger final : public Pinger {
   std::thread reader_;
 };
 
+// Tags of the async clients' operations.
+enum TagKind : intptr_t { kStart = 1, kRead, kWrite, kWritesDone, kFinish };
+void* Tag(TagKind k) { return reinterpret_cast<void*>(k); }
+
+// After TryCancel: shuts the queue down and takes out what is left in it.
+void DrainQueue(grpc::CompletionQueue* cq) {
+  cq->Shutdown();
+  void* tag;
+  bool ok;
+  while (cq->Next(&tag, &ok)) {
+  }
+}
+
 // Async API: the calling thread starts the operations and polls its own completion queue.
 class CqPinger final : public Pinger {
  public:
@@ -550,11 +563,7 @@ class CqPinger final : public Pinger {
   }
   ~CqPinger() override {
     ctx_.TryCancel();  // after a failure, operations may still be pending
-    cq_.Shutdown();
-    void* tag;
-    bool ok;
-    while (cq_.Next(&tag, &ok)) {
-    }
+    DrainQueue(&cq_);
   }
   bool Open() {
     rw_ = stub_->AsyncStream(&ctx_, &cq_, Tag(kStart));
@@ -575,8 +584,6 @@ class CqPinger final : public Pinger {
   }
 
  private:
-  enum TagKind : intptr_t { kStart = 1, kRead, kWrite, kWritesDone, kFinish };
-  static void* Tag(TagKind k) { return reinterpret_cast<void*>(k); }
   bool Await(int n, const char* what) {
     for (int i = 0; i < n; ++i) {
       void* tag;
@@ -607,11 +614,7 @@ class CqAcksPinger final : public Pinger {
   ~CqAcksPinger() override {
     ctx_.TryCancel();
     if (acks_.joinable()) acks_.join();
-    cq_.Shutdown();
-    void* tag;
-    bool ok;
-    while (cq_.Next(&tag, &ok)) {
-    }
+    DrainQueue(&cq_);
   }
   bool Open() {
     rw_ = stub_->AsyncStream(&ctx_, &cq_, Tag(kStart));
@@ -655,8 +658,6 @@ class CqAcksPinger final : public Pinger {
   }
 
  private:
-  enum TagKind : intptr_t { kStart = 1, kRead, kWrite, kWritesDone, kFinish };
-  static void* Tag(TagKind k) { return reinterpret_cast<void*>(k); }
   void AcksLoop() {
     void* tag;
     bool ok;
