@@ -488,6 +488,17 @@ class SyncPinger final : public Pinger {
   AckBatch resp_;
 };
 
+// For the clients whose acks thread hands the answers over: waits until the answer to ping seq is in
+// (acked) or the stream ended; both guarded by mu and signalled through cv.
+bool AwaitAnswer(std::mutex& mu, std::condition_variable& cv, const uint64_t& acked, const bool& ended,
+                 uint64_t seq, std::string* error) {
+  std::unique_lock<std::mutex> lock(mu);
+  cv.wait(lock, [&] { return acked >= seq || ended; });
+  if (acked == seq) return true;
+  *error = "stream ended before the answer to ping " + std::to_string(seq);
+  return false;
+}
+
 // Today's shipper: the caller writes, a reader thread reads acks and wakes the caller.
 class SyncAcksPinger final : public Pinger {
  public:
@@ -518,11 +529,7 @@ class SyncAcksPinger final : public Pinger {
       error = "write failed";
       return false;
     }
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return acked_ >= seq || ended_; });
-    if (acked_ == seq) return true;
-    error = "stream ended before the answer to ping " + std::to_string(seq);
-    return false;
+    return AwaitAnswer(mu_, cv_, acked_, ended_, seq, &error);
   }
   bool Close() override {
     rw_->WritesDone();
@@ -640,11 +647,7 @@ class CqAcksPinger final : public Pinger {
       writing_ = true;
     }
     rw_->Write(req_, Tag(kWrite));  // serializes now: req_ may change once this returns
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return acked_ >= seq || ended_; });
-    if (acked_ == seq) return true;
-    error = "stream ended before the answer to ping " + std::to_string(seq);
-    return false;
+    return AwaitAnswer(mu_, cv_, acked_, ended_, seq, &error);
   }
   bool Close() override {
     {

@@ -219,8 +219,7 @@ class Mirror {
       int32_t answer = MakeOp(req[0], dir_ + "/" + std::string(req + 3, n), data_);
       if (!TransferAll(fd, reinterpret_cast<char*>(&answer), sizeof answer, true)) break;
     }
-    close(fd);
-  }
+  }  // fd: owned by the thread's UniqueFd
   std::string dir_, data_;
   UniqueFd client_;
   std::thread peer_;
