@@ -170,8 +170,13 @@ class Mirror {
     if (client_) shutdown(client_.get(), SHUT_RDWR);  // the peer's read ends
     if (peer_.joinable()) peer_.join();
   }
-  // "" or why not.
-  std::string Start(const std::string& dir, size_t size) {
+  // "" or why not (*err: its errno).
+  std::string Start(const std::string& dir, size_t size, int* err) {
+    *err = 0;
+    auto failed = [err](const char* what) {
+      *err = errno;
+      return std::string("mirror: ") + what + ": " + strerror(*err);
+    };
     dir_ = dir;
     data_.assign(size, 'x');
     UniqueFd listener(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
@@ -182,12 +187,12 @@ class Mirror {
     if (!listener || bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
         listen(listener.get(), 1) != 0 ||
         getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-      return std::string("mirror: cannot listen on 127.0.0.1: ") + strerror(errno);
+      return failed("cannot listen on 127.0.0.1");
     client_.Reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     if (!client_ || connect(client_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0)
-      return std::string("mirror: cannot connect: ") + strerror(errno);
+      return failed("cannot connect");
     UniqueFd served(accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-    if (!served) return std::string("mirror: accept: ") + strerror(errno);
+    if (!served) return failed("accept");
     const int one = 1;
     setsockopt(client_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     setsockopt(served.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -296,10 +301,11 @@ int RunPhase(const Args& a) {
   std::unique_ptr<Mirror> mirror;
   if (!a.mirror.empty()) {
     mirror = std::make_unique<Mirror>();
-    const std::string why = mirror->Start(a.mirror, static_cast<size_t>(a.size));
+    int err = 0;
+    const std::string why = mirror->Start(a.mirror, static_cast<size_t>(a.size), &err);
     if (!why.empty()) {
       printf("phase=%s files=0 dirs=0 seconds=0 ops_per_s=0 errno=%d errno_name=%s error=%s\n",
-             a.phase.c_str(), errno, strerrorname_np(errno) ? strerrorname_np(errno) : "?", why.c_str());
+             a.phase.c_str(), err, strerrorname_np(err) ? strerrorname_np(err) : "?", why.c_str());
       return kExitFailed;
     }
   }

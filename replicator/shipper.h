@@ -93,7 +93,9 @@ class Shipper {
   static std::unique_ptr<Shipper> CreateAlone(const ShipperOptions& options);
   virtual ~Shipper() = default;  // answers every pending callback (kNotShipped) before returning
 
-  // Thread-safe. `op` is moved from; op.seq is assigned here.
+  // Thread-safe. `op` is moved from; op.seq is assigned here, except for a Forget, which is held (no
+  // seq yet) and sent just ahead of the next op shipped, or by the watchdog within ~150 ms: it changes
+  // nothing the peer could lack and nobody waits for it (docs/replication.md).
   virtual void Ship(proto::Op&& op, ShipCallback callback, void* ctx) = 0;
 
   // Stop replicating (role primary -> alone): pending operations complete kNotShipped.
