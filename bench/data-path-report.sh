@@ -3,10 +3,11 @@
 # every target side by side in interleaved rounds, hamirror on both transports, the reports gathered
 # into one markdown file (OUT) that docs/benchmarks.md quotes.
 #   1. sysbench oltp_write_only: local, floor, floor_fuse (a perfect synchronous mirror without and
-#      behind FUSE), passthrough_ll, bindfs, hamirror (/dev/fuse), hamirror_alt (FUSE over io_uring)
+#      behind FUSE), floor_writes, floor_writes_fuse (the same keeping hamirror's promise 1: every write
+#      waits for the peer), passthrough_ll, bindfs, hamirror (/dev/fuse), hamirror_alt (FUSE over io_uring)
 #   2. sysbench oltp_read_write and oltp_read_only: local, hamirror, hamirror_alt
-#   3. fio: sequential 1 MiB writes and 4 KiB O_DSYNC random writes: local, local_x2 (what each copy of a
-#      pair sharing this machine gets), bindfs, hamirror, hamirror_alt
+#   3. fio: sequential 1 MiB writes; 4 KiB random writes with O_DSYNC, O_SYNC and fsync=1: local,
+#      local_x2 (what each copy of a pair sharing this machine gets), bindfs, hamirror, hamirror_alt
 #   4. one O_DSYNC write against this machine's floor: local, two_flushes, tcp_rt, passthrough,
 #      hamirror, hamirror_alt
 #   5. metadata: FILES files created, stat'ed, unlinked: local, floor, floor_fuse, passthrough_ll,
@@ -82,7 +83,8 @@ step() {
 for s in $STEPS; do
   case $s in
     1) step "sysbench oltp_write_only" env SB_TEST=oltp_write_only \
-         TARGETS="local floor floor_fuse passthrough_ll bindfs hamirror $(alt hamirror_alt)" "$REPO/bench/sysbench-compare.sh" ;;
+         TARGETS="local floor floor_fuse floor_writes floor_writes_fuse passthrough_ll bindfs hamirror $(alt hamirror_alt)" \
+         "$REPO/bench/sysbench-compare.sh" ;;
     2) for t in oltp_read_write oltp_read_only; do
          step "sysbench $t" env SB_TEST=$t TARGETS="local hamirror $(alt hamirror_alt)" "$REPO/bench/sysbench-compare.sh"
        done ;;

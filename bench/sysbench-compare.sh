@@ -17,6 +17,9 @@
 #                   bound for hamirror: nothing else is charged)
 #   floor_fuse      the same on a passthrough_ll mount (flush method as passthrough_ll): the FUSE hop plus
 #                   a perfect mirror, the upper bound for any FUSE-based synchronous mirror here
+#   floor_writes, floor_writes_fuse  the same two with FLOOR_WRITES=1: every write of mariadbd to a file
+#                   also waits for the peer (hamirror's promise 1), a log's write+flush in one round trip
+#                   (as hamirror does it): the upper bound for a mirror that keeps hamirror's promises
 # Full durability everywhere: innodb_flush_log_at_trx_commit=1, sync_binlog=1, binary log on.
 # Prints per-round tps, the median per target and its ratio to local's median.
 #
@@ -52,7 +55,7 @@ setup_target() {
   local name=$1 d=$2
   mkdir -p "$d"
   case $name in
-    local | local_fsync | floor) DATADIR=$d/data ;;
+    local | local_fsync | floor | floor_writes) DATADIR=$d/data ;;
     hamirror)
       hm_pair_start "$d" || return 1
       DATADIR=$d/primary/data ;;
@@ -66,7 +69,7 @@ setup_target() {
       fuse_start "$d/alone" "$d/alone.log" "$bin" alone --dir "$d/alone" --control "$d/alone.ctl" ||
         { tail -20 "$d/alone.log" >&2; return 1; }
       DATADIR=$d/alone/data ;;
-    passthrough_ll | bindfs | floor_fuse)
+    passthrough_ll | bindfs | floor_fuse | floor_writes_fuse)
       mkdir -p "$d/src" "$d/mnt"
       if [ "$name" != bindfs ]; then
         fuse_start "$d/mnt" "$d/fuse.log" "$PT_BIN" -f -o source="$d/src" "$d/mnt" || return 1
@@ -82,10 +85,12 @@ teardown_target() {
   local name=$1 d=$2
   case $name in
     hamirror | hamirror_alt) hm_pair_stop || hm_log "$name: a daemon did not stop cleanly" ;;
-    passthrough_ll | bindfs | floor_fuse | hamirror_alone | hamirror_alone_alt) fuse_stop ;;
+    passthrough_ll | bindfs | floor_fuse | floor_writes_fuse | hamirror_alone | hamirror_alone_alt) fuse_stop ;;
   esac
   rm -rf "$d"
 }
+
+is_floor() { case $1 in floor | floor_fuse | floor_writes | floor_writes_fuse) return 0 ;; esac; return 1; }
 
 declare -A TPS
 HM_HWM=0
@@ -93,13 +98,15 @@ run_one() {
   local name=$1 round=$2 d=$W/hm flush=$MDB_FLUSH_METHOD
   [ "$name" = hamirror ] || d=$W/$name
   setup_target "$name" "$d" || { hm_log "$name: setup failed"; teardown_target "$name" "$d"; return 1; }
-  { [ "$name" = passthrough_ll ] || [ "$name" = floor_fuse ]; } && MDB_FLUSH_METHOD=$PT_FLUSH_METHOD
+  case $name in passthrough_ll | floor_fuse | floor_writes_fuse) MDB_FLUSH_METHOD=$PT_FLUSH_METHOD ;; esac
   [ "$name" = local_fsync ] && MDB_FLUSH_METHOD=fsync
   local started=0
   if mdb_install "$DATADIR" "$W/run"; then
-    if [ "$name" = floor ] || [ "$name" = floor_fuse ]; then
+    if is_floor "$name"; then
       rm -f "$d/mirror.count"
-      LD_PRELOAD=$FLOOR_SHIM FLOOR_MIRROR=$d/mirror mdb_start "$DATADIR" "$W/run" && started=1
+      local writes=0
+      case $name in floor_writes*) writes=1 ;; esac
+      LD_PRELOAD=$FLOOR_SHIM FLOOR_MIRROR=$d/mirror FLOOR_WRITES=$writes mdb_start "$DATADIR" "$W/run" && started=1
     else
       mdb_start "$DATADIR" "$W/run" && started=1
     fi
@@ -121,12 +128,12 @@ run_one() {
     hm_log "$name: MariaDB could not run here (see above)"
   fi
   mdb_stop || hm_log "$name: mariadbd did not stop cleanly"
-  if [ "$name" = floor ] || [ "$name" = floor_fuse ]; then
+  if is_floor "$name"; then
     # The shim counts what it mirrored: a floor that mirrored nothing would be local, not a floor.
     local mirrored
     mirrored=$(cat "$d/mirror.count" 2>/dev/null || echo 0)
-    hm_log "round $round $name: $mirrored flushes mirrored"
-    [ "$mirrored" -gt 0 ] || hm_die "$name: the shim mirrored no flush (LD_PRELOAD not applied?)"
+    hm_log "round $round $name: $mirrored requests mirrored"
+    [ "$mirrored" -gt 0 ] || hm_die "$name: the shim mirrored nothing (LD_PRELOAD not applied?)"
   fi
   MDB_FLUSH_METHOD=$flush
   rm -rf "$W/run"
@@ -135,8 +142,8 @@ run_one() {
 
 active=()
 for t in $TARGETS; do
-  if { [ "$t" = passthrough_ll ] || [ "$t" = floor_fuse ]; } && ! build_passthrough_ll; then continue; fi
-  if { [ "$t" = floor ] || [ "$t" = floor_fuse ]; } && [ -z "${FLOOR_SHIM:-}" ]; then
+  case $t in passthrough_ll | floor_fuse | floor_writes_fuse) build_passthrough_ll || continue ;; esac
+  if is_floor "$t" && [ -z "${FLOOR_SHIM:-}" ]; then
     FLOOR_SHIM=$W/floor_shim.so
     gcc -O2 -Wall -shared -fPIC -o "$FLOOR_SHIM" "$REPO/bench/floor_shim.c" -ldl -lpthread ||
       hm_die "floor: cannot build bench/floor_shim.c"

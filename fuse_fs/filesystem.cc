@@ -1316,8 +1316,16 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
       Ship(std::move(op), p);
     }
   }
-  // In parallel with the peer's flush. (p may complete right here.)
-  int r = full_sync ? fsync(fd) : fdatasync(fd);
+  FlushLocalPart(fd, full_sync, p);  // in parallel with the peer's flush
+}
+
+// The local half of a replicated flush (full: fsync, else fdatasync), beside the peer's: completes p's
+// local part with its result (p may complete right here). On a ring queue's thread the ring runs it,
+// and the queue serves the requests behind it meanwhile (uring_transport.h, SubmitRingFlush).
+void Filesystem::FlushLocalPart(int fd, bool full, PendingReply* p) {
+  auto done = [](void* arg, int err) { static_cast<PendingReply*>(arg)->Done(err); };
+  if (SubmitRingFlush(fd, full, done, p)) return;
+  const int r = full ? fsync(fd) : fdatasync(fd);
   p->Done(r < 0 ? errno : 0);
 }
 
@@ -1498,7 +1506,8 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
   if (flushed_locally) {
     // (A cache flush of an unchanged file still costs the device a flush: ~100 µs here.)
   } else if (fd >= 0) {
-    r = datasync ? fdatasync(fd) : fsync(fd);
+    FlushLocalPart(fd, datasync == 0, p);
+    return;
   } else {
     const PathFd inode_path = table_.Open(inode);
     UniqueFd tmp(inode_path ? openat(inode_path.get(), ".", O_RDONLY | O_CLOEXEC) : -1);

@@ -175,6 +175,9 @@ class Filesystem : private ResyncHost {
   // Before a write the kernel sent without its own privilege check (direct I/O): drops what a write
   // drops, locally and on the peer (data_mu held).
   void DropPrivsLocked(fuse_req_t req, Inode& inode, int fd);
+  // The local half of a replicated flush (full: fsync, else fdatasync), beside the peer's; completes
+  // p's local part. On a ring queue's thread the ring runs it (SubmitRingFlush).
+  static void FlushLocalPart(int fd, bool full, PendingReply* p);
   // A write without O_DSYNC/O_SYNC: shipped first, applied locally while the peer applies it.
   // count_write: counts for the write-then-fsync pattern (CountWriteLocked).
   void WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size, off_t off,
@@ -220,7 +223,7 @@ class Filesystem : private ResyncHost {
   InodeTable table_;
   std::atomic<Role> role_{Role::kAlone};
   std::atomic<int64_t> control_heard_ms_{0};  // steady clock, ms: the last control call (NoteControlCall)
-  std::string peer_;  // guarded by shipper_mu_
+  std::string peer_;                          // guarded by shipper_mu_
 
   // Namespace lock: exclusive across (local apply, Ship) of tree changes; shared by lookups that bind.
   std::shared_mutex ns_mu_;

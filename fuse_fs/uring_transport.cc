@@ -13,6 +13,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <utility>
 
 #include "common/log.h"
 #include "common/unique_fd.h"
@@ -24,9 +25,14 @@ namespace hamirror::fs {
 namespace {
 
 thread_local bool t_handling_ring_request = false;
+// On a queue's thread: its queue; while libfuse handles a ring request there: that request's entry.
+thread_local UringQueue* t_queue = nullptr;
+thread_local RingEntry* t_entry = nullptr;
 
-// user_data of the eventfd read that wakes a queue's thread; entries use their address.
+// user_data of the eventfd read that wakes a queue's thread; entries use their address, and their
+// address with kFlushBit for the local flush submitted on behalf of their request (SubmitRingFlush).
 constexpr uint64_t kWakeTag = 1;
+constexpr uint64_t kFlushBit = 1;
 // The payload buffer starts one page into an entry's mapping; the header buffer is at its start and
 // the rebuild headroom right before the payload.
 constexpr size_t kPayloadOffset = 4096;
@@ -105,9 +111,14 @@ struct RingEntry {
   bool reply_staged = false;
   int register_tries = 0;
   bool live = false;  // the kernel delivered a request into it at least once (registration worked)
+  // The queue thread's own: the local flush submitted for its request, run when it completes.
+  RingFlushDone flush_done = nullptr;
+  void* flush_arg = nullptr;
 };
+static_assert(alignof(RingEntry) > kFlushBit);
 
 struct UringQueue {
+  UringTransport* owner = nullptr;
   uint16_t qid = 0;
   io_uring ring{};
   bool ring_ready = false;
@@ -119,6 +130,7 @@ struct UringQueue {
   std::vector<RingEntry*> to_register;
   // The queue thread's own: what it took from the two lists above (swapped, so no allocation per turn).
   std::vector<RingEntry*> committing, registering;
+  unsigned flushes_in_flight = 0;  // the queue thread's own
   std::thread thread;
 };
 
@@ -130,11 +142,12 @@ Status UringTransport::Create(fuse_session* se, unsigned queues, unsigned entrie
   std::unique_ptr<UringTransport> t(new UringTransport(se, required));
   for (unsigned qid = 0; qid < queues; ++qid) {
     auto q = std::make_unique<UringQueue>();
+    q->owner = t.get();
     q->qid = static_cast<uint16_t>(qid);
     io_uring_params params{};
     params.flags = IORING_SETUP_SQE128;
-    // Entries, the wake-up read, and as much room again for completions.
-    if (int rc = io_uring_queue_init_params(entries + 2, &q->ring, &params); rc < 0)
+    // Entries, a flush per entry, the wake-up read, and as much room again for completions.
+    if (int rc = io_uring_queue_init_params(2 * entries + 2, &q->ring, &params); rc < 0)
       return Status::FromErrno("io_uring_queue_init (FUSE over io_uring)", -rc);
     q->ring_ready = true;
     q->wake_fd.Reset(eventfd(0, EFD_CLOEXEC));
@@ -220,8 +233,9 @@ void UringTransport::Stop() {
   for (auto& q : queues_)
     if (q->thread.joinable()) q->thread.join();
   if (active())
-    HLOG_INFO("FUSE over io_uring: %llu requests served on the ring",
-              static_cast<unsigned long long>(requests_served()));
+    HLOG_INFO("FUSE over io_uring: %llu requests served on the ring, %llu local flushes run by it",
+              static_cast<unsigned long long>(requests_served()),
+              static_cast<unsigned long long>(flushes_on_ring()));
 }
 
 namespace {
@@ -267,6 +281,7 @@ void UringTransport::RunQueue(UringQueue& q) {
     start_cv_.wait(lock, [this] { return started_; });
     if (stopping_) return;
   }
+  t_queue = &q;
   // Requests land on the queue of the CPU the caller runs on: the queue's thread runs there too.
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
@@ -280,7 +295,8 @@ void UringTransport::RunQueue(UringQueue& q) {
   }
   ArmWake(q);
   bool stop = false;
-  while (!stop) {
+  // Flushes submitted for requests still complete after a stop: their replies are committed first.
+  while (!stop || q.flushes_in_flight > 0) {
     if (int rc = io_uring_submit_and_wait(&q.ring, 1); rc < 0 && rc != -EINTR) {
       Fail("queue " + std::to_string(q.qid) + ": io_uring_submit_and_wait: " + strerror(-rc));
       break;
@@ -303,6 +319,10 @@ void UringTransport::RunQueue(UringQueue& q) {
         std::lock_guard<std::mutex> lock(start_mu_);
         stop = stopping_;
         if (!stop) ArmWake(q);
+        continue;
+      }
+      if (done[i].user_data & kFlushBit) {
+        FlushCompleted(q, *reinterpret_cast<RingEntry*>(done[i].user_data & ~kFlushBit), done[i].res);
         continue;
       }
       HandleCompletion(q, done[i].user_data, done[i].res);
@@ -389,7 +409,9 @@ void UringTransport::HandleCompletion(UringQueue& q, uint64_t user_data, int res
   buf.size = req.size;
   buf.mem = const_cast<char*>(req.data);
   t_handling_ring_request = true;
+  t_entry = &e;
   fuse_session_process_buf(se_, &buf);
+  t_entry = nullptr;
   t_handling_ring_request = false;
   std::lock_guard<std::mutex> lock(q.mu);
   if (e.reply_staged) {
@@ -402,6 +424,27 @@ void UringTransport::HandleCompletion(UringQueue& q, uint64_t user_data, int res
   } else if (e.state == RingEntry::State::kHandling) {
     e.state = RingEntry::State::kWaiting;
   }
+}
+
+bool SubmitRingFlush(int fd, bool full, RingFlushDone done, void* arg) {
+  RingEntry* e = t_entry;
+  if (e == nullptr || e->flush_done != nullptr) return false;
+  UringQueue& q = *e->queue;
+  io_uring_sqe* sqe = io_uring_get_sqe(&q.ring);
+  if (sqe == nullptr) return false;  // not expected (room for a flush per entry): flush inline
+  io_uring_prep_fsync(sqe, fd, full ? 0 : IORING_FSYNC_DATASYNC);
+  io_uring_sqe_set_data64(sqe, reinterpret_cast<uint64_t>(e) | kFlushBit);
+  e->flush_done = done;
+  e->flush_arg = arg;
+  ++q.flushes_in_flight;
+  q.owner->flushes_.fetch_add(1, std::memory_order_relaxed);
+  return true;  // submitted with the queue's next turn, right after the handler returns
+}
+
+void UringTransport::FlushCompleted(UringQueue& q, RingEntry& e, int res) {
+  --q.flushes_in_flight;
+  const RingFlushDone done = std::exchange(e.flush_done, nullptr);
+  if (done != nullptr) done(e.flush_arg, res < 0 ? -res : 0);  // may reply: to_commit, this turn
 }
 
 bool UringTransport::TryReply(const struct iovec* iov, int count) {
@@ -430,7 +473,8 @@ bool UringTransport::TryReply(const struct iovec* iov, int count) {
     e->state = RingEntry::State::kReplied;
     q.to_commit.push_back(e);
   }
-  if (path == RingReplyPath::kCommitWake) {
+  // On the queue's own thread (a flush completed there) the turn in progress commits it.
+  if (path == RingReplyPath::kCommitWake && t_queue != &q) {
     const uint64_t one = 1;
     if (write(q.wake_fd.get(), &one, sizeof(one)) < 0) HLOG_WARN("eventfd write: %s", strerror(errno));
   }

@@ -43,6 +43,16 @@ unsigned PossibleCpus(const std::string& path = "/sys/devices/system/cpu/possibl
 // through writev (the splice path would bypass the ring).
 bool HandlingRingRequest();
 
+// The local flush a handler would otherwise wait for (fsync, full; else fdatasync), handed to the ring
+// of the queue whose thread handles the current request: the kernel runs it (io_uring's own workers)
+// while the queue thread serves the next requests, and done(arg, errno or 0) runs on the queue thread
+// when it completes. One flush per request; fd must stay open until done runs (it does: the request
+// is not answered before). False when not handling a ring request (or one already flushes): the caller
+// flushes inline. On /dev/fuse a worker blocks in the flush and the others go on; a ring queue has one
+// thread, and every request of its CPU would wait behind the flush.
+using RingFlushDone = void (*)(void* arg, int err);
+bool SubmitRingFlush(int fd, bool full, RingFlushDone done, void* arg);
+
 struct UringQueue;
 struct RingEntry;
 
@@ -79,12 +89,15 @@ class UringTransport {
   // The kernel refused the ring (flag not granted, an entry refused): requests stay on /dev/fuse.
   bool failed() const { return failed_.load(std::memory_order_acquire); }
   uint64_t requests_served() const { return served_.load(std::memory_order_relaxed); }
+  uint64_t flushes_on_ring() const { return flushes_.load(std::memory_order_relaxed); }
 
  private:
   friend struct UringQueue;
   UringTransport(fuse_session* se, bool required);
   void RunQueue(UringQueue& q);
   void HandleCompletion(UringQueue& q, uint64_t user_data, int res);
+  void FlushCompleted(UringQueue& q, RingEntry& e, int res);
+  friend bool SubmitRingFlush(int fd, bool full, RingFlushDone done, void* arg);
   void Fail(const std::string& why);
 
   fuse_session* const se_;
@@ -94,6 +107,7 @@ class UringTransport {
   std::atomic<bool> accepting_{true};
   std::atomic<bool> failed_{false};
   std::atomic<uint64_t> served_{0};
+  std::atomic<uint64_t> flushes_{0};
   std::mutex start_mu_;
   std::condition_variable start_cv_;
   bool started_ = false;  // guarded by start_mu_: the ring was granted, or Stop happened

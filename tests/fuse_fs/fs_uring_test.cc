@@ -112,15 +112,17 @@ class MountWatchdog {
 
 uint64_t Seed() { return TestSeed("workload"); }
 
-// Number N of "N requests served on the ring" in a daemon's log; -1 if absent.
-long RingRequestsServed(const std::string& log) {
-  const std::string marker = " requests served on the ring";
+// The number written right before the last `marker` in a log; -1 if absent.
+long NumberBefore(const std::string& log, const std::string& marker) {
   const size_t at = log.rfind(marker);
   if (at == std::string::npos) return -1;
   size_t start = at;
   while (start > 0 && isdigit(static_cast<unsigned char>(log[start - 1]))) --start;
   return start == at ? -1 : std::stol(log.substr(start, at - start));
 }
+// "N requests served on the ring"; and M of "M local flushes run by it" (SubmitRingFlush).
+long RingRequestsServed(const std::string& log) { return NumberBefore(log, " requests served on the ring"); }
+long RingFlushes(const std::string& log) { return NumberBefore(log, " local flushes run by it"); }
 
 // The lines of a log that contain `needle`.
 std::string LinesWith(const std::string& log, const std::string& needle) {
@@ -239,6 +241,24 @@ TEST_CASE(
       REQUIRE(got == block);
     }
     close(fd);
+    // fsync and fdatasync after plain writes: their local flush runs on the ring too; the data is on
+    // the secondary when they return.
+    fd = open((pair.a + "/flushed").c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+    REQUIRE(fd >= 0);
+    for (int i = 0; i < 16; ++i) {
+      const std::string piece(512 + i, static_cast<char>('A' + i));
+      REQUIRE(pwrite(fd, piece.data(), piece.size(), static_cast<off_t>(i) * 8192) ==
+              static_cast<ssize_t>(piece.size()));
+      REQUIRE((i % 2 == 0 ? fsync(fd) : fdatasync(fd)) == 0);
+      int under = openat(pair.under_b, "flushed", O_RDONLY | O_CLOEXEC);
+      REQUIRE(under >= 0);
+      std::string got(piece.size(), '\0');
+      const ssize_t n = pread(under, got.data(), got.size(), static_cast<off_t>(i) * 8192);
+      close(under);
+      REQUIRE(n == static_cast<ssize_t>(piece.size()));
+      REQUIRE(got == piece);
+    }
+    close(fd);
     // Reads come back through the ring too (no splice there).
     std::ifstream in(pair.a + "/dsync", std::ios::binary);
     std::string all((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -261,6 +281,9 @@ TEST_CASE(
   REQUIRE(plog.find("transport: FUSE over io_uring (") != std::string::npos);
   // The requests went over the ring, not /dev/fuse: thousands for this workload.
   REQUIRE(RingRequestsServed(plog) > 1000);
+  // The O_DSYNC writes' and the fsyncs' local flushes ran on the ring, not in its queue thread.
+  INFO(LinesWith(plog, "requests served on the ring"));
+  REQUIRE(RingFlushes(plog) >= 64 + 16);
   CHECK(LinesWith(plog, "request refused") == "");  // no entry the rebuild did not understand
   CHECK(LinesWith(plog, "commit refused") == "");
   CHECK(LinesWith(plog, "does not fit its entry") == "");
