@@ -47,9 +47,10 @@ bool HandlingRingRequest();
 // of the queue whose thread handles the current request: the kernel runs it (io_uring's own workers)
 // while the queue thread serves the next requests, and done(arg, errno or 0) runs on the queue thread
 // when it completes. One flush per request; fd must stay open until done runs (it does: the request
-// is not answered before). False when not handling a ring request (or one already flushes): the caller
-// flushes inline. On /dev/fuse a worker blocks in the flush and the others go on; a ring queue has one
-// thread, and every request of its CPU would wait behind the flush.
+// is not answered before). False when not handling a ring request (or one already flushes), or when
+// the request is alone on its queue (nothing would wait behind the flush, and handing it over costs
+// wake-ups): the caller flushes inline. On /dev/fuse a worker blocks in the flush and the others go
+// on; a ring queue has one thread, and every request of its CPU would wait behind the flush.
 using RingFlushDone = void (*)(void* arg, int err);
 bool SubmitRingFlush(int fd, bool full, RingFlushDone done, void* arg);
 
