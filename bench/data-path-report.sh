@@ -20,7 +20,8 @@
 #   FILES=15000 (metadata; passthrough_ll keeps a descriptor per inode: stay below the descriptor limit)
 #   HAMIRROR_FS=build/bin/hamirror-fs KEEP_CPUS_AWAKE=0 (1: an extra run, every target alike)
 # Needs: cmake --build build --target hamirror-fs bench-mdtest; MariaDB, sysbench, fio, bindfs
-# (scripts/install-deps.sh). Runtime with the defaults: about 45 min on the development VM (steps 1, 3, 4, 5: 31 min). Run as root.
+# (scripts/install-deps.sh). Runtime with the defaults: about 65 min on the development VM (steps 1–4: 55 min,
+# of which step 1 19 min, step 2 13 min, step 3 22 min; step 5 about 10 min). Run as root.
 # Exit status: 1 if a step failed (its log is in the report), else 0. Not part of ctest.
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
