@@ -431,7 +431,7 @@ bool SubmitRingFlush(int fd, bool full, RingFlushDone done, void* arg) {
   if (e == nullptr || e->flush_done != nullptr) return false;
   UringQueue& q = *e->queue;
   // A lone request flushes inline: handing the flush over costs two wake-ups (io_uring's worker, then
-  // this thread for the completion; +60 µs p50 for a lone O_DSYNC write here), which pay only when
+  // this thread for the completion; +70 µs p50 for a lone O_DSYNC write here), which pay only when
   // other requests would wait behind the flush: some already arrived (completions not reaped yet), or
   // others of this queue are in flight (a concurrent load, more will come).
   if (io_uring_cq_ready(&q.ring) == 0) {
