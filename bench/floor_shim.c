@@ -15,7 +15,9 @@
 // waits for the peer's pwrite. Like hamirror, a file written once and then flushed, again and again (a
 // log), has its next write flushed on the peer in the same round trip, and the flush that follows pays
 // no second one. Still a floor for hamirror: no FUSE hop, no copies into messages, no request
-// framing; mariadbd's asynchronous page writes (io_uring) are not charged.
+// framing; mariadbd's asynchronous page writes (io_uring) are not charged, nor the flush of a file
+// that this process did not write through write/pwrite64 since its last flush (InnoDB's data files:
+// the shim cannot see their io_uring writes; hamirror replicates those flushes).
 //
 // Without FLOOR_MIRROR in the environment the shim does nothing. At exit it writes the number of
 // mirrored requests (if any) to FLOOR_MIRROR.count, so the benchmark can check that it was active.

@@ -20,6 +20,8 @@
 #   floor_writes, floor_writes_fuse  the same two with FLOOR_WRITES=1: every write of mariadbd to a file
 #                   also waits for the peer (hamirror's promise 1), a log's write+flush in one round trip
 #                   (as hamirror does it): the upper bound for a mirror that keeps hamirror's promises
+#                   (InnoDB's io_uring page writes, and the flushes of files written only that way,
+#                   are not charged: see bench/floor_shim.c)
 # Full durability everywhere: innodb_flush_log_at_trx_commit=1, sync_binlog=1, binary log on.
 # Prints per-round tps, the median per target and its ratio to local's median.
 #
