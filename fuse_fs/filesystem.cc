@@ -439,6 +439,7 @@ proto::FsStatus Filesystem::GetStatus() {
   st.set_role(role == Role::kPrimary && !s.alone ? proto::FS_ROLE_PRIMARY : proto::FS_ROLE_ALONE);
   st.set_peer_connected(s.connected);
   st.set_ops_shipped(s.ops_acked);
+  st.set_syncs_covered(syncs_covered_.load(std::memory_order_relaxed));
   st.set_bytes_shipped(s.bytes_acked);
   st.set_inflight(s.inflight);
   st.set_lag_us(s.lag_us);
@@ -515,6 +516,7 @@ void Filesystem::Ship(proto::Op&& op, PendingReply* pending) {
   // Binds and forgets change nothing the peer could lack; data ranges were announced to the record
   // by BeginRecord; anything else the peer does not apply is a metadata or namespace difference.
   const bool change = !op.has_bind() && !op.has_forget();
+  const bool ns_change = op.has_make_node() || op.has_link() || op.has_unlink() || op.has_rename();
   std::shared_lock<std::shared_mutex> lock(shipper_mu_);
   if (!shipper_) {
     if (pending) {
@@ -542,6 +544,7 @@ void Filesystem::Ship(proto::Op&& op, PendingReply* pending) {
   } else {
     shipper_->Ship(std::move(op), &NoopCallback, nullptr);
   }
+  if (ns_change) ns_changes_.fetch_add(1, std::memory_order_release);
 }
 
 void Filesystem::OnChangeShipped(void* ctx, const replicator::ShipResult& result) {
@@ -1251,17 +1254,21 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
   const uint64_t end = static_cast<uint64_t>(off) + size;
   const bool split_head =
       !direct && size < kPage && static_cast<uint64_t>(off) % kPage != 0 && end % kPage == 0;
+  bool predicted = false;
   if (!dsync && !split_head && inode.writes_since_fsync.load(std::memory_order_relaxed) == 0 &&
       inode.fsync_after_one_write_streak.load(std::memory_order_relaxed) >= kLogStreak) {
-    dsync = true;
+    dsync = predicted = true;
   }
   if (!dsync) {
     WriteOverlapped(req, inode, fd, buf, size, off, direct, /*count_write=*/!split_head);
     return;
   }
-  // O_SYNC asks for metadata too. On the cached path the FSYNC the kernel sends after the write does
-  // that on both sides; a direct-I/O write gets no such FSYNC, so the peer is sent one here.
-  const bool full_sync = (fi->flags & O_SYNC) == O_SYNC;
+  // O_SYNC (or a log whose flushes are fsync(2)) asks for metadata too: the write and a full fsync are
+  // shipped together, one round trip, and flushed with fsync(2) here. The FSYNC the kernel sends after
+  // a cached O_SYNC write, or the application's fsync after a log write, then finds everything durable
+  // on both sides (Fsync). A direct-I/O write gets no FSYNC from the kernel: this is its only one.
+  const bool full_sync =
+      (fi->flags & O_SYNC) == O_SYNC || (predicted && inode.log_flush_full.load(std::memory_order_relaxed));
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kWrite, 2);
   proto::Op op;
   {
@@ -1299,7 +1306,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
       AddTimeFix(&op, inode.rid, st.st_mtim);
       inode.mtime_dirty = false;
     }
-    if (direct && full_sync) {
+    if (full_sync) {
       // The write's own flush would be fdatasync: the full fsync after it covers both.
       w->set_dsync(false);
       // The write's own record span ends with the write's ack (the fsync's may differ).
@@ -1311,6 +1318,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
       f->set_rid(inode.rid);
       f->set_datasync(false);
       p->durable_full = true;
+      p->durable_ns = ns_changes_.load(std::memory_order_acquire);
       Ship(std::move(sync), p);
     } else {
       Ship(std::move(op), p);
@@ -1466,7 +1474,7 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
     return;
   }
   PendingReply* p = PendingReply::New(req, PendingReply::Kind::kErrno, 2);
-  bool flushed_locally = false;
+  bool nothing_to_do = false;
   {
     std::lock_guard<std::mutex> lock(inode.data_mu);
     const uint32_t writes = inode.writes_since_fsync.exchange(0, std::memory_order_relaxed);
@@ -1474,20 +1482,27 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
     if (writes != 0) {  // (an fsync with nothing written since the last one neither adds nor breaks)
       inode.fsync_after_one_write_streak.store(writes == 1 ? std::min(streak + 1, kLogStreak) : 0,
                                                std::memory_order_relaxed);
+      inode.log_flush_full.store(datasync == 0, std::memory_order_relaxed);
     }
-    uint64_t gen = inode.mut_gen;
-    const uint64_t durable = datasync ? inode.durable_gen.load() : inode.durable_full_gen.load();
-    if (gen != 0 && durable >= gen && !inode.mtime_dirty) {
-      // Everything this inode changed is already durable on both sides (an O_DSYNC write just did it,
-      // and the kernel follows it with this FSYNC): nothing to send. For fdatasync the local flush is
-      // done too: that write's own fdatasync (or a later flush) ran after its data and nothing changed
-      // since. A full fsync still flushes locally (the write flushed data, not every attribute).
+    const uint64_t gen = inode.mut_gen;
+    const uint64_t ns_now = ns_changes_.load(std::memory_order_acquire);
+    // A directory's data is its entries, changed by namespace operations: the full rule for it.
+    const bool covered = datasync && !is_dir
+                             ? inode.durable_gen.load() >= gen
+                             : inode.durable_full_gen.load() >= gen && inode.durable_full_ns.load() == ns_now;
+    if (gen != 0 && covered && !inode.mtime_dirty) {
+      // Everything this inode changed is already durable on both sides (a synchronous write just did
+      // it, and the kernel or the application follows it with this FSYNC): nothing to send, and the
+      // local flush is done too. The flush that raised the counter ran here after the last mutation,
+      // and was an fsync(2) wherever durable_full_gen was raised (only a full flush raises it).
       p->Done();
-      flushed_locally = datasync != 0;
+      nothing_to_do = true;
+      syncs_covered_.fetch_add(1, std::memory_order_relaxed);
     } else {
       p->durable_inode = &inode;
       p->durable_gen = gen;
       p->durable_full = datasync == 0;
+      p->durable_ns = ns_now;
       proto::Op op;
       auto* f = op.mutable_fsync();
       f->set_rid(inode.rid);
@@ -1502,18 +1517,22 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
       Ship(std::move(op), p);
     }
   }
-  int r = 0;
-  if (flushed_locally) {
+  if (nothing_to_do) {
     // (A cache flush of an unchanged file still costs the device a flush: ~100 µs here.)
-  } else if (fd >= 0) {
+    p->Done();
+    return;
+  }
+  if (fd >= 0) {
     FlushLocalPart(fd, datasync == 0, p);
     return;
-  } else {
-    const PathFd inode_path = table_.Open(inode);
-    UniqueFd tmp(inode_path ? openat(inode_path.get(), ".", O_RDONLY | O_CLOEXEC) : -1);
-    if (tmp) r = fsync(tmp.get());
   }
-  p->Done(r < 0 ? errno : 0);
+  // No handle: flush through a descriptor of our own. Failing to open one fails the flush (it must not
+  // count as durable).
+  const PathFd inode_path = table_.Open(inode);
+  UniqueFd tmp(inode_path ? openat(inode_path.get(), ".", O_RDONLY | O_CLOEXEC) : -1);
+  int err = inode_path ? 0 : inode_path.error();
+  if (!err && (!tmp || fsync(tmp.get()) < 0)) err = errno;
+  p->Done(err);
 }
 
 void Filesystem::Opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

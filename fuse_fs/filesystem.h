@@ -244,6 +244,11 @@ class Filesystem : private ResyncHost {
   std::atomic<bool> privs_left_to_us_{false};
   // DIRECT_IO_ALLOW_MMAP is on: handles opened for synchronous writes get direct I/O (SetDirectIo).
   std::atomic<bool> sync_handles_direct_{false};
+  // fsync/fdatasync requests answered with nothing to send or flush (FsStatus.syncs_covered).
+  std::atomic<uint64_t> syncs_covered_{0};
+  // Namespace changes shipped so far (Ship: counted after the op is queued, so a flush that reads n
+  // is ordered after all n on the stream and locally). See Inode::durable_full_ns.
+  std::atomic<uint64_t> ns_changes_{0};
 };
 
 }  // namespace hamirror::fs

@@ -49,12 +49,19 @@ struct Inode {
   // The same for a full fsync on both sides (an O_DSYNC write or fdatasync does not raise it), so
   // fsync(2) after such a write still makes the peer flush metadata too.
   std::atomic<uint64_t> durable_full_gen{0};
+  // A full fsync on both sides also covers the inode's link count and a directory's entries, which
+  // namespace operations change without counting in mut_gen: the Filesystem's count of namespace
+  // changes when the last such fsync began. Equal to the count now: none happened since.
+  std::atomic<uint64_t> durable_full_ns{0};
   // The file's data changed since its mtime was last sent to the peer (under data_mu).
   bool mtime_dirty = false;
   // Write-then-fdatasync pattern (a log): writes since the last fsync, and how many fsyncs in a row
   // each followed exactly one write. Under data_mu; read without it as a hint (Filesystem::Write).
   std::atomic<uint32_t> writes_since_fsync{0};
   std::atomic<uint32_t> fsync_after_one_write_streak{0};
+  // The last fsync that counted for the pattern was fsync(2), not fdatasync: a predicted log write is
+  // then made durable the O_SYNC way (Filesystem::Write). Same locking as the two above.
+  std::atomic<bool> log_flush_full{false};
   // Checked under data_mu: no set-user-ID or set-group-ID bit and no file capability for a write to
   // drop (Filesystem::DropPrivsLocked). Reset by every mode or xattr change.
   bool no_privs_to_drop = false;

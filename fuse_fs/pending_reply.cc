@@ -55,7 +55,10 @@ void PendingReply::Reply() {
   int err = err_.load();
   if (err == 0 && durable_inode != nullptr) {
     RaiseTo(durable_inode->durable_gen, durable_gen);
-    if (durable_full) RaiseTo(durable_inode->durable_full_gen, durable_gen);
+    if (durable_full) {
+      RaiseTo(durable_inode->durable_full_gen, durable_gen);
+      RaiseTo(durable_inode->durable_full_ns, durable_ns);
+    }
   }
   if (kind_ == Kind::kNone) return;
   if (err != 0) {
