@@ -523,6 +523,7 @@ void Filesystem::Ship(proto::Op&& op, PendingReply* pending) {
       pending->span.Finish(false);
       pending->Done();
     }
+    if (ns_change) ns_changes_.fetch_add(1, std::memory_order_release);  // changed here all the same
     return;
   }
   if (pending) {
