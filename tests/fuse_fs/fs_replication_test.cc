@@ -770,6 +770,7 @@ TEST_CASE("primary: a log flushed with fsync(2) ships its write and the full flu
   CHECK(ReadAt(pair.under_b_, "journal", 0, static_cast<size_t>(off)) ==
         std::string(static_cast<size_t>(off), 'j'));
   CHECK(after.peer_errors() == 0);
+  fd.Reset();
   REQUIRE(pair.primary.Stop().ok());
   REQUIRE(pair.secondary.Stop().ok());
 }
@@ -823,6 +824,9 @@ TEST_CASE("primary: a namespace change since the last full fsync makes the next 
       "fdatasync d", [&] { REQUIRE(fdatasync(dfd.get()) == 0); }, 1, 0);
   CHECK(ReadAt(pair.under_b_, "d/f", 0, 4) == "data");
   CHECK(faccessat(pair.under_b_, "d/g", F_OK, AT_SYMLINK_NOFOLLOW) == 0);
+  fd.Reset();  // nothing of the mount held open while it stops
+  dfd.Reset();
+  g.Reset();
   REQUIRE(pair.primary.Stop().ok());
   REQUIRE(pair.secondary.Stop().ok());
 }
