@@ -517,16 +517,16 @@ void Filesystem::Ship(proto::Op&& op, PendingReply* pending) {
   // by BeginRecord; anything else the peer does not apply is a metadata or namespace difference.
   const bool change = !op.has_bind() && !op.has_forget();
   const bool ns_change = op.has_make_node() || op.has_link() || op.has_unlink() || op.has_rename();
+  // Counted as started before it can be answered, as queued once it is (with no stream too: the
+  // change was made here all the same). See Inode::durable_full_ns.
+  if (ns_change) ns_started_.fetch_add(1);
   std::shared_lock<std::shared_mutex> lock(shipper_mu_);
   if (!shipper_) {
     if (pending) {
       pending->span.Finish(false);
       pending->Done();
     }
-    if (ns_change) ns_changes_.fetch_add(1, std::memory_order_release);  // changed here all the same
-    return;
-  }
-  if (pending) {
+  } else if (pending) {
     if (change && pending->span.record == nullptr) {
       pending->span.record = record_.get();
       pending->span.meta_ino = MetaOnlyIno(op);
@@ -545,7 +545,7 @@ void Filesystem::Ship(proto::Op&& op, PendingReply* pending) {
   } else {
     shipper_->Ship(std::move(op), &NoopCallback, nullptr);
   }
-  if (ns_change) ns_changes_.fetch_add(1, std::memory_order_release);
+  if (ns_change) ns_queued_.fetch_add(1);
 }
 
 void Filesystem::OnChangeShipped(void* ctx, const replicator::ShipResult& result) {
@@ -1319,7 +1319,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
       f->set_rid(inode.rid);
       f->set_datasync(false);
       p->durable_full = true;
-      p->durable_ns = ns_changes_.load(std::memory_order_acquire);
+      p->durable_ns = ns_queued_.load();
       Ship(std::move(sync), p);
     } else {
       Ship(std::move(op), p);
@@ -1486,11 +1486,10 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
       inode.log_flush_full.store(datasync == 0, std::memory_order_relaxed);
     }
     const uint64_t gen = inode.mut_gen;
-    const uint64_t ns_now = ns_changes_.load(std::memory_order_acquire);
     // A directory's data is its entries, changed by namespace operations: the full rule for it.
-    const bool covered = datasync && !is_dir
-                             ? inode.durable_gen.load() >= gen
-                             : inode.durable_full_gen.load() >= gen && inode.durable_full_ns.load() == ns_now;
+    const bool covered = datasync && !is_dir ? inode.durable_gen.load() >= gen
+                                             : inode.durable_full_gen.load() >= gen &&
+                                                   inode.durable_full_ns.load() == ns_started_.load();
     if (gen != 0 && covered && !inode.mtime_dirty) {
       // Everything this inode changed is already durable on both sides (a synchronous write just did
       // it, and the kernel or the application follows it with this FSYNC): nothing to send, and the
@@ -1503,7 +1502,7 @@ void Filesystem::Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_i
       p->durable_inode = &inode;
       p->durable_gen = gen;
       p->durable_full = datasync == 0;
-      p->durable_ns = ns_now;
+      p->durable_ns = ns_queued_.load();
       proto::Op op;
       auto* f = op.mutable_fsync();
       f->set_rid(inode.rid);

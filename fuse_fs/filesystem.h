@@ -246,9 +246,12 @@ class Filesystem : private ResyncHost {
   std::atomic<bool> sync_handles_direct_{false};
   // fsync/fdatasync requests answered with nothing to send or flush (FsStatus.syncs_covered).
   std::atomic<uint64_t> syncs_covered_{0};
-  // Namespace changes shipped so far (Ship: counted after the op is queued, so a flush that reads n
-  // is ordered after all n on the stream and locally). See Inode::durable_full_ns.
-  std::atomic<uint64_t> ns_changes_{0};
+  // Namespace changes (create, link, unlink, rename) counted by Ship: started before the op can be
+  // answered, queued once it is on the stream (queued <= started). A flush that reads queued = n is
+  // ordered after those n, locally and on the stream; an fsync that finds started still equal to a
+  // covering flush's n knows no namespace change began since. See Inode::durable_full_ns.
+  std::atomic<uint64_t> ns_started_{0};
+  std::atomic<uint64_t> ns_queued_{0};
 };
 
 }  // namespace hamirror::fs

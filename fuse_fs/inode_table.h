@@ -51,7 +51,7 @@ struct Inode {
   std::atomic<uint64_t> durable_full_gen{0};
   // A full fsync on both sides also covers the inode's link count and a directory's entries, which
   // namespace operations change without counting in mut_gen: the Filesystem's count of namespace
-  // changes when the last such fsync began. Equal to the count now: none happened since.
+  // changes queued when the last such flush began. Equal to the count started now: none since.
   std::atomic<uint64_t> durable_full_ns{0};
   // The file's data changed since its mtime was last sent to the peer (under data_mu).
   bool mtime_dirty = false;

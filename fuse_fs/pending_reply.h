@@ -64,7 +64,7 @@ class PendingReply {
   Inode* durable_inode = nullptr;  // on success, durable_inode->durable_gen >= durable_gen
   uint64_t durable_gen = 0;
   bool durable_full = false;  // fsync (data and metadata), not only fdatasync: also durable_full_gen
-  uint64_t durable_ns = 0;    // with durable_full: the namespace changes counted when it began (Fsync)
+  uint64_t durable_ns = 0;    // with durable_full: the namespace changes counted when it began (Write, Fsync)
 
   // How the peer's half of this change ended is told to the persistent record (see RecordSpan).
   RecordSpan span;
