@@ -58,15 +58,14 @@ PathKeeper::PathKeeper(int root_fd, size_t max_kept_fds)
     return;
   }
   // Reopening needs CAP_DAC_READ_SEARCH: try once rather than fail on the first inode over budget.
-  int fd = open_by_handle_at(mount_fd_.get(), buf.get(), O_PATH | O_CLOEXEC);
-  if (fd < 0) {
+  UniqueFd fd(open_by_handle_at(mount_fd_.get(), buf.get(), O_PATH | O_CLOEXEC));
+  if (!fd) {
     HLOG_WARN(
         "file handles cannot be reopened (%s): one descriptor per known inode, at most about "
         "%zu inodes",
         strerror(errno), budget() * 2);
     return;
   }
-  close(fd);
   handles_ok_ = true;
 }
 

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "common/run_dir.h"
+#include "common/unique_fd.h"
 #include "fuse_fs/filesystem.h"
 #include "proto/fs_control.grpc.pb.h"
 
@@ -91,14 +92,12 @@ std::string DefaultControlSocket(const std::string& dir) {
 namespace {
 // True if some process accepts connections on the unix socket at path.
 bool SocketAlive(const std::string& path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return false;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  bool alive = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  close(fd);
-  return alive;
+  return connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
 }
 }  // namespace
 

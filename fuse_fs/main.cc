@@ -114,12 +114,10 @@ sigset_t StopSignals() {
   return set;
 }
 
-int Run(Cli& cli) {
-  const sigset_t stop_signals = StopSignals();
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+// Resolves the directory and the paths that derive from it (control socket, state directory, record).
+Status ResolvePaths(Cli& cli) {
   std::string dir;
-  Status s = CheckMountPoint(cli.options.dir, &dir);
-  if (!s.ok()) return Fail(s);
+  if (Status s = CheckMountPoint(cli.options.dir, &dir); !s.ok()) return s;
   cli.options.dir = dir;
   cli.options.send_timeout = std::chrono::milliseconds(cli.send_timeout_ms);
   cli.options.manager_grace = std::chrono::milliseconds(cli.manager_grace_ms);
@@ -137,10 +135,19 @@ int Run(Cli& cli) {
   }
   if (cli.control.empty()) cli.control = DefaultControlSocket(dir);
   if (mkdir(cli.state_dir.c_str(), 0700) < 0 && errno != EEXIST)
-    return Fail(Status::FromErrno("mkdir " + cli.state_dir, errno));
+    return Status::FromErrno("mkdir " + cli.state_dir, errno);
   const std::string stem = StateFileStem(dir);
   cli.options.record_path = cli.state_dir + "/" + stem + ".record";
   cli.options.quarantine_dir = cli.state_dir + "/quarantine/" + stem;
+  return Status::Ok();
+}
+
+int Run(Cli& cli) {
+  const sigset_t stop_signals = StopSignals();
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  Status s = ResolvePaths(cli);
+  if (!s.ok()) return Fail(s);
+  const std::string& dir = cli.options.dir;
 
   // Modes come from the kernel with the caller's umask applied already.
   umask(0);
@@ -219,6 +226,94 @@ int Run(Cli& cli) {
   return ret < 0 || ring_failed ? 1 : 0;
 }
 
+// An on|off option that sets *flag.
+void AddOnOff(CLI::App* sub, const std::string& name, bool* flag, const std::string& help) {
+  sub->add_option_function<std::string>(
+         name, [flag](const std::string& v) { *flag = v == "on"; }, help)
+      ->check(CLI::IsMember({"on", "off"}));
+}
+
+// Options of primary, secondary and alone.
+void AddCommonOptions(CLI::App* sub, Cli& cli) {
+  sub->add_option("--dir", cli.options.dir, "directory to replicate (mounted over)")->required();
+  sub->add_option("--control", cli.control, "control socket (default /run/hamirror/fs/<basename>.sock)");
+  sub->add_option("--node-name", cli.options.node_name, "this node's name (default: hostname)");
+  sub->add_option("--threads", cli.threads, "maximum FUSE worker threads")->check(CLI::Range(2, 256));
+  sub->add_flag("--debug", cli.debug, "libfuse debug output");
+  sub->add_option(
+      "--state-dir", cli.state_dir,
+      "where the record of what the peer may lack is kept (outside the replicated tree; default: the "
+      "--control socket's directory, else /var/lib/hamirror)");
+  sub->add_option("--zone-size", cli.options.zone_size, "record granularity in bytes (ruzone_blocksize)")
+      ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 30));
+  sub->add_option("--resync-workers", cli.options.resync.workers, "files resynced at once (nbrei)")
+      ->check(CLI::Range(1, 64));
+  sub->add_option("--resync-rate", cli.options.resync.max_rate_bps,
+                  "resync bandwidth cap in bytes per second (reiallowedbw); 0: unlimited");
+  AddOnOff(sub, "--killpriv-v2", &cli.options.killpriv_v2,
+           "on (default): ask the kernel for HANDLE_KILLPRIV_V2 (no GETXATTR per cached write; this daemon "
+           "drops set-id bits and capabilities itself); off: libfuse's INIT as it is");
+  AddOnOff(sub, "--direct-io-mmap", &cli.options.direct_io_mmap,
+           "on (default): ask the kernel for DIRECT_IO_ALLOW_MMAP (shared mmap of direct-I/O handles "
+           "works; handles opened O_DSYNC/O_SYNC for writing then use direct I/O: no FSYNC request per "
+           "sync write); off: direct-I/O handles refuse shared mmap, O_DSYNC handles stay cached");
+  AddOnOff(sub, "--direct-apply", &cli.options.direct_apply,
+           "on (default): as a secondary, write large aligned writes (256 KiB and more) to the disk with "
+           "O_DIRECT, around this node's page cache, as a DRBD secondary does; off: through the page cache");
+  sub->add_option_function<std::string>(
+         "--transport", [&cli](const std::string& v) { hamirror::fs::ParseTransport(v, &cli.transport); },
+         "how FUSE requests reach this daemon: dev (default): /dev/fuse; uring: FUSE over io_uring "
+         "(kernel 6.14+ with fuse.enable_uring=Y; refuses to start otherwise); auto: io_uring when the "
+         "kernel offers it, else /dev/fuse (docs/datapath.md)")
+      ->check(CLI::IsMember({"dev", "uring", "auto"}));
+  sub->add_option("--path-fd-budget", cli.options.path_fd_budget,
+                  "descriptors kept open for known inodes; past it they are reopened by file handle "
+                  "(default 0: half the descriptor limit)");
+  sub->add_option_function<std::string>(
+         "--direct-io", [&cli](const std::string& mode) { cli.options.direct_io_all = mode == "all"; },
+         "odirect (default): handles opened with O_DIRECT bypass the mount's page cache; all: so do "
+         "all handles opened for writing (faster writes, no shared mmap of them; docs/datapath.md)")
+      ->check(CLI::IsMember({"odirect", "all"}));
+}
+
+// TLS of the replication link: primary and secondary.
+void AddTlsOptions(CLI::App* sub, Cli& cli) {
+  auto* cert = sub->add_option("--tls-cert", cli.options.tls.cert, "PEM certificate of this node")
+                   ->check(CLI::ExistingFile);
+  auto* key = sub->add_option("--tls-key", cli.options.tls.key, "PEM private key")->check(CLI::ExistingFile);
+  auto* ca = sub->add_option("--tls-ca", cli.options.tls.ca, "PEM CA of the peers")->check(CLI::ExistingFile);
+  auto* insecure = sub->add_flag("--insecure", cli.options.tls.insecure, "plaintext replication link");
+  auto* server_name = sub->add_option("--tls-server-name", cli.options.tls.server_name,
+                                      "name the peer's certificate must carry when it differs from the "
+                                      "--peer host (hamirrord passes the peer's node name)");
+  server_name->needs(ca);
+  cert->needs(key, ca);
+  key->needs(cert, ca);
+  ca->needs(cert, key);
+  insecure->excludes(cert, key, ca);
+}
+
+// `hamirror-fs ctl VERB`: a client of a running daemon's control socket.
+CLI::App* AddCtlCommand(CLI::App& app, CtlRequest* ctl) {
+  auto* ctl_cmd = app.add_subcommand("ctl", "talk to a running hamirror-fs through its control socket");
+  ctl_cmd->add_option("--control", ctl->control, "its control socket")->required();
+  ctl_cmd->add_option("verb", ctl->verb, "status | role | resync | verify | expect-resync | wait")
+      ->required()
+      ->check(CLI::IsMember({"status", "role", "resync", "verify", "expect-resync", "wait"}));
+  ctl_cmd->add_option("role", ctl->role, "with role: primary | alone")
+      ->check(CLI::IsMember({"primary", "alone"}));
+  ctl_cmd->add_option("--peer", ctl->peer, "with role primary: the secondary's HOST:PORT");
+  ctl_cmd->add_flag("--full", ctl->full, "resync, expect-resync: compare everything by checksum");
+  ctl_cmd->add_flag("--repair", ctl->repair, "verify: record what differs");
+  ctl_cmd->add_flag("--quarantine", ctl->quarantine, "expect-resync: save what the resync changes first");
+  ctl_cmd->add_flag("--wait", ctl->wait, "resync, verify: wait until it ended");
+  ctl_cmd->add_option("--after-id", ctl->after_id,
+                      "wait: for the end of a resync whose id is not this one (default 0: any resync)");
+  ctl_cmd->add_option("--timeout", ctl->timeout_s, "with --wait, and wait: seconds")
+      ->check(CLI::Range(1, 7 * 24 * 3600));
+  return ctl_cmd;
+}
+
 }  // namespace
 }  // namespace hamirror::fs
 
@@ -248,80 +343,19 @@ int main(int argc, char** argv) {
   CLI::App app{"hamirror-fs: FUSE overlay that replicates a directory synchronously to a peer"};
   app.require_subcommand(1, 1);
   app.set_version_flag("--version", hamirror::VersionLine("hamirror-fs"));
-  auto add_common = [&cli](CLI::App* sub, bool tls) {
-    sub->add_option("--dir", cli.options.dir, "directory to replicate (mounted over)")->required();
-    sub->add_option("--control", cli.control, "control socket (default /run/hamirror/fs/<basename>.sock)");
-    sub->add_option("--node-name", cli.options.node_name, "this node's name (default: hostname)");
-    sub->add_option("--threads", cli.threads, "maximum FUSE worker threads")->check(CLI::Range(2, 256));
-    sub->add_flag("--debug", cli.debug, "libfuse debug output");
-    sub->add_option(
-        "--state-dir", cli.state_dir,
-        "where the record of what the peer may lack is kept (outside the replicated tree; default: the "
-        "--control socket's directory, else /var/lib/hamirror)");
-    sub->add_option("--zone-size", cli.options.zone_size, "record granularity in bytes (ruzone_blocksize)")
-        ->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 30));
-    sub->add_option("--resync-workers", cli.options.resync.workers, "files resynced at once (nbrei)")
-        ->check(CLI::Range(1, 64));
-    sub->add_option("--resync-rate", cli.options.resync.max_rate_bps,
-                    "resync bandwidth cap in bytes per second (reiallowedbw); 0: unlimited");
-    sub->add_option_function<std::string>(
-           "--killpriv-v2", [&cli](const std::string& v) { cli.options.killpriv_v2 = v == "on"; },
-           "on (default): ask the kernel for HANDLE_KILLPRIV_V2 (no GETXATTR per cached write; this daemon "
-           "drops set-id bits and capabilities itself); off: libfuse's INIT as it is")
-        ->check(CLI::IsMember({"on", "off"}));
-    sub->add_option_function<std::string>(
-           "--direct-io-mmap", [&cli](const std::string& v) { cli.options.direct_io_mmap = v == "on"; },
-           "on (default): ask the kernel for DIRECT_IO_ALLOW_MMAP (shared mmap of direct-I/O handles "
-           "works; handles opened O_DSYNC/O_SYNC for writing then use direct I/O: no FSYNC request per "
-           "sync write); off: direct-I/O handles refuse shared mmap, O_DSYNC handles stay cached")
-        ->check(CLI::IsMember({"on", "off"}));
-    sub->add_option_function<std::string>(
-           "--direct-apply", [&cli](const std::string& v) { cli.options.direct_apply = v == "on"; },
-           "on (default): as a secondary, write large aligned writes (256 KiB and more) to the disk with "
-           "O_DIRECT, around this node's page cache, as a DRBD secondary does; off: through the page cache")
-        ->check(CLI::IsMember({"on", "off"}));
-    sub->add_option_function<std::string>(
-           "--transport", [&cli](const std::string& v) { hamirror::fs::ParseTransport(v, &cli.transport); },
-           "how FUSE requests reach this daemon: dev (default): /dev/fuse; uring: FUSE over io_uring "
-           "(kernel 6.14+ with fuse.enable_uring=Y; refuses to start otherwise); auto: io_uring when the "
-           "kernel offers it, else /dev/fuse (docs/datapath.md)")
-        ->check(CLI::IsMember({"dev", "uring", "auto"}));
-    sub->add_option("--path-fd-budget", cli.options.path_fd_budget,
-                    "descriptors kept open for known inodes; past it they are reopened by file handle "
-                    "(default 0: half the descriptor limit)");
-    sub->add_option_function<std::string>(
-           "--direct-io", [&cli](const std::string& mode) { cli.options.direct_io_all = mode == "all"; },
-           "odirect (default): handles opened with O_DIRECT bypass the mount's page cache; all: so do "
-           "all handles opened for writing (faster writes, no shared mmap of them; docs/datapath.md)")
-        ->check(CLI::IsMember({"odirect", "all"}));
-    if (tls) {
-      auto* cert = sub->add_option("--tls-cert", cli.options.tls.cert, "PEM certificate of this node")
-                       ->check(CLI::ExistingFile);
-      auto* key =
-          sub->add_option("--tls-key", cli.options.tls.key, "PEM private key")->check(CLI::ExistingFile);
-      auto* ca =
-          sub->add_option("--tls-ca", cli.options.tls.ca, "PEM CA of the peers")->check(CLI::ExistingFile);
-      auto* insecure = sub->add_flag("--insecure", cli.options.tls.insecure, "plaintext replication link");
-      auto* server_name = sub->add_option("--tls-server-name", cli.options.tls.server_name,
-                                          "name the peer's certificate must carry when it differs from the "
-                                          "--peer host (hamirrord passes the peer's node name)");
-      server_name->needs(ca);
-      cert->needs(key, ca);
-      key->needs(cert, ca);
-      ca->needs(cert, key);
-      insecure->excludes(cert, key, ca);
-    }
-  };
   auto* primary = app.add_subcommand("primary", "read-write; every change replicated to the peer");
-  add_common(primary, true);
+  hamirror::fs::AddCommonOptions(primary, cli);
+  hamirror::fs::AddTlsOptions(primary, cli);
   primary->add_option("--peer", cli.options.peer, "secondary's HOST:PORT")->required();
   primary->add_option("--send-timeout-ms", cli.send_timeout_ms, "peer declared lost after this")
       ->check(CLI::Range(1, 3600 * 1000));
   auto* secondary = app.add_subcommand("secondary", "read-only to local programs; applies the peer's stream");
-  add_common(secondary, true);
+  hamirror::fs::AddCommonOptions(secondary, cli);
+  hamirror::fs::AddTlsOptions(secondary, cli);
   secondary->add_option("--listen", cli.options.listen, "HOST:PORT to listen on")->required();
-  secondary->add_option("--send-timeout-ms", cli.send_timeout_ms,
-                        "once switched to primary in place: peer declared lost after this")
+  secondary
+      ->add_option("--send-timeout-ms", cli.send_timeout_ms,
+                   "once switched to primary in place: peer declared lost after this")
       ->check(CLI::Range(1, 3600 * 1000));
   for (CLI::App* sub : {primary, secondary}) {
     sub->add_option("--manager-grace-ms", cli.manager_grace_ms,
@@ -332,24 +366,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(0, 3600 * 1000));
   }
   auto* alone = app.add_subcommand("alone", "read-write, no peer; changes recorded dirty");
-  add_common(alone, false);
+  hamirror::fs::AddCommonOptions(alone, cli);
   hamirror::fs::CtlRequest ctl;
-  auto* ctl_cmd = app.add_subcommand("ctl", "talk to a running hamirror-fs through its control socket");
-  ctl_cmd->add_option("--control", ctl.control, "its control socket")->required();
-  ctl_cmd->add_option("verb", ctl.verb, "status | role | resync | verify | expect-resync | wait")
-      ->required()
-      ->check(CLI::IsMember({"status", "role", "resync", "verify", "expect-resync", "wait"}));
-  ctl_cmd->add_option("role", ctl.role, "with role: primary | alone")
-      ->check(CLI::IsMember({"primary", "alone"}));
-  ctl_cmd->add_option("--peer", ctl.peer, "with role primary: the secondary's HOST:PORT");
-  ctl_cmd->add_flag("--full", ctl.full, "resync, expect-resync: compare everything by checksum");
-  ctl_cmd->add_flag("--repair", ctl.repair, "verify: record what differs");
-  ctl_cmd->add_flag("--quarantine", ctl.quarantine, "expect-resync: save what the resync changes first");
-  ctl_cmd->add_flag("--wait", ctl.wait, "resync, verify: wait until it ended");
-  ctl_cmd->add_option("--after-id", ctl.after_id,
-                      "wait: for the end of a resync whose id is not this one (default 0: any resync)");
-  ctl_cmd->add_option("--timeout", ctl.timeout_s, "with --wait, and wait: seconds")
-      ->check(CLI::Range(1, 7 * 24 * 3600));
+  auto* ctl_cmd = hamirror::fs::AddCtlCommand(app, &ctl);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -106,14 +106,11 @@ void ReadXattrs(int path_fd, std::vector<std::pair<std::string, std::string>>* o
 // Lists directory dir (O_PATH is fine). with_details: symlink targets and xattrs too.
 int ListLocal(const PathFd& dir, bool with_details, std::vector<LocalEntry>* out) {
   if (!dir) return dir.error();
-  int fd = openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return errno;
-  DIR* dp = fdopendir(fd);
-  if (dp == nullptr) {
-    int err = errno;
-    close(fd);
-    return err;
-  }
+  UniqueFd fd(openat(dir.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return errno;
+  DIR* dp = fdopendir(fd.get());
+  if (dp == nullptr) return errno;
+  fd.Release();  // closedir closes it
   while (struct dirent* d = readdir(dp)) {
     if (strcmp(d->d_name, ".") == 0 || strcmp(d->d_name, "..") == 0) continue;
     LocalEntry e;

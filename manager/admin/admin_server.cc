@@ -18,6 +18,7 @@
 
 #include "common/log.h"
 #include "common/run_dir.h"
+#include "common/unique_fd.h"
 #include "proto/admin.grpc.pb.h"
 
 namespace hamirror::admin {
@@ -75,14 +76,12 @@ Status ReadFile(const std::string& path, std::string* out) {
 
 // True when something accepts connections on the unix socket at `path`.
 bool SocketAlive(const std::string& path) {
-  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return false;
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
-  bool alive = connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  close(fd);
-  return alive;
+  return connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
 }
 
 }  // namespace
@@ -263,17 +262,16 @@ Status AdminServer::Start(const AdminServerOptions& options, NodeControl* contro
     std::string dir = options.unix_path.substr(0, options.unix_path.rfind('/'));
     if (!dir.empty()) mkdir(dir.c_str(), 0755);
     unlink(options.unix_path.c_str());  // stale socket of a dead daemon
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) return Status::FromErrno("admin socket", errno);
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!fd) return Status::FromErrno("admin socket", errno);
     addr.sun_family = AF_UNIX;
     snprintf(addr.sun_path, sizeof addr.sun_path, "%s", options.unix_path.c_str());
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        chmod(options.unix_path.c_str(), options.unix_mode) != 0 || listen(fd, 64) != 0) {
-      int e = errno;
-      close(fd);
+    if (bind(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+        chmod(options.unix_path.c_str(), options.unix_mode) != 0 || listen(fd.get(), 64) != 0) {
+      const int e = errno;  // before the message's allocation
       return Status::FromErrno("admin socket " + options.unix_path, e);
     }
-    s->listen_fd_ = fd;
+    s->listen_fd_ = fd.Release();
   }
 
   grpc::EnableDefaultHealthCheckService(false);

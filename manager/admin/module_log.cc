@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "common/log.h"
+#include "common/unique_fd.h"
 
 namespace hamirror::admin {
 namespace {
@@ -69,12 +70,11 @@ void ModuleLog::Write(Level level, std::string_view msg) {
 
 Status ModuleLog::Tail(const std::string& path, size_t n, std::vector<std::string>* lines,
                        uint64_t* end_offset) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno("open log " + path, errno);
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Status::FromErrno("open log " + path, errno);
   struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    close(fd);
+  if (fstat(fd.get(), &st) != 0) {
+    const int e = errno;  // before the message's allocation
     return Status::FromErrno("stat log " + path, e);
   }
   // Read backwards in chunks until n+1 newlines are seen (or the file start).
@@ -86,16 +86,14 @@ Status ModuleLog::Tail(const std::string& path, size_t n, std::vector<std::strin
     uint64_t chunk = pos >= 65536 ? 65536 : pos;
     pos -= chunk;
     std::string part(chunk, '\0');
-    ssize_t r = pread(fd, part.data(), chunk, pos);
+    ssize_t r = pread(fd.get(), part.data(), chunk, pos);
     if (r != static_cast<ssize_t>(chunk)) {
-      int e = r < 0 ? errno : EIO;
-      close(fd);
+      const int e = r < 0 ? errno : EIO;
       return Status::FromErrno("read log " + path, e);
     }
     for (char c : part) newlines += c == '\n';
     buf.insert(0, part);
   }
-  close(fd);
   std::vector<std::string> all;
   size_t used = SplitLines(buf, &all);
   // If we stopped mid-file, the first line is partial: drop it.
@@ -107,12 +105,11 @@ Status ModuleLog::Tail(const std::string& path, size_t n, std::vector<std::strin
 }
 
 Status ModuleLog::ReadFrom(const std::string& path, uint64_t* offset, std::vector<std::string>* lines) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return Status::FromErrno("open log " + path, errno);
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return Status::FromErrno("open log " + path, errno);
   struct stat st;
-  if (fstat(fd, &st) != 0) {
-    int e = errno;
-    close(fd);
+  if (fstat(fd.get(), &st) != 0) {
+    const int e = errno;  // before the message's allocation
     return Status::FromErrno("stat log " + path, e);
   }
   if (static_cast<uint64_t>(st.st_size) < *offset) *offset = 0;  // truncated/rotated: start over
@@ -120,17 +117,15 @@ Status ModuleLog::ReadFrom(const std::string& path, uint64_t* offset, std::vecto
   char tmp[65536];
   uint64_t pos = *offset;
   for (int i = 0; i < 1024; ++i) {  // bounded: at most 64 MiB per call
-    ssize_t r = pread(fd, tmp, sizeof tmp, pos);
+    ssize_t r = pread(fd.get(), tmp, sizeof tmp, pos);
     if (r < 0) {
-      int e = errno;
-      close(fd);
+      const int e = errno;
       return Status::FromErrno("read log " + path, e);
     }
     if (r == 0) break;
     buf.append(tmp, r);
     pos += r;
   }
-  close(fd);
   *offset += SplitLines(buf, lines);
   return Status::Ok();
 }

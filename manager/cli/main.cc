@@ -149,36 +149,60 @@ int RunToggle(proto::Admin::Stub& stub, const ToggleVerb& verb, const std::strin
   return ReportReply(stub.Toggle(&ctx, req, &rep), rep, std::string(verb.name) + " " + setting, socket);
 }
 
-}  // namespace
+// The command line: CLI11's verbs and the values their options were given.
+struct Invocation {
+  explicit Invocation(const std::string& program)
+      : app("hamirror: control a hamirror module (two-node HA mirror)", program) {}
+  CLI::App app;
+  std::string socket_opt, module_opt, tcp_opt, tls_dir = "/etc/hamirror/tls";
+  CLI::App* state = nullptr;
+  bool verbose = false, lq = false, json = false, watch = false;
+  double interval_s = 2;
+  uint64_t watch_count = 0;
+  std::map<std::string, CLI::App*> simple_cmds;  // verbs that take no argument but `swap nosync`
+  std::string swap_arg;
+  CLI::App* second = nullptr;
+  std::string second_arg;
+  bool wait = false;
+  CLI::App *verify = nullptr, *rfsdiff = nullptr;
+  bool repair = false, no_wait = false;
+  std::map<std::string, CLI::App*> toggle_cmds;
+  std::string toggle_setting;
+  CLI::App* log = nullptr;
+  bool follow = false;
+  unsigned tail = 100;
+  CLI::App *printi = nullptr, *printw = nullptr, *printe = nullptr;
+  std::vector<std::string> print_words;
+  CLI::App* confcheck = nullptr;
+  std::string conf_dir, conf_cluster;
+};
 
-int main(int argc, char** argv) {
-  if (argc >= 2 && std::string(argv[1]) == "certs") return ExecCerts(argc, argv);
-  CLI::App app{"hamirror: control a hamirror module (two-node HA mirror)", ProgramName(argv[0])};
+void DefineStateVerb(Invocation* c) {
+  CLI::App& app = c->app;
   app.require_subcommand(1);
   app.set_version_flag("--version", VersionLine("hamirror"));
   app.fallthrough();  // before the verbs: they inherit it, so -m, --socket ... may follow the verb
-  std::string socket_opt, module_opt;
-  app.add_option("-m,--module", module_opt, "module name (socket /run/hamirror/MODULE.sock)");
-  app.add_option("--socket", socket_opt, "admin socket path");
-  std::string tcp_opt, tls_dir = "/etc/hamirror/tls";
-  app.add_option("--tcp", tcp_opt, "reach hamirrord over TCP with mutual TLS: HOST:PORT");
-  app.add_option("--tls-dir", tls_dir, "with --tcp: ca.pem, node.pem, node.key (default /etc/hamirror/tls)");
+  app.add_option("-m,--module", c->module_opt, "module name (socket /run/hamirror/MODULE.sock)");
+  app.add_option("--socket", c->socket_opt, "admin socket path");
+  app.add_option("--tcp", c->tcp_opt, "reach hamirrord over TCP with mutual TLS: HOST:PORT");
+  app.add_option("--tls-dir", c->tls_dir,
+                 "with --tcp: ca.pem, node.pem, node.key (default /etc/hamirror/tls)");
 
-  auto* state = app.add_subcommand("state", "state of the local node and its peer");
-  bool verbose = false, lq = false, json = false;
-  state->add_flag("-v,--verbose", verbose, "resources: heartbeats, VIP, fs, resync, watchdog, checkers");
-  state->add_flag("--lq,-q", lq, "quiet; exit code STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4, 5 unknown");
-  state->add_flag("--json", json, "full state as JSON");
-  bool watch = false;
-  double interval_s = 2;
-  uint64_t watch_count = 0;
-  auto* watch_flag =
-      state->add_flag("-w,--watch", watch, "refresh the -v screen in place until Ctrl-C (like crm_mon)");
-  state->add_option("--interval", interval_s, "with -w: seconds between refreshes (default 2)")
+  c->state = app.add_subcommand("state", "state of the local node and its peer");
+  c->state->add_flag("-v,--verbose", c->verbose,
+                     "resources: heartbeats, VIP, fs, resync, watchdog, checkers");
+  c->state->add_flag("--lq,-q", c->lq,
+                     "quiet; exit code STOP 0, WAIT 1, ALONE 2, PRIM 3, SECOND 4, 5 unknown");
+  c->state->add_flag("--json", c->json, "full state as JSON");
+  auto* watch_flag = c->state->add_flag("-w,--watch", c->watch,
+                                        "refresh the -v screen in place until Ctrl-C (like crm_mon)");
+  c->state->add_option("--interval", c->interval_s, "with -w: seconds between refreshes (default 2)")
       ->check(CLI::Range(0.1, 3600.0))
       ->needs(watch_flag);
-  state->add_option("--count", watch_count, "with -w: stop after N refreshes")->needs(watch_flag);
+  c->state->add_option("--count", c->watch_count, "with -w: stop after N refreshes")->needs(watch_flag);
+}
 
+void DefineModuleVerbs(Invocation* c) {
   struct Simple {
     const char* name;
     const char* help;
@@ -193,192 +217,159 @@ int main(int argc, char** argv) {
       {"primforce", "become primary even with data not up to date (data loss risk)"},
       {"swap", "planned switch of roles with the peer (no resync when both are in sync)"},
       {"resync", "on the secondary: resynchronise from the primary (what its record names)"}};
-  std::map<std::string, CLI::App*> simple_cmds;
-  for (const auto& s : simple) simple_cmds[s.name] = app.add_subcommand(s.name, s.help);
+  for (const auto& s : simple) c->simple_cmds[s.name] = c->app.add_subcommand(s.name, s.help);
 
-  std::string swap_arg;
-  simple_cmds["swap"]
-      ->add_option("mode", swap_arg, "nosync: on the primary, refused if a resync would follow the swap")
+  c->simple_cmds["swap"]
+      ->add_option("mode", c->swap_arg, "nosync: on the primary, refused if a resync would follow the swap")
       ->check(CLI::IsMember({"nosync"}));
-  simple_cmds["resync"]->alias("rfssync");
-  auto* second = app.add_subcommand(
+  c->simple_cmds["resync"]->alias("rfssync");
+  c->second = c->app.add_subcommand(
       "second",
       "become secondary; `fullsync`: the resync into this node compares every file of the replicated "
       "directories by block checksums and copies the blocks that differ (not only what the record names)");
-  std::string second_arg;
-  second->add_option("mode", second_arg, "fullsync")->check(CLI::IsMember({"fullsync"}));
-  bool wait = false;
-  second->add_flag("--wait", wait, "wait until this node is SECOND (ready) after a resync, with progress");
-  simple_cmds["resync"]->add_flag("--wait", wait, "wait until the resync is done, with progress");
-  auto* verify =
-      app.add_subcommand("verify", "on the primary: compare both copies online by block checksums");
-  bool repair = false, no_wait = false;
-  verify->add_flag("--repair", repair, "record what differs, so that the peer is resynced");
-  verify->add_flag("--no-wait", no_wait, "start it and return (results in `state -v`)");
-  verify->alias("rfsverify");
-  auto* rfsdiff =
-      app.add_subcommand("rfsdiff", "verify without repair: list what differs between both copies");
-  rfsdiff->add_flag("--no-wait", no_wait, "start it and return (results in `state -v`)");
+  c->second->add_option("mode", c->second_arg, "fullsync")->check(CLI::IsMember({"fullsync"}));
+  c->second->add_flag("--wait", c->wait,
+                      "wait until this node is SECOND (ready) after a resync, with progress");
+  c->simple_cmds["resync"]->add_flag("--wait", c->wait, "wait until the resync is done, with progress");
+  c->verify =
+      c->app.add_subcommand("verify", "on the primary: compare both copies online by block checksums");
+  c->verify->add_flag("--repair", c->repair, "record what differs, so that the peer is resynced");
+  c->verify->add_flag("--no-wait", c->no_wait, "start it and return (results in `state -v`)");
+  c->verify->alias("rfsverify");
+  c->rfsdiff =
+      c->app.add_subcommand("rfsdiff", "verify without repair: list what differs between both copies");
+  c->rfsdiff->add_flag("--no-wait", c->no_wait, "start it and return (results in `state -v`)");
+}
 
-  std::map<std::string, CLI::App*> toggle_cmds;
-  std::string toggle_setting;
+void DefineOtherVerbs(Invocation* c) {
+  CLI::App& app = c->app;
   for (const auto& t : ToggleVerbs()) {
-    toggle_cmds[t.name] = app.add_subcommand(t.name, t.help);
-    toggle_cmds[t.name]
-        ->add_option("setting", toggle_setting, "what to set (or show: boot status)")
+    c->toggle_cmds[t.name] = app.add_subcommand(t.name, t.help);
+    c->toggle_cmds[t.name]
+        ->add_option("setting", c->toggle_setting, "what to set (or show: boot status)")
         ->required()
         ->check(CLI::IsMember(t.settings));
   }
 
-  auto* log = app.add_subcommand("log", "module log");
-  bool follow = false;
-  unsigned tail = 100;
-  log->add_flag("-f,--follow", follow, "keep printing new lines");
-  log->add_option("-n,--lines", tail, "number of last lines");
+  c->log = app.add_subcommand("log", "module log");
+  c->log->add_flag("-f,--follow", c->follow, "keep printing new lines");
+  c->log->add_option("-n,--lines", c->tail, "number of last lines");
 
-  std::vector<std::string> print_words;
-  auto* printi = app.add_subcommand("printi", "information line into the module log");
-  auto* printw = app.add_subcommand("printw", "warning line into the module log");
-  auto* printe = app.add_subcommand("printe", "error line into the module log");
-  for (auto* p : {printi, printw, printe}) p->add_option("message", print_words, "text")->required();
+  c->printi = app.add_subcommand("printi", "information line into the module log");
+  c->printw = app.add_subcommand("printw", "warning line into the module log");
+  c->printe = app.add_subcommand("printe", "error line into the module log");
+  for (auto* p : {c->printi, c->printw, c->printe})
+    p->add_option("message", c->print_words, "text")->required();
 
-  auto* confcheck = app.add_subcommand("confcheck", "check a module configuration (no daemon needed)");
-  std::string conf_dir, conf_cluster;
-  confcheck->add_option("module_dir", conf_dir, "module directory (conf/userconfig.xml, bin/)")->required();
-  confcheck->add_option("--cluster", conf_cluster, "cluster.xml (default /etc/hamirror/cluster.xml)");
+  c->confcheck = app.add_subcommand("confcheck", "check a module configuration (no daemon needed)");
+  c->confcheck->add_option("module_dir", c->conf_dir, "module directory (conf/userconfig.xml, bin/)")
+      ->required();
+  c->confcheck->add_option("--cluster", c->conf_cluster, "cluster.xml (default /etc/hamirror/cluster.xml)");
 
   app.add_subcommand("certs", "make a CA, node certificates and the heartbeat key (hamirror-certs --help)")
       ->prefix_command();
+}
 
-  // SafeKit spells the quiet state flag "-lq"; CLI11 would read it as -l -q. Rewrite it first.
-  std::vector<std::string> args(argv + 1, argv + argc);
-  for (auto& a : args)
-    if (a == "-lq") a = "--lq";
-  std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
-  try {
-    app.parse(args);
-  } catch (const CLI::ParseError& e) {
-    int rc = app.exit(e);
-    return rc == 0 ? 0 : kExitUsage;
+// The stub for --tcp (mutual TLS) or for the chosen admin socket; null when none (target->error says why).
+std::unique_ptr<proto::Admin::Stub> Connect(const Invocation& c, cli::SocketChoice* target) {
+  if (c.tcp_opt.empty()) {
+    *target = cli::ChooseSocket(c.socket_opt, c.module_opt);
+    return target->kind == cli::SocketChoice::kChosen ? admin::ConnectUnix(target->path) : nullptr;
   }
+  g_over_tcp = true;
+  target->kind = cli::SocketChoice::kChosen;
+  target->path = c.tcp_opt;
+  target->on_disk = false;
+  return admin::ConnectTls(c.tcp_opt, c.tls_dir + "/ca.pem", c.tls_dir + "/node.pem", c.tls_dir + "/node.key",
+                           &target->error);
+}
 
-  if (confcheck->parsed()) {
-#ifdef HAMIRROR_HAVE_CONFIG
-    return config::RunConfcheck(conf_dir, conf_cluster, std::cout);
-#else
-    std::cerr << "hamirror: confcheck not available in this build\n";
-    return kExitUsage;
-#endif
-  }
-
-  std::unique_ptr<proto::Admin::Stub> stub;
-  cli::SocketChoice target;
-  if (!tcp_opt.empty()) {
-    g_over_tcp = true;
-    target.kind = cli::SocketChoice::kChosen;
-    target.path = tcp_opt;
-    target.on_disk = false;
-    stub = admin::ConnectTls(tcp_opt, tls_dir + "/ca.pem", tls_dir + "/node.pem", tls_dir + "/node.key",
-                             &target.error);
-  } else {
-    target = cli::ChooseSocket(socket_opt, module_opt);
-    if (target.kind == cli::SocketChoice::kChosen) stub = admin::ConnectUnix(target.path);
-  }
-  if (state->parsed() && lq) return cli::QuietState(target, stub.get(), std::cerr);
-  if (!stub) {
-    std::cerr << "hamirror: " << target.error << "\n";
-    return kExitUnreachable;
-  }
-  const std::string& socket = target.path;
-
-  if (state->parsed() && watch && !lq) {
+int RunState(const Invocation& c, proto::Admin::Stub* stub, const std::string& socket) {
+  if (c.watch) {
     const bool colour = cli::UseColour(STDOUT_FILENO);
     cli::WatchOptions wo{isatty(STDOUT_FILENO) != 0,
-                         std::chrono::milliseconds(std::llround(interval_s * 1000)), watch_count};
+                         std::chrono::milliseconds(std::llround(c.interval_s * 1000)), c.watch_count};
     return cli::WatchState(
-        cli::FetchFromStub(stub.get(), true),
+        cli::FetchFromStub(stub, true),
         [&](const proto::StateReply& r) {
-          return json ? cli::FormatStateJson(r) : cli::FormatState(r, true, colour);
+          return c.json ? cli::FormatStateJson(r) : cli::FormatState(r, true, colour);
         },
         std::cout, wo);
   }
-  if (state->parsed()) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(5));
+  proto::StateRequest req;
+  req.set_verbose(c.verbose || c.json);
+  proto::StateReply rep;
+  grpc::Status s = stub->State(&ctx, req, &rep);
+  if (!s.ok()) return ReportRpcError(s, socket);
+  std::cout << (c.json ? cli::FormatStateJson(rep)
+                       : cli::FormatState(rep, c.verbose, cli::UseColour(STDOUT_FILENO)));
+  return 0;
+}
+
+int RunLog(const Invocation& c, proto::Admin::Stub* stub, const std::string& socket) {
+  grpc::ClientContext ctx;
+  if (!c.follow) ctx.set_deadline(Deadline(30));
+  proto::LogRequest req;
+  req.set_tail(c.tail);
+  req.set_follow(c.follow);
+  auto reader = stub->Log(&ctx, req);
+  proto::LogLine line;
+  while (reader->Read(&line)) {
+    std::cout << line.line() << "\n";
+    if (c.follow) std::cout.flush();
+  }
+  grpc::Status s = reader->Finish();
+  return s.ok() ? 0 : ReportRpcError(s, socket);
+}
+
+int RunPrint(const Invocation& c, proto::Admin::Stub* stub, const std::string& socket) {
+  proto::PrintRequest req;
+  req.set_level(c.printi->parsed()   ? proto::PrintRequest::INFO
+                : c.printw->parsed() ? proto::PrintRequest::WARNING
+                                     : proto::PrintRequest::ERROR);
+  std::string msg;
+  for (const auto& w : c.print_words) msg += (msg.empty() ? "" : " ") + w;
+  req.set_message(msg);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(Deadline(10));
+  proto::CommandReply rep;
+  return ReportReply(stub->Print(&ctx, req, &rep), rep, "print", socket);
+}
+
+// The module verbs: verify/rfsdiff, second, and the simple ones, with their waits.
+int RunModuleVerb(const Invocation& c, proto::Admin::Stub* stub, const std::string& socket) {
+  // The verbose state, for the waits.
+  cli::FetchState fetch = [stub](proto::StateReply* out) {
     grpc::ClientContext ctx;
     ctx.set_deadline(Deadline(5));
     proto::StateRequest req;
-    req.set_verbose(verbose || json);
-    proto::StateReply rep;
-    grpc::Status s = stub->State(&ctx, req, &rep);
-    if (!s.ok()) return ReportRpcError(s, socket);
-    std::cout << (json ? cli::FormatStateJson(rep)
-                       : cli::FormatState(rep, verbose, cli::UseColour(STDOUT_FILENO)));
-    return 0;
-  }
-
-  if (log->parsed()) {
-    grpc::ClientContext ctx;
-    if (!follow) ctx.set_deadline(Deadline(30));
-    proto::LogRequest req;
-    req.set_tail(tail);
-    req.set_follow(follow);
-    auto reader = stub->Log(&ctx, req);
-    proto::LogLine line;
-    while (reader->Read(&line)) {
-      std::cout << line.line() << "\n";
-      if (follow) std::cout.flush();
-    }
-    grpc::Status s = reader->Finish();
-    return s.ok() ? 0 : ReportRpcError(s, socket);
-  }
-
-  if (printi->parsed() || printw->parsed() || printe->parsed()) {
-    proto::PrintRequest req;
-    req.set_level(printi->parsed()   ? proto::PrintRequest::INFO
-                  : printw->parsed() ? proto::PrintRequest::WARNING
-                                     : proto::PrintRequest::ERROR);
-    std::string msg;
-    for (const auto& w : print_words) msg += (msg.empty() ? "" : " ") + w;
-    req.set_message(msg);
-    grpc::ClientContext ctx;
-    ctx.set_deadline(Deadline(10));
-    proto::CommandReply rep;
-    return ReportReply(stub->Print(&ctx, req, &rep), rep, "print", socket);
-  }
-
-  for (const auto& t : ToggleVerbs())
-    if (toggle_cmds[t.name]->parsed()) return RunToggle(*stub, t, toggle_setting, socket);
-
-  // The verbose state, for the waits.
-  cli::FetchState fetch = [&stub](proto::StateReply* out) {
-    grpc::ClientContext c;
-    c.set_deadline(Deadline(5));
-    proto::StateRequest req;
     req.set_verbose(true);
-    return stub->State(&c, req, out).ok();
+    return stub->State(&ctx, req, out).ok();
   };
   cli::WaitOptions wait_options;
   wait_options.tty = isatty(STDOUT_FILENO) != 0;
   proto::StateReply before;
-  const bool verifying = verify->parsed() || rfsdiff->parsed();
-  if ((wait || verifying) && !fetch(&before)) {
+  const bool verifying = c.verify->parsed() || c.rfsdiff->parsed();
+  if ((c.wait || verifying) && !fetch(&before)) {
     std::cerr << "hamirror: cannot reach hamirrord at " << socket << "\n";
     return kExitUnreachable;
   }
   grpc::ClientContext ctx;
   ctx.set_deadline(Deadline(30));
   proto::CommandReply rep;
-  proto::CommandRequest none;
   if (verifying) {
     proto::VerifyRequest req;
-    req.set_repair(repair);
-    if (int rc = ReportReply(stub->Verify(&ctx, req, &rep), rep, "verify", socket); rc != 0 || no_wait)
+    req.set_repair(c.repair);
+    if (int rc = ReportReply(stub->Verify(&ctx, req, &rep), rep, "verify", socket); rc != 0 || c.no_wait)
       return rc;
     return cli::WaitVerify(fetch, before, std::cout, wait_options);
   }
-  if (second->parsed()) {
+  if (c.second->parsed()) {
     proto::SecondRequest req;
-    req.set_fullsync(second_arg == "fullsync");
-    if (int rc = ReportReply(stub->Second(&ctx, req, &rep), rep, "second", socket); rc != 0 || !wait)
+    req.set_fullsync(c.second_arg == "fullsync");
+    if (int rc = ReportReply(stub->Second(&ctx, req, &rep), rep, "second", socket); rc != 0 || !c.wait)
       return rc;
     return cli::WaitSecondReady(fetch, before, std::cout, wait_options);
   }
@@ -390,13 +381,60 @@ int main(int argc, char** argv) {
       {"prim", &proto::Admin::Stub::Prim},          {"primforce", &proto::Admin::Stub::Primforce},
       {"swap", &proto::Admin::Stub::Swap},          {"resync", &proto::Admin::Stub::Resync},
       {"stopstart", &proto::Admin::Stub::StopStart}};
-  for (const auto& [name, cmd] : simple_cmds) {
+  for (const auto& [name, cmd] : c.simple_cmds) {
     if (!cmd->parsed()) continue;
-    Call call = name == "swap" && swap_arg == "nosync" ? &proto::Admin::Stub::SwapNosync : calls.at(name);
-    const int rc = ReportReply(((*stub).*call)(&ctx, none, &rep), rep, name, socket);
-    if (rc != 0 || !wait || name != "resync") return rc;
+    Call call = name == "swap" && c.swap_arg == "nosync" ? &proto::Admin::Stub::SwapNosync : calls.at(name);
+    const int rc = ReportReply((stub->*call)(&ctx, proto::CommandRequest(), &rep), rep, name, socket);
+    if (rc != 0 || !c.wait || name != "resync") return rc;
     return cli::WaitSecondReady(fetch, before, std::cout, wait_options);
   }
-  std::cerr << app.help();
+  std::cerr << c.app.help();
   return kExitUsage;
+}
+
+int RunConfcheck(const Invocation& c) {
+#ifdef HAMIRROR_HAVE_CONFIG
+  return config::RunConfcheck(c.conf_dir, c.conf_cluster, std::cout);
+#else
+  (void)c;
+  std::cerr << "hamirror: confcheck not available in this build\n";
+  return kExitUsage;
+#endif
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::string(argv[1]) == "certs") return ExecCerts(argc, argv);
+  Invocation c(ProgramName(argv[0]));
+  DefineStateVerb(&c);
+  DefineModuleVerbs(&c);
+  DefineOtherVerbs(&c);
+  // SafeKit spells the quiet state flag "-lq"; CLI11 would read it as -l -q. Rewrite it first.
+  std::vector<std::string> args(argv + 1, argv + argc);
+  for (auto& a : args)
+    if (a == "-lq") a = "--lq";
+  std::reverse(args.begin(), args.end());  // CLI11 parses a reversed vector
+  try {
+    c.app.parse(args);
+  } catch (const CLI::ParseError& e) {
+    int rc = c.app.exit(e);
+    return rc == 0 ? 0 : kExitUsage;
+  }
+  if (c.confcheck->parsed()) return RunConfcheck(c);
+
+  cli::SocketChoice target;
+  std::unique_ptr<proto::Admin::Stub> stub = Connect(c, &target);
+  if (c.state->parsed() && c.lq) return cli::QuietState(target, stub.get(), std::cerr);
+  if (!stub) {
+    std::cerr << "hamirror: " << target.error << "\n";
+    return kExitUnreachable;
+  }
+  const std::string& socket = target.path;
+  if (c.state->parsed()) return RunState(c, stub.get(), socket);
+  if (c.log->parsed()) return RunLog(c, stub.get(), socket);
+  if (c.printi->parsed() || c.printw->parsed() || c.printe->parsed()) return RunPrint(c, stub.get(), socket);
+  for (const auto& t : ToggleVerbs())
+    if (c.toggle_cmds.at(t.name)->parsed()) return RunToggle(*stub, t, c.toggle_setting, socket);
+  return RunModuleVerb(c, stub.get(), socket);
 }

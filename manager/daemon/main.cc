@@ -66,6 +66,50 @@ std::string CliDir(const std::string& self_dir) {
   return self_dir;
 }
 
+// Signals are taken by a dedicated thread (StartSignalThread); every other thread (and, via
+// subprocess, no child) inherits this mask.
+sigset_t BlockDaemonSignals() {
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  sigaddset(&sigs, SIGUSR2);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  return sigs;
+}
+
+// SIGTERM/SIGINT: stop the module and exit; SIGUSR2: exit leaving it running; SIGHUP: ignored.
+void StartSignalThread(daemon::Node* node, sigset_t sigs) {
+  std::thread([node, sigs] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&sigs, &sig) != 0) continue;
+      if (sig == SIGHUP) continue;  // no reload: configuration changes need a restart
+      if (sig == SIGUSR2) {
+        node->RequestLeave();
+        continue;
+      }
+      node->RequestExit(true);
+    }
+  }).detach();
+}
+
+// The admin API on the socket, and with --admin-tcp on TCP with the module's certificates.
+admin::AdminServerOptions AdminOptions(const std::string& socket_path, const std::string& admin_tcp,
+                                       const config::ModuleConfig& cfg) {
+  admin::AdminServerOptions aopt;
+  aopt.unix_path = socket_path;
+  if (!admin_tcp.empty()) {
+    aopt.tcp_addr = admin_tcp;
+    aopt.tls_ca_file = cfg.hamirror.tls_dir + "/ca.pem";
+    aopt.tls_cert_file = cfg.hamirror.tls_dir + "/node.pem";
+    aopt.tls_key_file = cfg.hamirror.tls_dir + "/node.key";
+  }
+  return aopt;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -131,16 +175,7 @@ int main(int argc, char** argv) {
     return kExitRefused;
   }
 
-  // Signals are taken by a dedicated thread; every other thread (and, via subprocess, no child)
-  // inherits this mask.
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  sigaddset(&sigs, SIGUSR2);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
+  const sigset_t sigs = BlockDaemonSignals();
 
   daemon::NodeOptions opt;
   opt.cfg = cfg;
@@ -158,32 +193,13 @@ int main(int argc, char** argv) {
     // InvalidArgument: what cluster.xml and the module say does not fit this node (configuration).
     return s.code() == Status::Code::kInvalidArgument ? kExitConfig : kExitRefused;
   }
-  admin::AdminServerOptions aopt;
-  aopt.unix_path = socket_path;
-  if (!admin_tcp.empty()) {
-    aopt.tcp_addr = admin_tcp;
-    aopt.tls_ca_file = cfg.hamirror.tls_dir + "/ca.pem";
-    aopt.tls_cert_file = cfg.hamirror.tls_dir + "/node.pem";
-    aopt.tls_key_file = cfg.hamirror.tls_dir + "/node.key";
-  }
   std::unique_ptr<admin::AdminServer> server;
-  if (Status s = admin::AdminServer::Start(aopt, &node, &server); !s.ok()) {
+  if (Status s = admin::AdminServer::Start(AdminOptions(socket_path, admin_tcp, cfg), &node, &server);
+      !s.ok()) {
     log->Error("hamirrord: admin API: " + s.ToString() + "; not starting");
     return kExitRefused;
   }
-  std::thread sig_thread([&node, sigs] {
-    for (;;) {
-      int sig = 0;
-      if (sigwait(&sigs, &sig) != 0) continue;
-      if (sig == SIGHUP) continue;  // no reload: configuration changes need a restart
-      if (sig == SIGUSR2) {
-        node.RequestLeave();
-        continue;
-      }
-      node.RequestExit(true);
-    }
-  });
-  sig_thread.detach();
+  StartSignalThread(&node, sigs);
   sd_notify(0, "READY=1");
   log->Info("hamirrord ready; admin socket " + socket_path);
   node.Run();

@@ -890,168 +890,189 @@ admin::CommandResult Node::SetStoredToggle(admin::Toggle what, bool on) {
   return admin::CommandResult::Accepted(note);
 }
 
-void Node::MonitorLoop() {
-  const auto& cfg = opt_.cfg;
-  const auto now0 = Clock::now();
-  std::vector<Clock::time_point> next_proc(cfg.errd.procs.size(), now0 + cfg.errd.polltimer);
-  std::vector<uint64_t> proc_reported(cfg.errd.procs.size(), ~0ull);
-  std::vector<process::ProcMatcher> matchers;
-  for (const auto& p : cfg.errd.procs) matchers.emplace_back(p.name, p.nameregex, p.argregex);
-  std::vector<Clock::time_point> next_tcp(cfg.check.tcp.size(), now0),
-      next_custom(cfg.check.custom.size(), now0);
-  std::vector<uint64_t> tcp_reported(cfg.check.tcp.size(), ~0ull),
-      custom_reported(cfg.check.custom.size(), ~0ull);
-  std::vector<Clock::time_point> next_ping(cfg.check.ping.size(), now0),
-      next_intf(cfg.check.intf.size(), now0);
-  std::vector<uint64_t> ping_reported(cfg.check.ping.size(), ~0ull),
-      intf_reported(cfg.check.intf.size(), ~0ull);
-  Clock::time_point next_fs = now0, next_vip = now0, next_resync = now0;
+// A periodic watch of the monitor thread: when it runs next, and the state epoch whose failure it
+// reported last (a failure is reported once per epoch).
+struct Node::Watch {
+  Clock::time_point next;
+  uint64_t reported = ~0ull;
+};
+
+// What the monitor thread keeps between its 100 ms steps.
+struct Node::MonitorState {
+  std::vector<process::ProcMatcher> matchers;  // one per <errd> proc
+  std::vector<Watch> procs, tcp, custom, ping, intf;
+  Clock::time_point next_fs, next_vip, next_resync;
   int not_in_sync_polls = 0;  // consecutive fs polls with a primary fs not in sync
   bool any_vip_check = false;
-  for (const auto& i : cfg.vip.interfaces) any_vip_check |= i.check;
-  const auto env = script_env_.Build();
+  std::vector<std::string> env;  // custom checkers' environment
   // Failures are judged only once the current state has lasted one poll period: right after
   // start_prim the application may still be starting.
-  uint64_t seen_epoch = epoch_.load();
-  Clock::time_point epoch_since = now0;
+  uint64_t seen_epoch = 0;
+  Clock::time_point epoch_since;
+};
+
+// One step's view of the node.
+struct Node::MonitorTick {
+  Clock::time_point now;
+  core::NodeState state;
+  bool ready;
+  uint64_t epoch;
+  bool settled;  // the state has lasted one errd poll period
+};
+
+void Node::MonitorLoop() {
+  const auto& cfg = opt_.cfg;
+  MonitorState m;
+  const auto now0 = Clock::now();
+  for (const auto& p : cfg.errd.procs) m.matchers.emplace_back(p.name, p.nameregex, p.argregex);
+  m.procs.assign(cfg.errd.procs.size(), Watch{now0 + cfg.errd.polltimer});
+  m.tcp.assign(cfg.check.tcp.size(), Watch{now0});
+  m.custom.assign(cfg.check.custom.size(), Watch{now0});
+  m.ping.assign(cfg.check.ping.size(), Watch{now0});
+  m.intf.assign(cfg.check.intf.size(), Watch{now0});
+  m.next_fs = m.next_vip = m.next_resync = m.epoch_since = now0;
+  for (const auto& i : cfg.vip.interfaces) m.any_vip_check |= i.check;
+  m.env = script_env_.Build();
+  m.seen_epoch = epoch_.load();
 
   while (!stop_monitor_) {
     std::this_thread::sleep_for(milliseconds(100));
-    const auto now = Clock::now();
-    const auto state = static_cast<core::NodeState>(state_.load());
-    const bool ready = ready_.load();
-    const uint64_t epoch = epoch_.load();
-    if (epoch != seen_epoch) {
-      seen_epoch = epoch;
-      epoch_since = now;
+    MonitorTick t{Clock::now(), static_cast<core::NodeState>(state_.load()), ready_.load(), epoch_.load(),
+                  false};
+    if (t.epoch != m.seen_epoch) {
+      m.seen_epoch = t.epoch;
+      m.epoch_since = t.now;
     }
-    const bool settled = now - epoch_since >= cfg.errd.polltimer;
+    t.settled = t.now - m.epoch_since >= cfg.errd.polltimer;
 
-    // <errd>: poll the process table, report a failure once per state epoch. `errd off`: no poll;
-    // `errd suspend`: polled (state -v shows the counts) but a failure is not acted on.
-    const int errd = errd_mode_.load();
-    bool scanned = false;
-    std::vector<process::ProcEntry> procs;
-    for (size_t i = 0; i < cfg.errd.procs.size() && errd != kErrdOff; ++i) {
-      if (now < next_proc[i]) continue;
-      next_proc[i] = now + cfg.errd.polltimer;
-      const auto& w = cfg.errd.procs[i];
-      if (!scanned) {
-        procs = process::ScanProcesses();
-        scanned = true;
-      }
-      int count = process::CountMatching(procs, matchers[i]);
-      bool ok = count >= w.atleast && (w.atmax < 0 || count <= w.atmax);
-      proto::ProcessWatch pw;
-      pw.set_name(w.name.empty() ? w.nameregex : w.name);
-      pw.set_count(count);
-      pw.set_atleast(w.atleast);
-      pw.set_atmax(w.atmax);
-      pw.set_ok(ok);
-      pw.set_action(config::ToString(w.action));
-      pw.set_active(ClassActive(w.klass, state));
-      {
-        std::lock_guard<std::mutex> lock(snap_mu_);
-        if (proc_status_.size() != cfg.errd.procs.size()) proc_status_.resize(cfg.errd.procs.size());
-        proc_status_[i] = pw;
-      }
-      if (!ok && ready && settled && errd == kErrdOn && ClassActive(w.klass, state) &&
-          proc_reported[i] != epoch) {
-        proc_reported[i] = epoch;
-        std::string what = "errd: process " + pw.name() + ": " + std::to_string(count) +
-                           " running (atleast " + std::to_string(w.atleast) +
-                           (w.atmax >= 0 ? ", atmax " + std::to_string(w.atmax) : "") + "), action " +
-                           config::ToString(w.action);
-        log_->Warning(what);
-        Post(core::EvCheckFailed{ToFail(w.action), what});
-      }
-    }
-
-    // <tcp>, <custom>, <ping>, <intf> checkers (`checker off`: none runs; the witness is not one).
-    const bool checkers_on = checkers_on_.load();
-    auto run_check = [&](size_t i, const std::string& kind, const std::string& ident, config::RoleClass when,
-                         config::RecoveryAction action, bool ok, const std::string& detail,
-                         std::vector<uint64_t>& reported) {
-      proto::CheckerStatus c;
-      c.set_name(ident);
-      c.set_kind(kind);
-      c.set_ok(ok);
-      c.set_detail(detail);
-      {
-        std::lock_guard<std::mutex> lock(snap_mu_);
-        bool replaced = false;
-        for (auto& x : checker_status_)
-          if (x.kind() == kind && x.name() == ident) {
-            x = c;
-            replaced = true;
-          }
-        if (!replaced) checker_status_.push_back(c);
-      }
-      if (!ok && ready && ClassActive(when, state) && reported[i] != epoch) {
-        reported[i] = epoch;
-        std::string what = kind + " checker " + ident + " failed: " + detail;
-        log_->Warning(what);
-        if (action != config::RecoveryAction::kWait) Post(core::EvCheckFailed{ToFail(action), what});
-      }
-    };
-    for (size_t i = 0; checkers_on && i < cfg.check.tcp.size(); ++i) {
-      const auto& c = cfg.check.tcp[i];
-      if (now < next_tcp[i] || !ClassActive(c.when, state)) continue;
-      next_tcp[i] = now + c.interval;
-      std::string detail;
-      bool ok = process::CheckTcp(c.addr, c.port, c.timeout, &detail);
-      run_check(i, "tcp", c.ident, c.when, c.action, ok, detail, tcp_reported);
-    }
-    for (size_t i = 0; checkers_on && i < cfg.check.custom.size(); ++i) {
-      const auto& c = cfg.check.custom[i];
-      if (now < next_custom[i] || !ClassActive(c.when, state)) continue;
-      next_custom[i] = now + c.interval;
-      std::string detail;
-      bool ok = process::CheckCustom(c.exec, c.arg, env, c.timeout, &detail);
-      run_check(i, "custom", c.ident, c.when, c.action, ok, detail, custom_reported);
-    }
-
-    for (size_t i = 0; checkers_on && i < cfg.check.ping.size(); ++i) {
-      const auto& c = cfg.check.ping[i];
-      if (now < next_ping[i] || !ClassActive(c.when, state)) continue;
-      next_ping[i] = now + c.interval;
-      std::string detail;
-      bool ok = process::CheckWitness(c.addrs, c.timeout, &detail);  // up when any address answers
-      run_check(i, "ping", c.ident, c.when, c.action, ok, detail, ping_reported);
-    }
-    for (size_t i = 0; checkers_on && i < cfg.check.intf.size(); ++i) {
-      const auto& c = cfg.check.intf[i];
-      if (now < next_intf[i] || !ClassActive(c.when, state)) continue;
-      next_intf[i] = now + c.interval;
-      // Link state as the kernel reports it (carrier); "unknown" (e.g. loopback, tun) counts as up.
-      std::string oper = ReadAll("/sys/class/net/" + c.interface + "/operstate");
-      while (!oper.empty() && (oper.back() == '\n' || oper.back() == ' ')) oper.pop_back();
-      bool ok = oper == "up" || oper == "unknown";
-      run_check(i, "intf", c.ident, c.when, c.action, ok,
-                c.interface + " " + (oper.empty() ? "missing" : oper), intf_reported);
-    }
-
+    PollErrd(t, &m);
+    if (checkers_on_.load()) RunCheckers(t, &m);  // `checker off`: none runs (the witness is not one)
     // check="on": the VIP must stay configured while the machine holds it; put it back if not.
-    if (any_vip_check && now >= next_vip) {
-      next_vip = now + milliseconds(1000);
-      std::lock_guard<std::mutex> lock(snap_mu_);
-      for (size_t i = 0; i < vips_.size(); ++i) {
-        if (vip_held_[i] && !vip::Held(vips_[i])) {
-          log_->Warning("VIP " + vips_[i].addr + " vanished from its interface: adding it again");
-          if (Status s = vip::Add(vips_[i]); !s.ok())
-            log_->Error("VIP " + vips_[i].addr + ": " + s.ToString());
-        }
-      }
+    if (m.any_vip_check && t.now >= m.next_vip) {
+      m.next_vip = t.now + milliseconds(1000);
+      RestoreVips();
     }
-
-    if (!fs_->empty() && now >= next_resync) {
-      next_resync = now + milliseconds(500);
+    if (!fs_->empty() && t.now >= m.next_resync) {
+      m.next_resync = t.now + milliseconds(500);
       WatchResync();
     }
-    if (!fs_->empty() && now >= next_fs) {
-      next_fs = now + milliseconds(2000);
-      WatchFs(state == core::NodeState::kPrim && ready, &not_in_sync_polls);
+    if (!fs_->empty() && t.now >= m.next_fs) {
+      m.next_fs = t.now + milliseconds(2000);
+      WatchFs(t.state == core::NodeState::kPrim && t.ready, &m.not_in_sync_polls);
     }
+  }
+}
+
+void Node::PollErrd(const MonitorTick& t, MonitorState* m) {
+  // `errd off`: no poll; `errd suspend`: polled (state -v shows the counts) but a failure is not
+  // acted on.
+  const int errd = errd_mode_.load();
+  if (errd == kErrdOff) return;
+  const auto& procs_cfg = opt_.cfg.errd.procs;
+  bool scanned = false;
+  std::vector<process::ProcEntry> procs;
+  for (size_t i = 0; i < procs_cfg.size(); ++i) {
+    Watch& watch = m->procs[i];
+    if (t.now < watch.next) continue;
+    watch.next = t.now + opt_.cfg.errd.polltimer;
+    const auto& w = procs_cfg[i];
+    if (!scanned) {
+      procs = process::ScanProcesses();
+      scanned = true;
+    }
+    const int count = process::CountMatching(procs, m->matchers[i]);
+    const bool ok = count >= w.atleast && (w.atmax < 0 || count <= w.atmax);
+    proto::ProcessWatch pw;
+    pw.set_name(w.name.empty() ? w.nameregex : w.name);
+    pw.set_count(count);
+    pw.set_atleast(w.atleast);
+    pw.set_atmax(w.atmax);
+    pw.set_ok(ok);
+    pw.set_action(config::ToString(w.action));
+    pw.set_active(ClassActive(w.klass, t.state));
+    {
+      std::lock_guard<std::mutex> lock(snap_mu_);
+      if (proc_status_.size() != procs_cfg.size()) proc_status_.resize(procs_cfg.size());
+      proc_status_[i] = pw;
+    }
+    if (ok || !t.ready || !t.settled || errd != kErrdOn || !ClassActive(w.klass, t.state) ||
+        watch.reported == t.epoch)
+      continue;
+    watch.reported = t.epoch;
+    std::string what = "errd: process " + pw.name() + ": " + std::to_string(count) + " running (atleast " +
+                       std::to_string(w.atleast) +
+                       (w.atmax >= 0 ? ", atmax " + std::to_string(w.atmax) : "") + "), action " +
+                       config::ToString(w.action);
+    log_->Warning(what);
+    Post(core::EvCheckFailed{ToFail(w.action), what});
+  }
+}
+
+template <typename Check, typename Probe>
+void Node::RunDueChecks(const MonitorTick& t, const char* kind, const std::vector<Check>& checks,
+                        std::vector<Watch>* watches, Probe probe) {
+  for (size_t i = 0; i < checks.size(); ++i) {
+    const Check& c = checks[i];
+    Watch& watch = (*watches)[i];
+    if (t.now < watch.next || !ClassActive(c.when, t.state)) continue;
+    watch.next = t.now + c.interval;
+    std::string detail;
+    const bool ok = probe(c, &detail);
+    ReportCheck(t, kind, c.ident, c.when, c.action, ok, detail, &watch);
+  }
+}
+
+void Node::RunCheckers(const MonitorTick& t, MonitorState* m) {
+  const auto& check = opt_.cfg.check;
+  RunDueChecks(t, "tcp", check.tcp, &m->tcp, [](const config::TcpCheck& c, std::string* detail) {
+    return process::CheckTcp(c.addr, c.port, c.timeout, detail);
+  });
+  RunDueChecks(t, "custom", check.custom, &m->custom, [&](const config::CustomCheck& c, std::string* detail) {
+    return process::CheckCustom(c.exec, c.arg, m->env, c.timeout, detail);
+  });
+  RunDueChecks(t, "ping", check.ping, &m->ping, [](const config::PingCheck& c, std::string* detail) {
+    return process::CheckWitness(c.addrs, c.timeout, detail);  // up when any address answers
+  });
+  RunDueChecks(t, "intf", check.intf, &m->intf, [](const config::IntfCheck& c, std::string* detail) {
+    // Link state as the kernel reports it (carrier); "unknown" (e.g. loopback, tun) counts as up.
+    std::string oper = ReadAll("/sys/class/net/" + c.interface + "/operstate");
+    while (!oper.empty() && (oper.back() == '\n' || oper.back() == ' ')) oper.pop_back();
+    *detail = c.interface + " " + (oper.empty() ? "missing" : oper);
+    return oper == "up" || oper == "unknown";
+  });
+}
+
+void Node::ReportCheck(const MonitorTick& t, const std::string& kind, const std::string& ident,
+                       config::RoleClass when, config::RecoveryAction action, bool ok,
+                       const std::string& detail, Watch* watch) {
+  proto::CheckerStatus c;
+  c.set_name(ident);
+  c.set_kind(kind);
+  c.set_ok(ok);
+  c.set_detail(detail);
+  {
+    std::lock_guard<std::mutex> lock(snap_mu_);
+    bool replaced = false;
+    for (auto& x : checker_status_)
+      if (x.kind() == kind && x.name() == ident) {
+        x = c;
+        replaced = true;
+      }
+    if (!replaced) checker_status_.push_back(c);
+  }
+  if (ok || !t.ready || !ClassActive(when, t.state) || watch->reported == t.epoch) return;
+  watch->reported = t.epoch;
+  std::string what = kind + " checker " + ident + " failed: " + detail;
+  log_->Warning(what);
+  if (action != config::RecoveryAction::kWait) Post(core::EvCheckFailed{ToFail(action), what});
+}
+
+void Node::RestoreVips() {
+  std::lock_guard<std::mutex> lock(snap_mu_);
+  for (size_t i = 0; i < vips_.size(); ++i) {
+    if (!vip_held_[i] || vip::Held(vips_[i])) continue;
+    log_->Warning("VIP " + vips_[i].addr + " vanished from its interface: adding it again");
+    if (Status s = vip::Add(vips_[i]); !s.ok()) log_->Error("VIP " + vips_[i].addr + ": " + s.ToString());
   }
 }
 

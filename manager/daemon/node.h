@@ -109,7 +109,22 @@ class Node : public admin::NodeControl {
   void FillTimes(proto::StateReply* reply);
   // This node's TLS certificate (subject, expiry) when the module replicates over TLS.
   void FillCertificate(proto::StateReply* reply);
-  void MonitorLoop();  // errd + checkers + VIP check + fs status, off the event loop
+  // The monitor thread: errd + checkers + VIP check + fs status, off the event loop (node.cc).
+  struct Watch;
+  struct MonitorState;
+  struct MonitorTick;
+  void MonitorLoop();
+  void PollErrd(const MonitorTick& t, MonitorState* m);
+  void RunCheckers(const MonitorTick& t, MonitorState* m);
+  // Runs the checks of one kind that are due and active; probe(check, &detail) says up or down.
+  template <typename Check, typename Probe>
+  void RunDueChecks(const MonitorTick& t, const char* kind, const std::vector<Check>& checks,
+                    std::vector<Watch>* watches, Probe probe);
+  // Stores a checker's result for `state -v`; a failure while active is reported once per epoch.
+  void ReportCheck(const MonitorTick& t, const std::string& kind, const std::string& ident,
+                   config::RoleClass when, config::RecoveryAction action, bool ok, const std::string& detail,
+                   Watch* watch);
+  void RestoreVips();  // check="on": adds back a held VIP that vanished from its interface
 
   // Init's parts.
   Status InitHeartbeatNetworks(std::vector<heartbeat::NetworkEndpoint>* nets, std::string* self_flow,

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "common/unique_fd.h"
 #include "manager/process/subprocess.h"
 
 namespace hamirror::process {
@@ -32,17 +33,17 @@ bool CheckTcp(const std::string& addr, int port, Millis timeout, std::string* de
     if (detail) *detail = "bad address " + addr;
     return false;
   }
-  int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
+  UniqueFd fd(socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!fd) {
     if (detail) *detail = std::string("socket: ") + strerror(errno);
     return false;
   }
   int err = 0;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0) {
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&ss), len) != 0) {
     if (errno != EINPROGRESS) {
       err = errno;
     } else {
-      pollfd p{fd, POLLOUT, 0};
+      pollfd p{fd.get(), POLLOUT, 0};
       int n = poll(&p, 1, static_cast<int>(timeout.count()));
       if (n == 0) {
         err = ETIMEDOUT;
@@ -50,11 +51,10 @@ bool CheckTcp(const std::string& addr, int port, Millis timeout, std::string* de
         err = errno;
       } else {
         socklen_t el = sizeof err;
-        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el);
+        getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &el);
       }
     }
   }
-  close(fd);
   if (detail) *detail = err ? addr + ":" + std::to_string(port) + ": " + strerror(err) : "";
   return err == 0;
 }

@@ -7,20 +7,21 @@
 #include <cctype>
 #include <cstdlib>
 
+#include "common/unique_fd.h"
+
 namespace hamirror::process {
 namespace {
 
 bool ReadSmallFile(const std::string& path, std::string* out) {
-  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
   char buf[4096];
   out->clear();
   for (int i = 0; i < 16; ++i) {  // cmdline can be long; 64 KiB is plenty to match on
-    ssize_t n = read(fd, buf, sizeof buf);
+    ssize_t n = read(fd.get(), buf, sizeof buf);
     if (n <= 0) break;
     out->append(buf, n);
   }
-  close(fd);
   return true;
 }
 
