@@ -20,7 +20,8 @@ class ControlServer::Service final : public proto::FsControl::Service {
  public:
   explicit Service(Filesystem* fs) : fs_(fs) {}
 
-  grpc::Status Status(grpc::ServerContext*, const proto::FsStatusRequest* req, proto::FsStatus* out) override {
+  grpc::Status Status(grpc::ServerContext*, const proto::FsStatusRequest* req,
+                      proto::FsStatus* out) override {
     if (req->keepalive()) fs_->NoteControlCall();  // a plain query is not a manager's sign of life
     *out = fs_->GetStatus();
     return grpc::Status::OK;
