@@ -195,7 +195,13 @@ rm_cgroup() {
     for pid in $procs; do kill -KILL "$pid" 2>/dev/null || true; done
     sleep 0.1
   done
-  find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+  # A killed task leaves cgroup.procs before the kernel lets its cgroup go (rmdir: EBUSY until it is
+  # reaped): retry, bounded.
+  for _ in $(seq 1 50); do
+    find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null || true
+    [ -d "$dir" ] || break
+    sleep 0.1
+  done
   [ ! -d "$dir" ] || echo "lab.sh: could not remove cgroup $dir" >&2
 }
 
