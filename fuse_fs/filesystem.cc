@@ -39,6 +39,10 @@ int64_t SteadyMs() {
 // the secondary's tree changes underneath the kernel, so it caches nothing.
 constexpr double kPrimaryTimeout = 86400.0;
 constexpr size_t kMaxWrite = 1 << 20;
+// Aligned buffers for a primary's large direct writes: writes of 1 MiB in flight at once that way
+// (more wait for the disk no faster; the others go through the page cache).
+constexpr size_t kLocalDirectBuffers = 4;
+static_assert(kMaxWrite <= LocalDirectWrites::kBufferBytes, "a full-size write fits a direct buffer");
 // Write-then-fdatasync pairs in a row after which a file's writes are made durable at once (Write).
 constexpr uint32_t kLogStreak = 2;
 
@@ -115,7 +119,7 @@ const char* RoleName(Role role) {
 }
 
 Filesystem::Filesystem(const FsOptions& options, int root_fd, const struct stat& root_st)
-    : options_(options) {
+    : options_(options), local_direct_writes_(options.direct_writes, kLocalDirectBuffers) {
   table_.InitRoot(root_fd, root_st, options_.path_fd_budget);
   resync_ = std::make_unique<ResyncEngine>(static_cast<ResyncHost*>(this), options_.resync);
   verify_ = std::make_unique<ResyncEngine>(static_cast<ResyncHost*>(this), options_.resync);
@@ -171,7 +175,7 @@ Status Filesystem::Start(Role role) {
       so.on_applied = [this](const proto::OpBatch& batch) { OnBatchApplied(batch); };
       so.applier.on_resync_begin = [this](proto::Ack* answer) { AnswerResyncBegin(answer); };
       so.applier.quarantine_root = options_.quarantine_dir;
-      so.applier.direct_writes = options_.direct_apply;
+      so.applier.direct_writes = options_.direct_writes;
       so.applier.max_path_fds = options_.path_fd_budget;  // 0: the applier's default
       std::unique_ptr<replicator::ReplicationServer> server;
       if (Status s = replicator::ReplicationServer::Start(so, &server); !s.ok()) return s;
@@ -1282,7 +1286,7 @@ void Filesystem::Write(fuse_req_t req, fuse_ino_t ino, const char* buf, size_t s
     if (direct || privs_left_to_us_.load(std::memory_order_relaxed)) DropPrivsLocked(req, inode, fd);
     if (!split_head) CountWriteLocked(inode);
     size_t done = 0;
-    int err = PwriteAll(fd, buf, size, off, &done);
+    int err = WriteLocal(fd, buf, size, off, &done);
     if (done == 0 && size > 0) {
       // Not shipped: complete every part with the error.
       p->span.Finish(/*acked=*/true);  // issued nowhere
@@ -1338,6 +1342,12 @@ void Filesystem::FlushLocalPart(int fd, bool full, PendingReply* p) {
   p->Done(r < 0 ? errno : 0);
 }
 
+int Filesystem::WriteLocal(int fd, const char* buf, size_t size, off_t off, size_t* done) {
+  int err = 0;
+  if (local_direct_writes_.Write(fd, buf, size, static_cast<uint64_t>(off), done, &err)) return err;
+  return PwriteAll(fd, buf, size, off, done);
+}
+
 void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size,
                                  off_t off, bool direct, bool count_write) {
   // Shipped first, then written locally while the peer applies its copy (as DRBD submits the local and
@@ -1364,7 +1374,7 @@ void Filesystem::WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const cha
     inode.mtime_dirty = true;
     Ship(std::move(op), p);
     size_t done = 0;
-    err = PwriteAll(fd, buf, size, off, &done);
+    err = WriteLocal(fd, buf, size, off, &done);
     if (done < size) {
       // Rare (ENOSPC, EIO): the peer may now hold bytes this node lacks; resync sets them right.
       RecordPeerAhead(inode);

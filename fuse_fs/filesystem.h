@@ -22,6 +22,7 @@
 #include "common/unique_fd.h"
 #include "fuse_fs/init_extension.h"
 #include "fuse_fs/inode_table.h"
+#include "fuse_fs/local_direct_writes.h"
 #include "fuse_fs/resync.h"
 #include "proto/fs_control.pb.h"
 #include "replicator/replication_server.h"
@@ -62,8 +63,9 @@ struct FsOptions {
   // kernel keeps it coherent), so handles opened with O_DSYNC/O_SYNC for writing get direct I/O too
   // (no FSYNC request after each of their writes). docs/datapath.md "Direct I/O".
   bool direct_io_mmap = true;
-  // As a secondary, large aligned writes go to the disk with O_DIRECT (ApplierOptions.direct_writes).
-  bool direct_apply = true;
+  // Large aligned writes go to this node's disk with O_DIRECT, around its page cache: a primary's
+  // (LocalDirectWrites) and a secondary's (ApplierOptions.direct_writes).
+  bool direct_writes = true;
   // The persistent record of what the peer may lack (replicator/zone_record.h), outside the tree.
   std::string record_path;
   // Where a split-brain resync into this node saves what it changes (replicator/quarantine.h).
@@ -182,6 +184,9 @@ class Filesystem : private ResyncHost {
   // count_write: counts for the write-then-fsync pattern (CountWriteLocked).
   void WriteOverlapped(fuse_req_t req, Inode& inode, int fd, const char* buf, size_t size, off_t off,
                        bool direct, bool count_write);
+  // The local write of a replicated write (PwriteAll's contract): large aligned ones with O_DIRECT
+  // (LocalDirectWrites), the others through the page cache.
+  int WriteLocal(int fd, const char* buf, size_t size, off_t off, size_t* done);
   // The peer may hold data of this file that this node does not (a local apply failed after shipping).
   void RecordPeerAhead(Inode& inode);
   void RebindAll(replicator::Shipper* shipper);
@@ -221,6 +226,7 @@ class Filesystem : private ResyncHost {
 
   const FsOptions options_;
   InodeTable table_;
+  LocalDirectWrites local_direct_writes_;
   std::atomic<Role> role_{Role::kAlone};
   std::atomic<int64_t> control_heard_ms_{0};  // steady clock, ms: the last control call (NoteControlCall)
   std::string peer_;                          // guarded by shipper_mu_

@@ -257,9 +257,10 @@ void AddCommonOptions(CLI::App* sub, Cli& cli) {
            "on (default): ask the kernel for DIRECT_IO_ALLOW_MMAP (shared mmap of direct-I/O handles "
            "works; handles opened O_DSYNC/O_SYNC for writing then use direct I/O: no FSYNC request per "
            "sync write); off: direct-I/O handles refuse shared mmap, O_DSYNC handles stay cached");
-  AddOnOff(sub, "--direct-apply", &cli.options.direct_apply,
-           "on (default): as a secondary, write large aligned writes (256 KiB and more) to the disk with "
-           "O_DIRECT, around this node's page cache, as a DRBD secondary does; off: through the page cache");
+  AddOnOff(sub, "--direct-writes,--direct-apply", &cli.options.direct_writes,
+           "on (default): large aligned writes (256 KiB and more; a primary's from the mount, a "
+           "secondary's from the peer) go to this node's disk with O_DIRECT, around its page cache, as "
+           "DRBD writes both copies; off: through the page cache");
   sub->add_option_function<std::string>(
          "--transport", [&cli](const std::string& v) { hamirror::fs::ParseTransport(v, &cli.transport); },
          "how FUSE requests reach this daemon: dev (default): /dev/fuse; uring: FUSE over io_uring "
