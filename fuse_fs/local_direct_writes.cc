@@ -28,16 +28,16 @@ bool LocalDirectWrites::Write(int fd, const char* data, size_t size, uint64_t of
   if (buffer == nullptr) return false;
   UniqueFd direct(open(ProcPath(fd).buf, O_WRONLY | O_DIRECT | O_CLOEXEC));
   if (!direct) {
-    Disable("open with O_DIRECT", errno);
+    // EINVAL: this file system has no direct I/O. Anything else (out of descriptors...): this once.
+    if (errno == EINVAL) Disable("open with O_DIRECT", errno);
     Release(buffer);
     return false;
   }
   memcpy(buffer, data, size);
   bool refused = false;
-  *err = replicator::WriteAligned(direct.get(), buffer, size, offset, &refused);
+  *err = replicator::WriteAligned(direct.get(), buffer, size, offset, &refused, done);
   Release(buffer);
   if (refused) Disable("a direct write", EINVAL);
-  *done = *err == 0 ? size : 0;
   return true;
 }
 

@@ -38,10 +38,10 @@ class LocalDirectWrites {
 
   // Writes size bytes of data at offset through a descriptor reopened from fd with O_DIRECT. Returns
   // false, having written nothing, when it declines: off, too small or unaligned, no buffer free, or
-  // the file cannot be reopened with O_DIRECT (direct writes then stop, with a log line); the caller
-  // writes through the page cache. Otherwise true with *err 0 (all written) or the errno that stopped
-  // it (*done 0: how much reached the file is unknown). A file system that refuses direct I/O gets
-  // that write through the page cache and no direct write after it.
+  // the file cannot be reopened (with EINVAL, no direct I/O there: direct writes then stop, with a
+  // log line); the caller writes through the page cache. Otherwise true, with PwriteAll's contract:
+  // *err 0 (all written) or the errno that stopped it, *done the bytes written. A file system that
+  // refuses a direct write gets that write through the page cache and no direct write after it.
   bool Write(int fd, const char* data, size_t size, uint64_t offset, size_t* done, int* err);
 
   bool enabled() const { return enabled_.load(std::memory_order_relaxed); }

@@ -140,31 +140,35 @@ int DirectWriter::Write(Job& job) {
   return err;
 }
 
-int WriteAligned(int fd, const char* data, size_t length, uint64_t offset, bool* refused) {
-  const int flags = fcntl(fd, F_GETFL);
-  if (flags < 0) return errno;
-  bool direct = (flags & O_DIRECT) != 0;
+int WriteAligned(int fd, const char* data, size_t length, uint64_t offset, bool* refused, size_t* written) {
   size_t done = 0;
-  while (done < length) {
-    const ssize_t n = pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EINVAL && direct) {
-      // This file system wants another alignment, or no direct I/O at all: through the page cache.
-      *refused = true;
-      direct = false;
-      if (!DropDirect(fd)) return errno;
-      continue;
+  const int err = [&]() -> int {
+    const int flags = fcntl(fd, F_GETFL);
+    if (flags < 0) return errno;
+    bool direct = (flags & O_DIRECT) != 0;
+    while (done < length) {
+      const ssize_t n = pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EINVAL && direct) {
+        // This file system wants another alignment, or no direct I/O at all: through the page cache.
+        *refused = true;
+        direct = false;
+        if (!DropDirect(fd)) return errno;
+        continue;
+      }
+      if (n < 0) return errno;  // ENOSPC, EIO, ...: the op's error ack
+      if (n == 0) return EIO;
+      done += static_cast<size_t>(n);
+      // A short direct write leaves an end that may not be aligned any more.
+      if (direct && done < length) {
+        direct = false;
+        if (!DropDirect(fd)) return errno;
+      }
     }
-    if (n < 0) return errno;  // ENOSPC, EIO, ...: the op's error ack
-    if (n == 0) return EIO;
-    done += static_cast<size_t>(n);
-    // A short direct write leaves an end that may not be aligned any more.
-    if (direct && done < length) {
-      direct = false;
-      if (!DropDirect(fd)) return errno;
-    }
-  }
-  return 0;
+    return 0;
+  }();
+  if (written != nullptr) *written = done;
+  return err;
 }
 
 }  // namespace hamirror::replicator

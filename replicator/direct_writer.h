@@ -34,8 +34,10 @@ namespace hamirror::replicator {
 
 // Writes length bytes of data (aligned for O_DIRECT) at offset through fd, opened with O_DIRECT. Where
 // the file system refuses a direct write (EINVAL: *refused set) or one comes back short (its end may
-// not be aligned), O_DIRECT is cleared on fd and the rest goes through the page cache. 0 or an errno.
-int WriteAligned(int fd, const char* data, size_t length, uint64_t offset, bool* refused);
+// not be aligned), O_DIRECT is cleared on fd and the rest goes through the page cache. 0 or an errno;
+// *written (if given): the bytes written before it stopped.
+int WriteAligned(int fd, const char* data, size_t length, uint64_t offset, bool* refused,
+                 size_t* written = nullptr);
 
 class DirectWriter {
  public:
