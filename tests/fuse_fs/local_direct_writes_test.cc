@@ -32,37 +32,42 @@ std::string ReadBack(int fd, size_t n, off_t off) {
   return s;
 }
 
-// The file system under the scratch directory has a page cache to bypass and takes O_DIRECT (tmpfs
-// has neither: these tests have nothing to show there).
-bool DirectIoWorks(const std::string& dir) {
-  struct statfs fs;
-  if (statfs(dir.c_str(), &fs) != 0 || fs.f_type == TMPFS_MAGIC) return false;
-  UniqueFd fd(open((dir + "/probe").c_str(), O_CREAT | O_WRONLY | O_DIRECT | O_CLOEXEC, 0644));
-  return fd.valid();
-}
+// A scratch file on a file system that has a page cache to bypass and takes O_DIRECT (tmpfs has
+// neither: the tests that need one have nothing to show there, and say so).
+struct DirectScratch {
+  hamirror::test::TempDir dir{"hamirror-ldw"};
+  UniqueFd fd;
+  bool Open() {
+    struct statfs fs;
+    UniqueFd probe(open(dir.Sub("probe").c_str(), O_CREAT | O_WRONLY | O_DIRECT | O_CLOEXEC, 0644));
+    if (statfs(dir.path().c_str(), &fs) != 0 || fs.f_type == TMPFS_MAGIC || !probe) {
+      WARN("skipped: " << dir.path() << " has no direct I/O to test");
+      return false;
+    }
+    fd.Reset(open(dir.Sub("f").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
+    REQUIRE(fd);
+    return true;
+  }
+};
 
 }  // namespace
 
 TEST_CASE("LocalDirectWrites: a large aligned write reaches the file around the page cache", "[unit]") {
-  hamirror::test::TempDir dir("hamirror-ldw");
-  if (!DirectIoWorks(dir.path())) {
-    WARN("skipped: " << dir.path() << " refuses O_DIRECT");
-    return;
-  }
-  UniqueFd fd(open(dir.Sub("f").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
-  REQUIRE(fd);
+  DirectScratch scratch;
+  if (!scratch.Open()) return;
+  const int fd = scratch.fd.get();
   LocalDirectWrites writes(true, 2);
   const std::string data = Pattern(1 << 20, 'a');
   size_t done = 0;
   int err = -1;
-  REQUIRE(writes.Write(fd.get(), data.data(), data.size(), 4096, &done, &err));
+  REQUIRE(writes.Write(fd, data.data(), data.size(), 4096, &done, &err));
   CHECK(err == 0);
   CHECK(done == data.size());
   // Not in the page cache: a read that must not wait for the disk finds nothing.
   std::string seen(data.size(), '\0');
   iovec iov{seen.data(), seen.size()};
-  CHECK(preadv2(fd.get(), &iov, 1, 4096, RWF_NOWAIT) == -1);
-  CHECK(ReadBack(fd.get(), data.size(), 4096) == data);
+  CHECK(preadv2(fd, &iov, 1, 4096, RWF_NOWAIT) == -1);
+  CHECK(ReadBack(fd, data.size(), 4096) == data);
   CHECK(writes.enabled());
 }
 
@@ -89,29 +94,25 @@ TEST_CASE("LocalDirectWrites: small, unaligned, oversized or switched off: decli
 }
 
 TEST_CASE("LocalDirectWrites: writes over cached data and cached reads after it stay coherent", "[unit]") {
-  hamirror::test::TempDir dir("hamirror-ldw");
-  if (!DirectIoWorks(dir.path())) {
-    WARN("skipped: " << dir.path() << " refuses O_DIRECT");
-    return;
-  }
-  UniqueFd fd(open(dir.Sub("f").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0644));
-  REQUIRE(fd);
+  DirectScratch scratch;
+  if (!scratch.Open()) return;
+  const int fd = scratch.fd.get();
   // Dirty page-cache pages first, then a direct write over them, then a small buffered write.
   const std::string old_data = Pattern(1 << 20, 'A');
-  REQUIRE(pwrite(fd.get(), old_data.data(), old_data.size(), 0) == static_cast<ssize_t>(old_data.size()));
-  CHECK(ReadBack(fd.get(), 4096, 0) == old_data.substr(0, 4096));  // cached
+  REQUIRE(pwrite(fd, old_data.data(), old_data.size(), 0) == static_cast<ssize_t>(old_data.size()));
+  CHECK(ReadBack(fd, 4096, 0) == old_data.substr(0, 4096));  // cached
   LocalDirectWrites writes(true, 1);
   const std::string data = Pattern(1 << 20, 'a');
   size_t done = 0;
   int err = -1;
-  REQUIRE(writes.Write(fd.get(), data.data(), data.size(), 0, &done, &err));
+  REQUIRE(writes.Write(fd, data.data(), data.size(), 0, &done, &err));
   REQUIRE(err == 0);
-  REQUIRE(pwrite(fd.get(), "tail", 4, 100) == 4);
+  REQUIRE(pwrite(fd, "tail", 4, 100) == 4);
   std::string expect = data;
   expect.replace(100, 4, "tail");
-  CHECK(ReadBack(fd.get(), expect.size(), 0) == expect);
+  CHECK(ReadBack(fd, expect.size(), 0) == expect);
   // The one buffer came back: a second write goes direct too.
-  REQUIRE(writes.Write(fd.get(), data.data(), data.size(), 1 << 20, &done, &err));
+  REQUIRE(writes.Write(fd, data.data(), data.size(), 1 << 20, &done, &err));
   CHECK(err == 0);
-  CHECK(ReadBack(fd.get(), data.size(), 1 << 20) == data);
+  CHECK(ReadBack(fd, data.size(), 1 << 20) == data);
 }
